@@ -1,0 +1,5 @@
+"""``python -m batch_updater``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""RateLimiter with an injected clock and sleep: no real waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from batch_updater.limiter import RateLimiter
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        # Sleepers wake in order of their deadline; advancing to the latest is fine
+        # because each caller computed its own absolute slot before sleeping.
+        self.now = max(self.now, self._deadline(seconds))
+
+    def _deadline(self, seconds: float) -> float:
+        return self.now + seconds
+
+
+async def acquire_times(limiter: RateLimiter, fake: FakeTime, n: int) -> list[float]:
+    times: list[float] = []
+    for _ in range(n):
+        await limiter.acquire()
+        times.append(fake.now)
+    return times
+
+
+async def test_evenly_spaced_with_burst_one() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, 1, clock=fake.clock, sleep=fake.sleep)
+    times = await acquire_times(limiter, fake, 5)
+    gaps = [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
+    assert times[0] == 1000.0
+    assert gaps == [0.1, 0.1, 0.1, 0.1]
+
+
+async def test_burst_goes_back_to_back_then_paces() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(4, 3, clock=fake.clock, sleep=fake.sleep)
+    times = await acquire_times(limiter, fake, 5)
+    assert times[:3] == [1000.0, 1000.0, 1000.0]
+    assert times[3] == pytest.approx(1000.25)
+    assert times[4] == pytest.approx(1000.5)
+
+
+async def test_idle_time_does_not_bank_more_than_burst() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, 2, clock=fake.clock, sleep=fake.sleep)
+    await acquire_times(limiter, fake, 2)
+    fake.now += 60  # a long idle period
+    resumed = fake.now
+    times = await acquire_times(limiter, fake, 4)
+    assert times[0] == times[1] == resumed  # two free, then paced
+    assert times[2] == pytest.approx(resumed + 0.1)
+    assert times[3] == pytest.approx(resumed + 0.2)
+
+
+async def test_concurrent_waiters_get_distinct_slots_in_order() -> None:
+    fake = FakeTime()
+    delays: list[float] = []
+
+    async def recording_sleep(seconds: float) -> None:
+        delays.append(seconds)  # do not advance: all reserve at the same instant
+
+    limiter = RateLimiter(5, 1, clock=fake.clock, sleep=recording_sleep)
+    await asyncio.gather(*(limiter.acquire() for _ in range(4)))
+    assert sorted(delays) == pytest.approx([0.2, 0.4, 0.6])
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(10, 1), (3.5, 1), (50, 5), (100, 2)])
+async def test_any_window_holds_at_most_rate_t_plus_burst(rate: float, burst: int) -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(rate, burst, clock=fake.clock, sleep=fake.sleep)
+    times = await acquire_times(limiter, fake, 200)
+    for i in range(len(times)):
+        for j in range(i, min(len(times), i + 3 * burst + 10)):
+            window = times[j] - times[i]
+            assert j - i + 1 <= rate * window + burst + 1e-9
+
+
+async def test_zero_rate_is_unlimited_and_never_sleeps() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(0, clock=fake.clock, sleep=fake.sleep)
+    await acquire_times(limiter, fake, 100)
+    assert fake.sleeps == []
+    assert "unlimited" in repr(limiter)
+
+
+async def test_rate_can_change_live_and_repr_shows_state() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, clock=fake.clock, sleep=fake.sleep)
+    await acquire_times(limiter, fake, 2)
+    limiter.rate = 2
+    times = await acquire_times(limiter, fake, 2)
+    assert times[1] - times[0] == pytest.approx(0.5)
+    assert "rate=2/s" in repr(limiter)
+    assert "burst=1" in repr(limiter)
+
+
+def test_burst_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="burst"):
+        RateLimiter(1, 0)
