@@ -1,0 +1,253 @@
+"""Command line: a thin layer over :func:`batch_updater.run_batch` and the emulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from ._version import __version__
+from .errors import SetupError
+from .logs import LEVELS, configure_logging
+from .results import RunSummary, Status
+from .runner import RunConfig, run_batch
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ROWS, EXIT_SETUP = 0, 1, 2
+EXIT_SIGINT = 130
+
+EPILOG = """\
+examples:
+  batch-updater run --local inputs/example.csv          # whole job against the built-in emulator
+  batch-updater run apps.csv --dry-run                  # validate only, write the report
+  batch-updater run apps.csv --region us-east-1 --rate 5 --report reports/apps.csv
+  batch-updater emulate --port 4566 --rate 50           # standalone emulator
+
+exit codes: 0 all rows succeeded or skipped; 1 some row failed, invalid or not attempted;
+            2 usage or setup error before any call
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage block: the message says what to fix.
+        self.exit(EXIT_SETUP, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``batch-updater`` argument parser."""
+    parser = _Parser(
+        prog="batch-updater",
+        description="Apply Amazon Cognito login settings to many AWS Amplify apps "
+        "(AmplifyBackend UpdateBackendConfig).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="validate the input CSV and update every app",
+        description="Validate every row of INPUT, then call UpdateBackendConfig for each "
+        "valid row and write a per-row report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("input", metavar="INPUT", type=Path, help="CSV of apps and settings")
+    run.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH",
+        help="report file (.csv, or .jsonl for JSON lines); "
+        "default reports/<input stem>-<UTC time>.csv",
+    )
+    run.add_argument("--region", metavar="R", help="region for rows without a region column")
+    run.add_argument("--profile", metavar="P", help="AWS profile (standard credential chain)")
+    run.add_argument("--endpoint-url", metavar="URL", help="send the calls to this endpoint")
+    run.add_argument(
+        "--local",
+        action="store_true",
+        help="run against the built-in emulator on 127.0.0.1 (no AWS account needed)",
+    )
+    run.add_argument(
+        "--rate",
+        type=_non_negative,
+        default=10.0,
+        metavar="N",
+        help="requests per second per region, retries included; 0 = unlimited (default 10)",
+    )
+    run.add_argument(
+        "--burst",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="requests allowed back to back (default 1: evenly spaced)",
+    )
+    run.add_argument(
+        "--concurrency", type=_positive_int, default=16, metavar="N", help="workers (default 16)"
+    )
+    run.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="attempts per row, first try included (default 8)",
+    )
+    run.add_argument(
+        "--request-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="read timeout of one request (default 30)",
+    )
+    run.add_argument(
+        "--backoff-cap",
+        type=_non_negative,
+        default=20.0,
+        metavar="SECONDS",
+        help="longest wait between retries (default 20)",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="validate and write the report; send nothing"
+    )
+    run.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="send the valid rows even when some rows are invalid",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="auto: console lines on a terminal, JSON lines otherwise",
+    )
+    run.add_argument(
+        "--log-level", choices=LEVELS, default="info", type=str.lower, help="default info"
+    )
+
+    emulate = commands.add_parser(
+        "emulate",
+        help="run the AmplifyBackend emulator in the foreground",
+        description="A local AmplifyBackend endpoint speaking the real rest-json protocol.",
+    )
+    emulate.add_argument("--port", type=int, default=4566, help="port (default 4566)")
+    emulate.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    emulate.add_argument(
+        "--rate", type=_non_negative, default=0.0, help="server rate limit per second (0 = none)"
+    )
+    emulate.add_argument("--burst", type=_positive_int, default=1, help="server burst")
+    emulate.add_argument("--p504", type=_probability, default=0.0, help="probability of a 504")
+    emulate.add_argument("--latency-ms", type=_non_negative, default=0.0, help="added latency")
+    emulate.add_argument(
+        "--known-apps",
+        metavar="IDS",
+        help="comma-separated app ids that exist (default: every well-formed id)",
+    )
+    emulate.add_argument("--seed", type=int, default=None, help="random seed")
+    return parser
+
+
+def _print_summary(summary: RunSummary) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items() if n)
+    print(
+        f"batch-updater: {summary.rows} rows in {summary.elapsed_seconds:.1f} s "
+        f"({summary.rows_per_second:.1f} rows/s): {counts or 'no rows'}\n"
+        f"  requests {summary.requests}, retries {summary.retries}, "
+        f"throttled {summary.throttles}\n"
+        f"  report:  {summary.report_path}\n"
+        f"  summary: {summary.report_path}.summary.json",
+        file=sys.stderr,
+    )
+    if summary.counts[Status.INVALID] and not summary.counts[Status.SUCCEEDED]:
+        print("  invalid rows: see error_message in the report", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level)
+    config = RunConfig(
+        report_path=args.report,
+        region=args.region,
+        profile=args.profile,
+        endpoint_url=args.endpoint_url,
+        local=args.local,
+        rate=args.rate,
+        burst=args.burst,
+        concurrency=args.concurrency,
+        max_attempts=args.max_attempts,
+        request_timeout=args.request_timeout,
+        backoff_cap=args.backoff_cap,
+        dry_run=args.dry_run,
+        skip_invalid=args.skip_invalid,
+        collect_results=False,
+    )
+    summary = asyncio.run(run_batch(args.input, config))
+    _print_summary(summary)
+    return summary.exit_code
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from .emulator import EmulatorConfig, main_emulate  # noqa: PLC0415 - emulate only
+
+    known = (
+        frozenset(a.strip() for a in args.known_apps.split(",") if a.strip())
+        if args.known_apps
+        else None
+    )
+    config = EmulatorConfig(
+        rate=args.rate or None,
+        burst=args.burst,
+        p504=args.p504,
+        latency_ms=args.latency_ms,
+        known_apps=known,
+        seed=args.seed,
+    )
+    main_emulate(args.port, config, host=args.host)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``batch-updater`` and ``python -m batch_updater``."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _emulate(args)
+    except SetupError as exc:
+        print(f"batch-updater: error: {exc}", file=sys.stderr)
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        print("batch-updater: interrupted", file=sys.stderr)
+        return EXIT_SIGINT

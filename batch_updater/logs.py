@@ -1,0 +1,78 @@
+"""structlog set-up for the CLI, and the processor that keeps secrets out of the logs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Final, TextIO
+
+import structlog
+
+__all__ = ["configure_logging", "mask", "redact_sensitive"]
+
+LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+# AWS marks the user pool web client id as sensitive: show only its last 4 characters.
+_MASKED_KEYS: Final = frozenset(
+    {"web_client_id", "AwsUserPoolsWebClientId", "aws_user_pools_web_client_id"}
+)
+_SECRET_WORDS: Final = ("secret", "session_token", "password", "credential")
+
+
+def mask(value: str) -> str:
+    """``abcdefgh`` -> ``****efgh``."""
+    return "****" + value[-4:] if len(value) > 4 else "****"
+
+
+def _redact(mapping: MutableMapping[str, Any]) -> None:
+    for key, value in mapping.items():
+        lowered = key.lower()
+        if key in _MASKED_KEYS and isinstance(value, str):
+            mapping[key] = mask(value)
+        elif any(word in lowered for word in _SECRET_WORDS):
+            mapping[key] = "[redacted]"
+        elif isinstance(value, dict):
+            mapping[key] = dict(value)
+            _redact(mapping[key])
+
+
+def redact_sensitive(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask web client ids and drop anything that looks like a secret."""
+    _redact(event_dict)
+    return event_dict
+
+
+def configure_logging(
+    log_format: str = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure structlog for the CLI: JSON lines, or console lines on a terminal.
+
+    The library itself never calls this; applications configure logging as they like.
+    """
+    stream = stream or sys.stderr
+    if log_format not in ("auto", "json", "console"):
+        raise ValueError(f"log format must be auto, json or console, not {log_format!r}")
+    if level.lower() not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
+    as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_sensitive,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,131 @@
+"""The per-row report (CSV or JSON lines), written and flushed as each row finishes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Final
+
+from .errors import SetupError
+from .results import RowResult, RunSummary
+
+__all__ = ["REPORT_COLUMNS", "ReportWriter", "default_report_path", "write_summary"]
+
+REPORT_COLUMNS: Final = (
+    "line",
+    "app_id",
+    "region",
+    "status",
+    "attempts",
+    "error_code",
+    "http_status",
+    "error_message",
+    "request_id",
+    "backend_manager_app_id",
+    "settings_digest",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_report_path(input_name: str, now: datetime | None = None) -> Path:
+    """``reports/<input stem>-<UTC yyyymmddThhmmssZ>.csv``."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path("reports") / f"{Path(input_name).stem}-{stamp}.csv"
+
+
+def summary_path(report: Path) -> Path:
+    """Where the summary of ``report`` goes: ``<report>.summary.json``."""
+    return report.with_name(report.name + ".summary.json")
+
+
+def _record(result: RowResult) -> dict[str, Any]:
+    return {
+        "line": result.line,
+        "app_id": result.app_id,
+        "region": result.region,
+        "status": str(result.status),
+        "attempts": result.attempts,
+        "error_code": result.error_code,
+        "http_status": result.http_status,
+        "error_message": result.error_message,
+        "request_id": result.request_id,
+        "backend_manager_app_id": result.backend_manager_app_id,
+        "settings_digest": result.settings_digest,
+        "started_at": _iso(result.started_at),
+        "finished_at": _iso(result.finished_at),
+        "duration_ms": result.duration_ms,
+    }
+
+
+class ReportWriter:
+    """Writes one record per row; ``.jsonl`` paths get JSON lines, anything else CSV.
+
+    Each record is flushed to the operating system as soon as it is written, so a crash
+    of this process loses at most the rows still in flight.
+    """
+
+    __slots__ = ("_csv", "_file", "_jsonl", "path", "written")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._jsonl = path.suffix.lower() == ".jsonl"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] = path.open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise SetupError(f"cannot write the report {path}: {exc.strerror or exc}") from None
+        self.written = 0
+        self._csv = None if self._jsonl else csv.writer(self._file, lineterminator="\n")
+        if self._csv is not None:
+            self._csv.writerow(REPORT_COLUMNS)
+            self._file.flush()
+
+    def write(self, result: RowResult) -> None:
+        """Append one row's record and flush it."""
+        record = _record(result)
+        if self._csv is not None:
+            self._csv.writerow(["" if v is None else v for v in record.values()])
+        else:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.written += 1
+
+    def close(self) -> None:
+        """Flush to disk and close."""
+        if self._file.closed:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def __enter__(self) -> ReportWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "jsonl" if self._jsonl else "csv"
+        return f"<ReportWriter {kind} {str(self.path)!r} written={self.written}>"
+
+
+def write_summary(summary: RunSummary) -> Path | None:
+    """Write ``<report>.summary.json`` atomically; returns its path."""
+    if summary.report_path is None:
+        return None
+    path = summary_path(summary.report_path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

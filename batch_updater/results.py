@@ -1,0 +1,87 @@
+"""What a run produces: one :class:`RowResult` per input row and a :class:`RunSummary`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RowResult", "RunSummary", "Status"]
+
+
+class Status(StrEnum):
+    """A row's final status, as written in the report."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+    NOT_ATTEMPTED = "not_attempted"
+    DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    """The outcome of one input row; one report record."""
+
+    line: int
+    app_id: str
+    region: str
+    status: Status
+    attempts: int = 0
+    error_code: str = ""
+    http_status: int | None = None
+    error_message: str = ""
+    request_id: str = ""
+    backend_manager_app_id: str = ""
+    settings_digest: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """Totals of a finished run, written beside the report as ``<report>.summary.json``."""
+
+    report_path: Path | None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Status, 0))
+    requests: int = 0
+    retries: int = 0
+    throttles: int = 0
+    elapsed_seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+    results: list[RowResult] | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows in the input."""
+        return sum(self.counts.values())
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rows finished per second of wall time."""
+        return self.rows / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every row succeeded, was skipped or was a dry run; else 1."""
+        bad = (Status.FAILED, Status.INVALID, Status.NOT_ATTEMPTED)
+        return 1 if any(self.counts[s] for s in bad) else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary file's content."""
+        return {
+            "report": str(self.report_path) if self.report_path else None,
+            "rows": self.rows,
+            "counts": {str(k): v for k, v in self.counts.items()},
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttles": self.throttles,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "rows_per_second": round(self.rows_per_second, 2),
+            "exit_code": self.exit_code,
+            "settings": self.settings,
+        }
