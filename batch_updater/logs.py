@@ -9,7 +9,7 @@ from typing import Any, Final, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "mask", "redact_sensitive"]
+__all__ = ["configure_logging", "default_logger", "mask", "redact_sensitive"]
 
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 # AWS marks the user pool web client id as sensitive: show only its last 4 characters.
@@ -75,4 +75,25 @@ def configure_logging(
         ),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
+    )
+
+
+def default_logger() -> Any:
+    """The library's logger: the application's structlog set-up when it has one.
+
+    When structlog is not configured, a private logger writes info and above as console
+    lines to stderr, so library use is not flooded with debug output, and the global
+    configuration is left alone.
+    """
+    if structlog.is_configured():
+        return structlog.get_logger("batch_updater")
+    return structlog.wrap_logger(
+        structlog.WriteLogger(sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_sensitive,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )

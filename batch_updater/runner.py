@@ -11,12 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from .client import CallError, CallResult, Clients, make_session
 from .errors import SetupError
 from .limiter import RateLimiter
-from .logs import mask
+from .logs import default_logger, mask
 from .report import ReportWriter, default_report_path, write_summary
 from .results import RowResult, RunSummary, Status
 from .retry import Retrier, RetryEvent, RetryPolicy
@@ -320,7 +318,7 @@ async def run_batch(
     Raises :class:`SetupError` before any call when the job cannot start.
     """
     config = config or RunConfig()
-    log = logger if logger is not None else structlog.get_logger("batch_updater")
+    log = logger if logger is not None else default_logger()
     t0 = time.perf_counter()
     if session is None:
         session = make_session(config.profile, config.region, local=config.local)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -41,7 +42,7 @@ async def test_evenly_spaced_with_burst_one() -> None:
     fake = FakeTime()
     limiter = RateLimiter(10, 1, clock=fake.clock, sleep=fake.sleep)
     times = await acquire_times(limiter, fake, 5)
-    gaps = [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
     assert times[0] == 1000.0
     assert gaps == [0.1, 0.1, 0.1, 0.1]
 

@@ -238,8 +238,9 @@ def test_duplicates_are_skipped_and_conflicts_invalidate_every_row_of_the_key(
     outcome = {i.line: i for i in plan}
     assert isinstance(outcome[2], Row)
     assert isinstance(outcome[4], Row)
-    assert outcome[3] == Rejected(3, "d1abc", "us-east-1", "skipped", "duplicate of line 2",
-                                  outcome[2].digest)  # type: ignore[union-attr]
+    assert outcome[3] == Rejected(
+        3, "d1abc", "us-east-1", "skipped", "duplicate of line 2", outcome[2].digest
+    )  # type: ignore[union-attr]
     for line, other_line in [(5, 6), (6, 5), (7, 6)]:
         item = outcome[line]
         assert isinstance(item, Rejected)
