@@ -1,0 +1,491 @@
+"""A local AmplifyBackend ``UpdateBackendConfig`` endpoint speaking the real rest-json protocol.
+
+Clients talk to it over HTTP with botocore's own serialization, SigV4 signing and error
+parsing; only the server side is emulated. Paths, member names and error codes come from
+botocore's service model.
+
+One request is handled in this order. Steps 2-9 run without awaiting, so concurrent requests
+are decided (and applied) in arrival order:
+
+1. the whole body is read, on every path (see :meth:`Emulator.handle`);
+2. no ``Authorization: AWS4-HMAC-SHA256 ...`` header: 403 ``UnrecognizedClientException``
+   (the signature itself is not checked);
+3. over the rate limit: 429 ``TooManyRequestsException``; this does not consume a scripted
+   outcome;
+4. not ``POST /backend/{appId}/config/update``: 404 ``NotFoundException``;
+5. the app's next scripted outcome, if any; ``"ok"`` goes on below but skips the random 504;
+6. malformed JSON, unknown field, missing or empty settings: 400 ``BadRequestException``;
+7. unknown app id, or one that is not ``d[a-z0-9]+`` of at most 20 characters: 404
+   ``NotFoundException`` with ``resourceType: app``;
+8. with probability ``p504``: 504 ``GatewayTimeoutException``;
+9. the settings are merged into the app's stored settings: 200.
+
+The configured latency is then added before every answer, whatever its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import random
+import re
+import signal
+import sys
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import botocore.session
+from aiohttp import web
+from botocore.model import StructureShape
+
+from .errors import SetupError
+
+__all__ = [
+    "OUTCOMES",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "RequestRecord",
+    "main_emulate",
+]
+
+#: Scripted outcomes besides ``"error:<text>"`` (200 with the top-level ``error`` field set).
+OUTCOMES: Final = frozenset({"ok", "400", "404", "429", "504"})
+_ERROR_OUTCOME: Final = "error:"
+_APP_ID: Final = re.compile(r"d[a-z0-9]{1,19}", re.ASCII)
+_SIGV4: Final = "AWS4-HMAC-SHA256 "
+_UNRECOGNIZED_CLIENT: Final = "UnrecognizedClientException"
+_LIMIT_TYPE: Final = "requests"
+_RESOURCE_TYPE: Final = "app"
+
+
+def _check_outcome(outcome: str) -> None:
+    if outcome not in OUTCOMES and not outcome.startswith(_ERROR_OUTCOME):
+        raise ValueError(
+            f"unknown scripted outcome {outcome!r}: use one of {sorted(OUTCOMES)} or 'error:<text>'"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """How the emulator behaves; the defaults give a fast service that always succeeds.
+
+    ``rate`` (requests/s, None or 0 = unlimited) and ``burst`` limit the requests that pass
+    the signature check (GCRA on the loop clock): after an idle period ``burst`` requests
+    pass back to back, then one every ``1 / rate`` seconds; the others get 429. The default
+    ``burst=1`` spaces requests strictly.
+    ``known_apps=None`` means every well-formed app id exists. ``script`` maps an app id to
+    outcomes consumed one per request for that app (see :meth:`Emulator.script`).
+    ``seed`` makes the random 504s and the latency jitter repeatable.
+    """
+
+    rate: float | None = None
+    burst: int = 1
+    p504: float = 0.0
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    known_apps: frozenset[str] | None = None
+    seed: int | None = None
+    script: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rate is not None and not self.rate >= 0:
+            raise ValueError(f"rate must be >= 0 or None, got {self.rate}")
+        if self.burst < 1:
+            raise ValueError(f"burst must be at least 1, got {self.burst}")
+        if not 0.0 <= self.p504 <= 1.0:
+            raise ValueError(f"p504 must be between 0 and 1, got {self.p504}")
+        if not (self.latency_ms >= 0 and self.latency_jitter_ms >= 0):
+            raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
+        for outcomes in self.script.values():
+            for outcome in outcomes:
+                _check_outcome(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request received, as it was answered."""
+
+    time: float  # loop time when the body had been read
+    app_id: str  # from the path; "" when the path is not UpdateBackendConfig's
+    status: int
+    error_type: str | None  # the x-amzn-ErrorType header; None on 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """UpdateBackendConfig's names on the wire, read from botocore's service model."""
+
+    method: str
+    path: str
+    app_id: str
+    config: str
+    settings: tuple[str, ...]
+    out_app_id: str
+    out_manager_id: str
+    out_error: str
+    error_status: Mapping[str, int]
+    message: str
+    limit_type: str
+    resource_type: str
+
+
+def _name(shape: StructureShape, member: str) -> str:
+    return str(shape.members[member].serialization.get("name", member))
+
+
+@functools.cache
+def _wire() -> _Wire:
+    model = botocore.session.get_session().get_service_model("amplifybackend")
+    operation = model.operation_model("UpdateBackendConfig")
+    request, response = operation.input_shape, operation.output_shape
+    if request is None or response is None:
+        raise RuntimeError("botocore's UpdateBackendConfig model has no input or output")
+    login = request.members["LoginAuthConfig"]
+    if not isinstance(login, StructureShape):
+        raise TypeError("botocore's LoginAuthConfig is not a structure")
+    errors = {s.name: s for s in operation.error_shapes if isinstance(s, StructureShape)}
+    return _Wire(
+        method=operation.http["method"],
+        path=operation.http["requestUri"],
+        app_id=_name(request, "AppId"),
+        config=_name(request, "LoginAuthConfig"),
+        settings=tuple(_name(login, member) for member in login.members),
+        out_app_id=_name(response, "AppId"),
+        out_manager_id=_name(response, "BackendManagerAppId"),
+        out_error=_name(response, "Error"),
+        error_status={n: int(s.metadata["error"]["httpStatusCode"]) for n, s in errors.items()},
+        message=_name(errors["NotFoundException"], "Message"),
+        limit_type=_name(errors["TooManyRequestsException"], "LimitType"),
+        resource_type=_name(errors["NotFoundException"], "ResourceType"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    body: dict[str, Any]
+    error_type: str | None = None
+
+
+class _BadRequest(Exception):
+    """The request body is refused with 400; the message says why."""
+
+
+def _parse_settings(body: bytes, wire: _Wire) -> dict[str, str]:
+    try:
+        document = json.loads(body) if body.strip() else {}
+    except ValueError:  # also UnicodeDecodeError
+        raise _BadRequest("the request body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise _BadRequest("the request body must be a JSON object")
+    if unknown := sorted(set(document) - {wire.config}):
+        raise _BadRequest(f"unknown field {unknown[0]!r:.80}")
+    settings = document.get(wire.config)
+    if settings is None:
+        raise _BadRequest(f"{wire.config} is required")
+    if not isinstance(settings, dict):
+        raise _BadRequest(f"{wire.config} must be a JSON object")
+    if unknown := sorted(set(settings) - set(wire.settings)):
+        raise _BadRequest(f"unknown field {unknown[0]!r:.80} in {wire.config}")
+    if not settings:
+        raise _BadRequest(
+            f"{wire.config} is empty: give at least one of {', '.join(wire.settings)}"
+        )
+    for key, value in settings.items():
+        # Values are never echoed: a web client id is sensitive.
+        if not isinstance(value, str) or not value:
+            raise _BadRequest(f"{wire.config}.{key} must be a non-empty string")
+    return settings
+
+
+class Emulator:
+    """The emulated service: configuration, per-app settings and the request log.
+
+    ``apps`` maps app id to its stored settings (wire names such as ``aws_user_pools_id``);
+    an app appears there on its first successful update. ``requests`` has one
+    :class:`RequestRecord` per request received, in arrival order.
+    """
+
+    __slots__ = ("_config", "_random", "_scripts", "_tat", "_wire", "apps", "requests")
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self._config = config if config is not None else EmulatorConfig()
+        self._wire = _wire()
+        self.apps: dict[str, dict[str, str]] = {}
+        self.requests: list[RequestRecord] = []
+        self._scripts: dict[str, deque[str]] = {}
+        self._random = random.Random(self._config.seed)
+        self._tat = float("-inf")  # GCRA: theoretical arrival time of the next request
+        self.reset()
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """The current configuration (see :meth:`configure`)."""
+        return self._config
+
+    def configure(self, **changes: Any) -> EmulatorConfig:
+        """Change configuration fields at runtime, e.g. ``configure(p504=0.5)``.
+
+        A new ``rate`` or ``burst`` restarts the rate limiter, a new ``seed`` reseeds the
+        random source and a new ``script`` replaces every pending scripted outcome.
+        """
+        self._config = replace(self._config, **changes)
+        if "rate" in changes or "burst" in changes:
+            self._tat = float("-inf")
+        if "seed" in changes:
+            self._random.seed(self._config.seed)
+        if "script" in changes:
+            self._load_scripts()
+        return self._config
+
+    def script(self, app_id: str, outcomes: Iterable[str]) -> None:
+        """Queue outcomes for ``app_id``'s next requests, after any already queued.
+
+        Each is one of ``"ok"``, ``"400"``, ``"404"``, ``"429"``, ``"504"`` or
+        ``"error:<text>"`` (200 with ``error`` set and the settings not applied). When the
+        queue is empty the configured behaviour applies again.
+        """
+        outcomes = list(outcomes)
+        for outcome in outcomes:
+            _check_outcome(outcome)
+        self._scripts.setdefault(app_id, deque()).extend(outcomes)
+
+    def pending(self, app_id: str) -> list[str]:
+        """Scripted outcomes not yet consumed for ``app_id``."""
+        return list(self._scripts.get(app_id, ()))
+
+    def reset(self) -> None:
+        """Forget apps, requests and the rate limiter; reload the configured scripts."""
+        self.apps.clear()
+        self.requests.clear()
+        self._tat = float("-inf")
+        self._random.seed(self._config.seed)
+        self._load_scripts()
+
+    def _load_scripts(self) -> None:
+        self._scripts.clear()
+        for app_id, outcomes in self._config.script.items():
+            self.script(app_id, outcomes)
+
+    @property
+    def request_count(self) -> int:
+        """Requests received so far, whatever their answer."""
+        return len(self.requests)
+
+    def count(self, app_id: str) -> int:
+        """Requests received for ``app_id``, whatever their answer."""
+        return sum(1 for record in self.requests if record.app_id == app_id)
+
+    def status_counts(self) -> dict[int, int]:
+        """HTTP status -> how many requests got it."""
+        return dict(Counter(record.status for record in self.requests))
+
+    def make_app(self) -> web.Application:
+        """An aiohttp application serving this emulator."""
+        app = web.Application()
+        app.router.add_route("*", self._wire.path, self.handle)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answer one HTTP request."""
+        # Read the body before answering, on every path: when aiohttp answers without
+        # reading it, the next request on that keep-alive connection waits about 0.5 s.
+        body = await request.read()
+        now = asyncio.get_running_loop().time()
+        app_id = request.match_info.get(self._wire.app_id, "")
+        reply = self._decide(request, app_id, body, now)
+        self.requests.append(RequestRecord(now, app_id, reply.status, reply.error_type))
+        config = self._config
+        delay_ms = config.latency_ms
+        if config.latency_jitter_ms > 0:
+            delay_ms += self._random.uniform(0.0, config.latency_jitter_ms)
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000.0)
+        headers = {"x-amzn-RequestId": str(uuid.uuid4())}
+        if reply.error_type is not None:
+            headers["x-amzn-ErrorType"] = reply.error_type
+        return web.json_response(reply.body, status=reply.status, headers=headers)
+
+    def _decide(self, request: web.Request, app_id: str, body: bytes, now: float) -> _Reply:
+        wire, config = self._wire, self._config
+        if not request.headers.get("Authorization", "").startswith(_SIGV4):
+            return self._error(
+                _UNRECOGNIZED_CLIENT,
+                "missing or malformed AWS Signature Version 4 Authorization header",
+                status=403,
+            )
+        if not self._admit(now):
+            return self._error("TooManyRequestsException", "Rate exceeded", limit=True)
+        if request.method != wire.method or wire.app_id not in request.match_info:
+            return self._error(
+                "NotFoundException", f"no such operation: {request.method} {request.path:.100}"
+            )
+        queue = self._scripts.get(app_id)
+        scripted = queue.popleft() if queue else None
+        if scripted is not None and scripted != "ok":
+            return self._scripted(app_id, scripted)
+        try:
+            settings = _parse_settings(body, wire)
+        except _BadRequest as exc:
+            return self._error("BadRequestException", str(exc))
+        if not self._exists(app_id):
+            return self._not_found(app_id)
+        if scripted is None and config.p504 > 0 and self._random.random() < config.p504:
+            return self._error("GatewayTimeoutException", "Gateway Timeout")
+        stored = self.apps.setdefault(app_id, {})
+        stored.update(settings)
+        return self._success(app_id)
+
+    def _admit(self, now: float) -> bool:
+        rate = self._config.rate
+        if not rate:
+            return True
+        interval = 1.0 / rate
+        tat = max(self._tat, now)
+        # The epsilon keeps requests arriving exactly on schedule from being refused.
+        if tat - now > (self._config.burst - 1) * interval + 1e-9:
+            return False
+        self._tat = tat + interval
+        return True
+
+    def _exists(self, app_id: str) -> bool:
+        known = self._config.known_apps
+        if known is not None:
+            return app_id in known
+        return _APP_ID.fullmatch(app_id) is not None
+
+    def _scripted(self, app_id: str, outcome: str) -> _Reply:
+        if outcome.startswith(_ERROR_OUTCOME):
+            return self._success(app_id, error=outcome.removeprefix(_ERROR_OUTCOME))
+        if outcome == "429":
+            return self._error("TooManyRequestsException", "Rate exceeded", limit=True)
+        if outcome == "504":
+            return self._error("GatewayTimeoutException", "Gateway Timeout")
+        if outcome == "404":
+            return self._not_found(app_id)
+        return self._error("BadRequestException", "scripted bad request")
+
+    def _success(self, app_id: str, *, error: str | None = None) -> _Reply:
+        wire = self._wire
+        body: dict[str, Any] = {wire.out_app_id: app_id, wire.out_manager_id: app_id}
+        if error is not None:
+            body[wire.out_error] = error
+        body[wire.config] = dict(self.apps.get(app_id, {}))
+        return _Reply(200, body)
+
+    def _not_found(self, app_id: str) -> _Reply:
+        return self._error("NotFoundException", f"App {app_id:.64} not found", resource=True)
+
+    def _error(
+        self,
+        name: str,
+        message: str,
+        *,
+        status: int | None = None,
+        limit: bool = False,
+        resource: bool = False,
+    ) -> _Reply:
+        wire = self._wire
+        body: dict[str, Any] = {wire.message: message}
+        if limit:
+            body[wire.limit_type] = _LIMIT_TYPE
+        if resource:
+            body[wire.resource_type] = _RESOURCE_TYPE
+        return _Reply(status or wire.error_status[name], body, name)
+
+    def __repr__(self) -> str:
+        return f"<Emulator apps={len(self.apps)} requests={len(self.requests)}>"
+
+
+class EmulatorServer:
+    """Serves an :class:`Emulator` on ``host:port`` (port 0: a free port).
+
+    ``async with EmulatorServer(config) as server:`` then point clients at ``server.url``
+    and inspect ``server.emulator``. The server stops on exit.
+    """
+
+    __slots__ = ("_runner", "_url", "emulator", "host", "port")
+
+    #: Seconds to let in-flight requests (e.g. sleeping latency) finish when stopping.
+    SHUTDOWN_TIMEOUT: Final = 1.0
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.emulator = Emulator(config)
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL, e.g. ``http://127.0.0.1:54321``."""
+        if self._url is None:
+            raise RuntimeError("the emulator server is not started")
+        return self._url
+
+    async def start(self) -> str:
+        """Bind and serve; returns :attr:`url`. Raises :class:`SetupError` if it cannot bind."""
+        if self._runner is not None:
+            return self.url
+        runner = web.AppRunner(
+            self.emulator.make_app(), access_log=None, shutdown_timeout=self.SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise SetupError(f"cannot listen on {self.host}:{self.port}: {why}") from None
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._url = f"http://{host}:{self.port}"
+        return self._url
+
+    async def close(self) -> None:
+        """Stop serving; idempotent."""
+        runner, self._runner, self._url = self._runner, None, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> EmulatorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<EmulatorServer {self._url or 'stopped'} {self.emulator!r}>"
+
+
+async def _serve_forever(port: int, config: EmulatorConfig | None, host: str) -> None:
+    stop = asyncio.Event()
+    # No signal handlers on Windows loops or outside the main thread; Ctrl-C still works.
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with EmulatorServer(config, host=host, port=port) as server:
+        print(f"AmplifyBackend emulator listening on {server.url}", file=sys.stderr, flush=True)
+        await stop.wait()
+
+
+def main_emulate(
+    port: int, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1"
+) -> None:
+    """Serve in the foreground until Ctrl-C or SIGTERM (``batch-updater emulate``).
+
+    Prints one line with the URL to stderr. Raises :class:`SetupError` if it cannot bind.
+    """
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(port, config, host))
