@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,13 +13,14 @@ from typing import NoReturn
 from ._version import __version__
 from .errors import SetupError
 from .logs import LEVELS, configure_logging
+from .report import write_summary
 from .results import RunSummary, Status
-from .runner import RunConfig, run_batch
+from .runner import RunConfig, run_batch_with_signals
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ROWS, EXIT_SETUP = 0, 1, 2
-EXIT_SIGINT = 130
+EXIT_SIGINT = 130  # Ctrl-C before the run's own handlers are installed
 
 EPILOG = """\
 examples:
@@ -28,7 +30,7 @@ examples:
   batch-updater emulate --port 4566 --rate 50           # standalone emulator
 
 exit codes: 0 all rows succeeded or skipped; 1 some row failed, invalid or not attempted;
-            2 usage or setup error before any call
+            2 usage or setup error before any call; 130 SIGINT; 143 SIGTERM
 """
 
 
@@ -42,6 +44,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -94,9 +103,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="report file (.csv, or .jsonl for JSON lines); "
         "default reports/<input stem>-<UTC time>.csv",
     )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace the report if it already exists"
+    )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="REPORT",
+        help="skip rows an earlier report (CSV or JSONL) lists as succeeded with the same "
+        "settings; repeatable",
+    )
     run.add_argument("--region", metavar="R", help="region for rows without a region column")
     run.add_argument("--profile", metavar="P", help="AWS profile (standard credential chain)")
     run.add_argument("--endpoint-url", metavar="URL", help="send the calls to this endpoint")
+    run.add_argument(
+        "--allow-insecure-endpoint",
+        action="store_true",
+        help="allow a plain http:// endpoint that is not on this machine",
+    )
     run.add_argument(
         "--local",
         action="store_true",
@@ -141,6 +167,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest wait between retries (default 20)",
     )
     run.add_argument(
+        "--grace-period",
+        type=_non_negative,
+        default=20.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, how long calls in flight may finish (default 20)",
+    )
+    run.add_argument(
+        "--max-failure-rate",
+        type=_probability,
+        default=0.5,
+        metavar="R",
+        help="stop when more than this share of the last --failure-window rows failed "
+        "(default 0.5)",
+    )
+    run.add_argument(
+        "--failure-window",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="rows the failure rate is measured over (default 100)",
+    )
+    run.add_argument(
+        "--max-failures",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="stop when more than N rows failed (default: no limit)",
+    )
+    run.add_argument(
         "--dry-run", action="store_true", help="validate and write the report; send nothing"
     )
     run.add_argument(
@@ -180,6 +235,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_command(argv: Sequence[str], report: Path) -> str:
+    """The command that finishes an interrupted run: same flags, resuming from ``report``."""
+    out: list[str] = ["batch-updater"]
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if arg in ("--report", "--resume"):
+            skip_next = True
+            continue
+        if arg == "--overwrite" or arg.startswith(("--report=", "--resume=")):
+            continue
+        out.append(arg)
+    return shlex.join([*out, "--resume", str(report)])
+
+
 def _print_summary(summary: RunSummary) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items() if n)
     print(
@@ -193,12 +265,23 @@ def _print_summary(summary: RunSummary) -> None:
     )
     if summary.counts[Status.INVALID] and not summary.counts[Status.SUCCEEDED]:
         print("  invalid rows: see error_message in the report", file=sys.stderr)
+    if summary.stop_reason is not None:
+        print(f"  stopped early: {summary.stop_reason.message}", file=sys.stderr)
+    if summary.resume_command:
+        print(f"  to finish the job: {summary.resume_command}", file=sys.stderr)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     configure_logging(args.log_format, args.log_level)
     config = RunConfig(
         report_path=args.report,
+        overwrite=args.overwrite,
+        resume=tuple(args.resume),
+        allow_insecure_endpoint=args.allow_insecure_endpoint,
+        grace_period=args.grace_period,
+        max_failure_rate=args.max_failure_rate,
+        failure_window=args.failure_window,
+        max_failures=args.max_failures,
         region=args.region,
         profile=args.profile,
         endpoint_url=args.endpoint_url,
@@ -213,7 +296,11 @@ def _run(args: argparse.Namespace) -> int:
         skip_invalid=args.skip_invalid,
         collect_results=False,
     )
-    summary = asyncio.run(run_batch(args.input, config))
+    summary = asyncio.run(run_batch_with_signals(args.input, config))
+    if summary.counts[Status.NOT_ATTEMPTED] and summary.stop_reason is not None:
+        assert summary.report_path is not None
+        summary.resume_command = resume_command(argv, summary.report_path)
+        write_summary(summary)
     _print_summary(summary)
     return summary.exit_code
 
@@ -240,10 +327,11 @@ def _emulate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``batch-updater`` and ``python -m batch_updater``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            return _run(args)
+            return _run(args, argv)
         return _emulate(args)
     except SetupError as exc:
         print(f"batch-updater: error: {exc}", file=sys.stderr)

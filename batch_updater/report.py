@@ -32,6 +32,18 @@ REPORT_COLUMNS: Final = (
 )
 
 
+# A spreadsheet runs a cell starting with one of these as a formula; error messages come
+# from the network, so the CSV report defuses them with a leading apostrophe (OWASP).
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize(value: object) -> object:
+    """Defuse a string cell a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -39,9 +51,15 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def default_report_path(input_name: str, now: datetime | None = None) -> Path:
-    """``reports/<input stem>-<UTC yyyymmddThhmmssZ>.csv``."""
+    """``reports/<input stem>-<UTC yyyymmddThhmmssZ>.csv`` (``-2``, ``-3``... if taken)."""
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path("reports") / f"{Path(input_name).stem}-{stamp}.csv"
+    base = f"{Path(input_name).stem}-{stamp}"
+    path = Path("reports") / f"{base}.csv"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path("reports") / f"{base}-{n}.csv"
+    return path
 
 
 def summary_path(report: Path) -> Path:
@@ -77,12 +95,17 @@ class ReportWriter:
 
     __slots__ = ("_csv", "_file", "_jsonl", "path", "written")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, overwrite: bool = False) -> None:
         self.path = path
         self._jsonl = path.suffix.lower() == ".jsonl"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = path.open("w", encoding="utf-8", newline="")
+            self._file: IO[str] = path.open("w" if overwrite else "x", encoding="utf-8", newline="")
+        except FileExistsError:
+            raise SetupError(
+                f"the report {path} already exists: choose another --report, "
+                "or pass --overwrite to replace it"
+            ) from None
         except OSError as exc:
             raise SetupError(f"cannot write the report {path}: {exc.strerror or exc}") from None
         self.written = 0
@@ -95,7 +118,7 @@ class ReportWriter:
         """Append one row's record and flush it."""
         record = _record(result)
         if self._csv is not None:
-            self._csv.writerow(["" if v is None else v for v in record.values()])
+            self._csv.writerow(["" if v is None else neutralize(v) for v in record.values()])
         else:
             self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()

@@ -8,6 +8,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .control import StopReason
+
 __all__ = ["RowResult", "RunSummary", "Status"]
 
 
@@ -54,6 +56,8 @@ class RunSummary:
     elapsed_seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
     results: list[RowResult] | None = None
+    stop_reason: StopReason | None = None
+    resume_command: str | None = None
 
     @property
     def rows(self) -> int:
@@ -67,7 +71,10 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every row succeeded, was skipped or was a dry run; else 1."""
+        """0 when every row succeeded, was skipped or was a dry run; 1 otherwise;
+        128 + the signal number when a signal stopped the run (130 SIGINT, 143 SIGTERM)."""
+        if self.stop_reason is not None and self.stop_reason.signal is not None:
+            return 128 + self.stop_reason.signal
         bad = (Status.FAILED, Status.INVALID, Status.NOT_ATTEMPTED)
         return 1 if any(self.counts[s] for s in bad) else 0
 
@@ -83,5 +90,11 @@ class RunSummary:
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "rows_per_second": round(self.rows_per_second, 2),
             "exit_code": self.exit_code,
+            "stopped": (
+                {"reason": self.stop_reason.kind, "message": self.stop_reason.message}
+                if self.stop_reason
+                else None
+            ),
+            "resume_command": self.resume_command,
             "settings": self.settings,
         }

@@ -4,71 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .client import CallError, CallResult, Clients, make_session
-from .errors import SetupError
+from .config import RunConfig, check_endpoint_environment
+from .control import FailureRules, RunControl, StopReason
 from .limiter import RateLimiter
 from .logs import default_logger, mask
 from .report import ReportWriter, default_report_path, write_summary
 from .results import RowResult, RunSummary, Status
+from .resume import ResumeIndex
 from .retry import Retrier, RetryEvent, RetryPolicy
-from .rows import Rejected, Row, RowPlan, check_region
+from .rows import Rejected, Row, RowPlan
 
-__all__ = ["RunConfig", "run_batch", "run_batch_sync"]
+__all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
 Source = str | Path | Iterable[Mapping[str, str | None]]
 ResultHook = Callable[[RowResult], None]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunConfig:
-    """Settings of one run. Every field has the CLI's default; see the README's flag table."""
-
-    report_path: Path | None = None
-    region: str | None = None
-    profile: str | None = None
-    endpoint_url: str | None = None
-    local: bool = False
-    rate: float = 10.0
-    burst: int = 1
-    concurrency: int = 16
-    max_attempts: int = 8
-    request_timeout: float = 30.0
-    backoff_base: float = 0.5
-    backoff_cap: float = 20.0
-    dry_run: bool = False
-    skip_invalid: bool = False
-    collect_results: bool = True
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.rate >= 0, f"rate must be 0 (unlimited) or more, got {self.rate}"),
-            (self.burst >= 1, f"burst must be at least 1, got {self.burst}"),
-            (self.concurrency >= 1, f"concurrency must be at least 1, got {self.concurrency}"),
-            (self.max_attempts >= 1, f"max attempts must be at least 1, got {self.max_attempts}"),
-            (self.request_timeout > 0, "request timeout must be more than 0 seconds"),
-            (self.backoff_base >= 0 and self.backoff_cap >= 0, "backoff must not be negative"),
-            (not (self.local and self.endpoint_url), "use either --local or --endpoint-url"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SetupError(message)
-        if self.region is not None and (why := check_region(self.region)) is not None:
-            raise SetupError(f"--region: {why}")
-
-    def describe(self) -> dict[str, Any]:
-        """The settings as written to the summary and the run_start log event."""
-        out = asdict(self)
-        out["report_path"] = str(self.report_path) if self.report_path else None
-        del out["collect_results"]
-        return out
 
 
 class _Stats:
@@ -78,6 +36,16 @@ class _Stats:
         self.requests = 0
         self.retries = 0
         self.throttles = 0
+
+
+class _RowState:
+    """What a worker knows about the row it is sending, for when it gets cancelled."""
+
+    __slots__ = ("attempts", "started_at")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.started_at: datetime | None = None
 
 
 def _now() -> datetime:
@@ -96,36 +64,55 @@ def _rejected(item: Rejected) -> RowResult:
     )
 
 
-def _unsent(row: Row, status: Status, message: str) -> RowResult:
+def _unsent(row: Row, status: Status, message: str, attempts: int = 0) -> RowResult:
     return RowResult(
         row.line,
         row.app_id,
         row.region,
         status,
+        attempts=attempts,
         error_message=message,
         settings_digest=row.digest,
     )
 
 
 class _Job:
-    """One run's moving parts: the report, counters, clients, limiters and retrier."""
+    """One run: turns each planned row into exactly one report record."""
 
-    __slots__ = ("_log", "_on_result", "_stats", "_summary", "_writer", "config")
+    __slots__ = (
+        "_control",
+        "_log",
+        "_on_result",
+        "_resume",
+        "_rules",
+        "_stats",
+        "_summary",
+        "_writer",
+        "config",
+    )
 
     def __init__(
         self,
         config: RunConfig,
+        *,
         writer: ReportWriter,
         summary: RunSummary,
         log: Any,
         on_result: ResultHook | None,
+        control: RunControl,
+        resume: ResumeIndex,
     ) -> None:
         self.config = config
         self._writer = writer
         self._summary = summary
         self._log = log
         self._on_result = on_result
+        self._control = control
+        self._resume = resume
         self._stats = _Stats()
+        self._rules = FailureRules(
+            config.max_failure_rate, config.failure_window, config.max_failures
+        )
 
     def emit(self, result: RowResult) -> None:
         self._writer.write(result)
@@ -134,17 +121,44 @@ class _Job:
             self._summary.results.append(result)
         if self._on_result is not None:
             self._on_result(result)
+        if result.status in (Status.SUCCEEDED, Status.FAILED):
+            reason = self._rules.record(result.status is Status.FAILED, result.error_code)
+            if reason is not None and not self._control.stopping:
+                self._log.error("run_stopping", reason=reason.kind, message=reason.message)
+                self._control.stop(reason, escalate=False)
+
+    def triage(self, item: Row | Rejected) -> Row | RowResult:
+        """A row to send, or the final result of a row that is not sent."""
+        if isinstance(item, Rejected):
+            return _rejected(item)
+        if (note := self._resume.lookup(item)) is not None:
+            return _unsent(item, Status.SKIPPED, note)
+        return item
+
+    def emit_unsent(self, items: Iterable[Row | Rejected], status: Status, message: str) -> None:
+        """Final results for rows that are not sent (dry run, invalid input, stop)."""
+        for item in items:
+            triaged = self.triage(item)
+            self.emit(
+                triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
+            )
 
     def finish_stats(self) -> None:
         self._summary.requests = self._stats.requests
         self._summary.retries = self._stats.retries
         self._summary.throttles = self._stats.throttles
 
-    async def run_calls(self, plan: RowPlan, clients: Clients, sleep: Sleep) -> None:
-        config = self.config
+    def _not_started(self) -> str:
+        reason = self._control.reason
+        return f"not started: run stopped ({reason.kind})" if reason else "not started"
+
+    async def run_calls(
+        self, plan: Iterator[Row | Rejected], clients: Clients, sleep: Sleep, regions: set[str]
+    ) -> None:
+        config, control = self.config, self._control
         sender = _Sender(
             clients,
-            {r: RateLimiter(config.rate, config.burst) for r in plan.regions},
+            {r: RateLimiter(config.rate, config.burst) for r in regions},
             Retrier(
                 RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_cap),
                 sleep=sleep,
@@ -152,26 +166,81 @@ class _Job:
             self._stats,
             self._log,
         )
-        queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=config.concurrency * 2)
+        queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=config.concurrency)
+        holding: list[Row] = []  # the row the producer holds while waiting for queue space
         workers = [
             asyncio.create_task(self._worker(queue, sender)) for _ in range(config.concurrency)
         ]
+        producer = asyncio.create_task(self._produce(plan, queue, holding, len(workers)))
+        everything: asyncio.Future[Any] = asyncio.gather(producer, *workers)
         try:
-            for item in plan:
-                if isinstance(item, Rejected):
-                    self.emit(_rejected(item))
-                else:
-                    await queue.put(item)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            stop: asyncio.Future[Any] = asyncio.create_task(control.wait_stop())
+            await asyncio.wait({everything, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not everything.done():
+                # Stopping: rows still queued are marked by the workers; calls in flight get
+                # the grace period, then are cancelled.
+                hurry: asyncio.Future[Any] = asyncio.create_task(control.wait_hurry())
+                await asyncio.wait(
+                    {everything, hurry},
+                    timeout=config.grace_period,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                hurry.cancel()
         finally:
-            for task in workers:
+            # Also reached when the task running the batch is cancelled: every row still
+            # held, queued, in flight or unread gets its record before the error goes on.
+            for task in (producer, *workers):
                 task.cancel()
+            await asyncio.gather(producer, *workers, return_exceptions=True)
+            message = self._not_started()
+            self.emit_unsent(holding, Status.NOT_ATTEMPTED, message)
+            while not queue.empty():
+                if (row := queue.get_nowait()) is not None:
+                    self.emit(_unsent(row, Status.NOT_ATTEMPTED, message))
+            self.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
+
+    async def _produce(
+        self,
+        plan: Iterator[Row | Rejected],
+        queue: asyncio.Queue[Row | None],
+        holding: list[Row],
+        workers: int,
+    ) -> None:
+        control = self._control
+        for item in plan:
+            triaged = self.triage(item)
+            if isinstance(triaged, RowResult):
+                self.emit(triaged)
+                continue
+            if control.stopping:
+                self.emit(_unsent(triaged, Status.NOT_ATTEMPTED, self._not_started()))
+                break
+            holding.append(triaged)
+            await queue.put(triaged)
+            holding.clear()
+        for _ in range(workers):
+            await queue.put(None)
 
     async def _worker(self, queue: asyncio.Queue[Row | None], sender: _Sender) -> None:
+        control = self._control
         while (row := await queue.get()) is not None:
-            self.emit(await sender.send(row))
+            if control.stopping:
+                self.emit(_unsent(row, Status.NOT_ATTEMPTED, self._not_started()))
+                continue
+            state = _RowState()
+            try:
+                result = await sender.send(row, state)
+            except asyncio.CancelledError:
+                message = (
+                    f"cancelled during attempt {state.attempts}: the update may or may not "
+                    "have been applied; re-running the row is safe (the update is idempotent)"
+                    if state.attempts
+                    else self._not_started()
+                )
+                self.emit(_unsent(row, Status.NOT_ATTEMPTED, message, state.attempts))
+                raise
+            self.emit(result)
 
 
 class _Sender:
@@ -193,18 +262,16 @@ class _Sender:
         self._stats = stats
         self._log = log
 
-    async def send(self, row: Row) -> RowResult:
+    async def send(self, row: Row, state: _RowState) -> RowResult:
         clients, limiter, stats, log = (
             self._clients,
             self._limiters[row.region],
             self._stats,
             self._log,
         )
-        attempts = 0
 
         async def attempt(number: int) -> CallResult:
-            nonlocal attempts
-            attempts = number
+            state.attempts = number
             await limiter.acquire()
             stats.requests += 1
             try:
@@ -227,7 +294,7 @@ class _Sender:
                 sleep_seconds=round(event.sleep, 3),
             )
 
-        started_at = _now()
+        started_at = state.started_at = _now()
         t0 = time.perf_counter()
         try:
             result = await self._retrier.call(
@@ -241,7 +308,7 @@ class _Sender:
                 app_id=row.app_id,
                 line=row.line,
                 region=row.region,
-                attempts=attempts,
+                attempts=state.attempts,
                 error_code=exc.code,
                 http_status=exc.http_status,
                 error_message=exc.message,
@@ -251,7 +318,7 @@ class _Sender:
                 row.app_id,
                 row.region,
                 Status.FAILED,
-                attempts=attempts,
+                attempts=state.attempts,
                 error_code=exc.code,
                 http_status=exc.http_status,
                 error_message=exc.message,
@@ -268,7 +335,7 @@ class _Sender:
                 row.app_id,
                 row.region,
                 Status.FAILED,
-                attempts=attempts,
+                attempts=state.attempts,
                 error_code="InternalError",
                 error_message=f"{type(exc).__name__}: {exc}",
                 settings_digest=row.digest,
@@ -281,7 +348,7 @@ class _Sender:
             "row_succeeded",
             app_id=row.app_id,
             line=row.line,
-            attempts=attempts,
+            attempts=state.attempts,
             web_client_id=mask(web_client_id) if web_client_id else None,
         )
         return RowResult(
@@ -289,7 +356,7 @@ class _Sender:
             row.app_id,
             row.region,
             Status.SUCCEEDED,
-            attempts=attempts,
+            attempts=state.attempts,
             http_status=result.http_status,
             request_id=result.request_id,
             backend_manager_app_id=result.backend_manager_app_id,
@@ -307,6 +374,7 @@ async def run_batch(
     session: Any = None,
     on_result: ResultHook | None = None,
     logger: Any = None,
+    control: RunControl | None = None,
     sleep: Sleep = asyncio.sleep,
 ) -> RunSummary:
     """Validate ``source`` (a CSV path or rows as mappings), update every valid row, report.
@@ -314,18 +382,28 @@ async def run_batch(
     Returns the run's :class:`RunSummary` (with per-row results unless
     ``config.collect_results`` is false). ``session`` is an aioboto3 Session to use instead
     of one from the standard credential chain; ``on_result`` is called with each row's
-    result as soon as it is final; ``sleep`` is the backoff sleep (a testing seam).
-    Raises :class:`SetupError` before any call when the job cannot start.
+    result as soon as it is final; ``control`` lets the caller stop the run early;
+    ``sleep`` is the backoff sleep (a testing seam).
+
+    Raises :class:`SetupError` before any call when the job cannot start. If the task
+    running the batch is cancelled, the report and summary are completed (unfinished rows
+    ``not_attempted``) and ``CancelledError`` is re-raised.
     """
     config = config or RunConfig()
+    control = control or RunControl()
     log = logger if logger is not None else default_logger()
     t0 = time.perf_counter()
+    if config.endpoint_url is None and not config.local:
+        check_endpoint_environment(config.allow_insecure_endpoint)
     if session is None:
         session = make_session(config.profile, config.region, local=config.local)
     default_region = config.region or session.region_name
     if isinstance(source, str):
         source = Path(source)
     plan = RowPlan(source, default_region)
+    resume = ResumeIndex.load(
+        config.resume, warn=lambda m: log.warning("resume_warning", message=m)
+    )
     report_path = config.report_path or default_report_path(plan.path.name if plan.path else "rows")
     summary = RunSummary(report_path, results=[] if config.collect_results else None)
     summary.settings = {
@@ -334,50 +412,67 @@ async def run_batch(
         "report_path": str(report_path),
         "regions": sorted(plan.regions),
     }
+    writer = ReportWriter(report_path, overwrite=config.overwrite)
     log.info("run_start", rows=plan.total, invalid=plan.invalid, **summary.settings)
-
-    with ReportWriter(report_path) as writer:
-        job = _Job(config, writer, summary, log, on_result)
+    job = _Job(
+        config,
+        writer=writer,
+        summary=summary,
+        log=log,
+        on_result=on_result,
+        control=control,
+        resume=resume,
+    )
+    try:
         if config.dry_run:
-            for item in plan:
-                job.emit(
-                    _rejected(item)
-                    if isinstance(item, Rejected)
-                    else _unsent(item, Status.DRY_RUN, "")
-                )
+            job.emit_unsent(plan, Status.DRY_RUN, "")
         elif not plan.ok and not config.skip_invalid:
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
-            for item in plan:
-                job.emit(
-                    _rejected(item)
-                    if isinstance(item, Rejected)
-                    else _unsent(item, Status.NOT_ATTEMPTED, message)
-                )
+            job.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
         else:
-            async with contextlib.AsyncExitStack() as stack:
-                endpoint_url = config.endpoint_url
-                if config.local:
-                    from .emulator import EmulatorServer  # noqa: PLC0415 - only for --local
-
-                    server = await stack.enter_async_context(EmulatorServer())
-                    endpoint_url = server.url
-                clients = await stack.enter_async_context(
-                    Clients(
-                        session,
-                        endpoint_url=endpoint_url,
-                        max_pool_connections=config.concurrency,
-                        request_timeout=config.request_timeout,
-                    )
-                )
-                if plan.regions:
-                    await clients.check_credentials()
-                    await clients.open(plan.regions)
-                await job.run_calls(plan, clients, sleep)
+            await _run_live(job, plan, session, sleep)
+    except asyncio.CancelledError:
+        control.stop_now(StopReason("cancelled", "the task running the batch was cancelled"))
+        raise
+    finally:
         job.finish_stats()
-    summary.elapsed_seconds = time.perf_counter() - t0
-    write_summary(summary)
+        writer.close()
+        summary.stop_reason = control.reason
+        summary.elapsed_seconds = time.perf_counter() - t0
+        write_summary(summary)
+        if writer.written != plan.total:  # pragma: no cover - a bug; say so loudly
+            log.error("report_incomplete", written=writer.written, rows=plan.total)
     log.info("run_end", **summary.to_json())
     return summary
+
+
+async def _run_live(job: _Job, plan: RowPlan, session: Any, sleep: Sleep) -> None:
+    config = job.config
+    rows = iter(plan)
+    async with contextlib.AsyncExitStack() as stack:
+        endpoint_url = config.endpoint_url
+        try:
+            if config.local:
+                from .emulator import EmulatorServer  # noqa: PLC0415 - only for --local
+
+                server = await stack.enter_async_context(EmulatorServer())
+                endpoint_url = server.url
+            clients = await stack.enter_async_context(
+                Clients(
+                    session,
+                    endpoint_url=endpoint_url,
+                    max_pool_connections=config.concurrency,
+                    request_timeout=config.request_timeout,
+                )
+            )
+            if plan.regions:
+                await clients.check_credentials()
+                await clients.open(plan.regions)
+        except BaseException:
+            # Setup failed before any call: the report still lists every row.
+            job.emit_unsent(rows, Status.NOT_ATTEMPTED, "not started: setup failed")
+            raise
+        await job.run_calls(rows, clients, sleep, plan.regions)
 
 
 def run_batch_sync(
@@ -392,3 +487,21 @@ def run_batch_sync(
     return asyncio.run(
         run_batch(source, config, session=session, on_result=on_result, logger=logger)
     )
+
+
+async def run_batch_with_signals(source: Source, config: RunConfig, **kwargs: Any) -> RunSummary:
+    """:func:`run_batch` with SIGINT/SIGTERM handlers: the first stops gracefully (in-flight
+    calls get ``config.grace_period`` seconds), the second stops at once."""
+    control = RunControl()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        reason = StopReason("signal", f"received {signal.Signals(signum).name}", int(signum))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, control.stop, reason)
+            installed.append(signum)
+    try:
+        return await run_batch(source, config, control=control, **kwargs)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,19 @@ async def test_local_mode_runs_against_the_embedded_emulator(tmp_path: Path) -> 
     summary = await run_batch(EXAMPLE, fast(tmp_path, local=True))
     assert summary.counts[Status.SUCCEEDED] == 50
     assert summary.settings["local"] is True
+
+
+async def test_rows_throttled_by_a_real_server_limit_succeed_with_more_attempts(
+    tmp_path: Path, session: Any
+) -> None:
+    rows = [f"d{i}abc,us-east-1,{UP}," for i in range(20)]
+    path = write_csv(tmp_path / "in.csv", HEADER, *rows)
+    config = fast(tmp_path, concurrency=8, backoff_base=0.05, backoff_cap=0.2, max_attempts=10)
+    async with EmulatorServer(EmulatorConfig(rate=100, burst=2)) as server:
+        summary = await run_batch(path, replace(config, endpoint_url=server.url), session=session)
+        assert server.emulator.status_counts()[429] == summary.throttles
+
+    assert summary.counts[Status.SUCCEEDED] == 20
+    assert summary.throttles > 0
+    assert max(r.attempts for r in summary.results or []) > 1
+    assert summary.requests == 20 + summary.throttles

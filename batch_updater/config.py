@@ -1,0 +1,111 @@
+"""Run settings (:class:`RunConfig`) and the checks made on them before anything runs."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import SetupError
+from .rows import check_region
+
+__all__ = ["RunConfig", "check_endpoint"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """Settings of one run. Every field has the CLI's default; see the README's flag table."""
+
+    report_path: Path | None = None
+    overwrite: bool = False
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    allow_insecure_endpoint: bool = False
+    local: bool = False
+    rate: float = 10.0
+    burst: int = 1
+    concurrency: int = 16
+    max_attempts: int = 8
+    request_timeout: float = 30.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 20.0
+    dry_run: bool = False
+    skip_invalid: bool = False
+    resume: tuple[Path, ...] = ()
+    grace_period: float = 20.0
+    max_failure_rate: float = 0.5
+    failure_window: int = 100
+    max_failures: int | None = None
+    collect_results: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rate >= 0, f"rate must be 0 (unlimited) or more, got {self.rate}"),
+            (self.burst >= 1, f"burst must be at least 1, got {self.burst}"),
+            (self.concurrency >= 1, f"concurrency must be at least 1, got {self.concurrency}"),
+            (self.max_attempts >= 1, f"max attempts must be at least 1, got {self.max_attempts}"),
+            (self.request_timeout > 0, "request timeout must be more than 0 seconds"),
+            (self.backoff_base >= 0 and self.backoff_cap >= 0, "backoff must not be negative"),
+            (self.grace_period >= 0, "grace period must be 0 seconds or more"),
+            (
+                0 <= self.max_failure_rate <= 1,
+                f"max failure rate must be between 0 and 1, got {self.max_failure_rate}",
+            ),
+            (self.failure_window >= 1, "failure window must be at least 1 row"),
+            (
+                self.max_failures is None or self.max_failures >= 0,
+                "max failures must be 0 or more",
+            ),
+            (not (self.local and self.endpoint_url), "use either --local or --endpoint-url"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SetupError(message)
+        if self.region is not None and (why := check_region(self.region)) is not None:
+            raise SetupError(f"--region: {why}")
+        if self.endpoint_url is not None:
+            check_endpoint(self.endpoint_url, self.allow_insecure_endpoint, "--endpoint-url")
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as written to the summary and the run_start log event."""
+        out = asdict(self)
+        out["report_path"] = str(self.report_path) if self.report_path else None
+        out["resume"] = [str(p) for p in self.resume]
+        del out["collect_results"]
+        return out
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: str, allow_insecure: bool, where: str) -> None:
+    """Refuse plain ``http://`` to a host that is not loopback, unless allowed.
+
+    Signed requests and settings should not cross a network in clear text.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SetupError(f"{where}: {url!r} is not an http:// or https:// URL")
+    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
+        raise SetupError(
+            f"{where}: plain http:// to {parts.hostname} would send signed requests in clear "
+            "text; use https://, or pass --allow-insecure-endpoint if you really mean it"
+        )
+
+
+def check_endpoint_environment(allow_insecure: bool) -> None:
+    """Apply :func:`check_endpoint` to the endpoint variables botocore honours."""
+    for name in ("AWS_ENDPOINT_URL_AMPLIFYBACKEND", "AWS_ENDPOINT_URL"):
+        if value := os.environ.get(name):
+            check_endpoint(value, allow_insecure, name)
+            return

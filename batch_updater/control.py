@@ -1,0 +1,137 @@
+"""Stopping a run: from outside (signals, cancellation) or by the stop rules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["FATAL_CODES", "FailureRules", "RunControl", "StopReason"]
+
+# Errors meaning every following call will fail too: stop at once instead of burning rows.
+FATAL_CODES: Final = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "InvalidClientTokenId",
+        "AccessDeniedException",
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "CredentialRetrievalError",
+        "RefreshWithMFAUnsupportedError",
+        "TokenRetrievalError",
+        "SSOTokenLoadError",
+        "UnauthorizedSSOTokenError",
+    }
+)
+
+_ADVICE: Final = {
+    "AccessDeniedException": "grant amplifybackend:UpdateBackendConfig to the caller's role",
+    "ExpiredTokenException": "refresh the credentials (e.g. aws sso login) and resume",
+    "ExpiredToken": "refresh the credentials (e.g. aws sso login) and resume",
+}
+_DEFAULT_ADVICE: Final = "check the credentials, profile and region, then resume"
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """Why a run stopped early. ``signal`` is set for SIGINT/SIGTERM."""
+
+    kind: str  # "signal", "cancelled", "fatal_error", "failure_rate", "max_failures"
+    message: str
+    signal: int | None = None
+
+
+class RunControl:
+    """Asks a running batch to stop: first gracefully, then (asked again) at once.
+
+    The CLI calls :meth:`stop` from its SIGINT/SIGTERM handlers; library callers may too.
+    """
+
+    __slots__ = ("_hurry", "_stop", "reason")
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self.reason: StopReason | None = None
+
+    def stop(self, reason: StopReason, *, escalate: bool = True) -> None:
+        """Stop starting rows; a second call (when ``escalate``) also cancels calls in flight."""
+        if self.reason is None:
+            self.reason = reason
+        elif escalate:
+            self._hurry.set()
+        self._stop.set()
+
+    def stop_now(self, reason: StopReason) -> None:
+        """Stop starting rows and cancel the calls in flight."""
+        if self.reason is None:
+            self.reason = reason
+        self._stop.set()
+        self._hurry.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for."""
+        return self._stop.is_set()
+
+    async def wait_stop(self) -> None:
+        """Return once a stop is asked for."""
+        await self._stop.wait()
+
+    async def wait_hurry(self) -> None:
+        """Return once an immediate stop is asked for."""
+        await self._hurry.wait()
+
+    def __repr__(self) -> str:
+        state = "hurry" if self._hurry.is_set() else "stopping" if self.stopping else "running"
+        return f"<RunControl {state} reason={self.reason!r}>"
+
+
+class FailureRules:
+    """The stop rules: a fatal error code, a failure rate over a window, a failure count."""
+
+    __slots__ = ("_failures", "_max_failures", "_max_rate", "_window", "_window_failures")
+
+    def __init__(self, max_rate: float, window: int, max_failures: int | None) -> None:
+        self._max_rate = max_rate
+        self._window: deque[bool] = deque(maxlen=window)
+        self._window_failures = 0
+        self._max_failures = max_failures
+        self._failures = 0
+
+    def record(self, failed: bool, error_code: str = "") -> StopReason | None:
+        """Record one finished row that was sent; return a reason to stop, if any."""
+        window = self._window
+        if len(window) == window.maxlen and window[0]:
+            self._window_failures -= 1
+        window.append(failed)
+        if not failed:
+            return None
+        self._window_failures += 1
+        self._failures += 1
+        if error_code in FATAL_CODES:
+            advice = _ADVICE.get(error_code, _DEFAULT_ADVICE)
+            return StopReason(
+                "fatal_error", f"{error_code}: every following call would fail too; {advice}"
+            )
+        if self._max_failures is not None and self._failures > self._max_failures:
+            return StopReason(
+                "max_failures", f"{self._failures} rows failed, more than --max-failures"
+            )
+        if len(window) == window.maxlen and self._window_failures / len(window) > self._max_rate:
+            return StopReason(
+                "failure_rate",
+                f"{self._window_failures} of the last {len(window)} rows failed, more than "
+                f"--max-failure-rate {self._max_rate:g}",
+            )
+        return None
+
+    def __repr__(self) -> str:
+        return (
+            f"<FailureRules failures={self._failures} "
+            f"window={self._window_failures}/{len(self._window)}>"
+        )
