@@ -25,6 +25,7 @@ from botocore.exceptions import (
 
 from ._version import __version__
 from .errors import SetupError
+from .logs import register_secrets
 from .rows import Row
 
 if TYPE_CHECKING:
@@ -161,7 +162,8 @@ class Clients:
         try:
             credentials = await self._session.get_credentials()
             if credentials is not None:
-                await credentials.get_frozen_credentials()
+                frozen = await credentials.get_frozen_credentials()
+                register_secrets(frozen.access_key, frozen.secret_key, frozen.token)
         except (BotoCoreError, OSError) as exc:
             raise SetupError(f"cannot load AWS credentials: {exc}") from None
         if credentials is None:

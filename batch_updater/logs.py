@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Final, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "default_logger", "mask", "redact_sensitive"]
+__all__ = [
+    "configure_logging",
+    "default_logger",
+    "mask",
+    "redact_sensitive",
+    "register_secrets",
+    "scrub",
+]
 
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 # AWS marks the user pool web client id as sensitive: show only its last 4 characters.
@@ -31,6 +39,8 @@ def _redact(mapping: MutableMapping[str, Any]) -> None:
             mapping[key] = mask(value)
         elif any(word in lowered for word in _SECRET_WORDS):
             mapping[key] = "[redacted]"
+        elif isinstance(value, str) and _SECRETS:
+            mapping[key] = scrub(value)
         elif isinstance(value, dict):
             mapping[key] = dict(value)
             _redact(mapping[key])
@@ -42,6 +52,70 @@ def redact_sensitive(
     """structlog processor: mask web client ids and drop anything that looks like a secret."""
     _redact(event_dict)
     return event_dict
+
+
+# Shapes of secrets in botocore's debug output: signatures, session tokens, key ids.
+_BOTOCORE_SECRETS: Final = (
+    (re.compile(r"(Signature=)[0-9a-f]+"), r"\1[redacted]"),
+    (re.compile(r"(Credential=)[A-Z0-9]{4,}(/)"), r"\1[redacted]\2"),
+    (
+        re.compile(r"""((?:X-Amz-Security-Token|x-amz-security-token)['"]?:\s*b?['"])[^'"]+"""),
+        r"\1[redacted]",
+    ),
+    (
+        re.compile(r"""((?:aws_)?secret_access_key['"]?[:=]\s*['"]?)[^'",\s]+""", re.I),
+        r"\1[redacted]",
+    ),
+    (re.compile(r"(x-amz-security-token:)\S+", re.I), r"\1[redacted]"),
+    # Request bodies and parameters: the web client id is sensitive, keep its last 4.
+    (
+        re.compile(
+            r"""((?:AwsUserPoolsWebClientId|aws_user_pools_web_client_id)\\?['"]?\s*:\s*"""
+            r"""\\?['"])[\w+]*?([\w+]{4})(?=\\?['"])"""
+        ),
+        r"\1****\2",
+    ),
+)
+# The credentials actually in use, registered by the client once loaded: scrubbed wherever
+# they would appear, whatever the shape of the message.
+_SECRETS: set[str] = set()
+
+
+def register_secrets(*values: str | None) -> None:
+    """Never show these values in any log line (credentials in use)."""
+    _SECRETS.update(v for v in values if v and len(v) >= 8)
+
+
+def scrub(text: str) -> str:
+    """``text`` with registered secrets and secret-shaped substrings redacted."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    for pattern, replacement in _BOTOCORE_SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Scrub secrets from stdlib log records (botocore's debug logs) before they are shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = scrub(record.getMessage()), None
+        return True
+
+
+def _route_botocore_debug(stream: TextIO) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("botocore", "aiobotocore"):
+        sdk_logger = logging.getLogger(name)
+        sdk_logger.setLevel(logging.DEBUG)
+        sdk_logger.addHandler(handler)
+        sdk_logger.propagate = False
+    # botocore.auth prints canonical requests and strings to sign, token included: too close
+    # to key material to show even scrubbed.
+    logging.getLogger("botocore.auth").setLevel(logging.INFO)
 
 
 def configure_logging(
@@ -76,6 +150,10 @@ def configure_logging(
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    if level.lower() == "debug":
+        # The SDK's own debug logs help when a call misbehaves; they go through a filter
+        # that removes signatures, tokens and key material first.
+        _route_botocore_debug(stream)
 
 
 def default_logger() -> Any:

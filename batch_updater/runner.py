@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -397,7 +398,8 @@ async def run_batch(
         check_endpoint_environment(config.allow_insecure_endpoint)
     if session is None:
         session = make_session(config.profile, config.region, local=config.local)
-    default_region = config.region or session.region_name
+    # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is the newer SDKs' name.
+    default_region = config.region or session.region_name or os.environ.get("AWS_REGION")
     if isinstance(source, str):
         source = Path(source)
     plan = RowPlan(source, default_region)
