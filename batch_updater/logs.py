@@ -104,13 +104,20 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+SDK_HANDLER_NAME: Final = "batch_updater.sdk-debug"
+
+
 def _route_botocore_debug(stream: TextIO) -> None:
     handler = logging.StreamHandler(stream)
+    handler.set_name(SDK_HANDLER_NAME)
     handler.addFilter(_RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("botocore", "aiobotocore"):
         sdk_logger = logging.getLogger(name)
         sdk_logger.setLevel(logging.DEBUG)
+        # Configuring twice replaces our handler instead of stacking a second one.
+        for old in [h for h in sdk_logger.handlers if h.get_name() == SDK_HANDLER_NAME]:
+            sdk_logger.removeHandler(old)
         sdk_logger.addHandler(handler)
         sdk_logger.propagate = False
     # botocore.auth prints canonical requests and strings to sign, token included: too close

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -56,7 +57,7 @@ def check_region(value: str) -> str | None:
     """Return why ``value`` is not an AWS region name, or None when it looks like one."""
     if _REGION.fullmatch(value):
         return None
-    return f"{value!r} is not a region name like us-east-1 or ap-southeast-3"
+    return f"{_shown(value)} is not a region name like us-east-1 or ap-southeast-3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +109,19 @@ class Rejected:
 
 # -- reading -------------------------------------------------------------------------
 
+# A valid row is a few hundred bytes. Lines are read with this limit, so a file without
+# line ends (a binary file, one giant cell) is refused instead of being read whole.
+_MAX_LINE_BYTES: Final = 1 << 20
+_CR_HINT: Final = "line ends must be LF or CRLF (CR-only line ends, old Mac style, are not read)"
 
-def _map_header(path: str, cells: list[str]) -> list[str]:
+
+def _shown(value: str, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit + 2 else f"{text[:limit]}... ({len(value)} characters)"
+
+
+def _map_header(path: str, cells: list[str], line: int = 1) -> list[str]:
     names: list[str] = []
     seen: dict[str, int] = {}
     for position, raw in enumerate(cells, start=1):
@@ -117,40 +129,69 @@ def _map_header(path: str, cells: list[str]) -> list[str]:
         name = _ALIASES.get(key)
         if name is None:
             accepted = ", ".join(f"{n} (or {a})" for n, a in COLUMNS.items())
-            shown = repr(raw.strip()[:60]) if raw.strip() else "an empty name"
+            shown = _shown(raw.strip()) if raw.strip() else "an empty name"
             raise InputError(
                 path,
-                1,
+                line,
                 f"unknown column {shown} at position {position}; accepted columns: {accepted}",
             )
         if name in seen:
             raise InputError(
                 path,
-                1,
+                line,
                 f"column {name!r} appears twice (positions {seen[name]} and {position})",
             )
         seen[name] = position
         names.append(name)
     if "app_id" not in seen:
-        raise InputError(path, 1, "the header has no app_id (or AppId) column")
+        raise InputError(path, line, "the header has no app_id (or AppId) column")
     return names
 
 
 def _decoded_lines(path: str, raw_lines: Iterable[bytes]) -> Iterator[str]:
     # Decode line by line so an encoding error names its line exactly.
     decoder = codecs.getincrementaldecoder("utf-8")()
+    number = 0
     for number, raw in enumerate(raw_lines, start=1):
+        if len(raw) > _MAX_LINE_BYTES:
+            hint = f"; it holds carriage returns: {_CR_HINT}" if b"\r" in raw else ""
+            raise InputError(
+                path,
+                number,
+                f"line longer than {_MAX_LINE_BYTES} bytes: not a CSV of apps and settings "
+                f"(a valid row is a few hundred bytes){hint}",
+            )
         try:
             text = decoder.decode(raw)
         except UnicodeDecodeError as exc:
-            raise InputError(path, number, f"not valid UTF-8 ({exc.reason})") from None
+            why = exc.reason
+            if number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                why = "the file looks like UTF-16: save it as UTF-8"
+            raise InputError(
+                path, number, f"not valid UTF-8 ({why}, at byte {exc.start + 1} of the line)"
+            ) from None
         if number == 1 and text.startswith("\ufeff"):
             text = text[1:]
         yield text
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
-        raise InputError(path, None, f"not valid UTF-8 at the end ({exc.reason})") from None
+        raise InputError(path, number, f"not valid UTF-8 ({exc.reason} at the end)") from None
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's message, in an operator's words where it is cryptic."""
+    text = str(exc)
+    if text.startswith("field larger than field limit"):
+        limit = csv.field_size_limit()
+        return f"a cell is longer than {limit} characters (a valid cell has at most 128)"
+    if text == "unexpected end of data":
+        return 'a quoted cell is never closed (the file ends before its closing ")'
+    if text.startswith("new-line character seen in unquoted field"):
+        return f"a carriage return (CR) in the middle of a line: {_CR_HINT}"
+    if text.endswith("expected after '\"'"):
+        return f'{text} (a " inside a quoted cell is written "")'
+    return text
 
 
 def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
@@ -164,7 +205,8 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     except OSError as exc:
         raise InputError(name, None, f"cannot open: {exc.strerror or exc}") from None
     with handle:
-        reader = csv.reader(_decoded_lines(name, handle), strict=True)
+        raw_lines = iter(partial(handle.readline, _MAX_LINE_BYTES + 1), b"")
+        reader = csv.reader(_decoded_lines(name, raw_lines), strict=True)
         header: list[str] | None = None
         next_line = 1
         while True:
@@ -172,21 +214,24 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             try:
                 cells = next(reader, None)
             except csv.Error as exc:
-                raise InputError(name, start, f"broken CSV: {exc}") from None
+                raise InputError(name, start, f"broken CSV: {_csv_problem(exc)}") from None
+            except OSError as exc:
+                raise InputError(name, start, f"cannot read: {exc.strerror or exc}") from None
             if cells is None:
                 break
             next_line = reader.line_num + 1
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # blank line
             if header is None:
-                header = _map_header(name, cells)
+                header = _map_header(name, cells, start)
                 continue
             if len(cells) != len(header):
                 yield start, {"__cells__": f"has {len(cells)} cells, the header has {len(header)}"}
                 continue
             yield start, dict(zip(header, cells, strict=True))
         if header is None:
-            raise InputError(name, None, "the file is empty: a header row is required")
+            what = "is empty" if next_line == 1 else "has only blank lines"
+            raise InputError(name, None, f"the file {what}: a header row is required")
 
 
 def read_mappings(rows: Iterable[Mapping[str, str | None]]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -198,7 +243,9 @@ def read_mappings(rows: Iterable[Mapping[str, str | None]]) -> Iterator[tuple[in
             if name is None:
                 accepted = ", ".join(COLUMNS)
                 raise InputError(
-                    "<rows>", index + 2, f"unknown column {key!r}; accepted columns: {accepted}"
+                    "<rows>",
+                    index + 2,
+                    f"unknown column {_shown(key)}; accepted columns: {accepted}",
                 )
             out[name] = "" if value is None else str(value)
         yield index + 2, out
@@ -403,7 +450,8 @@ class RowPlan:
             if result is None:
                 raise SetupError(
                     f"{self.source_name}, line {line}: no region for this row; add a region "
-                    "column, pass --region, or set AWS_REGION or a profile region"
+                    "column, pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a "
+                    "profile region"
                 )
             if first_pass:
                 self.total += 1

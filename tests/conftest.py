@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import structlog
 
 from batch_updater.emulator import EmulatorServer
+from batch_updater.logs import SDK_HANDLER_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "inputs" / "example.csv"
@@ -45,6 +47,12 @@ def _reset_structlog() -> Iterator[None]:
     """The CLI configures structlog globally (to a captured stderr); undo it after each test."""
     yield
     structlog.reset_defaults()
+    for name in ("botocore", "aiobotocore", "botocore.auth"):
+        sdk_logger = logging.getLogger(name)
+        for handler in [h for h in sdk_logger.handlers if h.get_name() == SDK_HANDLER_NAME]:
+            sdk_logger.removeHandler(handler)
+        sdk_logger.setLevel(logging.NOTSET)
+        sdk_logger.propagate = True
 
 
 @pytest.fixture
