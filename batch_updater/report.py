@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from .errors import SetupError
-from .results import RowResult, RunSummary
+from .results import RowResult, RunSummary, Status
 
 __all__ = ["REPORT_COLUMNS", "ReportWriter", "default_report_path", "write_summary"]
 
@@ -35,6 +35,11 @@ REPORT_COLUMNS: Final = (
 # A spreadsheet runs a cell starting with one of these as a formula; error messages come
 # from the network, so the CSV report defuses them with a leading apostrophe (OWASP).
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+# Flushed at once: outcomes of calls, and rows an earlier report saw succeed (a resumed
+# run's report must stand alone even after kill -9).
+_DURABLE: Final = frozenset({Status.SUCCEEDED, Status.FAILED, Status.SKIPPED})
 
 
 def neutralize(value: object) -> object:
@@ -115,13 +120,46 @@ class ReportWriter:
             self._file.flush()
 
     def write(self, result: RowResult) -> None:
-        """Append one row's record and flush it."""
-        record = _record(result)
+        """Append one row's record; flush it when it records a call's outcome or a skip.
+
+        Records of rows that were not sent (invalid, not attempted, dry run) are recomputed
+        identically by a rerun, so they ride along with the next flush instead of costing a
+        system call each.
+        """
         if self._csv is not None:
-            self._csv.writerow(["" if v is None else neutralize(v) for v in record.values()])
+            r = result
+            text: tuple[str, ...] = (
+                r.app_id,
+                r.region,
+                r.error_code,
+                r.error_message,
+                r.request_id,
+            )
+            if any(v.startswith(_FORMULA_START) for v in text):
+                text = tuple(str(neutralize(v)) for v in text)
+            app_id, region, error_code, error_message, request_id = text
+            self._csv.writerow(
+                (
+                    r.line,
+                    app_id,
+                    region,
+                    r.status.value,
+                    r.attempts,
+                    error_code,
+                    "" if r.http_status is None else r.http_status,
+                    error_message,
+                    request_id,
+                    neutralize(r.backend_manager_app_id),
+                    r.settings_digest,
+                    _iso(r.started_at) or "",
+                    _iso(r.finished_at) or "",
+                    "" if r.duration_ms is None else r.duration_ms,
+                )
+            )
         else:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+            self._file.write(json.dumps(_record(result), ensure_ascii=False) + "\n")
+        if result.status in _DURABLE:
+            self._file.flush()
         self.written += 1
 
     def close(self) -> None:

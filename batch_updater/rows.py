@@ -10,9 +10,9 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -80,8 +80,26 @@ class LoginSettings:
 
     def digest(self) -> str:
         """A short stable hash of the normalized settings (16 hex characters)."""
-        canonical = json.dumps(self.to_api(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _digest(
+            self.identity_pool_id or "",
+            self.cognito_region or "",
+            self.user_pool_id or "",
+            self.web_client_id or "",
+        )[1]
+
+
+def _digest(
+    identity_pool: str, cognito_region: str, user_pool: str, client: str
+) -> tuple[int, str]:
+    """(64-bit int, 16 hex characters) of the settings; empty means not sent.
+
+    Unit separators keep the fields apart; no valid value can contain one.
+    """
+    raw = hashlib.blake2b(
+        f"{identity_pool}\x1f{cognito_region}\x1f{user_pool}\x1f{client}".encode(),
+        digest_size=8,
+    ).digest()
+    return int.from_bytes(raw, "big"), raw.hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,36 +288,28 @@ def _check_pool(
     return prefix
 
 
-def validate(
-    line: int, cells: Mapping[str, str], default_region: str | None
-) -> Row | Rejected | None:
-    """Validate one row. Returns None when the row needs a region and none is configured."""
-    if "__cells__" in cells:
-        return Rejected(line, "", "", "invalid", cells["__cells__"])
-    app_id = cells.get("app_id", "").strip()
-    region = cells.get("region", "").strip() or (default_region or "")
-    problems: list[str] = []
-
+def _problems(
+    app_id: str, region: str, values: tuple[str, str, str, str], problems: list[str]
+) -> None:
+    """Every problem of a row, worded for the operator (the slow path)."""
     if not app_id:
         problems.append("app_id: empty")
     elif len(app_id) > 20:
         problems.append(f"app_id: {len(app_id)} characters, at most 20 allowed")
     elif not _APP_ID.fullmatch(app_id):
-        problems.append(f"app_id: {app_id!r} is not an Amplify app id (d followed by a-z, 0-9)")
-
-    if not region:
-        return None
+        problems.append(
+            f"app_id: {_shown(app_id)} is not an Amplify app id (d followed by a-z, 0-9)"
+        )
     if (why := check_region(region)) is not None:
         problems.append(f"region: {why}")
 
-    values = {name: cells.get(name, "").strip() for name in SETTING_COLUMNS}
-    cognito_region = values["cognito_region"]
+    identity_pool, cognito_region, user_pool, client_id = values
     if cognito_region and (why := check_region(cognito_region)) is not None:
         problems.append(f"cognito_region: {why}")
         cognito_region = ""
 
     prefixes: list[tuple[str, str]] = []
-    if user_pool := values["user_pool_id"]:
+    if user_pool:
         prefix = _check_pool(
             "user_pool_id",
             user_pool,
@@ -310,7 +320,7 @@ def validate(
         )
         if prefix is not None:
             prefixes.append(("user_pool_id", prefix))
-    if identity_pool := values["identity_pool_id"]:
+    if identity_pool:
         prefix = _check_pool(
             "identity_pool_id",
             identity_pool,
@@ -328,53 +338,168 @@ def validate(
                     f"{column}: region {prefix} differs from cognito_region {cognito_region}"
                 )
 
-    if client_id := values["web_client_id"]:
+    if client_id:
         if len(client_id) > 128:
             problems.append(f"web_client_id: {len(client_id)} characters, at most 128 allowed")
         elif not _WEB_CLIENT_ID.fullmatch(client_id):
             # Sensitive value: never echo it, name only what is wrong.
             problems.append("web_client_id: only letters, digits, _ and + are allowed")
 
-    if not any(values.values()):
+    if not any(values):
         problems.append(
             "no settings: give at least one of identity_pool_id, cognito_region, "
             "user_pool_id, web_client_id"
         )
-    if problems:
-        return Rejected(line, app_id, region, "invalid", "; ".join(problems))
-    settings = LoginSettings(**{name: value or None for name, value in values.items()})
-    return Row(line, app_id, region, settings, settings.digest())
+
+
+def _fast_ok(region: str, values: tuple[str, str, str, str]) -> bool:
+    """True when the settings are certainly valid (the common case, checked cheaply)."""
+    identity_pool, cognito_region, user_pool, client_id = values
+    if cognito_region and not _REGION.fullmatch(cognito_region):
+        return False
+    if user_pool:
+        prefix = user_pool.partition("_")[0]
+        if len(user_pool) > 55 or not _USER_POOL_ID.fullmatch(user_pool):
+            return False
+        if prefix != cognito_region if cognito_region else not _REGION.fullmatch(prefix):
+            return False
+    if identity_pool:
+        prefix = identity_pool.partition(":")[0]
+        if len(identity_pool) > 55 or not _IDENTITY_POOL_ID.fullmatch(identity_pool):
+            return False
+        if prefix != cognito_region if cognito_region else not _REGION.fullmatch(prefix):
+            return False
+    if client_id and (len(client_id) > 128 or not _WEB_CLIENT_ID.fullmatch(client_id)):
+        return False
+    return bool(identity_pool or cognito_region or user_pool or client_id)
+
+
+# What _check returns for a valid row: app_id, region, settings, digest as int and hex.
+_Checked = tuple[str, str, tuple[str, str, str, str], int, str]
+
+
+def _check(
+    line: int, cells: Mapping[str, str], default_region: str | None
+) -> _Checked | Rejected | None:
+    """Validate one row without building objects; None when it has no region at all."""
+    if "__cells__" in cells:
+        return Rejected(line, "", "", "invalid", cells["__cells__"])
+    get = cells.get
+    app_id = get("app_id", "").strip()
+    region = get("region", "").strip() or (default_region or "")
+    if not region:
+        return None
+    values = (
+        get("identity_pool_id", "").strip(),
+        get("cognito_region", "").strip(),
+        get("user_pool_id", "").strip(),
+        get("web_client_id", "").strip(),
+    )
+    if not (
+        len(app_id) <= 20
+        and _APP_ID.fullmatch(app_id)
+        and _REGION.fullmatch(region)
+        and _fast_ok(region, values)
+    ):
+        problems: list[str] = []
+        _problems(app_id, region, values, problems)
+        if problems:
+            return Rejected(line, app_id, region, "invalid", "; ".join(problems))
+    number, hexdigest = _digest(*values)
+    return app_id, region, values, number, hexdigest
+
+
+def validate(
+    line: int, cells: Mapping[str, str], default_region: str | None
+) -> Row | Rejected | None:
+    """Validate one row. Returns None when the row needs a region and none is configured."""
+    checked = _check(line, cells, default_region)
+    if checked is None or isinstance(checked, Rejected):
+        return checked
+    app_id, region, values, _, hexdigest = checked
+    identity_pool, cognito_region, user_pool, client_id = values
+    settings = LoginSettings(
+        identity_pool or None, cognito_region or None, user_pool or None, client_id or None
+    )
+    return Row(line, app_id, region, settings, hexdigest)
 
 
 # -- duplicates and the two passes -----------------------------------------------------
 
 
 class _DuplicateIndex:
-    """(region, app_id) -> first line, its digest, and the first line that conflicts."""
+    """(region, app_id) -> first line and settings digest, in flat arrays.
 
-    __slots__ = ("_entries", "conflicts")
+    An open-addressing table (linear probing, at most 70% full) of 64-bit key hashes
+    (Python's string hash, stable within the process that reads both passes), 32-bit line
+    numbers and 64-bit digests: 20 bytes a slot, about 29 MB for a million distinct apps
+    when sized from the expected row count up front. Conflicts (rare) live in a small dict.
+    """
 
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[int, str, int]] = {}
-        self.conflicts = 0
+    __slots__ = ("_conflicts", "_digests", "_keys", "_lines", "_size", "_slots")
 
-    def add(self, row: Row) -> bool:
-        """Record ``row``; True when it is the first for its key."""
-        key = f"{row.region} {row.app_id}"
-        entry = self._entries.get(key)
-        if entry is None:
-            self._entries[key] = (row.line, row.digest, 0)
-            return True
-        first_line, first_digest, conflict = entry
-        if not conflict and row.digest != first_digest:
-            self._entries[key] = (first_line, first_digest, row.line)
-            self.conflicts += 1
-        return False
+    LOAD: Final = 0.7
+
+    def __init__(self, expected: int = 1024) -> None:
+        self._alloc(max(16, int(expected / self.LOAD) + 1))
+        self._size = 0
+        self._conflicts: dict[int, int] = {}  # key hash -> first line whose settings differ
+
+    def _alloc(self, slots: int) -> None:
+        self._keys = array("Q", bytes(8 * slots))
+        self._lines = array("I", bytes(4 * slots))
+        self._digests = array("Q", bytes(8 * slots))
+        self._slots = slots
+
+    @staticmethod
+    def key(region: str, app_id: str) -> int:
+        """The table key of (region, app_id); never 0, which marks an empty slot."""
+        return (hash(f"{region} {app_id}") & 0xFFFF_FFFF_FFFF_FFFF) or 1
+
+    def _slot(self, key: int) -> int:
+        keys, slots = self._keys, self._slots
+        i = key % slots
+        while (k := keys[i]) and k != key:
+            i = i + 1 if i + 1 < slots else 0
+        return i
+
+    def add(self, key: int, line: int, digest: int) -> bool:
+        """Record a row; True when it is the first for its key."""
+        i = self._slot(key)
+        if self._keys[i]:
+            if digest != self._digests[i] and key not in self._conflicts:
+                self._conflicts[key] = line
+            return False
+        self._keys[i], self._lines[i], self._digests[i] = key, line, digest
+        self._size += 1
+        if self._size > self.LOAD * self._slots:
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        keys, lines, digests = self._keys, self._lines, self._digests
+        self._alloc(2 * self._slots + 1)
+        for j, key in enumerate(keys):
+            if key:
+                i = self._slot(key)
+                self._keys[i], self._lines[i], self._digests[i] = key, lines[j], digests[j]
+
+    @property
+    def conflicts(self) -> int:
+        """Keys given more than once with different settings."""
+        return len(self._conflicts)
 
     def classify(self, row: Row) -> Row | Rejected:
-        first_line, first_digest, conflict = self._entries[f"{row.region} {row.app_id}"]
-        if conflict:
-            other = conflict if row.digest == first_digest else first_line
+        """``row`` itself when it is to be sent, else why not."""
+        key = self.key(row.region, row.app_id)
+        i = self._slot(key)
+        if not self._keys[i]:  # the file changed between the two passes
+            reason = "the input file changed while it was being read; run again"
+            return Rejected(row.line, row.app_id, row.region, "invalid", reason, row.digest)
+        first_line = self._lines[i]
+        if conflict := self._conflicts.get(key):
+            same_as_first = int(row.digest, 16) == self._digests[i]
+            other = conflict if same_as_first else first_line
             reason = f"conflicts with line {other} (same region and app_id, other settings)"
             return Rejected(row.line, row.app_id, row.region, "invalid", reason, row.digest)
         if row.line != first_line:
@@ -383,23 +508,34 @@ class _DuplicateIndex:
         return row
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._size
+
+    def __repr__(self) -> str:
+        return (
+            f"<_DuplicateIndex keys={self._size} slots={self._slots} "
+            f"conflicts={len(self._conflicts)}>"
+        )
+
+
+DefaultRegion = str | Callable[[], str | None] | None
 
 
 class RowPlan:
     """Validates all rows up front, then yields each row's fate in input order.
 
     ``source`` is a CSV path or an iterable of mappings (column name -> cell); an iterable
-    is materialized into a list because it is read twice. After construction, ``total``,
-    ``invalid`` (rows failing validation), ``conflicts`` (keys given twice with different
-    settings) and ``regions`` describe the whole input; iterate for the second pass.
+    is materialized into a list because it is read twice. ``default_region`` is the region
+    of rows without one, or a function that finds it (called only if such a row exists).
+    After construction, ``total``, ``invalid`` (rows failing validation), ``conflicts``
+    (keys given twice with different settings) and ``regions`` describe the whole input;
+    iterate for the second pass.
     """
 
     __slots__ = (
         "_default_region",
         "_index",
+        "_resolve_region",
         "_rows",
-        "conflicts",
         "invalid",
         "path",
         "regions",
@@ -409,7 +545,7 @@ class RowPlan:
     def __init__(
         self,
         source: Path | Iterable[Mapping[str, str | None]],
-        default_region: str | None,
+        default_region: DefaultRegion,
     ) -> None:
         if isinstance(source, Path):
             self.path: Path | None = source
@@ -417,15 +553,22 @@ class RowPlan:
         else:
             self.path = None
             self._rows = list(source)
-        self._default_region = default_region
-        self._index = _DuplicateIndex()
+        if callable(default_region):
+            self._default_region: str | None = None
+            self._resolve_region: Callable[[], str | None] | None = default_region
+        else:
+            self._default_region = default_region
+            self._resolve_region = None
+        self._index = _DuplicateIndex(self._expected_rows())
         self.total = 0
         self.invalid = 0
-        self.conflicts = 0
         self.regions: set[str] = set()
-        for _ in self._validated():
-            pass
-        self.conflicts = self._index.conflicts
+        self._first_pass()
+
+    @property
+    def conflicts(self) -> int:
+        """How many (region, app_id) keys appear with different settings."""
+        return self._index.conflicts
 
     @property
     def ok(self) -> bool:
@@ -443,26 +586,55 @@ class RowPlan:
         assert self._rows is not None
         return read_mappings(self._rows)
 
-    def _validated(self) -> Iterator[Row | Rejected]:
-        first_pass = self.total == 0
+    def _expected_rows(self) -> int:
+        """A guess of the row count, to size the duplicate index once: a sample's lines
+        per byte times the file size."""
+        if self._rows is not None:
+            return len(self._rows)
+        assert self.path is not None
+        try:
+            with self.path.open("rb") as handle:
+                sample = handle.read(1 << 16)
+                size = handle.seek(0, 2)
+        except OSError:
+            return 1024  # reading will say what is wrong
+        lines = sample.count(b"\n")
+        return int(size * lines / len(sample) * 1.05) + 16 if lines else 1024
+
+    def _no_region(self, line: int, cells: Mapping[str, str]) -> _Checked | Rejected:
+        if self._resolve_region is not None:
+            self._default_region, self._resolve_region = self._resolve_region(), None
+            checked = _check(line, cells, self._default_region)
+            if checked is not None:
+                return checked
+        raise SetupError(
+            f"{self.source_name}, line {line}: no region for this row; add a region "
+            "column, pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a "
+            "profile region"
+        )
+
+    def _first_pass(self) -> None:
+        index, regions = self._index, self.regions
+        key = index.key
+        total = invalid = 0
         for line, cells in self._read():
-            result = validate(line, cells, self._default_region)
-            if result is None:
-                raise SetupError(
-                    f"{self.source_name}, line {line}: no region for this row; add a region "
-                    "column, pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a "
-                    "profile region"
-                )
-            if first_pass:
-                self.total += 1
-                if isinstance(result, Rejected):
-                    self.invalid += 1
-                else:
-                    self.regions.add(result.region)
-                    self._index.add(result)
-            yield result
+            total += 1
+            checked = _check(line, cells, self._default_region)
+            if checked is None:
+                checked = self._no_region(line, cells)
+            if isinstance(checked, Rejected):
+                invalid += 1
+                continue
+            app_id, region, _, number, _ = checked
+            regions.add(region)
+            index.add(key(region, app_id), line, number)
+        self.total, self.invalid = total, invalid
 
     def __iter__(self) -> Iterator[Row | Rejected]:
         """Second pass: each row, validated again, with duplicates and conflicts resolved."""
-        for result in self._validated():
-            yield result if isinstance(result, Rejected) else self._index.classify(result)
+        classify = self._index.classify
+        for line, cells in self._read():
+            result = validate(line, cells, self._default_region)
+            if result is None:  # the file changed: a row without region appeared
+                result = Rejected(line, "", "", "invalid", "region: empty")
+            yield result if isinstance(result, Rejected) else classify(result)

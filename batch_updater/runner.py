@@ -396,13 +396,20 @@ async def run_batch(
     t0 = time.perf_counter()
     if config.endpoint_url is None and not config.local:
         check_endpoint_environment(config.allow_insecure_endpoint)
-    if session is None:
-        session = make_session(config.profile, config.region, local=config.local)
-    # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is the newer SDKs' name.
-    default_region = config.region or session.region_name or os.environ.get("AWS_REGION")
+    sessions: list[Any] = [session] if session is not None else []
+
+    def sdk_session() -> Any:
+        if not sessions:
+            sessions.append(make_session(config.profile, config.region, local=config.local))
+        return sessions[0]
+
+    def sdk_region() -> str | None:
+        # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is the newer name.
+        return str(sdk_session().region_name or os.environ.get("AWS_REGION") or "") or None
+
     if isinstance(source, str):
         source = Path(source)
-    plan = RowPlan(source, default_region)
+    plan = RowPlan(source, config.region or sdk_region)
     resume = ResumeIndex.load(
         config.resume, warn=lambda m: log.warning("resume_warning", message=m)
     )
@@ -432,7 +439,7 @@ async def run_batch(
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
             job.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
         else:
-            await _run_live(job, plan, session, sleep)
+            await _run_live(job, plan, sdk_session(), sleep)
     except asyncio.CancelledError:
         control.stop_now(StopReason("cancelled", "the task running the batch was cancelled"))
         raise

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from batch_updater.errors import InputError, SetupError
-from batch_updater.rows import LoginSettings, Rejected, Row, RowPlan, validate
+from batch_updater.rows import LoginSettings, Rejected, Row, RowPlan, _DuplicateIndex, validate
 
 HEADER = "app_id,region,identity_pool_id,cognito_region,user_pool_id,web_client_id"
 UP = "us-east-1_AbC123xyz"
@@ -267,3 +267,40 @@ def test_example_inputs_validate_as_documented() -> None:
     assert not invalid.ok
     statuses = {i.status for i in invalid if isinstance(i, Rejected)}
     assert statuses == {"invalid", "skipped"}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"cognito_region": "", "user_pool_id": "__abc"},
+        {"cognito_region": "", "identity_pool_id": "_:0f1e"},
+        {"cognito_region": "", "user_pool_id": "us-east-1-x_abc"},
+    ],
+)
+def test_pool_ids_need_a_real_region_prefix_even_without_cognito_region(
+    kw: dict[str, str],
+) -> None:
+    assert "must start with its region" in reason(**kw)
+
+
+def test_duplicate_index_grows_and_keeps_every_key() -> None:
+    index = _DuplicateIndex(expected=3)
+    settings = LoginSettings(user_pool_id=UP)
+    other = LoginSettings(user_pool_id="us-east-1_Other1")
+    rows = [Row(i + 2, f"d{i}x", "us-east-1", settings, settings.digest()) for i in range(5000)]
+    for row in rows:
+        assert index.add(index.key(row.region, row.app_id), row.line, int(row.digest, 16))
+    assert len(index) == 5000
+    assert "keys=5000 slots=" in repr(index)
+    dup = Row(9000, "d42x", "us-east-1", settings, settings.digest())
+    clash = Row(9001, "d43x", "us-east-1", other, other.digest())
+    for row in (dup, clash):
+        assert not index.add(index.key(row.region, row.app_id), row.line, int(row.digest, 16))
+    assert index.conflicts == 1
+    assert all(index.classify(row) is row for row in rows if row.app_id != "d43x")
+    assert index.classify(dup) == Rejected(
+        9000, "d42x", "us-east-1", "skipped", "duplicate of line 44", dup.digest
+    )
+    assert isinstance(index.classify(rows[43]), Rejected)
+    unknown = Row(9002, "dnew", "us-east-1", settings, settings.digest())
+    assert "changed while it was being read" in index.classify(unknown).reason  # type: ignore[union-attr]
