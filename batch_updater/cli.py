@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests per second per region, retries included; 0 = unlimited (default 10)",
     )
     run.add_argument(
+        "--no-adaptive",
+        dest="adaptive",
+        action="store_false",
+        help="keep --rate fixed instead of lowering it when the service throttles",
+    )
+    run.add_argument(
         "--burst",
         type=_positive_int,
         default=1,
@@ -287,6 +293,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         endpoint_url=args.endpoint_url,
         local=args.local,
         rate=args.rate,
+        adaptive=args.adaptive,
         burst=args.burst,
         concurrency=args.concurrency,
         max_attempts=args.max_attempts,

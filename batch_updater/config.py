@@ -28,6 +28,7 @@ class RunConfig:
     local: bool = False
     rate: float = 10.0
     burst: int = 1
+    adaptive: bool = True
     concurrency: int = 16
     max_attempts: int = 8
     request_timeout: float = 30.0

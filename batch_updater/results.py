@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .control import StopReason
+
+
+class RateSource(Protocol):
+    """Anything with a live ``rate`` (requests per second): the per-region limiters."""
+
+    @property
+    def rate(self) -> float: ...
+
 
 __all__ = ["RowResult", "RunSummary", "Status"]
 
@@ -57,6 +66,7 @@ class RunSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     results: list[RowResult] | None = None
     stop_reason: StopReason | None = None
+    rates: Mapping[str, RateSource] = field(default_factory=dict)
     resume_command: str | None = None
 
     @property
@@ -90,6 +100,7 @@ class RunSummary:
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "rows_per_second": round(self.rows_per_second, 2),
             "exit_code": self.exit_code,
+            "rate_per_region": {region: round(r.rate, 2) for region, r in self.rates.items()},
             "stopped": (
                 {"reason": self.stop_reason.kind, "message": self.stop_reason.message}
                 if self.stop_reason

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .adaptive import AdaptiveRate, RateChange
 from .client import CallError, CallResult, Clients, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
-from .limiter import RateLimiter
 from .logs import default_logger, mask
 from .report import ReportWriter, default_report_path, write_summary
 from .results import RowResult, RunSummary, Status
@@ -149,6 +149,21 @@ class _Job:
         self._summary.retries = self._stats.retries
         self._summary.throttles = self._stats.throttles
 
+    def _limiter(self, region: str) -> AdaptiveRate:
+        log = self._log
+
+        def changed(change: RateChange) -> None:
+            log.info(
+                "rate_changed",
+                region=region,
+                old_rate=round(change.old_rate, 2),
+                new_rate=round(change.new_rate, 2),
+                reason=change.reason,
+            )
+
+        config = self.config
+        return AdaptiveRate(config.rate, config.burst, adaptive=config.adaptive, on_change=changed)
+
     def _not_started(self) -> str:
         reason = self._control.reason
         return f"not started: run stopped ({reason.kind})" if reason else "not started"
@@ -157,9 +172,11 @@ class _Job:
         self, plan: Iterator[Row | Rejected], clients: Clients, sleep: Sleep, regions: set[str]
     ) -> None:
         config, control = self.config, self._control
+        limiters = {r: self._limiter(r) for r in sorted(regions)}
+        self._summary.rates = limiters
         sender = _Sender(
             clients,
-            {r: RateLimiter(config.rate, config.burst) for r in regions},
+            limiters,
             Retrier(
                 RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_cap),
                 sleep=sleep,
@@ -252,7 +269,7 @@ class _Sender:
     def __init__(
         self,
         clients: Clients,
-        limiters: dict[str, RateLimiter],
+        limiters: Mapping[str, AdaptiveRate],
         retrier: Retrier,
         stats: _Stats,
         log: Any,
@@ -273,14 +290,19 @@ class _Sender:
 
         async def attempt(number: int) -> CallResult:
             state.attempts = number
-            await limiter.acquire()
+            ticket = await limiter.acquire()
             stats.requests += 1
             try:
-                return await clients.update(row)
+                result = await clients.update(row)
             except CallError as exc:
                 if exc.throttled:
                     stats.throttles += 1
+                    limiter.on_throttle(ticket)
+                elif exc.http_status is not None:
+                    limiter.on_success(ticket)  # answered: it passed the service's limit
                 raise
+            limiter.on_success(ticket)
+            return result
 
         def on_retry(event: RetryEvent) -> None:
             stats.retries += 1

@@ -10,6 +10,7 @@ from typing import Any
 
 import aioboto3
 import pytest
+import structlog.testing
 
 from batch_updater import RowResult, RunConfig, Status, run_batch
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
@@ -326,3 +327,36 @@ async def test_rows_throttled_by_a_real_server_limit_succeed_with_more_attempts(
     assert summary.throttles > 0
     assert max(r.attempts for r in summary.results or []) > 1
     assert summary.requests == 20 + summary.throttles
+
+
+async def test_adaptive_rate_settles_under_a_lower_server_limit(
+    tmp_path: Path, session: Any
+) -> None:
+    rows = [f"d{i}abc,us-east-1,{UP}," for i in range(150)]
+    path = write_csv(tmp_path / "in.csv", HEADER, *rows)
+    config = fast(tmp_path, rate=1000, burst=1, concurrency=16, backoff_base=0.05)
+    with structlog.testing.capture_logs() as logs:
+        async with EmulatorServer(EmulatorConfig(rate=100, burst=5)) as server:
+            summary = await run_batch(
+                path, replace(config, endpoint_url=server.url), session=session
+            )
+    assert summary.counts[Status.SUCCEEDED] == 150
+    settled = summary.to_json()["rate_per_region"]["us-east-1"]
+    assert settled < 200  # came down from 1000 towards the service's 100/s
+    assert summary.throttles < 0.25 * summary.requests
+    changes = [e for e in logs if e["event"] == "rate_changed"]
+    assert changes
+    assert changes[0]["old_rate"] == 1000
+    assert changes[0]["reason"] == "throttled"
+
+
+async def test_no_adaptive_keeps_the_configured_rate(tmp_path: Path, session: Any) -> None:
+    path = write_csv(tmp_path / "in.csv", HEADER, *(f"d{i}abc,us-east-1,{UP}," for i in range(40)))
+    config = fast(
+        tmp_path, rate=1000, adaptive=False, backoff_base=0.05, backoff_cap=0.5, max_attempts=12
+    )
+    async with EmulatorServer(EmulatorConfig(rate=200, burst=2)) as server:
+        summary = await run_batch(path, replace(config, endpoint_url=server.url), session=session)
+    assert summary.counts[Status.SUCCEEDED] == 40
+    assert summary.throttles > 0
+    assert summary.to_json()["rate_per_region"] == {"us-east-1": 1000}
