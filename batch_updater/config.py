@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from .errors import SetupError
 from .rows import check_region
+from .shard import Shard
 
 __all__ = ["RunConfig", "check_endpoint"]
 
@@ -41,6 +42,10 @@ class RunConfig:
     max_failure_rate: float = 0.5
     failure_window: int = 100
     max_failures: int | None = None
+    shard: Shard | None = None
+    rate_per_shard: bool = False
+    run_id: str | None = None
+    progress_interval: float = 30.0
     collect_results: bool = True
 
     def __post_init__(self) -> None:
@@ -62,6 +67,7 @@ class RunConfig:
                 "max failures must be 0 or more",
             ),
             (not (self.local and self.endpoint_url), "use either --local or --endpoint-url"),
+            (self.progress_interval > 0, "progress interval must be more than 0 seconds"),
         ]
         for ok, message in checks:
             if not ok:
@@ -71,12 +77,22 @@ class RunConfig:
         if self.endpoint_url is not None:
             check_endpoint(self.endpoint_url, self.allow_insecure_endpoint, "--endpoint-url")
 
+    @property
+    def effective_rate(self) -> float:
+        """Requests per second per region for this process: ``rate`` divided among the
+        shards (AWS limits are per account and region), unless ``rate_per_shard``."""
+        if self.shard is None or self.rate_per_shard:
+            return self.rate
+        return self.rate / self.shard.count
+
     def describe(self) -> dict[str, Any]:
         """The settings as written to the summary and the run_start log event."""
         out = asdict(self)
         out["report_path"] = str(self.report_path) if self.report_path else None
         out["resume"] = [str(p) for p in self.resume]
+        out["shard"] = str(self.shard) if self.shard else None
         del out["collect_results"]
+        out["effective_rate"] = self.effective_rate
         return out
 
 

@@ -29,6 +29,7 @@ REPORT_COLUMNS: Final = (
     "started_at",
     "finished_at",
     "duration_ms",
+    "run_id",
 )
 
 
@@ -55,10 +56,16 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def default_report_path(input_name: str, now: datetime | None = None) -> Path:
-    """``reports/<input stem>-<UTC yyyymmddThhmmssZ>.csv`` (``-2``, ``-3``... if taken)."""
+def default_report_path(
+    input_name: str, now: datetime | None = None, *, shard: str | None = None
+) -> Path:
+    """``reports/<input stem>-<UTC yyyymmddThhmmssZ>.csv`` (``-2``, ``-3``... if taken);
+    a shard's name ends in ``-shard-K-of-N``."""
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = f"{Path(input_name).stem}-{stamp}"
+    if shard:
+        index, count = shard.split("/")
+        base += f"-shard-{index}-of-{count}"
     path = Path("reports") / f"{base}.csv"
     n = 1
     while path.exists():
@@ -72,7 +79,7 @@ def summary_path(report: Path) -> Path:
     return report.with_name(report.name + ".summary.json")
 
 
-def _record(result: RowResult) -> dict[str, Any]:
+def _record(result: RowResult, run_id: str) -> dict[str, Any]:
     return {
         "line": result.line,
         "app_id": result.app_id,
@@ -88,6 +95,7 @@ def _record(result: RowResult) -> dict[str, Any]:
         "started_at": _iso(result.started_at),
         "finished_at": _iso(result.finished_at),
         "duration_ms": result.duration_ms,
+        "run_id": run_id,
     }
 
 
@@ -98,9 +106,9 @@ class ReportWriter:
     of this process loses at most the rows still in flight.
     """
 
-    __slots__ = ("_csv", "_file", "_jsonl", "path", "written")
+    __slots__ = ("_csv", "_file", "_jsonl", "path", "run_id", "written")
 
-    def __init__(self, path: Path, *, overwrite: bool = False) -> None:
+    def __init__(self, path: Path, *, overwrite: bool = False, run_id: str = "") -> None:
         self.path = path
         self._jsonl = path.suffix.lower() == ".jsonl"
         try:
@@ -114,6 +122,7 @@ class ReportWriter:
         except OSError as exc:
             raise SetupError(f"cannot write the report {path}: {exc.strerror or exc}") from None
         self.written = 0
+        self.run_id = run_id
         self._csv = None if self._jsonl else csv.writer(self._file, lineterminator="\n")
         if self._csv is not None:
             self._csv.writerow(REPORT_COLUMNS)
@@ -154,10 +163,11 @@ class ReportWriter:
                     _iso(r.started_at) or "",
                     _iso(r.finished_at) or "",
                     "" if r.duration_ms is None else r.duration_ms,
+                    self.run_id,
                 )
             )
         else:
-            self._file.write(json.dumps(_record(result), ensure_ascii=False) + "\n")
+            self._file.write(json.dumps(_record(result, self.run_id), ensure_ascii=False) + "\n")
         if result.status in _DURABLE:
             self._file.flush()
         self.written += 1

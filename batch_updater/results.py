@@ -58,6 +58,7 @@ class RunSummary:
     """Totals of a finished run, written beside the report as ``<report>.summary.json``."""
 
     report_path: Path | None
+    run_id: str = ""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Status, 0))
     requests: int = 0
     retries: int = 0
@@ -91,6 +92,7 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         """The summary file's content."""
         return {
+            "run_id": self.run_id,
             "report": str(self.report_path) if self.report_path else None,
             "rows": self.rows,
             "counts": {str(k): v for k, v in self.counts.items()},

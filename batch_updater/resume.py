@@ -17,6 +17,7 @@ __all__ = ["ResumeIndex", "read_report"]
 # A row skipped because an earlier report had it succeeded carries this prefix, so resuming
 # from the newest report alone is enough: it is a complete record of the job.
 SUCCEEDED_IN: Final = "succeeded in "
+_FIRST_COLUMNS: Final = 14  # line ... duration_ms: the columns of the first release
 
 
 def read_report(path: Path, warn: Any = None) -> Iterator[dict[str, Any]]:
@@ -54,12 +55,17 @@ def read_report(path: Path, warn: Any = None) -> Iterator[dict[str, Any]]:
         return
     reader = csv.reader(lines)
     header = next(reader, None)
-    if header is None or tuple(header) != REPORT_COLUMNS:
+    # Reports written before a column was appended have a prefix of today's columns.
+    if (
+        header is None
+        or len(header) < _FIRST_COLUMNS
+        or tuple(header) != REPORT_COLUMNS[: len(header)]
+    ):
         raise InputError(name, 1, "not a batch-updater report: unexpected header")
     for cells in reader:
-        if len(cells) != len(REPORT_COLUMNS):
+        if len(cells) != len(header):
             raise InputError(name, reader.line_num, "not a report line: wrong number of cells")
-        yield dict(zip(REPORT_COLUMNS, cells, strict=True))
+        yield dict(zip(header, cells, strict=True))
 
 
 class ResumeIndex:

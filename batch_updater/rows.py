@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from .errors import InputError, SetupError
+from .shard import Shard
 
 __all__ = [
     "COLUMNS",
@@ -536,9 +537,11 @@ class RowPlan:
         "_index",
         "_resolve_region",
         "_rows",
+        "input_rows",
         "invalid",
         "path",
         "regions",
+        "shard",
         "total",
     )
 
@@ -546,6 +549,8 @@ class RowPlan:
         self,
         source: Path | Iterable[Mapping[str, str | None]],
         default_region: DefaultRegion,
+        *,
+        shard: Shard | None = None,
     ) -> None:
         if isinstance(source, Path):
             self.path: Path | None = source
@@ -559,9 +564,11 @@ class RowPlan:
         else:
             self._default_region = default_region
             self._resolve_region = None
+        self.shard = shard
         self._index = _DuplicateIndex(self._expected_rows())
-        self.total = 0
-        self.invalid = 0
+        self.total = 0  # rows this plan yields (this shard's, when sharded)
+        self.input_rows = 0  # rows in the whole input
+        self.invalid = 0  # invalid rows in the whole input, whichever shard they belong to
         self.regions: set[str] = set()
         self._first_pass()
 
@@ -614,9 +621,9 @@ class RowPlan:
         )
 
     def _first_pass(self) -> None:
-        index, regions = self._index, self.regions
+        index, regions, shard = self._index, self.regions, self.shard
         key = index.key
-        total = invalid = 0
+        total = invalid = mine = 0
         for line, cells in self._read():
             total += 1
             checked = _check(line, cells, self._default_region)
@@ -624,17 +631,25 @@ class RowPlan:
                 checked = self._no_region(line, cells)
             if isinstance(checked, Rejected):
                 invalid += 1
+                if shard is None or shard.owns(checked.region, checked.app_id):
+                    mine += 1
                 continue
             app_id, region, _, number, _ = checked
-            regions.add(region)
+            if shard is None or shard.owns(region, app_id):
+                mine += 1
+                regions.add(region)
+            # Duplicates are found over the whole input: they hash to the same shard anyway.
             index.add(key(region, app_id), line, number)
-        self.total, self.invalid = total, invalid
+        self.input_rows, self.invalid, self.total = total, invalid, mine
 
     def __iter__(self) -> Iterator[Row | Rejected]:
-        """Second pass: each row, validated again, with duplicates and conflicts resolved."""
-        classify = self._index.classify
+        """Second pass: each row of this plan (its shard's), validated again, with
+        duplicates and conflicts resolved."""
+        classify, shard = self._index.classify, self.shard
         for line, cells in self._read():
             result = validate(line, cells, self._default_region)
             if result is None:  # the file changed: a row without region appeared
                 result = Rejected(line, "", "", "invalid", "region: empty")
+            if shard is not None and not shard.owns(result.region, result.app_id):
+                continue
             yield result if isinstance(result, Rejected) else classify(result)

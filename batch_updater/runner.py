@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from .client import CallError, CallResult, Clients, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
 from .logs import default_logger, mask
+from .progress import Progress, ProgressSnapshot, tick
 from .report import ReportWriter, default_report_path, write_summary
 from .results import RowResult, RunSummary, Status
 from .resume import ResumeIndex
@@ -90,6 +92,7 @@ class _Job:
         "_summary",
         "_writer",
         "config",
+        "progress",
     )
 
     def __init__(
@@ -102,6 +105,7 @@ class _Job:
         on_result: ResultHook | None,
         control: RunControl,
         resume: ResumeIndex,
+        total: int,
     ) -> None:
         self.config = config
         self._writer = writer
@@ -111,6 +115,7 @@ class _Job:
         self._control = control
         self._resume = resume
         self._stats = _Stats()
+        self.progress = Progress(total, throttled=lambda: self._stats.throttles)
         self._rules = FailureRules(
             config.max_failure_rate, config.failure_window, config.max_failures
         )
@@ -118,6 +123,7 @@ class _Job:
     def emit(self, result: RowResult) -> None:
         self._writer.write(result)
         self._summary.counts[result.status] += 1
+        self.progress.record(result.status)
         if self._summary.results is not None:
             self._summary.results.append(result)
         if self._on_result is not None:
@@ -390,6 +396,26 @@ class _Sender:
         )
 
 
+class _Sdk:
+    """The aioboto3 Session, made only when needed: a dry run never imports the SDK."""
+
+    __slots__ = ("_config", "_session")
+
+    def __init__(self, config: RunConfig, session: Any) -> None:
+        self._config = config
+        self._session = session
+
+    def session(self) -> Any:
+        if self._session is None:
+            c = self._config
+            self._session = make_session(c.profile, c.region, local=c.local)
+        return self._session
+
+    def region(self) -> str | None:
+        # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is the newer name.
+        return str(self.session().region_name or os.environ.get("AWS_REGION") or "") or None
+
+
 async def run_batch(
     source: Source,
     config: RunConfig | None = None,
@@ -398,6 +424,7 @@ async def run_batch(
     on_result: ResultHook | None = None,
     logger: Any = None,
     control: RunControl | None = None,
+    on_progress: Callable[[ProgressSnapshot], None] | None = None,
     sleep: Sleep = asyncio.sleep,
 ) -> RunSummary:
     """Validate ``source`` (a CSV path or rows as mappings), update every valid row, report.
@@ -406,7 +433,8 @@ async def run_batch(
     ``config.collect_results`` is false). ``session`` is an aioboto3 Session to use instead
     of one from the standard credential chain; ``on_result`` is called with each row's
     result as soon as it is final; ``control`` lets the caller stop the run early;
-    ``sleep`` is the backoff sleep (a testing seam).
+    ``on_progress`` gets a :class:`ProgressSnapshot` every ``config.progress_interval``
+    seconds and at the end; ``sleep`` is the backoff sleep (a testing seam).
 
     Raises :class:`SetupError` before any call when the job cannot start. If the task
     running the batch is cancelled, the report and summary are completed (unfinished rows
@@ -414,37 +442,39 @@ async def run_batch(
     """
     config = config or RunConfig()
     control = control or RunControl()
-    log = logger if logger is not None else default_logger()
+    run_id = config.run_id or uuid.uuid4().hex[:12]
+    log = (logger if logger is not None else default_logger()).bind(run_id=run_id)
     t0 = time.perf_counter()
     if config.endpoint_url is None and not config.local:
         check_endpoint_environment(config.allow_insecure_endpoint)
-    sessions: list[Any] = [session] if session is not None else []
-
-    def sdk_session() -> Any:
-        if not sessions:
-            sessions.append(make_session(config.profile, config.region, local=config.local))
-        return sessions[0]
-
-    def sdk_region() -> str | None:
-        # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is the newer name.
-        return str(sdk_session().region_name or os.environ.get("AWS_REGION") or "") or None
-
-    if isinstance(source, str):
-        source = Path(source)
-    plan = RowPlan(source, config.region or sdk_region)
+    sdk = _Sdk(config, session)
+    plan = RowPlan(
+        Path(source) if isinstance(source, str) else source,
+        config.region or sdk.region,
+        shard=config.shard,
+    )
     resume = ResumeIndex.load(
         config.resume, warn=lambda m: log.warning("resume_warning", message=m)
     )
-    report_path = config.report_path or default_report_path(plan.path.name if plan.path else "rows")
-    summary = RunSummary(report_path, results=[] if config.collect_results else None)
+    report_path = config.report_path or default_report_path(
+        plan.path.name if plan.path else "rows",
+        shard=str(config.shard) if config.shard else None,
+    )
+    summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
     summary.settings = {
         **config.describe(),
         "input": plan.source_name,
         "report_path": str(report_path),
         "regions": sorted(plan.regions),
     }
-    writer = ReportWriter(report_path, overwrite=config.overwrite)
-    log.info("run_start", rows=plan.total, invalid=plan.invalid, **summary.settings)
+    writer = ReportWriter(report_path, overwrite=config.overwrite, run_id=run_id)
+    log.info(
+        "run_start",
+        rows=plan.total,
+        input_rows=plan.input_rows,
+        invalid=plan.invalid,
+        **summary.settings,
+    )
     job = _Job(
         config,
         writer=writer,
@@ -453,7 +483,11 @@ async def run_batch(
         on_result=on_result,
         control=control,
         resume=resume,
+        total=plan.total,
     )
+    ticker = None
+    if on_progress is not None:
+        ticker = asyncio.create_task(tick(job.progress, on_progress, config.progress_interval))
     try:
         if config.dry_run:
             job.emit_unsent(plan, Status.DRY_RUN, "")
@@ -461,11 +495,15 @@ async def run_batch(
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
             job.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
         else:
-            await _run_live(job, plan, sdk_session(), sleep)
+            await _run_live(job, plan, sdk.session(), sleep)
     except asyncio.CancelledError:
         control.stop_now(StopReason("cancelled", "the task running the batch was cancelled"))
         raise
     finally:
+        if ticker is not None:
+            ticker.cancel()
+        if on_progress is not None:
+            on_progress(job.progress.snapshot())
         job.finish_stats()
         writer.close()
         summary.stop_reason = control.reason

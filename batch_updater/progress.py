@@ -1,0 +1,150 @@
+"""Progress: counts as rows finish, a snapshot on demand, a live bar or periodic events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+from .results import Status
+
+__all__ = ["BarStream", "Progress", "ProgressSnapshot", "render_bar", "tick"]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSnapshot:
+    """Where a run stands."""
+
+    done: int
+    total: int
+    elapsed_seconds: float
+    rows_per_second: float
+    eta_seconds: float | None  # None until a rate is known
+    failed: int
+    throttled: int
+
+    def as_event(self) -> dict[str, Any]:
+        """The fields of a ``progress`` log event."""
+        out = asdict(self)
+        out["elapsed_seconds"] = round(self.elapsed_seconds, 1)
+        out["rows_per_second"] = round(self.rows_per_second, 1)
+        out["eta_seconds"] = None if self.eta_seconds is None else round(self.eta_seconds)
+        return out
+
+
+class Progress:
+    """Counts finished rows; time is read only through ``clock``."""
+
+    __slots__ = ("_clock", "_start", "_throttled", "done", "failed", "total")
+
+    def __init__(
+        self, total: int, *, throttled: Callable[[], int], clock: Clock = time.monotonic
+    ) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self._throttled = throttled
+        self._clock = clock
+        self._start = clock()
+
+    def record(self, status: Status) -> None:
+        """One more row is final."""
+        self.done += 1
+        if status is Status.FAILED:
+            self.failed += 1
+
+    def snapshot(self) -> ProgressSnapshot:
+        """The counts now, with rate and ETA."""
+        elapsed = max(0.0, self._clock() - self._start)
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = max(0, self.total - self.done)
+        eta = left / rate if rate > 0 else (0.0 if left == 0 else None)
+        return ProgressSnapshot(
+            self.done, self.total, elapsed, rate, eta, self.failed, self._throttled()
+        )
+
+    def __repr__(self) -> str:
+        return f"<Progress {self.done}/{self.total} failed={self.failed}>"
+
+
+def _clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def render_bar(snap: ProgressSnapshot, width: int = 24) -> str:
+    """``[#########...]  1234/5000  24%  153.2 rows/s  ETA 0:25  failed 3  throttled 12``."""
+    share = snap.done / snap.total if snap.total else 1.0
+    filled = round(width * share)
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {snap.done}/{snap.total} {share:4.0%} "
+        f"{snap.rows_per_second:.1f} rows/s ETA {_clock_text(snap.eta_seconds)} "
+        f"failed {snap.failed} throttled {snap.throttled}"
+    )
+
+
+class BarStream:
+    """A text stream (stderr) that keeps one live bar on its last line.
+
+    Log lines written through it clear the bar, appear above it, and the bar is drawn
+    again, so the two never garble each other.
+    """
+
+    __slots__ = ("_bar", "_stream")
+
+    _CLEAR = "\r\x1b[K"
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._bar = ""
+
+    def write(self, text: str) -> int:
+        """Write ``text`` above the bar."""
+        if self._bar:
+            self._stream.write(self._CLEAR)
+        self._stream.write(text)
+        if self._bar and text.endswith("\n"):
+            self._stream.write(self._bar)
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the underlying stream."""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        """Whether the underlying stream is a terminal."""
+        return self._stream.isatty()
+
+    def show(self, snap: ProgressSnapshot) -> None:
+        """Draw (or redraw) the bar."""
+        self._bar = render_bar(snap)
+        self._stream.write(self._CLEAR + self._bar)
+        self._stream.flush()
+
+    def clear(self) -> None:
+        """Remove the bar for good."""
+        if self._bar:
+            self._stream.write(self._CLEAR)
+            self._stream.flush()
+        self._bar = ""
+
+
+async def tick(
+    progress: Progress,
+    sink: Callable[[ProgressSnapshot], None],
+    interval: float,
+    *,
+    sleep: Sleep = asyncio.sleep,
+) -> None:
+    """Give ``sink`` a snapshot every ``interval`` seconds, until cancelled."""
+    while True:
+        await sleep(interval)
+        sink(progress.snapshot())
