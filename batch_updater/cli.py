@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO, cast
 
 from ._version import __version__
 from .errors import SetupError
 from .logs import LEVELS, configure_logging
+from .progress import BarStream
 from .report import write_summary
 from .results import RunSummary, Status
 from .runner import RunConfig, run_batch_with_signals
+from .shard import Shard, shard_from_environment
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ROWS, EXIT_SETUP = 0, 1, 2
 EXIT_SIGINT = 130  # Ctrl-C before the run's own handlers are installed
+ENV_PREFIX = "BATCH_UPDATER_"
+_BAR_REFRESH = 0.5  # seconds between redraws of the progress bar
 
 EPILOG = """\
 examples:
@@ -75,8 +80,8 @@ def _probability(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``batch-updater`` argument parser."""
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The ``batch-updater`` argument parser; ``env`` supplies ``BATCH_UPDATER_*`` defaults."""
     parser = _Parser(
         prog="batch-updater",
         description="Apply Amazon Cognito login settings to many AWS Amplify apps "
@@ -95,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("input", metavar="INPUT", type=Path, help="CSV of apps and settings")
+    run.add_argument(
+        "input", metavar="INPUT", type=Path, nargs="?", help="CSV of apps and settings"
+    )
     run.add_argument(
         "--report",
         type=Path,
@@ -210,6 +217,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the valid rows even when some rows are invalid",
     )
     run.add_argument(
+        "--shard",
+        metavar="K/N",
+        type=Shard.parse,
+        help="run only shard K of N (K from 0): rows whose stable hash of (region, app_id) "
+        "modulo N is K; default from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX",
+    )
+    run.add_argument(
+        "--shard-count",
+        type=_positive_int,
+        metavar="N",
+        help="number of shards for a Kubernetes Indexed Job (with JOB_COMPLETION_INDEX)",
+    )
+    run.add_argument(
+        "--rate-per-shard",
+        action="store_true",
+        help="--rate is per shard; by default each of N shards gets --rate / N",
+    )
+    run.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar or events"
+    )
+    run.add_argument(
+        "--progress-interval",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between progress events when stderr is not a terminal (default 30)",
+    )
+    run.add_argument(
         "--log-format",
         choices=("auto", "json", "console"),
         default="auto",
@@ -218,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", choices=LEVELS, default="info", type=str.lower, help="default info"
     )
+
+    _document_environment(run)
+    if env is not None:
+        apply_environment(run, env)
 
     emulate = commands.add_parser(
         "emulate",
@@ -258,6 +297,51 @@ def resume_command(argv: Sequence[str], report: Path) -> str:
     return shlex.join([*out, "--resume", str(report)])
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def env_name(action: argparse.Action) -> str:
+    """``--max-attempts`` -> ``BATCH_UPDATER_MAX_ATTEMPTS``; INPUT -> ``BATCH_UPDATER_INPUT``."""
+    flag = max(action.option_strings, key=len) if action.option_strings else action.dest
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _from_env(action: argparse.Action, name: str, text: str) -> object:
+    if isinstance(action, argparse._StoreConstAction):  # store_true / store_false
+        lowered = text.strip().lower()
+        if lowered not in _TRUE + _FALSE:
+            raise SetupError(f"{name}={text!r}: use true or false")
+        given = lowered in _TRUE
+        return action.const if given else action.default
+    convert = action.type if callable(action.type) else str
+    try:
+        if isinstance(action, argparse._AppendAction):
+            return [convert(part.strip()) for part in text.split(",") if part.strip()]
+        value = convert(text)
+    except (argparse.ArgumentTypeError, ValueError, SetupError) as exc:
+        raise SetupError(f"{name}={text!r}: {exc}") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise SetupError(f"{name}={text!r}: use one of {choices}")
+    return value
+
+
+def apply_environment(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """Take each option's default from ``BATCH_UPDATER_<FLAG>``; the command line still wins."""
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = env_name(action)
+        if name in env:
+            parser.set_defaults(**{action.dest: _from_env(action, name, env[name])})
+
+
+def _document_environment(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if not isinstance(action, argparse._HelpAction) and action.help:
+            action.help += f" [env {env_name(action)}]"
+
+
 def _print_summary(summary: RunSummary) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items() if n)
     print(
@@ -278,8 +362,16 @@ def _print_summary(summary: RunSummary) -> None:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    configure_logging(args.log_format, args.log_level)
+    if args.input is None:
+        raise SetupError("no INPUT: give the CSV path, or set BATCH_UPDATER_INPUT")
+    bar = BarStream(sys.stderr) if args.progress and sys.stderr.isatty() else None
+    configure_logging(args.log_format, args.log_level, stream=cast("TextIO", bar))
+    shard = args.shard or shard_from_environment(args.shard_count)
     config = RunConfig(
+        shard=shard,
+        rate_per_shard=args.rate_per_shard,
+        progress_log=args.progress and bar is None,
+        progress_interval=_BAR_REFRESH if bar is not None else args.progress_interval,
         report_path=args.report,
         overwrite=args.overwrite,
         resume=tuple(args.resume),
@@ -303,7 +395,15 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         skip_invalid=args.skip_invalid,
         collect_results=False,
     )
-    summary = asyncio.run(run_batch_with_signals(args.input, config))
+    try:
+        summary = asyncio.run(
+            run_batch_with_signals(
+                args.input, config, on_progress=bar.show if bar is not None else None
+            )
+        )
+    finally:
+        if bar is not None:
+            bar.clear()
     if summary.counts[Status.NOT_ATTEMPTED] and summary.stop_reason is not None:
         assert summary.report_path is not None
         summary.resume_command = resume_command(argv, summary.report_path)
@@ -335,8 +435,8 @@ def _emulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``batch-updater`` and ``python -m batch_updater``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser(os.environ).parse_args(argv)
         if args.command == "run":
             return _run(args, argv)
         return _emulate(args)

@@ -46,6 +46,7 @@ class RunConfig:
     rate_per_shard: bool = False
     run_id: str | None = None
     progress_interval: float = 30.0
+    progress_log: bool = False
     collect_results: bool = True
 
     def __post_init__(self) -> None:
@@ -91,7 +92,7 @@ class RunConfig:
         out["report_path"] = str(self.report_path) if self.report_path else None
         out["resume"] = [str(p) for p in self.resume]
         out["shard"] = str(self.shard) if self.shard else None
-        del out["collect_results"]
+        del out["collect_results"], out["run_id"]  # the run id is reported on its own
         out["effective_rate"] = self.effective_rate
         return out
 

@@ -434,7 +434,8 @@ async def run_batch(
     of one from the standard credential chain; ``on_result`` is called with each row's
     result as soon as it is final; ``control`` lets the caller stop the run early;
     ``on_progress`` gets a :class:`ProgressSnapshot` every ``config.progress_interval``
-    seconds and at the end; ``sleep`` is the backoff sleep (a testing seam).
+    seconds and at the end (``config.progress_log`` logs them as ``progress`` events);
+    ``sleep`` is the backoff sleep (a testing seam).
 
     Raises :class:`SetupError` before any call when the job cannot start. If the task
     running the batch is cancelled, the report and summary are completed (unfinished rows
@@ -485,9 +486,17 @@ async def run_batch(
         resume=resume,
         total=plan.total,
     )
+    sinks = [on_progress] if on_progress is not None else []
+    if config.progress_log:
+        sinks.append(lambda snap: log.info("progress", **snap.as_event()))
+
+    def report_progress(snap: ProgressSnapshot) -> None:
+        for sink in sinks:
+            sink(snap)
+
     ticker = None
-    if on_progress is not None:
-        ticker = asyncio.create_task(tick(job.progress, on_progress, config.progress_interval))
+    if sinks:
+        ticker = asyncio.create_task(tick(job.progress, report_progress, config.progress_interval))
     try:
         if config.dry_run:
             job.emit_unsent(plan, Status.DRY_RUN, "")
@@ -502,8 +511,8 @@ async def run_batch(
     finally:
         if ticker is not None:
             ticker.cancel()
-        if on_progress is not None:
-            on_progress(job.progress.snapshot())
+        if sinks:
+            report_progress(job.progress.snapshot())
         job.finish_stats()
         writer.close()
         summary.stop_reason = control.reason

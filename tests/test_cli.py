@@ -86,7 +86,6 @@ def test_dry_run_exit_codes(tmp_path: Path) -> None:
         (["run", "x.csv", "--rate", "-1"], "--rate: must be 0 or more"),
         (["run", "x.csv", "--concurrency", "0"], "--concurrency: must be at least 1"),
         (["run", "x.csv", "--log-format", "xml"], "--log-format: invalid choice"),
-        (["run"], "the following arguments are required: INPUT"),
         (["frobnicate"], "invalid choice"),
     ],
 )

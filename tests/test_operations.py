@@ -1,0 +1,252 @@
+"""Running where operators run it: environment configuration, sharding, progress, run ids."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch_updater import RunConfig, Status, run_batch
+from batch_updater.cli import main
+from batch_updater.errors import SetupError
+from batch_updater.progress import BarStream, Progress, ProgressSnapshot, render_bar, tick
+from batch_updater.rows import RowPlan
+from batch_updater.shard import Shard, shard_from_environment
+
+from .conftest import EXAMPLE, INVALID_EXAMPLE, read_report
+
+
+def events(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def summary_of(report: Path) -> dict[str, Any]:
+    return json.loads(Path(f"{report}.summary.json").read_text())  # type: ignore[no-any-return]
+
+
+# -- environment ---------------------------------------------------------------------------
+
+
+def test_every_flag_can_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = tmp_path / "env.csv"
+    monkeypatch.setenv("BATCH_UPDATER_INPUT", str(EXAMPLE))
+    monkeypatch.setenv("BATCH_UPDATER_REPORT", str(report))
+    monkeypatch.setenv("BATCH_UPDATER_DRY_RUN", "true")
+    monkeypatch.setenv("BATCH_UPDATER_RATE", "5")
+    monkeypatch.setenv("BATCH_UPDATER_NO_ADAPTIVE", "yes")
+    monkeypatch.setenv("BATCH_UPDATER_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("BATCH_UPDATER_RESUME", "")
+    assert main(["run"]) == 0
+    settings = summary_of(report)["settings"]
+    assert settings["rate"] == 5.0
+    assert settings["adaptive"] is False
+    assert settings["max_attempts"] == 3
+    assert settings["dry_run"] is True
+
+
+def test_the_command_line_wins_over_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_UPDATER_RATE", "5")
+    monkeypatch.setenv("BATCH_UPDATER_DRY_RUN", "false")
+    report = tmp_path / "r.csv"
+    assert main(["run", str(EXAMPLE), "--dry-run", "--rate", "7", "--report", str(report)]) == 0
+    assert summary_of(report)["settings"]["rate"] == 7.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BATCH_UPDATER_RATE", "fast", "BATCH_UPDATER_RATE='fast'"),
+        ("BATCH_UPDATER_CONCURRENCY", "0", "must be at least 1"),
+        ("BATCH_UPDATER_SKIP_INVALID", "maybe", "use true or false"),
+        ("BATCH_UPDATER_LOG_FORMAT", "xml", "use one of auto, json, console"),
+        ("BATCH_UPDATER_SHARD", "3", "is not K/N"),
+    ],
+)
+def test_a_bad_environment_value_exits_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["run", str(EXAMPLE), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert name in err or name == "BATCH_UPDATER_SHARD"
+    assert "Traceback" not in err
+
+
+def test_run_help_lists_the_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out.replace("\n", " ")
+    for name in ("BATCH_UPDATER_RATE", "BATCH_UPDATER_SKIP_INVALID", "BATCH_UPDATER_INPUT"):
+        assert name in out
+
+
+def test_no_input_at_all_is_a_setup_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert "BATCH_UPDATER_INPUT" in capsys.readouterr().err
+
+
+# -- run id and progress -------------------------------------------------------------------
+
+
+def test_every_log_event_the_report_and_the_summary_carry_the_run_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.csv"
+    assert main(["run", "--local", "--rate", "0", str(EXAMPLE), "--report", str(report)]) == 0
+    run_id = summary_of(report)["run_id"]
+    logged = events(capsys.readouterr().err)
+    assert logged
+    assert {e["run_id"] for e in logged} == {run_id}
+    assert {r["run_id"] for r in read_report(report)} == {run_id}
+    progress = [e for e in logged if e["event"] == "progress"]
+    assert progress[-1]["done"] == progress[-1]["total"] == 50
+
+
+def test_progress_counts_rate_and_eta_on_an_injected_clock() -> None:
+    now = [100.0]
+    throttled = [0]
+    progress = Progress(10, throttled=lambda: throttled[0], clock=lambda: now[0])
+    first = progress.snapshot()
+    assert first.eta_seconds is None
+    assert first.rows_per_second == 0
+    now[0] += 2
+    for status in (Status.SUCCEEDED, Status.FAILED, Status.SUCCEEDED, Status.SKIPPED):
+        progress.record(status)
+    throttled[0] = 7
+    snap = progress.snapshot()
+    assert snap == ProgressSnapshot(4, 10, 2.0, 2.0, 3.0, 1, 7)
+    assert snap.as_event()["eta_seconds"] == 3
+    assert "4/10" in render_bar(snap)
+    assert "ETA 0:03" in render_bar(snap)
+    assert "failed 1 throttled 7" in render_bar(snap)
+
+
+async def test_tick_reports_every_interval_until_cancelled() -> None:
+    sleeps: list[float] = []
+    seen: list[ProgressSnapshot] = []
+    gate = asyncio.Event()
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) > 3:
+            gate.set()
+            await asyncio.Event().wait()  # park until cancelled
+
+    progress = Progress(5, throttled=lambda: 0, clock=lambda: 0.0)
+    task = asyncio.create_task(tick(progress, seen.append, 30.0, sleep=fake_sleep))
+    await gate.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sleeps == [30.0] * 4
+    assert len(seen) == 3
+
+
+def test_bar_stream_keeps_log_lines_above_the_bar() -> None:
+    out = io.StringIO()
+    bar = BarStream(out)
+    snap = ProgressSnapshot(1, 2, 1.0, 1.0, 1.0, 0, 0)
+    bar.show(snap)
+    bar.write("a log line\n")
+    bar.clear()
+    text = out.getvalue()
+    drawn = render_bar(snap)
+    assert text == f"\r\x1b[K{drawn}\r\x1b[Ka log line\n{drawn}\r\x1b[K"
+
+
+# -- sharding ------------------------------------------------------------------------------
+
+
+async def test_shards_split_the_rows_into_disjoint_parts_covering_every_row(
+    tmp_path: Path,
+) -> None:
+    seen: Counter[int] = Counter()
+    for k in range(4):
+        config = RunConfig(
+            dry_run=True, shard=Shard(k, 4), rate=40, report_path=tmp_path / f"s{k}.csv"
+        )
+        summary = await run_batch(EXAMPLE, config)
+        lines = [int(r["line"]) for r in read_report(tmp_path / f"s{k}.csv")]
+        assert 0 < len(lines) < 50
+        assert summary.rows == len(lines)
+        assert summary.settings["effective_rate"] == 10.0
+        assert summary.settings["shard"] == f"{k}/4"
+        seen.update(lines)
+    assert sorted(seen) == list(range(2, 52))
+    assert set(seen.values()) == {1}
+
+
+def test_shard_membership_is_stable_and_rate_per_shard_keeps_the_rate() -> None:
+    shard = Shard(1, 3)
+    assert [shard.owns("us-east-1", f"d{i}x") for i in range(8)] == [
+        Shard(1, 3).owns("us-east-1", f"d{i}x") for i in range(8)
+    ]
+    assert Shard(0, 1).owns("any", "thing")
+    assert RunConfig(rate=30, shard=shard, rate_per_shard=True).effective_rate == 30
+    assert RunConfig(rate=30, shard=shard).effective_rate == 10
+    with pytest.raises(SetupError, match="index must be 0 to count - 1"):
+        Shard(3, 3)
+
+
+def test_each_shard_validates_the_whole_file(tmp_path: Path) -> None:
+    plans = [RowPlan(INVALID_EXAMPLE, None, shard=Shard(k, 3)) for k in range(3)]
+    assert all(not p.ok for p in plans)  # a bad row anywhere stops every shard
+    assert sum(p.total for p in plans) == plans[0].input_rows == 24
+    assert {p.invalid for p in plans} == {17 - 2}  # conflicts are counted apart
+
+
+@pytest.mark.parametrize(
+    ("env", "count", "expected"),
+    [
+        ({"JOB_COMPLETION_INDEX": "2"}, 5, Shard(2, 5)),
+        ({"AWS_BATCH_JOB_ARRAY_INDEX": "1", "AWS_BATCH_JOB_ARRAY_SIZE": "4"}, None, Shard(1, 4)),
+        ({}, None, None),
+    ],
+)
+def test_shard_from_job_engines(
+    env: dict[str, str], count: int | None, expected: Shard | None
+) -> None:
+    assert shard_from_environment(count, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "count", "message"),
+    [
+        ({"JOB_COMPLETION_INDEX": "2"}, None, "--shard-count"),
+        ({"JOB_COMPLETION_INDEX": "x"}, 3, "not a whole number"),
+        ({"AWS_BATCH_JOB_ARRAY_INDEX": "0"}, None, "AWS_BATCH_JOB_ARRAY_SIZE"),
+        ({}, 3, "no shard index"),
+    ],
+)
+def test_shard_environment_errors_say_what_to_set(
+    env: dict[str, str], count: int | None, message: str
+) -> None:
+    with pytest.raises(SetupError, match=message):
+        shard_from_environment(count, env)
+
+
+def test_indexed_job_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    monkeypatch.setenv("BATCH_UPDATER_SHARD_COUNT", "2")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--dry-run", str(EXAMPLE)]) == 0
+    (report,) = (tmp_path / "reports").glob("*.csv")
+    assert report.name.endswith("-shard-1-of-2.csv")
+    assert summary_of(report)["settings"]["shard"] == "1/2"
+    assert "shard-1-of-2" in capsys.readouterr().err
