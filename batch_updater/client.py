@@ -52,6 +52,9 @@ class CallError(Exception):
 
     __slots__ = ("code", "http_status", "message", "request_id", "retryable", "transport")
 
+    # Transport failures before the request left this machine: it cannot have been applied.
+    NOT_SENT: Final = frozenset({"EndpointConnectionError", "ConnectTimeoutError"})
+
     def __init__(
         self,
         code: str,
@@ -69,6 +72,12 @@ class CallError(Exception):
         self.request_id = request_id
         self.retryable = retryable
         self.transport = transport
+
+    @property
+    def maybe_applied(self) -> bool:
+        """True when the request was sent but no answer came back (e.g. a read timeout):
+        the service may have applied the update."""
+        return self.transport and self.code not in self.NOT_SENT
 
     @property
     def throttled(self) -> bool:
@@ -208,6 +217,15 @@ class Clients:
         status = int(meta.get("HTTPStatusCode") or 200)
         if error := response.get("Error"):
             raise CallError("ResponseError", error, http_status=status, request_id=request_id)
+        if "AppId" not in response:
+            # botocore does not raise on a 200 whose JSON it cannot parse: it returns only
+            # the metadata. Not a success: nothing says the update was applied.
+            raise CallError(
+                "ResponseParserError",
+                "the service answered 200 with a body that could not be read",
+                http_status=status,
+                request_id=request_id,
+            )
         return CallResult(request_id, response.get("BackendManagerAppId") or "", status)
 
     async def __aenter__(self) -> Clients:

@@ -4,23 +4,27 @@ Clients talk to it over HTTP with botocore's own serialization, SigV4 signing an
 parsing; only the server side is emulated. Paths, member names and error codes come from
 botocore's service model.
 
-One request is handled in this order. Steps 2-9 run without awaiting, so concurrent requests
+One request is handled in this order. Steps 2-10 run without awaiting, so concurrent requests
 are decided (and applied) in arrival order:
 
 1. the whole body is read, on every path (see :meth:`Emulator.handle`);
 2. no ``Authorization: AWS4-HMAC-SHA256 ...`` header: 403 ``UnrecognizedClientException``
    (the signature itself is not checked);
-3. over the rate limit: 429 ``TooManyRequestsException``; this does not consume a scripted
-   outcome;
+3. during a 429 storm (:meth:`Emulator.storm`, ``storm_seconds``), then over the rate limit:
+   429 ``TooManyRequestsException``; neither consumes a scripted outcome;
 4. not ``POST /backend/{appId}/config/update``: 404 ``NotFoundException``;
-5. the app's next scripted outcome, if any; ``"ok"`` goes on below but skips the random 504;
+5. the app's next scripted outcome, if any; ``"ok"`` and ``"slow"`` go on below and skip
+   the random faults, any other outcome is answered at once (see :data:`OUTCOMES`);
 6. malformed JSON, unknown field, missing or empty settings: 400 ``BadRequestException``;
 7. unknown app id, or one that is not ``d[a-z0-9]+`` of at most 20 characters: 404
    ``NotFoundException`` with ``resourceType: app``;
-8. with probability ``p504``: 504 ``GatewayTimeoutException``;
-9. the settings are merged into the app's stored settings: 200.
+8. one random draw picks a fault from ``faults`` (outcome -> probability); ``"slow"`` goes
+   on below, any other fault is answered at once;
+9. with probability ``p504``: 504 ``GatewayTimeoutException``;
+10. the settings are merged into the app's stored settings: 200.
 
-The configured latency is then added before every answer, whatever its status.
+The configured latency (plus ``slow_seconds`` for ``"slow"``) is then added before every
+answer, whatever its status; ``"drop"`` then closes the connection instead of answering.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ import random
 import re
 import signal
 import sys
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from typing import Any, Final
 
 import botocore.session
@@ -55,14 +61,31 @@ __all__ = [
     "main_emulate",
 ]
 
-#: Scripted outcomes besides ``"error:<text>"`` (200 with the top-level ``error`` field set).
-OUTCOMES: Final = frozenset({"ok", "400", "404", "429", "504"})
+#: Scripted outcomes besides ``"error:<text>"`` (200 with the top-level ``error`` field set,
+#: settings not applied):
+#:
+#: - ``"ok"``: the normal answer, without the random faults;
+#: - ``"400"``, ``"404"``, ``"429"``, ``"504"``: the service's modeled errors;
+#: - ``"drop"``: the connection is closed with no answer (clients see it closed);
+#: - ``"slow"``: the settings are applied, then the 200 comes ``slow_seconds`` late (past a
+#:   client's read timeout, it models "applied, but the client gave up");
+#: - ``"500html"``, ``"503html"``: a load balancer's HTML error page, no ``x-amzn-ErrorType``;
+#: - ``"malformed"``: 200 with a truncated JSON body; settings not applied.
+OUTCOMES: Final = frozenset(
+    {"ok", "400", "404", "429", "504", "drop", "slow", "500html", "503html", "malformed"}
+)
+#: Outcomes that go on to validate and apply the settings.
+_APPLYING: Final = frozenset({"ok", "slow"})
+_HTML_STATUS: Final = {"500html": 500, "503html": 503}
 _ERROR_OUTCOME: Final = "error:"
 _APP_ID: Final = re.compile(r"d[a-z0-9]{1,19}", re.ASCII)
 _SIGV4: Final = "AWS4-HMAC-SHA256 "
 _UNRECOGNIZED_CLIENT: Final = "UnrecognizedClientException"
 _LIMIT_TYPE: Final = "requests"
 _RESOURCE_TYPE: Final = "app"
+_STORM: Final = "storm"
+_ERROR_FAULT: Final = "error"
+_DROPPED: Final = 0  # RequestRecord.status when the connection was closed with no answer
 
 
 def _check_outcome(outcome: str) -> None:
@@ -82,7 +105,13 @@ class EmulatorConfig:
     ``burst=1`` spaces requests strictly.
     ``known_apps=None`` means every well-formed app id exists. ``script`` maps an app id to
     outcomes consumed one per request for that app (see :meth:`Emulator.script`).
-    ``seed`` makes the random 504s and the latency jitter repeatable.
+    ``faults`` maps outcomes (any of :data:`OUTCOMES` but ``"ok"``, or ``"error:<text>"``) to
+    the probability that a valid, unscripted request gets it, e.g. ``{"drop": 0.04,
+    "500html": 0.04}``; the probabilities must add up to at most 1. ``slow_seconds`` is how
+    late a ``"slow"`` answer comes. ``storm_seconds > 0`` answers every request with 429
+    for that many seconds from the first request (after start or :meth:`Emulator.reset`).
+    ``seed`` makes the random faults, the random 504s and the latency jitter repeatable
+    (the n-th request that draws a fault gets the same one in every run with that seed).
     """
 
     rate: float | None = None
@@ -93,6 +122,9 @@ class EmulatorConfig:
     known_apps: frozenset[str] | None = None
     seed: int | None = None
     script: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    faults: Mapping[str, float] = field(default_factory=dict)
+    slow_seconds: float = 2.0
+    storm_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rate is not None and not self.rate >= 0:
@@ -103,9 +135,21 @@ class EmulatorConfig:
             raise ValueError(f"p504 must be between 0 and 1, got {self.p504}")
         if not (self.latency_ms >= 0 and self.latency_jitter_ms >= 0):
             raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
+        if not (self.slow_seconds >= 0 and self.storm_seconds >= 0):
+            raise ValueError("slow_seconds and storm_seconds must be >= 0")
         for outcomes in self.script.values():
             for outcome in outcomes:
                 _check_outcome(outcome)
+        for outcome, probability in self.faults.items():
+            _check_outcome(outcome)
+            if outcome == "ok":
+                raise ValueError("'ok' is not a fault: it is what remains of the probability")
+            if not 0.0 <= probability <= 1.0:
+                raise ValueError(
+                    f"fault probability must be between 0 and 1, got {outcome}={probability}"
+                )
+        if (total := sum(self.faults.values())) > 1.0 + 1e-9:
+            raise ValueError(f"fault probabilities must add up to at most 1, got {total:g}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +158,14 @@ class RequestRecord:
 
     time: float  # loop time when the body had been read
     app_id: str  # from the path; "" when the path is not UpdateBackendConfig's
-    status: int
-    error_type: str | None  # the x-amzn-ErrorType header; None on 200
+    status: int  # 0: the connection was closed with no answer ("drop")
+    error_type: str | None  # the x-amzn-ErrorType header; None on 200 and HTML errors
+    # The settings were merged into the app's state (every plain 200, and "slow").
+    applied: bool = False
+    # The injected fault: the scripted or random outcome ("504", "drop", "slow", "error"
+    # for "error:<text>", ...), or "storm" for a 429 storm; None for normal handling,
+    # including the rate limiter's 429s.
+    fault: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +219,14 @@ def _wire() -> _Wire:
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
-    status: int
-    body: dict[str, Any]
+    status: int  # _DROPPED: close the connection instead
+    body: dict[str, Any] = field(default_factory=dict)
     error_type: str | None = None
+    raw: str | None = None  # sent as is, instead of ``body`` as JSON
+    content_type: str = "application/json"
+    aws_headers: bool = True  # x-amzn-RequestId (and x-amzn-ErrorType); not on an LB's page
+    fault: str | None = None
+    applied: bool = False
 
 
 class _BadRequest(Exception):
@@ -213,7 +268,18 @@ class Emulator:
     :class:`RequestRecord` per request received, in arrival order.
     """
 
-    __slots__ = ("_config", "_random", "_scripts", "_tat", "_wire", "apps", "requests")
+    __slots__ = (
+        "_config",
+        "_jitter",
+        "_random",
+        "_scripts",
+        "_storm_pending",
+        "_storm_until",
+        "_tat",
+        "_wire",
+        "apps",
+        "requests",
+    )
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self._config = config if config is not None else EmulatorConfig()
@@ -221,8 +287,13 @@ class Emulator:
         self.apps: dict[str, dict[str, str]] = {}
         self.requests: list[RequestRecord] = []
         self._scripts: dict[str, deque[str]] = {}
+        # Faults and latency draw from separate sources, so that the sequence of faults
+        # does not depend on how requests with and without a draw interleave.
         self._random = random.Random(self._config.seed)
+        self._jitter = random.Random()
         self._tat = float("-inf")  # GCRA: theoretical arrival time of the next request
+        self._storm_until = float("-inf")  # loop time when the current 429 storm ends
+        self._storm_pending = False  # storm_seconds: a storm starts with the next request
         self.reset()
 
     @property
@@ -234,13 +305,17 @@ class Emulator:
         """Change configuration fields at runtime, e.g. ``configure(p504=0.5)``.
 
         A new ``rate`` or ``burst`` restarts the rate limiter, a new ``seed`` reseeds the
-        random source and a new ``script`` replaces every pending scripted outcome.
+        random source, a new ``script`` replaces every pending scripted outcome and a new
+        ``storm_seconds`` starts a storm with the next request (0: ends the current one).
         """
         self._config = replace(self._config, **changes)
         if "rate" in changes or "burst" in changes:
             self._tat = float("-inf")
+        if "storm_seconds" in changes:
+            self._storm_until = float("-inf")
+            self._storm_pending = self._config.storm_seconds > 0
         if "seed" in changes:
-            self._random.seed(self._config.seed)
+            self._seed()
         if "script" in changes:
             self._load_scripts()
         return self._config
@@ -248,7 +323,8 @@ class Emulator:
     def script(self, app_id: str, outcomes: Iterable[str]) -> None:
         """Queue outcomes for ``app_id``'s next requests, after any already queued.
 
-        Each is one of ``"ok"``, ``"400"``, ``"404"``, ``"429"``, ``"504"`` or
+        Each is one of :data:`OUTCOMES` (``"ok"``, ``"400"``, ``"404"``, ``"429"``,
+        ``"504"``, ``"drop"``, ``"slow"``, ``"500html"``, ``"503html"``, ``"malformed"``) or
         ``"error:<text>"`` (200 with ``error`` set and the settings not applied). When the
         queue is empty the configured behaviour applies again.
         """
@@ -257,17 +333,41 @@ class Emulator:
             _check_outcome(outcome)
         self._scripts.setdefault(app_id, deque()).extend(outcomes)
 
+    def storm(self, seconds: float) -> None:
+        """Answer every request with 429 ``TooManyRequestsException`` for ``seconds`` from now.
+
+        Measured on the running loop's clock (the request log's); 0 ends a storm.
+        """
+        if not seconds >= 0:
+            raise ValueError(f"storm seconds must be >= 0, got {seconds}")
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:  # no running loop: asyncio's default clock
+            now = time.monotonic()
+        self._storm_until = now + seconds
+        self._storm_pending = False
+
     def pending(self, app_id: str) -> list[str]:
         """Scripted outcomes not yet consumed for ``app_id``."""
         return list(self._scripts.get(app_id, ()))
 
     def reset(self) -> None:
-        """Forget apps, requests and the rate limiter; reload the configured scripts."""
+        """Forget apps, requests, the rate limiter and any storm; reload the configured scripts.
+
+        With ``storm_seconds`` set, a storm starts again with the next request.
+        """
         self.apps.clear()
         self.requests.clear()
         self._tat = float("-inf")
-        self._random.seed(self._config.seed)
+        self._storm_until = float("-inf")
+        self._storm_pending = self._config.storm_seconds > 0
+        self._seed()
         self._load_scripts()
+
+    def _seed(self) -> None:
+        seed = self._config.seed
+        self._random.seed(seed)
+        self._jitter.seed(None if seed is None else f"{seed}/latency")
 
     def _load_scripts(self) -> None:
         self._scripts.clear()
@@ -302,16 +402,36 @@ class Emulator:
         now = asyncio.get_running_loop().time()
         app_id = request.match_info.get(self._wire.app_id, "")
         reply = self._decide(request, app_id, body, now)
-        self.requests.append(RequestRecord(now, app_id, reply.status, reply.error_type))
+        self.requests.append(
+            RequestRecord(now, app_id, reply.status, reply.error_type, reply.applied, reply.fault)
+        )
         config = self._config
-        delay_ms = config.latency_ms
+        delay = config.latency_ms / 1000.0
         if config.latency_jitter_ms > 0:
-            delay_ms += self._random.uniform(0.0, config.latency_jitter_ms)
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000.0)
-        headers = {"x-amzn-RequestId": str(uuid.uuid4())}
-        if reply.error_type is not None:
-            headers["x-amzn-ErrorType"] = reply.error_type
+            delay += self._jitter.uniform(0.0, config.latency_jitter_ms) / 1000.0
+        if reply.fault == "slow":
+            delay += config.slow_seconds
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if reply.status == _DROPPED:
+            # Close with no answer: the client sees the connection closed after sending its
+            # request (aiohttp: ServerDisconnectedError; botocore: ConnectionClosedError).
+            # aiohttp then fails to write the response below and drops it quietly.
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        headers: dict[str, str] = {}
+        if reply.aws_headers:
+            headers["x-amzn-RequestId"] = str(uuid.uuid4())
+            if reply.error_type is not None:
+                headers["x-amzn-ErrorType"] = reply.error_type
+        if reply.raw is not None:
+            return web.Response(
+                text=reply.raw,
+                status=reply.status,
+                headers=headers,
+                content_type=reply.content_type,
+            )
         return web.json_response(reply.body, status=reply.status, headers=headers)
 
     def _decide(self, request: web.Request, app_id: str, body: bytes, now: float) -> _Reply:
@@ -322,27 +442,55 @@ class Emulator:
                 "missing or malformed AWS Signature Version 4 Authorization header",
                 status=403,
             )
+        if self._in_storm(now):
+            return replace(self._throttled(), fault=_STORM)
         if not self._admit(now):
-            return self._error("TooManyRequestsException", "Rate exceeded", limit=True)
+            return self._throttled()
         if request.method != wire.method or wire.app_id not in request.match_info:
             return self._error(
                 "NotFoundException", f"no such operation: {request.method} {request.path:.100}"
             )
         queue = self._scripts.get(app_id)
-        scripted = queue.popleft() if queue else None
-        if scripted is not None and scripted != "ok":
-            return self._scripted(app_id, scripted)
+        outcome = queue.popleft() if queue else None
+        if outcome is not None and outcome not in _APPLYING:
+            return self._scripted(app_id, outcome)
         try:
             settings = _parse_settings(body, wire)
         except _BadRequest as exc:
             return self._error("BadRequestException", str(exc))
         if not self._exists(app_id):
             return self._not_found(app_id)
-        if scripted is None and config.p504 > 0 and self._random.random() < config.p504:
-            return self._error("GatewayTimeoutException", "Gateway Timeout")
+        if outcome is None:
+            outcome = self._draw_fault()
+            if outcome is not None and outcome not in _APPLYING:
+                return self._scripted(app_id, outcome)
+            if outcome is None and config.p504 > 0 and self._random.random() < config.p504:
+                return replace(
+                    self._error("GatewayTimeoutException", "Gateway Timeout"), fault="504"
+                )
         stored = self.apps.setdefault(app_id, {})
         stored.update(settings)
-        return self._success(app_id)
+        return replace(
+            self._success(app_id), applied=True, fault=outcome if outcome == "slow" else None
+        )
+
+    def _in_storm(self, now: float) -> bool:
+        if self._storm_pending:
+            self._storm_pending = False
+            self._storm_until = now + self._config.storm_seconds
+        return now < self._storm_until
+
+    def _draw_fault(self) -> str | None:
+        """One draw from the seeded source: a fault from ``faults``, or None."""
+        faults = self._config.faults
+        if not faults:
+            return None
+        draw = self._random.random()
+        for outcome, probability in faults.items():
+            if draw < probability:
+                return outcome
+            draw -= probability
+        return None
 
     def _admit(self, now: float) -> bool:
         rate = self._config.rate
@@ -363,15 +511,34 @@ class Emulator:
         return _APP_ID.fullmatch(app_id) is not None
 
     def _scripted(self, app_id: str, outcome: str) -> _Reply:
+        """The answer to an outcome that does not apply the settings (not "ok" or "slow")."""
         if outcome.startswith(_ERROR_OUTCOME):
-            return self._success(app_id, error=outcome.removeprefix(_ERROR_OUTCOME))
+            error = outcome.removeprefix(_ERROR_OUTCOME)
+            return replace(self._success(app_id, error=error), fault=_ERROR_FAULT)
         if outcome == "429":
-            return self._error("TooManyRequestsException", "Rate exceeded", limit=True)
-        if outcome == "504":
-            return self._error("GatewayTimeoutException", "Gateway Timeout")
-        if outcome == "404":
-            return self._not_found(app_id)
-        return self._error("BadRequestException", "scripted bad request")
+            reply = self._throttled()
+        elif outcome == "504":
+            reply = self._error("GatewayTimeoutException", "Gateway Timeout")
+        elif outcome == "404":
+            reply = self._not_found(app_id)
+        elif outcome == "400":
+            reply = self._error("BadRequestException", "scripted bad request")
+        elif outcome == "drop":
+            reply = _Reply(_DROPPED)
+        elif outcome in _HTML_STATUS:
+            status = _HTML_STATUS[outcome]
+            reason = HTTPStatus(status).phrase
+            page = f"<html><body><h1>{status} {reason}</h1></body></html>"
+            reply = _Reply(status, raw=page, content_type="text/html", aws_headers=False)
+        elif outcome == "malformed":
+            whole = json.dumps(self._success(app_id).body)
+            reply = _Reply(200, raw=whole[: len(whole) // 2])
+        else:
+            raise AssertionError(f"unhandled outcome {outcome!r}")  # pragma: no cover
+        return replace(reply, fault=outcome)
+
+    def _throttled(self) -> _Reply:
+        return self._error("TooManyRequestsException", "Rate exceeded", limit=True)
 
     def _success(self, app_id: str, *, error: str | None = None) -> _Reply:
         wire = self._wire
@@ -438,7 +605,10 @@ class EmulatorServer:
         if self._runner is not None:
             return self.url
         runner = web.AppRunner(
-            self.emulator.make_app(), access_log=None, shutdown_timeout=self.SHUTDOWN_TIMEOUT
+            self.emulator.make_app(),
+            access_log=None,
+            shutdown_timeout=self.SHUTDOWN_TIMEOUT,
+            handler_cancellation=True,
         )
         await runner.setup()
         try:

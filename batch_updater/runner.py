@@ -28,6 +28,10 @@ from .rows import Rejected, Row, RowPlan
 __all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
 Source = str | Path | Iterable[Mapping[str, str | None]]
+MAYBE_APPLIED = (
+    "[an attempt was sent but got no answer: the update may have been applied; "
+    "re-running the row is safe]"
+)
 ResultHook = Callable[[RowResult], None]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -44,10 +48,11 @@ class _Stats:
 class _RowState:
     """What a worker knows about the row it is sending, for when it gets cancelled."""
 
-    __slots__ = ("attempts", "started_at")
+    __slots__ = ("attempts", "maybe_applied", "started_at")
 
     def __init__(self) -> None:
         self.attempts = 0
+        self.maybe_applied = False  # some attempt was sent and never answered
         self.started_at: datetime | None = None
 
 
@@ -301,6 +306,7 @@ class _Sender:
             try:
                 result = await clients.update(row)
             except CallError as exc:
+                state.maybe_applied |= exc.maybe_applied
                 if exc.throttled:
                     stats.throttles += 1
                     limiter.on_throttle(ticket)
@@ -332,6 +338,9 @@ class _Sender:
                 on_retry=on_retry,
             )
         except CallError as exc:
+            message = exc.message
+            if state.maybe_applied:
+                message += f" {MAYBE_APPLIED}"
             log.warning(
                 "row_failed",
                 app_id=row.app_id,
@@ -350,7 +359,7 @@ class _Sender:
                 attempts=state.attempts,
                 error_code=exc.code,
                 http_status=exc.http_status,
-                error_message=exc.message,
+                error_message=message,
                 request_id=exc.request_id,
                 settings_digest=row.digest,
                 started_at=started_at,

@@ -17,7 +17,7 @@ import aiohttp
 import botocore
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 
 from batch_updater.emulator import Emulator, EmulatorConfig, EmulatorServer, RequestRecord
 from batch_updater.errors import SetupError
@@ -289,7 +289,9 @@ async def test_error_outcome_sets_error_and_keeps_state(
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert answer["LoginAuthConfig"] == {"AwsCognitoRegion": "a-b-1"}
     assert emulator.apps == {"d1abc": {"aws_cognito_region": "a-b-1"}}
-    assert emulator.requests[-1] == RequestRecord(emulator.requests[-1].time, "d1abc", 200, None)
+    assert emulator.requests[-1] == RequestRecord(
+        emulator.requests[-1].time, "d1abc", 200, None, applied=False, fault="error"
+    )
 
 
 async def test_configured_script_and_reset() -> None:
@@ -426,6 +428,7 @@ async def test_request_records(client: AmplifyBackendClient, emulator: Emulator)
     assert emulator.count("d2") == 1
     assert emulator.count("d3") == 0
     assert emulator.status_counts() == {200: 2, 429: 1}
+    assert [(r.applied, r.fault) for r in records] == [(True, None), (False, "429"), (True, None)]
 
 
 async def test_keep_alive_is_not_slowed_by_errors(
@@ -446,6 +449,247 @@ async def test_keep_alive_is_not_slowed_by_errors(
         assert status in (400, 403, 404)
     assert time.perf_counter() - start < 2.0
     assert server.emulator.request_count == 40
+
+
+# -- injected faults ------------------------------------------------------------------------
+
+WIRE_POOLS = {"aws_user_pools_id": "us-east-1_abc", "aws_cognito_region": "us-east-1"}
+# A guard against a hang: every fault must end the call well within this.
+NO_HANG = 10.0
+
+
+def amplify(server: EmulatorServer, **config: Any) -> Any:
+    """A one-attempt client with extra botocore config, e.g. ``read_timeout=0.1``."""
+    return SESSION.client(
+        "amplifybackend", endpoint_url=server.url, config=ONE_ATTEMPT.merge(Config(**config))
+    )
+
+
+async def update(client: AmplifyBackendClient, app_id: str = "d1abc") -> Any:
+    return await asyncio.wait_for(
+        client.update_backend_config(AppId=app_id, LoginAuthConfig=POOLS), NO_HANG
+    )
+
+
+async def test_drop_closes_the_connection_with_no_answer(
+    client: AmplifyBackendClient, emulator: Emulator, server: EmulatorServer
+) -> None:
+    emulator.script("d1abc", ["drop", "drop"])
+    with pytest.raises(ConnectionClosedError):
+        await update(client)
+    assert emulator.apps == {}
+    record = emulator.requests[-1]
+    assert record == RequestRecord(record.time, "d1abc", 0, None, applied=False, fault="drop")
+
+    # Plain aiohttp sees the server hang up after it sent the whole request.
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await asyncio.wait_for(
+                http.post(f"{server.url}/backend/d1abc/config/update", data=b"{}", headers=SIGNED),
+                NO_HANG,
+            )
+
+    # The client recovers on a new connection.
+    answer = await update(client)
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert emulator.status_counts() == {0: 2, 200: 1}
+    assert emulator.apps == {"d1abc": WIRE_POOLS}
+
+
+async def test_slow_applies_the_settings_then_answers_after_the_read_timeout(
+    server: EmulatorServer, emulator: Emulator
+) -> None:
+    emulator.configure(slow_seconds=0.4)
+    emulator.script("d1abc", ["slow"])
+    async with amplify(server, read_timeout=0.1) as client:
+        with pytest.raises(ReadTimeoutError):
+            await update(client)
+        # Applied although the client never heard of it.
+        assert emulator.apps == {"d1abc": WIRE_POOLS}
+        record = emulator.requests[-1]
+        assert record == RequestRecord(record.time, "d1abc", 200, None, applied=True, fault="slow")
+        answer = await update(client)
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert [(r.applied, r.fault) for r in emulator.requests] == [(True, "slow"), (True, None)]
+
+
+async def test_slow_within_the_read_timeout_is_an_ordinary_200(
+    client: AmplifyBackendClient, emulator: Emulator
+) -> None:
+    emulator.configure(slow_seconds=0.01)
+    emulator.script("d1abc", ["slow"])
+    answer = await update(client)
+    assert answer["LoginAuthConfig"] == POOLS
+    assert "Error" not in answer
+    assert emulator.requests[-1].fault == "slow"
+    assert emulator.apps == {"d1abc": WIRE_POOLS}
+
+
+HTML_ERRORS = [("500html", 500, "Internal Server Error"), ("503html", 503, "Service Unavailable")]
+
+
+@pytest.mark.parametrize("case", HTML_ERRORS, ids=[case[0] for case in HTML_ERRORS])
+async def test_html_5xx_from_a_load_balancer(
+    client: AmplifyBackendClient,
+    server: EmulatorServer,
+    http: aiohttp.ClientSession,
+    case: tuple[str, int, str],
+) -> None:
+    outcome, status, reason = case
+    emulator = server.emulator
+    page = f"<html><body><h1>{status} {reason}</h1></body></html>"
+    emulator.script("d1abc", [outcome, outcome])
+    async with http.post(
+        f"{server.url}/backend/d1abc/config/update", data=b"{}", headers=SIGNED
+    ) as resp:
+        assert resp.status == status
+        assert resp.content_type == "text/html"
+        assert "x-amzn-ErrorType" not in resp.headers
+        assert "x-amzn-RequestId" not in resp.headers
+        assert await resp.text() == page
+
+    # botocore takes an HTML 5xx for a generic error named after the status.
+    response = await client_error(update(client))
+    assert response["Error"] == {"Code": str(status), "Message": reason}
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert "x-amzn-errortype" not in response["ResponseMetadata"]["HTTPHeaders"]
+    assert emulator.apps == {}
+    record = emulator.requests[-1]
+    assert record == RequestRecord(record.time, "d1abc", status, None, applied=False, fault=outcome)
+
+
+async def test_malformed_200_is_truncated_json_and_applies_nothing(
+    client: AmplifyBackendClient,
+    emulator: Emulator,
+    server: EmulatorServer,
+    http: aiohttp.ClientSession,
+) -> None:
+    emulator.script("d1abc", ["malformed", "malformed"])
+    async with http.post(
+        f"{server.url}/backend/d1abc/config/update", data=b"{}", headers=SIGNED
+    ) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        text = await resp.text()
+    assert text.startswith('{"appId": "d1abc"')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+
+    # botocore does not raise on an unparseable 200: it answers with none of the members.
+    answer = await update(client)
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert set(answer) == {"ResponseMetadata"}
+    assert emulator.apps == {}
+    assert [(r.status, r.applied, r.fault) for r in emulator.requests] == [
+        (200, False, "malformed")
+    ] * 2
+
+
+async def test_storm_answers_429_to_everything_without_consuming_scripts(
+    client: AmplifyBackendClient, emulator: Emulator
+) -> None:
+    emulator.script("d1abc", ["504"])
+    emulator.storm(60.0)
+    response = await client_error(update(client))
+    assert response["Error"]["Code"] == "TooManyRequestsException"
+    assert response["LimitType"] == "requests"
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert await fire(client, 4) == ["TooManyRequestsException"] * 4
+    assert emulator.pending("d1abc") == ["504"]
+    assert {(r.status, r.fault) for r in emulator.requests} == {(429, "storm")}
+    assert emulator.apps == {}
+
+    emulator.storm(0)  # ends it
+    response = await client_error(update(client))
+    assert response["Error"]["Code"] == "GatewayTimeoutException"
+    await update(client)
+    assert emulator.apps == {"d1abc": WIRE_POOLS}
+
+
+async def test_storm_ends_after_its_seconds_of_loop_time(
+    client: AmplifyBackendClient, emulator: Emulator
+) -> None:
+    emulator.storm(60.0)
+    await client_error(update(client))
+    emulator.storm(0.05)  # a new storm from now on, instead
+    await asyncio.sleep(0.1)
+    await update(client)
+    assert [r.status for r in emulator.requests] == [429, 200]
+
+
+async def test_configured_storm_starts_with_the_first_request_and_again_after_reset() -> None:
+    async with (
+        EmulatorServer(EmulatorConfig(storm_seconds=0.05)) as server,
+        amplify(server) as client,
+    ):
+        await asyncio.sleep(0.1)  # longer than the storm: it has not started yet
+        await client_error(update(client))
+        await asyncio.sleep(0.1)
+        await update(client)
+        server.emulator.reset()
+        await client_error(update(client))
+        server.emulator.configure(storm_seconds=0)
+        await update(client)
+        records = server.emulator.requests
+    assert [(r.status, r.fault) for r in records] == [(429, "storm"), (200, None)]
+
+
+FAULT_MIX = {"drop": 0.15, "slow": 0.15, "500html": 0.15, "503html": 0.1, "504": 0.1, "429": 0.1}
+FAULT_STATUS = {"drop": 0, "slow": 200, "500html": 500, "503html": 503, "504": 504, "429": 429}
+
+
+async def test_random_faults_follow_the_seeded_mix() -> None:
+    async def run() -> list[RequestRecord]:
+        config = EmulatorConfig(seed=11, faults=FAULT_MIX, slow_seconds=0.0)
+        async with EmulatorServer(config) as server, amplify(server) as client:
+            for i in range(60):
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    await update(client, f"d{i}")
+            return server.emulator.requests
+
+    first = await run()
+    faults = [r.fault for r in first]
+    assert set(faults) == {*FAULT_MIX, None}
+    for record in first:
+        assert record.status == FAULT_STATUS.get(record.fault or "", 200)
+        assert record.applied == (record.fault in {None, "slow"})
+    assert [r.fault for r in await run()] == faults
+
+
+async def test_scripted_outcomes_and_invalid_requests_skip_random_faults(
+    client: AmplifyBackendClient, emulator: Emulator
+) -> None:
+    emulator.configure(faults={"503html": 1.0})
+    emulator.script("d1abc", ["ok", "slow"])
+    emulator.configure(slow_seconds=0.0)
+    await update(client)
+    await update(client)
+    response = await client_error(client.update_backend_config(AppId="d1", LoginAuthConfig={}))
+    assert response["Error"]["Code"] == "BadRequestException"
+    response = await client_error(update(client))
+    assert response["Error"]["Code"] == "503"
+    assert [r.fault for r in emulator.requests] == [None, "slow", None, "503html"]
+
+
+def test_fault_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        EmulatorConfig(faults={"drop": 0.6, "slow": 0.5})
+    with pytest.raises(ValueError, match="unknown scripted outcome"):
+        EmulatorConfig(faults={"500": 0.1})
+    with pytest.raises(ValueError, match="'ok' is not a fault"):
+        EmulatorConfig(faults={"ok": 0.1})
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        EmulatorConfig(faults={"drop": -0.1})
+    with pytest.raises(ValueError, match="slow_seconds"):
+        EmulatorConfig(slow_seconds=-1)
+    with pytest.raises(ValueError, match="storm_seconds"):
+        EmulatorConfig(storm_seconds=-1)
+    with pytest.raises(ValueError, match="storm seconds"):
+        Emulator().storm(-1)
+    mix = {"drop": 0.5, "error:busy": 0.25, "malformed": 0.25}
+    assert EmulatorConfig(faults=mix).faults == mix
+    for outcome in ("drop", "slow", "500html", "503html", "malformed"):
+        Emulator().script("d1", [outcome])
 
 
 # -- server lifecycle ------------------------------------------------------------------------
