@@ -9,7 +9,7 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 from ._version import __version__
 from .errors import SetupError
@@ -32,6 +32,7 @@ examples:
   batch-updater run --local inputs/example.csv          # whole job against the built-in emulator
   batch-updater run apps.csv --dry-run                  # validate only, write the report
   batch-updater run apps.csv --region us-east-1 --rate 5 --report reports/apps.csv
+  batch-updater merge reports/apps-shard-*.csv --input apps.csv --output reports/apps.csv
   batch-updater emulate --port 4566 --rate 50           # standalone emulator
 
 exit codes: 0 all rows succeeded or skipped; 1 some row failed, invalid or not attempted;
@@ -258,6 +259,25 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     if env is not None:
         apply_environment(run, env)
 
+    _add_merge(commands)
+    _add_emulate(commands)
+    return parser
+
+
+def _add_merge(commands: Any) -> None:
+    merge = commands.add_parser(
+        "merge",
+        help="merge shard reports into one report and summary",
+        description="Merge the reports of a sharded run into one report (sorted by line) "
+        "and its summary; with --input, check that every input line appears exactly once.",
+    )
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT")
+    merge.add_argument("--output", "-o", type=Path, required=True, metavar="PATH")
+    merge.add_argument("--input", type=Path, dest="input_path", metavar="INPUT")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def _add_emulate(commands: Any) -> None:
     emulate = commands.add_parser(
         "emulate",
         help="run the AmplifyBackend emulator in the foreground",
@@ -277,7 +297,6 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="comma-separated app ids that exist (default: every well-formed id)",
     )
     emulate.add_argument("--seed", type=int, default=None, help="random seed")
-    return parser
 
 
 def resume_command(argv: Sequence[str], report: Path) -> str:
@@ -412,6 +431,25 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return summary.exit_code
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from .merge import merge_reports  # noqa: PLC0415 - merge only
+
+    result = merge_reports(
+        args.reports,
+        args.output,
+        input_path=args.input_path,
+        overwrite=args.overwrite,
+        warn=lambda message: print(f"batch-updater: warning: {message}", file=sys.stderr),
+    )
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n)
+    print(
+        f"batch-updater: merged {len(args.reports)} reports, {result.rows} rows: "
+        f"{counts or 'no rows'}\n  report:  {result.output}\n  summary: {result.summary_path}",
+        file=sys.stderr,
+    )
+    return result.exit_code
+
+
 def _emulate(args: argparse.Namespace) -> int:
     from .emulator import EmulatorConfig, main_emulate  # noqa: PLC0415 - emulate only
 
@@ -439,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(os.environ).parse_args(argv)
         if args.command == "run":
             return _run(args, argv)
+        if args.command == "merge":
+            return _merge(args)
         return _emulate(args)
     except SetupError as exc:
         print(f"batch-updater: error: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from .rows import check_region
 from .shard import Shard
 
 __all__ = ["RunConfig", "check_endpoint"]
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +78,11 @@ class RunConfig:
                 raise SetupError(message)
         if self.region is not None and (why := check_region(self.region)) is not None:
             raise SetupError(f"--region: {why}")
+        if self.run_id is not None and not _RUN_ID.fullmatch(self.run_id):
+            raise SetupError(
+                f"run id {self.run_id[:80]!r}: use 1 to 64 letters, digits, '_', '.', ':' or "
+                "'-', starting with a letter or digit"
+            )
         if self.endpoint_url is not None:
             check_endpoint(self.endpoint_url, self.allow_insecure_endpoint, "--endpoint-url")
 

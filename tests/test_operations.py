@@ -250,3 +250,29 @@ def test_indexed_job_through_the_cli(
     assert report.name.endswith("-shard-1-of-2.csv")
     assert summary_of(report)["settings"]["shard"] == "1/2"
     assert "shard-1-of-2" in capsys.readouterr().err
+
+
+def test_merge_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shards = [tmp_path / f"s{k}.csv" for k in range(3)]
+    for k, report in enumerate(shards):
+        argv = ["run", "--dry-run", "--shard", f"{k}/3", str(EXAMPLE), "--report", str(report)]
+        assert main(argv) == 0
+    merged = tmp_path / "all.jsonl"
+    argv = ["merge", *map(str, shards), "--input", str(EXAMPLE), "--output", str(merged)]
+    assert main(argv) == 0
+    assert [r["line"] for r in read_report(merged)] == list(range(2, 52))
+    assert summary_of(merged)["counts"]["dry_run"] == 50
+    capsys.readouterr()
+
+    missing = ["merge", *map(str, shards[:2]), "--input", str(EXAMPLE), "--output"]
+    assert main([*missing, str(tmp_path / "partial.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "partial.csv").exists()
+
+
+def test_run_id_must_be_safe_to_write_anywhere() -> None:
+    with pytest.raises(SetupError, match="run id"):
+        RunConfig(run_id="=cmd|' /C calc'!A0")
+    assert RunConfig(run_id="migration-2026.11:shard-1").run_id == "migration-2026.11:shard-1"
