@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -275,7 +276,7 @@ class _Job:
 class _Sender:
     """Sends one row: rate limiter, call, retries; turns the outcome into a RowResult."""
 
-    __slots__ = ("_clients", "_limiters", "_log", "_retrier", "_stats")
+    __slots__ = ("_clients", "_debug", "_limiters", "_log", "_retrier", "_stats")
 
     def __init__(
         self,
@@ -290,6 +291,9 @@ class _Sender:
         self._retrier = retrier
         self._stats = stats
         self._log = log
+        # Per-row debug events cost nothing when debug is off: not even their arguments.
+        enabled = getattr(log, "is_enabled_for", None)
+        self._debug = enabled(logging.DEBUG) if callable(enabled) else True
 
     async def send(self, row: Row, state: _RowState) -> RowResult:
         clients, limiter, stats, log = (
@@ -329,8 +333,23 @@ class _Sender:
                 sleep_seconds=round(event.sleep, 3),
             )
 
-        started_at = state.started_at = _now()
+        state.started_at = _now()
         t0 = time.perf_counter()
+
+        def finished(status: Status, **fields: Any) -> RowResult:
+            return RowResult(
+                row.line,
+                row.app_id,
+                row.region,
+                status,
+                attempts=state.attempts,
+                settings_digest=row.digest,
+                started_at=state.started_at,
+                finished_at=_now(),
+                duration_ms=round((time.perf_counter() - t0) * 1000),
+                **fields,
+            )
+
         try:
             result = await self._retrier.call(
                 attempt,
@@ -338,9 +357,7 @@ class _Sender:
                 on_retry=on_retry,
             )
         except CallError as exc:
-            message = exc.message
-            if state.maybe_applied:
-                message += f" {MAYBE_APPLIED}"
+            message = f"{exc.message} {MAYBE_APPLIED}" if state.maybe_applied else exc.message
             log.warning(
                 "row_failed",
                 app_id=row.app_id,
@@ -349,59 +366,36 @@ class _Sender:
                 attempts=state.attempts,
                 error_code=exc.code,
                 http_status=exc.http_status,
-                error_message=exc.message,
+                error_message=message,
             )
-            return RowResult(
-                row.line,
-                row.app_id,
-                row.region,
+            return finished(
                 Status.FAILED,
-                attempts=state.attempts,
                 error_code=exc.code,
                 http_status=exc.http_status,
                 error_message=message,
                 request_id=exc.request_id,
-                settings_digest=row.digest,
-                started_at=started_at,
-                finished_at=_now(),
-                duration_ms=round((time.perf_counter() - t0) * 1000),
             )
         except Exception as exc:  # a bug must not lose the row: report it and go on
             log.exception("row_error", app_id=row.app_id, line=row.line)
-            return RowResult(
-                row.line,
-                row.app_id,
-                row.region,
+            return finished(
                 Status.FAILED,
-                attempts=state.attempts,
                 error_code="InternalError",
                 error_message=f"{type(exc).__name__}: {exc}",
-                settings_digest=row.digest,
-                started_at=started_at,
-                finished_at=_now(),
-                duration_ms=round((time.perf_counter() - t0) * 1000),
             )
-        web_client_id = row.settings.web_client_id
-        log.debug(
-            "row_succeeded",
-            app_id=row.app_id,
-            line=row.line,
-            attempts=state.attempts,
-            web_client_id=mask(web_client_id) if web_client_id else None,
-        )
-        return RowResult(
-            row.line,
-            row.app_id,
-            row.region,
+        if self._debug:
+            client_id = row.settings.web_client_id
+            log.debug(
+                "row_succeeded",
+                app_id=row.app_id,
+                line=row.line,
+                attempts=state.attempts,
+                web_client_id=mask(client_id) if client_id else None,
+            )
+        return finished(
             Status.SUCCEEDED,
-            attempts=state.attempts,
             http_status=result.http_status,
             request_id=result.request_id,
             backend_manager_app_id=result.backend_manager_app_id,
-            settings_digest=row.digest,
-            started_at=started_at,
-            finished_at=_now(),
-            duration_ms=round((time.perf_counter() - t0) * 1000),
         )
 
 
