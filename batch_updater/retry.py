@@ -75,6 +75,15 @@ class Retrier:
         The last error is re-raised unchanged when attempts run out or it is not retryable.
         """
 
+        # Fast path: most calls succeed at once, and building tenacity's machinery costs
+        # more than the rest of a row's own work. Only a retryable failure pays for it.
+        try:
+            return await fn(1)
+        except Exception as exc:
+            if self._policy.max_attempts == 1 or not retry_on(exc):
+                raise
+            first_failure: list[BaseException] = [exc]
+
         def before_sleep(state: tenacity.RetryCallState) -> None:
             if on_retry is None or state.outcome is None:
                 return
@@ -94,6 +103,8 @@ class Retrier:
         )
         async for attempt in retrying:
             with attempt:
+                if first_failure:  # attempt 1 already ran: replay its failure to tenacity
+                    raise first_failure.pop()
                 return await fn(attempt.retry_state.attempt_number)
         raise AssertionError(
             "unreachable: tenacity either returns or re-raises"

@@ -73,10 +73,14 @@ class LoginSettings:
     def to_api(self) -> dict[str, str]:
         """The ``LoginAuthConfig`` request member: only the settings that are set."""
         out: dict[str, str] = {}
-        for name in SETTING_COLUMNS:
-            value = getattr(self, name)
-            if value is not None:
-                out[COLUMNS[name]] = value
+        if self.identity_pool_id is not None:
+            out["AwsCognitoIdentityPoolId"] = self.identity_pool_id
+        if self.cognito_region is not None:
+            out["AwsCognitoRegion"] = self.cognito_region
+        if self.user_pool_id is not None:
+            out["AwsUserPoolsId"] = self.user_pool_id
+        if self.web_client_id is not None:
+            out["AwsUserPoolsWebClientId"] = self.web_client_id
         return out
 
     def digest(self) -> str:

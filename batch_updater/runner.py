@@ -196,20 +196,19 @@ class _Job:
             self._stats,
             self._log,
         )
-        queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=config.concurrency)
-        holding: list[Row] = []  # the row the producer holds while waiting for queue space
+        # The workers share one iterator over the plan: each row goes to exactly one of
+        # them, and nothing is buffered between reading a row and sending it.
         workers = [
-            asyncio.create_task(self._worker(queue, sender)) for _ in range(config.concurrency)
+            asyncio.create_task(self._worker(plan, sender)) for _ in range(config.concurrency)
         ]
-        producer = asyncio.create_task(self._produce(plan, queue, holding, len(workers)))
-        everything: asyncio.Future[Any] = asyncio.gather(producer, *workers)
+        everything: asyncio.Future[Any] = asyncio.gather(*workers)
         try:
             stop: asyncio.Future[Any] = asyncio.create_task(control.wait_stop())
             await asyncio.wait({everything, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if not everything.done():
-                # Stopping: rows still queued are marked by the workers; calls in flight get
-                # the grace period, then are cancelled.
+                # Stopping: workers start no new row; calls in flight get the grace period,
+                # then are cancelled.
                 hurry: asyncio.Future[Any] = asyncio.create_task(control.wait_hurry())
                 await asyncio.wait(
                     {everything, hurry},
@@ -218,49 +217,30 @@ class _Job:
                 )
                 hurry.cancel()
         finally:
-            # Also reached when the task running the batch is cancelled: every row still
-            # held, queued, in flight or unread gets its record before the error goes on.
-            for task in (producer, *workers):
+            # Also reached when the task running the batch is cancelled: rows in flight are
+            # recorded by their workers, unread rows here, before the error goes on.
+            for task in workers:
                 task.cancel()
-            await asyncio.gather(producer, *workers, return_exceptions=True)
-            message = self._not_started()
-            self.emit_unsent(holding, Status.NOT_ATTEMPTED, message)
-            while not queue.empty():
-                if (row := queue.get_nowait()) is not None:
-                    self.emit(_unsent(row, Status.NOT_ATTEMPTED, message))
-            self.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
+            await asyncio.gather(*workers, return_exceptions=True)
+            self.emit_unsent(plan, Status.NOT_ATTEMPTED, self._not_started())
 
-    async def _produce(
-        self,
-        plan: Iterator[Row | Rejected],
-        queue: asyncio.Queue[Row | None],
-        holding: list[Row],
-        workers: int,
-    ) -> None:
+    async def _worker(self, rows: Iterator[Row | Rejected], sender: _Sender) -> None:
         control = self._control
-        for item in plan:
+        unsent = 0
+        for item in rows:
             triaged = self.triage(item)
             if isinstance(triaged, RowResult):
                 self.emit(triaged)
+                unsent += 1
+                if unsent % 256 == 0:
+                    await asyncio.sleep(0)  # long runs of skipped rows: let signals in
                 continue
             if control.stopping:
                 self.emit(_unsent(triaged, Status.NOT_ATTEMPTED, self._not_started()))
-                break
-            holding.append(triaged)
-            await queue.put(triaged)
-            holding.clear()
-        for _ in range(workers):
-            await queue.put(None)
-
-    async def _worker(self, queue: asyncio.Queue[Row | None], sender: _Sender) -> None:
-        control = self._control
-        while (row := await queue.get()) is not None:
-            if control.stopping:
-                self.emit(_unsent(row, Status.NOT_ATTEMPTED, self._not_started()))
-                continue
+                return
             state = _RowState()
             try:
-                result = await sender.send(row, state)
+                result = await sender.send(triaged, state)
             except asyncio.CancelledError:
                 message = (
                     f"cancelled during attempt {state.attempts}: the update may or may not "
@@ -268,7 +248,7 @@ class _Job:
                     if state.attempts
                     else self._not_started()
                 )
-                self.emit(_unsent(row, Status.NOT_ATTEMPTED, message, state.attempts))
+                self.emit(_unsent(triaged, Status.NOT_ATTEMPTED, message, state.attempts))
                 raise
             self.emit(result)
 

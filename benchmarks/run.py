@@ -1,0 +1,879 @@
+"""Benchmark batch_updater against the emulator, print one table and write RESULTS.md.
+
+Usage (from the repository root)::
+
+    python benchmarks/run.py                 # every scenario; writes benchmarks/RESULTS.md
+    python benchmarks/run.py --quick         # smaller sizes, a smoke check (prints only)
+    python benchmarks/run.py --only 1 --only 3 --out /tmp/r.md
+
+Every measured process is a child: the emulator (``python -m batch_updater emulate --port 0``,
+restarted per scenario with that scenario's ``--rate/--burst/--latency-ms``), the real CLI
+(``python -m batch_updater run ...``) and the SDK baselines in ``benchmarks/sdk_loops.py``.
+Children get dummy AWS credentials and ``us-east-1``; the servers bind 127.0.0.1 only.
+Peak RSS and CPU time of each child come from ``os.wait4``'s rusage. Inputs are generated
+into a temporary directory with ``benchmarks.generate_rows.write_rows``.
+
+Scenarios: 1 overhead against bare aiobotocore and boto3 threads, 2 rate accuracy,
+3 adaptive rate against a throttling server (with boto3's adaptive and standard retry modes
+side by side), 4 slow service, 5 memory and validation speed, 6 start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any, Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+BENCH: Final = ROOT / "benchmarks"
+PY: Final = sys.executable
+CLI: Final = (PY, "-m", "batch_updater")
+LOOPS: Final = (PY, str(BENCH / "sdk_loops.py"))
+CONSOLE_SCRIPT: Final = Path(PY).parent / "batch-updater"
+REGION: Final = "us-east-1"
+CHILD_TIMEOUT: Final = 240.0
+LISTENING: Final = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+PACKAGES: Final = ("batch-updater", "aioboto3", "aiobotocore", "botocore", "boto3", "aiohttp")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Rows per scenario (``--quick`` shrinks them)."""
+
+    overhead: int = 5_000
+    overhead_rounds: int = 2
+    accuracy: int = 3_000
+    adaptive: int = 2_000
+    adaptive_boto3: int = 1_000
+    slow: int = 1_000
+    dry_run: int = 1_000_000
+    mem_small: int = 10_000
+    mem_large: int = 100_000
+    help_runs: int = 5
+    local_runs: int = 3
+
+
+QUICK: Final = Sizes(
+    overhead=1_000,
+    overhead_rounds=1,
+    accuracy=400,
+    adaptive=300,
+    adaptive_boto3=200,
+    slow=200,
+    dry_run=100_000,
+    mem_small=2_000,
+    mem_large=10_000,
+    help_runs=3,
+    local_runs=1,
+)
+
+
+@dataclass
+class Line:
+    """One row of the results table."""
+
+    scenario: str
+    metric: str
+    measured: str
+    target: str = ""
+    result: str = "info"  # PASS, MISS, info or ERROR
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    """State shared by the scenarios: where files go, the child env, the table so far."""
+
+    tmp: Path
+    sizes: Sizes
+    env: dict[str, str]
+    lines: list[Line] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def add(self, *lines: Line) -> None:
+        for line in lines:
+            self.lines.append(line)
+            log(f"  {line.scenario} | {line.metric}: {line.measured} {line.result} {line.note}")
+
+    def detail(self, text: str) -> None:
+        self.details.append(text)
+
+
+_T0: Final = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with seconds since start."""
+    print(f"[{time.perf_counter() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def child_env(tmp: Path) -> dict[str, str]:
+    """The environment of every child: dummy credentials, no profile, no endpoint overrides."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and k not in ("PYTHONPROFILEIMPORTTIME",)
+    }
+    env.update(
+        AWS_ACCESS_KEY_ID="AKIDBENCHMARKDUMMY",
+        AWS_SECRET_ACCESS_KEY="benchmark-dummy-secret",
+        AWS_REGION=REGION,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=str(tmp / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return env
+
+
+# --- children -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Child:
+    """A finished child process, with its own resource usage."""
+
+    args: tuple[str, ...]
+    returncode: int
+    wall: float
+    cpu: float  # user + system seconds
+    maxrss_mb: float
+    stdout: str
+    stderr_tail: str
+
+
+def run_child(
+    args: Sequence[str], env: dict[str, str], cwd: Path, *, stderr_path: Path | None = None
+) -> Child:
+    """Run ``args`` to completion; wall time, CPU and peak RSS come from ``os.wait4``."""
+    err_file: IO[bytes]
+    with contextlib.ExitStack() as stack:
+        out_file = stack.enter_context(tempfile.TemporaryFile())
+        if stderr_path is not None:
+            err_file = stack.enter_context(stderr_path.open("w+b"))
+        else:
+            err_file = stack.enter_context(tempfile.TemporaryFile())
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out_file, stderr=err_file, env=env, cwd=cwd)
+        timer = threading.Timer(CHILD_TIMEOUT, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        stdout = out_file.read().decode(errors="replace")
+        err_file.seek(0)
+        err_text = err_file.read().decode(errors="replace")
+    return Child(
+        tuple(args),
+        proc.returncode,
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        stdout,
+        "\n".join(err_text.strip().splitlines()[-5:]),
+    )
+
+
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Emulator:
+    """``batch-updater emulate`` in a child process, bound to 127.0.0.1 on a free port."""
+
+    def __init__(
+        self, bench: Bench, name: str, *, rate: float = 0, burst: int = 1, latency_ms: float = 0
+    ) -> None:
+        self.flags = (
+            "--rate",
+            f"{rate:g}",
+            "--burst",
+            str(burst),
+            "--latency-ms",
+            f"{latency_ms:g}",
+        )
+        self.args = (*CLI, "emulate", "--host", "127.0.0.1", "--port", "0", *self.flags)
+        self.log_path = bench.tmp / f"emulator-{name}.log"
+        self.env = bench.env
+        self.cwd = bench.tmp
+        self.url = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Emulator:
+        with self.log_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                self.args, stdout=subprocess.DEVNULL, stderr=err, env=self.env, cwd=self.cwd
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if match := LISTENING.search(self.log_path.read_text(errors="replace")):
+                self.url = match.group(1)
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.__exit__()
+        raise RuntimeError(f"emulator did not start: {self.log_path.read_text()[-500:]}")
+
+    def cpu(self) -> float:
+        """CPU seconds the emulator has used so far."""
+        return _proc_cpu(self.proc.pid) if self.proc else float("nan")
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def share(self, cpu_before: float, child: Child) -> float:
+        """The emulator's CPU use since ``cpu_before`` as a share of ``child``'s wall time."""
+        return (self.cpu() - cpu_before) / child.wall if child.wall > 0 else float("nan")
+
+
+# --- batch_updater and the baselines ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """A ``batch-updater run`` child and what its summary and report say."""
+
+    child: Child
+    summary: dict[str, Any]
+    window: float  # first started_at to last finished_at in the report (ms resolution)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.summary) and self.child.returncode == 0
+
+    def count(self, status: str) -> int:
+        return int(self.summary.get("counts", {}).get(status, 0))
+
+
+def write_input(bench: Bench, name: str, n: int, regions: Sequence[str] = (REGION,)) -> Path:
+    """Generate ``n`` valid rows with ``benchmarks.generate_rows.write_rows``."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.generate_rows import write_rows  # noqa: PLC0415 - after the path is set
+
+    path = bench.tmp / f"{name}.csv"
+    if not path.exists():
+        write_rows(path, n, seed=7, regions=regions)
+    return path
+
+
+def _report_window(report: Path) -> float:
+    """Seconds from the first call's start to the last row's end, from the CSV report."""
+    first, last = "", ""
+    try:
+        with report.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                started, finished = row.get("started_at") or "", row.get("finished_at") or ""
+                if started and (not first or started < first):
+                    first = started
+                last = max(last, finished)
+    except OSError:
+        return 0.0
+    if not first or not last:
+        return 0.0
+    parse = datetime.fromisoformat
+    return (
+        parse(last.replace("Z", "+00:00")) - parse(first.replace("Z", "+00:00"))
+    ).total_seconds()
+
+
+def run_cli(bench: Bench, name: str, input_path: Path, *flags: str) -> CliRun:
+    """``python -m batch_updater run INPUT --report R --log-format json FLAGS``."""
+    report = bench.tmp / f"{name}.csv.report.csv"
+    report.unlink(missing_ok=True)
+    args = (
+        *CLI,
+        "run",
+        str(input_path),
+        "--report",
+        str(report),
+        "--overwrite",
+        "--log-format",
+        "json",
+        *flags,
+    )
+    child = run_child(args, bench.env, bench.tmp, stderr_path=bench.tmp / f"{name}.stderr")
+    summary_file = report.with_name(report.name + ".summary.json")
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError):
+        summary = {}
+    dry = "--dry-run" in flags
+    window = 0.0 if dry else _report_window(report)
+    if child.returncode != 0 or not summary:
+        log(f"  {name}: exit {child.returncode}: {child.stderr_tail}")
+    bench.detail(
+        f"- `{name}`: `{_short(args)}` -> exit {child.returncode}, wall {child.wall:.2f} s, "
+        f"CPU {child.cpu:.2f} s, peak RSS {child.maxrss_mb:.1f} MB; summary: "
+        f"{_brief_summary(summary)}"
+    )
+    return CliRun(child, summary, window)
+
+
+def run_loop(bench: Bench, name: str, *args: str) -> tuple[Child, dict[str, Any]]:
+    """``python benchmarks/sdk_loops.py ARGS``; returns the child and its JSON result."""
+    child = run_child((*LOOPS, *args), bench.env, bench.tmp)
+    try:
+        result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = {}
+        log(f"  {name}: exit {child.returncode}: {child.stderr_tail}")
+    bench.detail(
+        f"- `{name}`: `{_short((*LOOPS, *args))}` -> exit {child.returncode}, wall "
+        f"{child.wall:.2f} s, CPU {child.cpu:.2f} s, peak RSS {child.maxrss_mb:.1f} MB; "
+        f"result: `{json.dumps(result)}`"
+    )
+    return child, result
+
+
+def _short(args: Sequence[str]) -> str:
+    """A command line with the temp dir and interpreter path shortened, for the report."""
+    out = shlex.join(args)
+    for long, short in ((PY, "python"), (str(ROOT) + "/", ""), (tempfile.gettempdir(), "$TMP")):
+        out = out.replace(long, short)
+    return re.sub(r"\$TMP/[^/ ]+/", "$TMP/", out)
+
+
+def _brief_summary(summary: dict[str, Any]) -> str:
+    if not summary:
+        return "none"
+    counts = {k: v for k, v in summary.get("counts", {}).items() if v}
+    keys = ("rows", "requests", "retries", "throttles", "elapsed_seconds", "rows_per_second")
+    brief = {k: summary.get(k) for k in keys}
+    return f"`{json.dumps({**brief, 'counts': counts, 'rate': summary.get('rate_per_region')})}`"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def scenario_overhead(bench: Bench) -> None:
+    """1: rows/s of the CLI against a bare aiobotocore loop and boto3 with 32 threads."""
+    n, rounds, name = bench.sizes.overhead, bench.sizes.overhead_rounds, "1 Overhead"
+    rows = write_input(bench, "overhead", n)
+    cli: list[tuple[CliRun, float]] = []
+    aio: list[tuple[Child, dict[str, Any], float]] = []
+    b3: list[tuple[Child, dict[str, Any], float]] = []
+    with Emulator(bench, "overhead") as emu:
+        # Warm the emulator up (first-request costs) so that no measured client pays for it.
+        run_loop(bench, "1-warmup", "aiobotocore", "--endpoint-url", emu.url, "--n", "300")
+        common = ("--endpoint-url", emu.url)
+        for r in range(1, rounds + 1):
+            before = emu.cpu()
+            run = run_cli(
+                bench, f"1-batch_updater-{r}", rows, *common, "--rate", "0", "--concurrency", "32"
+            )
+            cli.append((run, emu.share(before, run.child)))
+            for kind, flags, into in (
+                ("aiobotocore", ("--concurrency", "32"), aio),
+                ("boto3", ("--threads", "32", "--retry-mode", "off"), b3),
+            ):
+                before = emu.cpu()
+                child, result = run_loop(
+                    bench, f"1-{kind}-{r}", kind, *common, "--n", str(n), *flags
+                )
+                into.append((child, result, emu.share(before, child)))
+    if any(not run.ok or run.count("succeeded") != n for run, _ in cli) or any(
+        not result or result["failed"] for _, result, _ in aio + b3
+    ):
+        bench.add(Line(name, "a run failed or had failed rows", "see details", result="ERROR"))
+        return
+
+    def cli_rate(item: tuple[CliRun, float]) -> float:
+        return n / float(item[0].summary["elapsed_seconds"])
+
+    def loop_rate(item: tuple[Child, dict[str, Any], float]) -> float:
+        return float(item[1]["rows_per_second"])
+
+    best_cli, best_aio, best_b3 = (
+        max(cli, key=cli_rate),
+        max(aio, key=loop_rate),
+        max(b3, key=loop_rate),
+    )
+    run, run_share = best_cli
+    elapsed = float(run.summary["elapsed_seconds"])
+    bu, aio_rate, b3_rate = cli_rate(best_cli), loop_rate(best_aio), loop_rate(best_b3)
+    bu_window = n / run.window if run.window else float("nan")
+    # Whole process, spawn to exit: interpreter, imports, client set-up and (for
+    # batch_updater) validation, report and logs. The one basis both sides share exactly.
+    bu_proc_wall = min(x[0].child.wall for x in cli)
+    aio_proc_wall = min(x[0].wall for x in aio)
+    b3_proc_wall = min(x[0].wall for x in b3)
+    best = f"best of {rounds}" if rounds > 1 else "one round"
+
+    def all_rounds(values: list[float]) -> str:
+        return "rounds " + ", ".join(f"{v:.0f}" for v in values) + " rows/s; "
+
+    def loop_line(label: str, item: tuple[Child, dict[str, Any], float], every: list[Any]) -> Line:
+        child, result, share = item
+        return Line(
+            name,
+            f"{label}: rows/s first call->last answer ({best})",
+            f"{loop_rate(item):.0f} ({result['elapsed']:.2f} s)",
+            note=all_rounds([loop_rate(x) for x in every])
+            + f"whole process {child.wall:.2f} s = {n / child.wall:.0f} rows/s, "
+            f"CPU {child.cpu:.2f} s; emulator CPU {share:.0%}",
+        )
+
+    bench.add(
+        Line(
+            name,
+            f"batch_updater CLI ({n} rows, --rate 0 --concurrency 32): rows/s over the "
+            f"summary's elapsed ({best})",
+            f"{bu:.0f} ({elapsed:.2f} s)",
+            note=all_rounds([cli_rate(x) for x in cli])
+            + f"first call->last answer (report): {bu_window:.0f} rows/s "
+            f"({run.window:.2f} s); whole process {run.child.wall:.2f} s = "
+            f"{n / run.child.wall:.0f} rows/s, CPU {run.child.cpu:.2f} s; "
+            f"emulator CPU {run_share:.0%}",
+        ),
+        loop_line("bare aiobotocore loop, Semaphore(32)", best_aio, aio),
+        loop_line("boto3, 32 threads, one client", best_b3, b3),
+        Line(
+            name,
+            "batch_updater / bare aiobotocore, whole process each (same basis)",
+            f"{aio_proc_wall / bu_proc_wall:.2f}x",
+            ">= 0.90x",
+            verdict(aio_proc_wall / bu_proc_wall >= 0.9),
+            f"first call->last answer basis {bu_window / aio_rate:.2f}x; batch_updater's "
+            f"summary elapsed (validation and SDK import included) against the loop's "
+            f"first call->last answer {bu / aio_rate:.2f}x",
+        ),
+        Line(
+            name,
+            "batch_updater / boto3 threads, whole process each (same basis)",
+            f"{b3_proc_wall / bu_proc_wall:.2f}x",
+            ">= 1.8x",
+            verdict(b3_proc_wall / bu_proc_wall >= 1.8),
+            f"first call->last answer basis {bu_window / b3_rate:.2f}x; "
+            f"bare aiobotocore / boto3 = {aio_rate / b3_rate:.2f}x (the SDK's own ceiling)",
+        ),
+    )
+
+
+def scenario_accuracy(bench: Bench) -> None:
+    """2: ``--rate 100`` against a server that allows 105/s with burst 2."""
+    n, name = bench.sizes.accuracy, "2 Accuracy"
+    rows = write_input(bench, "accuracy", n)
+    with Emulator(bench, "accuracy", rate=105, burst=2) as emu:
+        run = run_cli(bench, "2-batch_updater", rows, "--endpoint-url", emu.url, "--rate", "100")
+    if not run.summary:
+        bench.add(Line(name, "batch_updater run", "no summary", result="ERROR"))
+        return
+    rate = float(run.summary["rows_per_second"])
+    throttles = int(run.summary["throttles"])
+    window = f"{n / run.window:.1f}" if run.window else "?"
+    bench.add(
+        Line(
+            name,
+            f"--rate 100 vs server 105/s burst 2, {n} rows: rows/s (summary)",
+            f"{rate:.1f}",
+            ">= 97",
+            verdict(rate >= 97),
+            f"first call->last answer {window} rows/s; elapsed "
+            f"{run.summary['elapsed_seconds']} s; succeeded {run.count('succeeded')}/{n}",
+        ),
+        Line(
+            name,
+            "429 answers (summary throttles)",
+            str(throttles),
+            "0",
+            verdict(throttles == 0),
+            f"requests {run.summary['requests']}",
+        ),
+    )
+
+
+def scenario_adaptive(bench: Bench) -> None:
+    """3: ``--rate 500`` against 50/s burst 5, 20 ms; boto3 adaptive/standard beside it."""
+    n, nb, name = bench.sizes.adaptive, bench.sizes.adaptive_boto3, "3 Adaptive"
+    rows = write_input(bench, "adaptive", n)
+    with Emulator(bench, "adaptive", rate=50, burst=5, latency_ms=20) as emu:
+        run = run_cli(bench, "3-batch_updater", rows, "--endpoint-url", emu.url, "--rate", "500")
+        loops = {
+            mode: run_loop(
+                bench,
+                f"3-boto3-{mode}",
+                "boto3",
+                "--endpoint-url",
+                emu.url,
+                "--n",
+                str(nb),
+                "--threads",
+                "16",
+                "--retry-mode",
+                mode,
+                "--max-attempts",
+                "10",
+            )[1]
+            for mode in ("adaptive", "standard")
+        }
+    if not run.summary:
+        bench.add(Line(name, "batch_updater run", "no summary", result="ERROR"))
+    else:
+        s = run.summary
+        ok_rate = run.count("succeeded") / float(s["elapsed_seconds"])
+        share = int(s["throttles"]) / max(1, int(s["requests"]))
+        bad = run.count("failed") + run.count("not_attempted")
+        bench.add(
+            Line(
+                name,
+                f"batch_updater --rate 500 vs 50/s burst 5, 20 ms, {n} rows: succeeded rows/s",
+                f"{ok_rate:.1f}",
+                ">= 48",
+                verdict(ok_rate >= 48),
+                f"elapsed {s['elapsed_seconds']} s; settled rate {s.get('rate_per_region')}",
+            ),
+            Line(
+                name,
+                "batch_updater throttled requests (throttles / requests)",
+                f"{share:.1%} ({s['throttles']}/{s['requests']})",
+                "<= 3%",
+                verdict(share <= 0.03),
+            ),
+            Line(name, "batch_updater failed rows", str(bad), "0", verdict(bad == 0)),
+        )
+    refs = {"adaptive": "ref 39 rows/s, 0.8% throttled", "standard": "ref 38 rows/s, 36%"}
+    for mode, result in loops.items():
+        if not result:
+            bench.add(Line(name, f"boto3 16 threads, retry mode {mode}", "failed", result="ERROR"))
+            continue
+        share = result["throttles"] / max(1, result["requests"])
+        bench.add(
+            Line(
+                name,
+                f"boto3 16 threads, retry mode {mode}, max_attempts 10, {nb} rows: "
+                "succeeded rows/s; throttled",
+                f"{result['succeeded_per_second']:.1f}; {share:.1%} "
+                f"({result['throttles']}/{result['requests']})",
+                note=f"{refs[mode]}; failed rows {result['failed']}",
+            )
+        )
+
+
+def scenario_slow(bench: Bench) -> None:
+    """4: 250 ms latency, no server limit, ``--rate 50``, default concurrency."""
+    n, name = bench.sizes.slow, "4 Slow service"
+    rows = write_input(bench, "slow", n)
+    with Emulator(bench, "slow", latency_ms=250) as emu:
+        run = run_cli(bench, "4-batch_updater", rows, "--endpoint-url", emu.url, "--rate", "50")
+    if not run.summary:
+        bench.add(Line(name, "batch_updater run", "no summary", result="ERROR"))
+        return
+    rate = float(run.summary["rows_per_second"])
+    note = f"first call->last answer {n / run.window:.1f} rows/s" if run.window else ""
+    if rate < 47.5:
+        note += f"; short by {47.5 - rate:.1f} rows/s ({1 - rate / 47.5:.1%})"
+    bench.add(
+        Line(
+            name,
+            f"--rate 50, 250 ms latency, concurrency 16, {n} rows: rows/s (summary)",
+            f"{rate:.1f}",
+            ">= 47.5",
+            verdict(rate >= 47.5),
+            f"{note}; succeeded {run.count('succeeded')}/{n}",
+        )
+    )
+
+
+def scenario_memory(bench: Bench) -> None:
+    """5: dry run over 1M rows (RSS, time); RSS of real runs over 100k vs 10k rows."""
+    sizes, name = bench.sizes, "5 Memory"
+    t0 = time.perf_counter()
+    big = write_input(bench, "dry-run", sizes.dry_run, regions=_default_regions())
+    log(f"  generated {sizes.dry_run} rows in {time.perf_counter() - t0:.1f} s")
+    dry = run_cli(bench, "5-dry-run", big, "--dry-run")
+    big.unlink()
+    ok = dry.summary.get("counts", {}).get("dry_run") == sizes.dry_run
+    bench.add(
+        Line(
+            name,
+            f"--dry-run over {sizes.dry_run:,} rows: peak RSS",
+            f"{dry.child.maxrss_mb:.1f} MB",
+            "<= 80 MB",
+            verdict(dry.child.maxrss_mb <= 80) if ok else "ERROR",
+        ),
+        Line(
+            name,
+            f"--dry-run over {sizes.dry_run:,} rows: wall time",
+            f"{dry.child.wall:.1f} s",
+            "<= 20 s",
+            verdict(dry.child.wall <= 20) if ok else "ERROR",
+            f"summary elapsed {dry.summary.get('elapsed_seconds')} s = "
+            f"{dry.summary.get('rows_per_second')} rows/s",
+        ),
+    )
+    small_rows = write_input(bench, "mem-small", sizes.mem_small)
+    large_rows = write_input(bench, "mem-large", sizes.mem_large)
+    with Emulator(bench, "memory") as emu:
+        flags = ("--endpoint-url", emu.url, "--rate", "0", "--concurrency", "32")
+        small = run_cli(bench, "5-real-small", small_rows, *flags)
+        large = run_cli(bench, "5-real-large", large_rows, *flags)
+    ok = small.ok and large.ok
+    growth = large.child.maxrss_mb - small.child.maxrss_mb
+    bench.add(
+        Line(
+            name,
+            f"real run peak RSS, {sizes.mem_large:,} rows minus {sizes.mem_small:,} rows",
+            f"{growth:+.1f} MB ({large.child.maxrss_mb:.1f} vs {small.child.maxrss_mb:.1f})",
+            "<= 20 MB",
+            verdict(growth <= 20) if ok else "ERROR",
+            f"{sizes.mem_large:,} rows at {large.summary.get('rows_per_second')} rows/s "
+            f"in {large.summary.get('elapsed_seconds')} s",
+        )
+    )
+
+
+def _default_regions() -> tuple[str, ...]:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.generate_rows import DEFAULT_REGIONS  # noqa: PLC0415
+
+    return DEFAULT_REGIONS
+
+
+def _median_wall(bench: Bench, args: Sequence[str], runs: int) -> tuple[float, list[Child]]:
+    children = [run_child(args, bench.env, bench.tmp) for _ in range(runs)]
+    return statistics.median(c.wall for c in children), children
+
+
+def scenario_startup(bench: Bench) -> None:
+    """6: wall time of ``--help`` and of a one-row ``--local`` run."""
+    sizes, name = bench.sizes, "6 Start-up"
+    commands: list[tuple[str, Sequence[str]]] = [
+        ("python -m batch_updater --help", (*CLI, "--help"))
+    ]
+    if CONSOLE_SCRIPT.exists():
+        commands.append(("batch-updater --help (console script)", (str(CONSOLE_SCRIPT), "--help")))
+    for label, args in commands:
+        median, children = _median_wall(bench, args, sizes.help_runs)
+        ok = all(c.returncode == 0 for c in children)
+        walls = ", ".join(f"{c.wall:.3f}" for c in children)
+        bench.add(
+            Line(
+                name,
+                f"{label}: median of {sizes.help_runs}",
+                f"{median:.3f} s",
+                result="info" if ok else "ERROR",
+                note=f"runs {walls} s; peak RSS {children[0].maxrss_mb:.0f} MB",
+            )
+        )
+    one = write_input(bench, "one", 1)
+    local = [run_cli(bench, f"6-local-{i}", one, "--local") for i in range(sizes.local_runs)]
+    ok = all(r.ok for r in local)
+    bench.add(
+        Line(
+            name,
+            f"one-row --local run: median of {sizes.local_runs}",
+            f"{statistics.median(r.child.wall for r in local):.3f} s",
+            result="info" if ok else "ERROR",
+            note="runs " + ", ".join(f"{r.child.wall:.3f}" for r in local) + " s; summary "
+            "elapsed " + ", ".join(str(r.summary.get("elapsed_seconds")) for r in local) + " s",
+        )
+    )
+
+
+SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
+    1: scenario_overhead,
+    2: scenario_accuracy,
+    3: scenario_adaptive,
+    4: scenario_slow,
+    5: scenario_memory,
+    6: scenario_startup,
+}
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def table(lines: Sequence[Line]) -> str:
+    """The results as one Markdown table."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = [
+        "| Scenario | Metric | Measured | Target | Result | Notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    out += [
+        f"| {cell(x.scenario)} | {cell(x.metric)} | {cell(x.measured)} | {cell(x.target)} "
+        f"| {x.result} | {cell(x.note)} |"
+        for x in lines
+    ]
+    return "\n".join(out)
+
+
+def machine() -> list[str]:
+    """CPU, cores, OS, Python and package versions, git state."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                cpu = text.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f", {kb / 1024 / 1024:.1f} GiB RAM"
+    versions = []
+    for package in PACKAGES:
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} (not installed)")
+    git = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "batch_updater")
+    return [
+        f"- CPU: {cpu}; {os.cpu_count()} cores{mem}",
+        f"- OS: {platform.platform()}",
+        f"- Python: {platform.python_version()} ({platform.python_implementation()})",
+        f"- Packages: {', '.join(versions)}",
+        f"- Code: git {git or '?'}"
+        + (" with uncommitted changes in batch_updater/" if dirty else " (clean batch_updater/)"),
+    ]
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ("git", *args), cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def results_md(
+    bench: Bench, *, command: str, started: datetime, host: list[str], total: float, loads: str
+) -> str:
+    """The RESULTS.md document."""
+    failed = [x for x in bench.lines if x.result in ("MISS", "ERROR")]
+    return "\n".join(
+        [
+            "# batch_updater benchmark results",
+            "",
+            "Generated by `benchmarks/run.py`; every row below was measured in the same run.",
+            "",
+            f"- Date: {started:%Y-%m-%d %H:%M:%S} UTC",
+            f"- Command: `{command}`",
+            *host,
+            f"- Load average (1/5/15 min) at start and end: {loads}",
+            f"- Total benchmark time: {total:.0f} s",
+            "",
+            "The emulator (`python -m batch_updater emulate`) runs in its own process on the same "
+            "machine, so client and server share the cores: 'emulator CPU' is the emulator's "
+            "CPU time over the client's wall time (100% = one core busy). Rates: "
+            "'summary' is rows / the run's `elapsed_seconds` (validation, SDK import and client "
+            "set-up included); 'first call->last answer' is rows / (last `finished_at` - first "
+            "`started_at` in the report) for batch_updater and the same window, measured "
+            "in-process, for the SDK loops; 'whole process' is rows / the child's wall time.",
+            "",
+            table(bench.lines),
+            "",
+            f"Targets missed or errors: {len(failed)}"
+            + (
+                ""
+                if not failed
+                else " (" + "; ".join(f"{x.scenario}: {x.metric}" for x in failed) + ")"
+            ),
+            "",
+            "## Details",
+            "",
+            "Every child process, in order (`$TMP` is the run's temporary directory):",
+            "",
+            *bench.details,
+            "",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the scenarios; print the table; write RESULTS.md."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke check")
+    parser.add_argument(
+        "--only",
+        type=int,
+        action="append",
+        choices=sorted(SCENARIOS),
+        metavar="N",
+        help="run only scenario N (repeatable)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the results (default benchmarks/RESULTS.md for a full run; "
+        "--quick and --only runs only print unless --out is given)",
+    )
+    args = parser.parse_args(argv)
+    out: Path | None = args.out
+    if out is None and not args.quick and not args.only:
+        out = BENCH / "RESULTS.md"
+    command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
+    started = datetime.now(UTC)
+    host = machine()  # before the run: the package may change while it runs
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        bench = Bench(Path(tmp), QUICK if args.quick else Sizes(), child_env(Path(tmp)))
+        for number in sorted(set(args.only or SCENARIOS)):
+            log(f"scenario {number}: {SCENARIOS[number].__doc__}")
+            try:
+                SCENARIOS[number](bench)
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                bench.add(Line(f"{number}", "scenario crashed", repr(exc)[:200], result="ERROR"))
+    total = time.perf_counter() - _T0
+    loads = f"{load_start} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    print(table(bench.lines))
+    log(f"total {total:.0f} s" + (" (over the 5-minute budget)" if total > 300 else ""))
+    if out is not None:
+        out.write_text(
+            results_md(
+                bench, command=command, started=started, host=host, total=total, loads=loads
+            ),
+            encoding="utf-8",
+        )
+        log(f"wrote {out}")
+    return 1 if any(x.result == "ERROR" for x in bench.lines) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
