@@ -98,7 +98,7 @@ class BarStream:
     again, so the two never garble each other.
     """
 
-    __slots__ = ("_bar", "_stream")
+    __slots__ = ("__weakref__", "_bar", "_stream")  # structlog keeps a weak reference
 
     _CLEAR = "\r\x1b[K"
 

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import structlog
 
 import batch_updater
 from batch_updater import RowResult, Status
@@ -86,3 +87,37 @@ def test_the_library_example_runs_against_the_emulator() -> None:
     assert done.returncode == 1, done.stderr  # one app of three does not exist, on purpose
     assert "line 4: dmissing000001 failed NotFoundException" in done.stdout
     assert "succeeded 2, failed 1" in done.stdout
+
+
+async def test_the_library_leaves_global_logging_alone(tmp_path: Path) -> None:
+    assert not structlog.is_configured()
+    summary = await batch_updater.run_batch(
+        ROOT / "inputs" / "example.csv",
+        batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "r.csv"),
+    )
+    assert summary.counts[Status.DRY_RUN] == 50
+    assert not structlog.is_configured()
+
+
+async def test_a_caller_logger_gets_the_events(tmp_path: Path) -> None:
+    events: list[dict[str, object]] = []
+
+    class Collect:
+        def __init__(self, bound: dict[str, object] | None = None) -> None:
+            self.bound = bound or {}
+
+        def bind(self, **kw: object) -> Collect:
+            return Collect({**self.bound, **kw})
+
+        def _log(self, event: str, **kw: object) -> None:
+            events.append({"event": event, **self.bound, **kw})
+
+        info = warning = error = debug = _log
+
+    await batch_updater.run_batch(
+        ROOT / "inputs" / "example.csv",
+        batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "r.csv", run_id="mine-1"),
+        logger=Collect(),
+    )
+    assert [e["event"] for e in events] == ["run_start", "run_end"]
+    assert {e["run_id"] for e in events} == {"mine-1"}

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import pty
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -276,3 +280,50 @@ def test_run_id_must_be_safe_to_write_anywhere() -> None:
     with pytest.raises(SetupError, match="run id"):
         RunConfig(run_id="=cmd|' /C calc'!A0")
     assert RunConfig(run_id="migration-2026.11:shard-1").run_id == "migration-2026.11:shard-1"
+
+
+def test_a_terminal_gets_a_live_bar_that_log_lines_scroll_above(tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    report = tmp_path / "r.csv"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batch_updater",
+            "run",
+            "--local",
+            "--rate",
+            "200",
+            str(EXAMPLE),
+            "--report",
+            str(report),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(60) == 0
+    os.close(controller)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "[########################] 50/50" in screen  # the final bar
+    assert "\r\x1b[K" in screen  # redrawn in place, cleared before log lines
+    assert "run_end" in screen  # console log lines, not JSON, on a terminal
+    assert '{"' not in screen
+
+
+def test_no_progress_turns_the_events_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--dry-run", "--no-progress", str(EXAMPLE), "--report", str(tmp_path / "r.csv")]
+    assert main(argv) == 0
+    assert not [e for e in events(capsys.readouterr().err) if e["event"] == "progress"]
