@@ -17,6 +17,7 @@ from .logs import LEVELS, configure_logging
 from .progress import BarStream
 from .report import write_summary
 from .results import RunSummary, Status
+from .rows import ValidationInterrupted
 from .runner import RunConfig, run_batch_with_signals
 from .shard import Shard, shard_from_environment
 
@@ -352,7 +353,13 @@ def apply_environment(parser: argparse.ArgumentParser, env: Mapping[str, str]) -
             continue
         name = env_name(action)
         if name in env:
-            parser.set_defaults(**{action.dest: _from_env(action, name, env[name])})
+            value = _from_env(action, name, env[name])
+            # argparse appends command-line values to a list default; keep the variable's
+            # list apart so that the command line replaces it instead.
+            dest = (
+                f"env_{action.dest}" if isinstance(action, argparse._AppendAction) else action.dest
+            )
+            parser.set_defaults(**{dest: value})
 
 
 def _document_environment(parser: argparse.ArgumentParser) -> None:
@@ -393,7 +400,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         progress_interval=_BAR_REFRESH if bar is not None else args.progress_interval,
         report_path=args.report,
         overwrite=args.overwrite,
-        resume=tuple(args.resume),
+        resume=tuple(args.resume or getattr(args, "env_resume", ())),
         allow_insecure_endpoint=args.allow_insecure_endpoint,
         grace_period=args.grace_period,
         max_failure_rate=args.max_failure_rate,
@@ -483,6 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SetupError as exc:
         print(f"batch-updater: error: {exc}", file=sys.stderr)
         return EXIT_SETUP
+    except ValidationInterrupted as exc:
+        print(f"batch-updater: {exc}; no report was written", file=sys.stderr)
+        return 128 + exc.signal if exc.signal else EXIT_ROWS
     except KeyboardInterrupt:
         print("batch-updater: interrupted", file=sys.stderr)
         return EXIT_SIGINT

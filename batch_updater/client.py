@@ -75,9 +75,12 @@ class CallError(Exception):
 
     @property
     def maybe_applied(self) -> bool:
-        """True when the request was sent but no answer came back (e.g. a read timeout):
-        the service may have applied the update."""
-        return self.transport and self.code not in self.NOT_SENT
+        """True when the request was sent but its outcome is unknown: no answer came back
+        (e.g. a read timeout), or a gateway answered for a backend that may have gone on
+        (502, 504)."""
+        if self.transport:
+            return self.code not in self.NOT_SENT
+        return self.http_status in (502, 504)
 
     @property
     def throttled(self) -> bool:

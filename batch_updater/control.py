@@ -48,35 +48,64 @@ class StopReason:
 class RunControl:
     """Asks a running batch to stop: first gracefully, then (asked again) at once.
 
-    The CLI calls :meth:`stop` from its SIGINT/SIGTERM handlers; library callers may too.
+    :meth:`stop` is what SIGINT/SIGTERM or a library caller asks for: the first call stops
+    starting rows and gives calls in flight the grace period, the second cancels them.
+    :meth:`halt` is the stop rules' way: it never escalates, and a signal after it still
+    counts as the first. :meth:`request` may be called from a signal handler: it only sets a
+    flag (which synchronous loops such as validation poll) and schedules :meth:`stop`.
     """
 
-    __slots__ = ("_hurry", "_stop", "reason")
+    __slots__ = ("_external", "_hurry", "_stop", "reason", "requested", "requested_reason")
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
+        self._external = 0
         self.reason: StopReason | None = None
+        self.requested = False  # set at once, even while the event loop is busy
+        self.requested_reason: StopReason | None = None
 
-    def stop(self, reason: StopReason, *, escalate: bool = True) -> None:
-        """Stop starting rows; a second call (when ``escalate``) also cancels calls in flight."""
+    def stop(self, reason: StopReason) -> None:
+        """Stop starting rows; asked a second time, also cancel the calls in flight."""
+        self.requested = True
+        self._external += 1
         if self.reason is None:
             self.reason = reason
-        elif escalate:
+        elif self._external == 1:
+            # A signal after a stop rule: the signal decides the exit code, both are told.
+            self.reason = StopReason(
+                reason.kind, f"{reason.message} (after: {self.reason.message})", reason.signal
+            )
+        if self._external > 1:
             self._hurry.set()
+        self._stop.set()
+
+    def halt(self, reason: StopReason) -> None:
+        """Stop starting rows, as a stop rule: calls in flight still get the grace period."""
+        self.requested = True
+        if self.reason is None:
+            self.reason = reason
         self._stop.set()
 
     def stop_now(self, reason: StopReason) -> None:
         """Stop starting rows and cancel the calls in flight."""
+        self.requested = True
         if self.reason is None:
             self.reason = reason
         self._stop.set()
         self._hurry.set()
 
+    def request(self, loop: asyncio.AbstractEventLoop, reason: StopReason) -> None:
+        """:meth:`stop` from a signal handler: safe to call between any two bytecodes."""
+        self.requested = True
+        if self.requested_reason is None:
+            self.requested_reason = reason
+        loop.call_soon_threadsafe(self.stop, reason)
+
     @property
     def stopping(self) -> bool:
         """True once a stop was asked for."""
-        return self._stop.is_set()
+        return self._stop.is_set() or self.requested
 
     async def wait_stop(self) -> None:
         """Return once a stop is asked for."""

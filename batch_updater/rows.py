@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
-from .errors import InputError, SetupError
+from .errors import BatchUpdaterError, InputError, SetupError
 from .shard import Shard
 
 __all__ = [
@@ -262,6 +262,10 @@ def read_mappings(rows: Iterable[Mapping[str, str | None]]) -> Iterator[tuple[in
     for index, mapping in enumerate(rows):
         out: dict[str, str] = {}
         for key, value in mapping.items():
+            if not isinstance(key, str):  # csv.DictReader files extra cells under None
+                raise InputError(
+                    "<rows>", index + 2, "the row has more cells than the header has columns"
+                )
             name = _ALIASES.get(key.strip().lower())
             if name is None:
                 accepted = ", ".join(COLUMNS)
@@ -432,6 +436,14 @@ def validate(
 # -- duplicates and the two passes -----------------------------------------------------
 
 
+class ValidationInterrupted(BatchUpdaterError):
+    """A stop was asked for while the input was being validated; nothing was sent."""
+
+    def __init__(self, source: str, line: int) -> None:
+        super().__init__(f"{source}: stopped while validating line {line}; nothing was sent")
+        self.signal: int | None = None  # set by the runner from the stop request
+
+
 class _DuplicateIndex:
     """(region, app_id) -> first line and settings digest, in flat arrays.
 
@@ -539,6 +551,7 @@ class RowPlan:
     __slots__ = (
         "_default_region",
         "_index",
+        "_interrupted",
         "_resolve_region",
         "_rows",
         "input_rows",
@@ -555,6 +568,7 @@ class RowPlan:
         default_region: DefaultRegion,
         *,
         shard: Shard | None = None,
+        interrupted: Callable[[], bool] | None = None,
     ) -> None:
         if isinstance(source, Path):
             self.path: Path | None = source
@@ -569,6 +583,7 @@ class RowPlan:
             self._default_region = default_region
             self._resolve_region = None
         self.shard = shard
+        self._interrupted = interrupted
         self._index = _DuplicateIndex(self._expected_rows())
         self.total = 0  # rows this plan yields (this shard's, when sharded)
         self.input_rows = 0  # rows in the whole input
@@ -628,8 +643,11 @@ class RowPlan:
         index, regions, shard = self._index, self.regions, self.shard
         key = index.key
         total = invalid = mine = 0
+        interrupted = self._interrupted
         for line, cells in self._read():
             total += 1
+            if interrupted is not None and total % 4096 == 0 and interrupted():
+                raise ValidationInterrupted(self.source_name, line)
             checked = _check(line, cells, self._default_region)
             if checked is None:
                 checked = self._no_region(line, cells)

@@ -18,13 +18,14 @@ from .adaptive import AdaptiveRate, RateChange
 from .client import CallError, CallResult, Clients, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
+from .errors import BatchUpdaterError, SetupError
 from .logs import default_logger, mask
 from .progress import Progress, ProgressSnapshot, tick
 from .report import ReportWriter, default_report_path, write_summary
 from .results import RowResult, RunSummary, Status
 from .resume import ResumeIndex
 from .retry import Retrier, RetryEvent, RetryPolicy
-from .rows import Rejected, Row, RowPlan
+from .rows import Rejected, Row, RowPlan, ValidationInterrupted
 
 __all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
@@ -49,10 +50,12 @@ class _Stats:
 class _RowState:
     """What a worker knows about the row it is sending, for when it gets cancelled."""
 
-    __slots__ = ("attempts", "maybe_applied", "started_at")
+    __slots__ = ("attempts", "in_flight", "last_error", "maybe_applied", "started_at")
 
     def __init__(self) -> None:
-        self.attempts = 0
+        self.attempts = 0  # requests sent
+        self.in_flight = False  # a request is out, its answer not yet in
+        self.last_error: CallError | None = None
         self.maybe_applied = False  # some attempt was sent and never answered
         self.started_at: datetime | None = None
 
@@ -90,6 +93,7 @@ class _Job:
 
     __slots__ = (
         "_control",
+        "_failure",
         "_log",
         "_on_result",
         "_resume",
@@ -125,6 +129,7 @@ class _Job:
         self._rules = FailureRules(
             config.max_failure_rate, config.failure_window, config.max_failures
         )
+        self._failure: BaseException | None = None
 
     def emit(self, result: RowResult) -> None:
         self._writer.write(result)
@@ -133,12 +138,15 @@ class _Job:
         if self._summary.results is not None:
             self._summary.results.append(result)
         if self._on_result is not None:
-            self._on_result(result)
+            try:
+                self._on_result(result)
+            except Exception:  # the caller's hook must not cost a row its record
+                self._log.exception("on_result_failed", line=result.line, app_id=result.app_id)
         if result.status in (Status.SUCCEEDED, Status.FAILED):
             reason = self._rules.record(result.status is Status.FAILED, result.error_code)
             if reason is not None and not self._control.stopping:
                 self._log.error("run_stopping", reason=reason.kind, message=reason.message)
-                self._control.stop(reason, escalate=False)
+                self._control.halt(reason)
 
     def triage(self, item: Row | Rejected) -> Row | RowResult:
         """A row to send, or the final result of a row that is not sent."""
@@ -149,8 +157,15 @@ class _Job:
         return item
 
     def emit_unsent(self, items: Iterable[Row | Rejected], status: Status, message: str) -> None:
-        """Final results for rows that are not sent (dry run, invalid input, stop)."""
-        for item in items:
+        """Final results for rows that are not sent (dry run, invalid input, stop).
+
+        Synchronous, so it polls the stop flag that signal handlers set: once a stop is
+        asked for, dry-run rows still to come are ``not_attempted``, like any unfinished row.
+        """
+        control = self._control
+        for n, item in enumerate(items):
+            if n % 1024 == 0 and control.requested and status is Status.DRY_RUN:
+                status, message = Status.NOT_ATTEMPTED, self._not_started()
             triaged = self.triage(item)
             self.emit(
                 triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
@@ -174,11 +189,18 @@ class _Job:
             )
 
         config = self.config
-        return AdaptiveRate(config.rate, config.burst, adaptive=config.adaptive, on_change=changed)
+        return AdaptiveRate(
+            config.effective_rate, config.burst, adaptive=config.adaptive, on_change=changed
+        )
 
     def _not_started(self) -> str:
         reason = self._control.reason
         return f"not started: run stopped ({reason.kind})" if reason else "not started"
+
+    @property
+    def failure(self) -> BaseException | None:
+        """An unexpected error that ended the run early (a bug, or the input changed)."""
+        return self._failure
 
     async def run_calls(
         self, plan: Iterator[Row | Rejected], clients: Clients, sleep: Sleep, regions: set[str]
@@ -201,7 +223,8 @@ class _Job:
         workers = [
             asyncio.create_task(self._worker(plan, sender)) for _ in range(config.concurrency)
         ]
-        everything: asyncio.Future[Any] = asyncio.gather(*workers)
+        # return_exceptions: workers record their own failures; cancelled ones end quietly.
+        everything: asyncio.Future[Any] = asyncio.gather(*workers, return_exceptions=True)
         try:
             stop: asyncio.Future[Any] = asyncio.create_task(control.wait_stop())
             await asyncio.wait({everything, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -217,14 +240,37 @@ class _Job:
                 )
                 hurry.cancel()
         finally:
-            # Also reached when the task running the batch is cancelled: rows in flight are
-            # recorded by their workers, unread rows here, before the error goes on.
+            # Also reached when the task running the batch is cancelled. Unread rows are
+            # recorded first (no await in between, so a second cancel cannot skip them),
+            # then each cancelled worker records its row in flight.
             for task in workers:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
             self.emit_unsent(plan, Status.NOT_ATTEMPTED, self._not_started())
+            cancelled_again = False
+            while not everything.done():
+                try:
+                    await asyncio.wait({everything})
+                except asyncio.CancelledError:
+                    cancelled_again = True
+            if cancelled_again:
+                raise asyncio.CancelledError
 
     async def _worker(self, rows: Iterator[Row | Rejected], sender: _Sender) -> None:
+        try:
+            await self._work(rows, sender)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug, a failing disk or an input changed under us: stop everything, loudly.
+            if self._failure is None:
+                self._failure = exc
+                if isinstance(exc, BatchUpdaterError):  # e.g. the input changed: no traceback
+                    self._log.error("run_failed", error=str(exc))
+                else:
+                    self._log.exception("run_failed", error=f"{type(exc).__name__}: {exc}")
+            self._control.stop_now(StopReason("internal_error", f"{type(exc).__name__}: {exc}"))
+
+    async def _work(self, rows: Iterator[Row | Rejected], sender: _Sender) -> None:
         control = self._control
         unsent = 0
         for item in rows:
@@ -240,17 +286,27 @@ class _Job:
                 return
             state = _RowState()
             try:
-                result = await sender.send(triaged, state)
+                result = await sender.send(triaged, state, control)
             except asyncio.CancelledError:
-                message = (
-                    f"cancelled during attempt {state.attempts}: the update may or may not "
-                    "have been applied; re-running the row is safe (the update is idempotent)"
-                    if state.attempts
-                    else self._not_started()
-                )
+                if state.in_flight or state.maybe_applied:
+                    message = (
+                        f"cancelled while attempt {state.attempts} was in flight: the update "
+                        "may or may not have been applied; re-running the row is safe"
+                    )
+                elif state.attempts:
+                    message = f"cancelled after {state.attempts} attempts, none applied"
+                else:
+                    message = self._not_started()
                 self.emit(_unsent(triaged, Status.NOT_ATTEMPTED, message, state.attempts))
                 raise
             self.emit(result)
+
+
+class _Stopped(Exception):
+    """Raised inside an attempt that must not be sent because the run is stopping."""
+
+
+_STOPPED_BEFORE_SENDING = "not started: the run was stopped while the row waited for the rate limit"
 
 
 class _Sender:
@@ -275,7 +331,7 @@ class _Sender:
         enabled = getattr(log, "is_enabled_for", None)
         self._debug = enabled(logging.DEBUG) if callable(enabled) else True
 
-    async def send(self, row: Row, state: _RowState) -> RowResult:
+    async def send(self, row: Row, state: _RowState, control: RunControl) -> RowResult:
         clients, limiter, stats, log = (
             self._clients,
             self._limiters[row.region],
@@ -284,12 +340,18 @@ class _Sender:
         )
 
         async def attempt(number: int) -> CallResult:
-            state.attempts = number
             ticket = await limiter.acquire()
+            if control.stopping:
+                # Waited in the limiter while the run was told to stop: do not send.
+                raise _Stopped
+            state.attempts = number
             stats.requests += 1
+            state.in_flight = True
             try:
                 result = await clients.update(row)
             except CallError as exc:
+                state.in_flight = False
+                state.last_error = exc
                 state.maybe_applied |= exc.maybe_applied
                 if exc.throttled:
                     stats.throttles += 1
@@ -297,6 +359,7 @@ class _Sender:
                 elif exc.http_status is not None:
                     limiter.on_success(ticket)  # answered: it passed the service's limit
                 raise
+            state.in_flight = False
             limiter.on_success(ticket)
             return result
 
@@ -335,6 +398,18 @@ class _Sender:
                 attempt,
                 retry_on=lambda e: isinstance(e, CallError) and e.retryable,
                 on_retry=on_retry,
+            )
+        except _Stopped:
+            if state.last_error is None:
+                return finished(Status.NOT_ATTEMPTED, error_message=_STOPPED_BEFORE_SENDING)
+            exc = state.last_error  # stopped before a retry: the last answer stands
+            message = f"{exc.message} {MAYBE_APPLIED}" if state.maybe_applied else exc.message
+            return finished(
+                Status.FAILED,
+                error_code=exc.code,
+                http_status=exc.http_status,
+                error_message=f"{message} (no retry: the run was stopped)",
+                request_id=exc.request_id,
             )
         except CallError as exc:
             message = f"{exc.message} {MAYBE_APPLIED}" if state.maybe_applied else exc.message
@@ -432,11 +507,7 @@ async def run_batch(
     if config.endpoint_url is None and not config.local:
         check_endpoint_environment(config.allow_insecure_endpoint)
     sdk = _Sdk(config, session)
-    plan = RowPlan(
-        Path(source) if isinstance(source, str) else source,
-        config.region or sdk.region,
-        shard=config.shard,
-    )
+    plan = _validate(source, config, sdk, control)
     resume = ResumeIndex.load(
         config.resume, warn=lambda m: log.warning("resume_warning", message=m)
     )
@@ -451,6 +522,8 @@ async def run_batch(
         "report_path": str(report_path),
         "regions": sorted(plan.regions),
     }
+    if plan.path is not None and _same_file(plan.path, report_path):
+        raise SetupError(f"--report {report_path} is the input file: choose another path")
     writer = ReportWriter(report_path, overwrite=config.overwrite, run_id=run_id)
     log.info(
         "run_start",
@@ -469,17 +542,7 @@ async def run_batch(
         resume=resume,
         total=plan.total,
     )
-    sinks = [on_progress] if on_progress is not None else []
-    if config.progress_log:
-        sinks.append(lambda snap: log.info("progress", **snap.as_event()))
-
-    def report_progress(snap: ProgressSnapshot) -> None:
-        for sink in sinks:
-            sink(snap)
-
-    ticker = None
-    if sinks:
-        ticker = asyncio.create_task(tick(job.progress, report_progress, config.progress_interval))
+    progress = _ProgressReporter(job, on_progress, log, config)
     try:
         if config.dry_run:
             job.emit_unsent(plan, Status.DRY_RUN, "")
@@ -487,15 +550,17 @@ async def run_batch(
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
             job.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
         else:
-            await _run_live(job, plan, sdk.session(), sleep)
+            await _run_live(job, plan, sdk, sleep)
+            if job.failure is not None:
+                raise job.failure
     except asyncio.CancelledError:
         control.stop_now(StopReason("cancelled", "the task running the batch was cancelled"))
         raise
+    except SetupError as exc:
+        control.halt(StopReason("setup_error", str(exc)))
+        raise
     finally:
-        if ticker is not None:
-            ticker.cancel()
-        if sinks:
-            report_progress(job.progress.snapshot())
+        progress.close()
         job.finish_stats()
         writer.close()
         summary.stop_reason = control.reason
@@ -507,7 +572,66 @@ async def run_batch(
     return summary
 
 
-async def _run_live(job: _Job, plan: RowPlan, session: Any, sleep: Sleep) -> None:
+def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl) -> RowPlan:
+    """The first pass over the input; a signal during it stops it (nothing sent yet)."""
+    try:
+        return RowPlan(
+            Path(source) if isinstance(source, str) else source,
+            config.region or sdk.region,
+            shard=config.shard,
+            interrupted=lambda: control.requested,
+        )
+    except ValidationInterrupted as exc:
+        reason = control.requested_reason or control.reason
+        exc.signal = reason.signal if reason is not None else None
+        raise
+
+
+class _ProgressReporter:
+    """Gives progress snapshots to the caller's hook and/or ``progress`` log events."""
+
+    __slots__ = ("_job", "_log", "_sinks", "_ticker")
+
+    def __init__(
+        self,
+        job: _Job,
+        on_progress: Callable[[ProgressSnapshot], None] | None,
+        log: Any,
+        config: RunConfig,
+    ) -> None:
+        self._job, self._log = job, log
+        self._sinks = [on_progress] if on_progress is not None else []
+        if config.progress_log:
+            self._sinks.append(lambda snap: log.info("progress", **snap.as_event()))
+        self._ticker = (
+            asyncio.create_task(tick(job.progress, self.report, config.progress_interval))
+            if self._sinks
+            else None
+        )
+
+    def report(self, snap: ProgressSnapshot) -> None:
+        for sink in self._sinks:
+            try:
+                sink(snap)
+            except Exception:  # a progress display must never cost the report
+                self._log.exception("on_progress_failed")
+
+    def close(self) -> None:
+        """Stop the ticker and report the final numbers."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._sinks:
+            self.report(self._job.progress.snapshot())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+async def _run_live(job: _Job, plan: RowPlan, sdk: _Sdk, sleep: Sleep) -> None:
     config = job.config
     rows = iter(plan)
     async with contextlib.AsyncExitStack() as stack:
@@ -520,7 +644,7 @@ async def _run_live(job: _Job, plan: RowPlan, session: Any, sleep: Sleep) -> Non
                 endpoint_url = server.url
             clients = await stack.enter_async_context(
                 Clients(
-                    session,
+                    sdk.session(),
                     endpoint_url=endpoint_url,
                     max_pool_connections=config.concurrency,
                     request_timeout=config.request_timeout,
@@ -552,17 +676,24 @@ def run_batch_sync(
 
 async def run_batch_with_signals(source: Source, config: RunConfig, **kwargs: Any) -> RunSummary:
     """:func:`run_batch` with SIGINT/SIGTERM handlers: the first stops gracefully (in-flight
-    calls get ``config.grace_period`` seconds), the second stops at once."""
+    calls get ``config.grace_period`` seconds), the second stops at once.
+
+    The handlers are plain ``signal`` handlers, not the loop's: they set the stop flag at
+    once, so even synchronous work (validation, a dry run's report) sees it.
+    """
     control = RunControl()
     loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
+    previous: dict[signal.Signals, Any] = {}
+
+    def handler(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        control.request(loop, StopReason("signal", f"received {name}", signum))
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        reason = StopReason("signal", f"received {signal.Signals(signum).name}", int(signum))
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, control.stop, reason)
-            installed.append(signum)
+        with contextlib.suppress(ValueError):  # not the main thread: no handlers
+            previous[signum] = signal.signal(signum, handler)
     try:
         return await run_batch(source, config, control=control, **kwargs)
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        for signum, old in previous.items():
+            signal.signal(signum, old)

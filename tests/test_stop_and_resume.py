@@ -271,7 +271,11 @@ async def test_grace_period_over_cancels_calls_in_flight(tmp_path: Path, session
     assert summary.exit_code == 130
     assert summary.counts[Status.NOT_ATTEMPTED] == 10
     records = lines_once(tmp_path / "report.csv", 10)
-    cancelled = [r for r in records if r["error_message"].startswith("cancelled during attempt 1")]
+    cancelled = [
+        r
+        for r in records
+        if r["error_message"].startswith("cancelled while attempt 1 was in flight")
+    ]
     assert len(cancelled) == 3
     assert all(r["attempts"] == "1" for r in cancelled)
 

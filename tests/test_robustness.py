@@ -1,0 +1,241 @@
+"""Regression tests for a second reader's findings: nothing lost, nothing sent after a stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch_updater import RowResult, RunConfig, Shard, Status, run_batch
+from batch_updater.cli import build_parser, main
+from batch_updater.control import RunControl, StopReason
+from batch_updater.emulator import EmulatorConfig, EmulatorServer
+from batch_updater.errors import InputError
+from batch_updater.rows import RowPlan
+from benchmarks.generate_rows import write_rows
+
+from .conftest import EXAMPLE, read_report, write_csv
+
+HEADER = "app_id,region,user_pool_id"
+UP = "us-east-1_AbC123xyz"
+
+
+def rows_file(tmp_path: Path, n: int) -> Path:
+    return write_csv(tmp_path / "in.csv", HEADER, *(f"d{i}abc,us-east-1,{UP}" for i in range(n)))
+
+
+def fast(tmp_path: Path, **kw: Any) -> RunConfig:
+    base: dict[str, Any] = {"report_path": tmp_path / "r.csv", "rate": 0, "backoff_base": 0.001}
+    return RunConfig(**{**base, **kw})
+
+
+def lines(report: Path) -> list[int]:
+    return sorted(int(r["line"]) for r in read_report(report))
+
+
+async def test_a_failing_result_hook_costs_no_row(
+    tmp_path: Path, server: EmulatorServer, session: Any
+) -> None:
+    seen: list[RowResult] = []
+
+    def hook(result: RowResult) -> None:
+        seen.append(result)
+        if len(seen) == 3:
+            raise RuntimeError("the caller's bug")
+
+    config = fast(tmp_path, endpoint_url=server.url)
+    summary = await run_batch(rows_file(tmp_path, 30), config, session=session, on_result=hook)
+    assert summary.counts[Status.SUCCEEDED] == 30
+    assert lines(tmp_path / "r.csv") == list(range(2, 32))
+
+
+async def test_a_failing_progress_hook_still_writes_report_and_summary(tmp_path: Path) -> None:
+    def hook(_: object) -> None:
+        raise RuntimeError("display broke")
+
+    await run_batch(EXAMPLE, fast(tmp_path, dry_run=True), on_progress=hook)
+    assert len(lines(tmp_path / "r.csv")) == 50
+    assert (tmp_path / "r.csv.summary.json").exists()
+
+
+async def test_an_input_changed_during_the_run_fails_loudly(tmp_path: Path, session: Any) -> None:
+    path = rows_file(tmp_path, 400)
+
+    def break_the_file(result: RowResult) -> None:
+        if result.line == 20:
+            with path.open("a") as handle:
+                handle.write('"never closed\n')
+
+    async with EmulatorServer(EmulatorConfig(latency_ms=5)) as server:
+        config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
+        with pytest.raises(InputError, match="broken CSV"):
+            await run_batch(path, config, session=session, on_result=break_the_file)
+    summary = json.loads((tmp_path / "r.csv.summary.json").read_text())
+    assert summary["stopped"]["reason"] == "internal_error"
+    assert summary["exit_code"] == 1
+
+
+def test_setup_failing_after_the_report_is_opened_lists_every_row_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.csv"
+    assert main(["run", str(EXAMPLE), "--profile", "nope", "--report", str(report)]) == 2
+    assert "AWS profile not found: nope" in capsys.readouterr().err
+    assert {r["status"] for r in read_report(report)} == {"not_attempted"}
+    assert len(lines(report)) == 50
+    assert json.loads(Path(f"{report}.summary.json").read_text())["exit_code"] == 2
+
+
+async def test_cancelling_twice_still_completes_the_report(tmp_path: Path, session: Any) -> None:
+    async with EmulatorServer(EmulatorConfig(latency_ms=1000)) as server:
+        config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
+        task = asyncio.create_task(run_batch(rows_file(tmp_path, 50), config, session=session))
+        for _ in range(300):
+            if server.emulator.request_count >= 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert lines(tmp_path / "r.csv") == list(range(2, 52))
+
+
+def test_the_report_may_not_be_the_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    same = tmp_path / "same.csv"
+    same.write_bytes(EXAMPLE.read_bytes())
+    argv = ["run", str(same), "--dry-run", "--report", str(same), "--overwrite"]
+    assert main(argv) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert same.read_bytes() == EXAMPLE.read_bytes()
+
+
+async def test_rows_waiting_for_the_rate_limit_are_not_sent_after_a_stop(
+    tmp_path: Path, server: EmulatorServer, session: Any
+) -> None:
+    control = RunControl()
+    config = fast(tmp_path, endpoint_url=server.url, rate=5, concurrency=8, adaptive=False)
+    task = asyncio.create_task(
+        run_batch(rows_file(tmp_path, 20), config, session=session, control=control)
+    )
+    for _ in range(300):
+        if server.emulator.request_count >= 2:
+            break
+        await asyncio.sleep(0.01)
+    control.stop(StopReason("signal", "received SIGTERM", 15))
+    sent_at_stop = server.emulator.request_count
+    summary = await task
+    assert server.emulator.request_count <= sent_at_stop + 1  # at most one already leaving
+    records = read_report(tmp_path / "r.csv")
+    waiting = [r for r in records if "waited for the rate limit" in r["error_message"]]
+    assert waiting
+    assert all(r["attempts"] == "0" and r["status"] == "not_attempted" for r in waiting)
+    assert summary.exit_code == 143
+
+
+async def test_a_stop_rule_stops_rows_waiting_for_the_rate_limit_too(
+    tmp_path: Path, session: Any
+) -> None:
+    async with EmulatorServer(EmulatorConfig(known_apps=frozenset())) as server:
+        config = fast(
+            tmp_path,
+            endpoint_url=server.url,
+            rate=5,
+            concurrency=8,
+            adaptive=False,
+            max_failures=0,
+        )
+        summary = await run_batch(rows_file(tmp_path, 20), config, session=session)
+        assert server.emulator.request_count <= 2
+    assert summary.stop_reason is not None
+    assert summary.stop_reason.kind == "max_failures"
+
+
+def test_a_signal_after_a_stop_rule_counts_as_the_first_and_sets_the_exit_code() -> None:
+    control = RunControl()
+    control.halt(StopReason("max_failures", "3 rows failed"))
+    control.stop(StopReason("signal", "received SIGINT", 2))
+    assert control.reason == StopReason("signal", "received SIGINT (after: 3 rows failed)", 2)
+    assert "hurry" not in repr(control)
+    control.stop(StopReason("signal", "received SIGINT", 2))
+    assert "hurry" in repr(control)
+
+
+async def test_shards_divide_the_rate_among_them(
+    tmp_path: Path, server: EmulatorServer, session: Any
+) -> None:
+    config = fast(tmp_path, endpoint_url=server.url, rate=40, shard=Shard(0, 4), adaptive=False)
+    summary = await run_batch(rows_file(tmp_path, 8), config, session=session)
+    assert summary.to_json()["rate_per_region"] == {"us-east-1": 10.0}
+
+
+def test_resume_on_the_command_line_replaces_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_UPDATER_RESUME", "a.csv,b.csv")
+    parser = build_parser(os.environ)
+    args = parser.parse_args(["run", "x.csv", "--resume", "c.csv"])
+    assert [str(p) for p in args.resume] == ["c.csv"]
+    args = parser.parse_args(["run", "x.csv"])
+    assert [str(p) for p in args.env_resume] == ["a.csv", "b.csv"]
+
+
+async def test_a_gateway_timeout_says_the_update_may_have_been_applied(
+    tmp_path: Path, server: EmulatorServer, session: Any
+) -> None:
+    server.emulator.script("d0abc", ["504"] * 3)
+    config = fast(tmp_path, endpoint_url=server.url, max_attempts=3)
+    summary = await run_batch(rows_file(tmp_path, 1), config, session=session)
+    (result,) = summary.results or []
+    assert "may have been applied" in result.error_message
+
+
+def test_dictreader_extra_cells_are_an_input_error() -> None:
+    with pytest.raises(InputError, match="more cells than the header"):
+        RowPlan([{"app_id": "d1abc", "user_pool_id": UP, None: "extra"}], "us-east-1")  # type: ignore[dict-item]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_during_a_long_dry_run_stops_it(tmp_path: Path) -> None:
+    source = tmp_path / "big.csv"
+    write_rows(source, 400_000, seed=1)
+    report = tmp_path / "dry.csv"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batch_updater",
+            "run",
+            "--dry-run",
+            str(source),
+            "--report",
+            str(report),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    if report.exists():  # stopped while writing: complete, the rest not_attempted
+        records = read_report(report)
+        assert len(records) == 400_000
+        assert records[-1]["status"] == "not_attempted"
+    else:  # stopped while validating
+        assert "nothing was sent; no report was written" in err
+        assert time.monotonic() - start < 5
