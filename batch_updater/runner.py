@@ -568,7 +568,9 @@ async def run_batch(
         write_summary(summary)
         if writer.written != plan.total:  # pragma: no cover - a bug; say so loudly
             log.error("report_incomplete", written=writer.written, rows=plan.total)
-    log.info("run_end", **summary.to_json())
+    end = summary.to_json()
+    del end["settings"]  # already in run_start and the summary file
+    log.info("run_end", **end)
     return summary
 
 

@@ -13,6 +13,7 @@ import aioboto3
 import pytest
 import structlog
 
+from batch_updater import RunConfig
 from batch_updater.emulator import EmulatorServer
 from batch_updater.logs import SDK_HANDLER_NAME
 
@@ -68,6 +69,17 @@ def session() -> Any:
         aws_secret_access_key=SECRET_KEY,
         region_name="us-east-1",
     )
+
+
+def fast(tmp_path: Path, report: str = "report.csv", **kw: Any) -> RunConfig:
+    """A run config for tests: no client-side limit, near-zero backoff, reporting to tmp."""
+    base: dict[str, Any] = {
+        "report_path": tmp_path / report,
+        "rate": 0,
+        "backoff_base": 0.001,
+        "backoff_cap": 0.01,
+    }
+    return RunConfig(**{**base, **kw})
 
 
 def read_report(path: Path) -> list[dict[str, Any]]:

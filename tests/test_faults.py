@@ -16,6 +16,7 @@ import pytest
 from batch_updater import RowResult, RunConfig, RunSummary, Status, run_batch
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 
+from . import conftest
 from .conftest import read_report, write_csv
 
 HEADER = "app_id,region,user_pool_id,web_client_id"
@@ -33,16 +34,7 @@ async def server() -> AsyncIterator[EmulatorServer]:
 
 def fast(tmp_path: Path, server: EmulatorServer, **kw: Any) -> RunConfig:
     """No client-side limit, near-zero backoff, a short read timeout, reporting to tmp."""
-    base: dict[str, Any] = {
-        "report_path": tmp_path / "report.csv",
-        "endpoint_url": server.url,
-        "rate": 0,
-        "backoff_base": 0.001,
-        "backoff_cap": 0.01,
-        "request_timeout": TIMEOUT,
-    }
-    base.update(kw)
-    return RunConfig(**base)
+    return conftest.fast(tmp_path, **{"endpoint_url": server.url, "request_timeout": TIMEOUT, **kw})
 
 
 def rows(tmp_path: Path, *app_ids: str) -> Path:

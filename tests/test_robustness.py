@@ -22,6 +22,7 @@ from batch_updater.errors import InputError
 from batch_updater.rows import RowPlan
 from benchmarks.generate_rows import write_rows
 
+from . import conftest
 from .conftest import EXAMPLE, read_report, write_csv
 
 HEADER = "app_id,region,user_pool_id"
@@ -33,8 +34,7 @@ def rows_file(tmp_path: Path, n: int) -> Path:
 
 
 def fast(tmp_path: Path, **kw: Any) -> RunConfig:
-    base: dict[str, Any] = {"report_path": tmp_path / "r.csv", "rate": 0, "backoff_base": 0.001}
-    return RunConfig(**{**base, **kw})
+    return conftest.fast(tmp_path, "r.csv", **kw)
 
 
 def lines(report: Path) -> list[int]:

@@ -12,27 +12,15 @@ import aioboto3
 import pytest
 import structlog.testing
 
-from batch_updater import RowResult, RunConfig, Status, run_batch
+from batch_updater import RowResult, Status, run_batch
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.errors import SetupError
 from batch_updater.rows import Row, RowPlan
 
-from .conftest import EXAMPLE, INVALID_EXAMPLE, read_report, write_csv
+from .conftest import EXAMPLE, INVALID_EXAMPLE, fast, read_report, write_csv
 
 HEADER = "app_id,region,user_pool_id,web_client_id"
 UP = "us-east-1_AbC123xyz"
-
-
-def fast(tmp_path: Path, **kw: Any) -> RunConfig:
-    """A run config with no client-side limit and near-zero backoff, reporting to tmp."""
-    base: dict[str, Any] = {
-        "report_path": tmp_path / "report.csv",
-        "rate": 0,
-        "backoff_base": 0.001,
-        "backoff_cap": 0.01,
-    }
-    base.update(kw)
-    return RunConfig(**base)
 
 
 def expected_state(path: Path) -> dict[str, dict[str, str]]:

@@ -18,7 +18,7 @@ from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.errors import SetupError
 from batch_updater.resume import ResumeIndex
 
-from .conftest import EXAMPLE, read_report, write_csv
+from .conftest import EXAMPLE, fast, read_report, write_csv
 
 HEADER = "app_id,region,user_pool_id"
 UP = "us-east-1_AbC123xyz"
@@ -26,17 +26,6 @@ UP = "us-east-1_AbC123xyz"
 
 def rows_file(tmp_path: Path, n: int, name: str = "in.csv") -> Path:
     return write_csv(tmp_path / name, HEADER, *(f"d{i}abc,us-east-1,{UP}" for i in range(n)))
-
-
-def fast(tmp_path: Path, report: str = "report.csv", **kw: Any) -> RunConfig:
-    base: dict[str, Any] = {
-        "report_path": tmp_path / report,
-        "rate": 0,
-        "backoff_base": 0.001,
-        "backoff_cap": 0.01,
-    }
-    base.update(kw)
-    return RunConfig(**base)
 
 
 def lines_once(report: Path, n: int) -> list[dict[str, Any]]:
