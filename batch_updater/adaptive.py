@@ -9,15 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .limiter import Clock, RateLimiter, Sleep
+from .limiter import Clock, RateLimiter, Sleep, loop_time
 
 __all__ = ["AdaptiveRate", "RateChange", "Reason", "Tuning"]
 
 Reason = Literal["throttled", "recovering"]
-
-
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +117,7 @@ class AdaptiveRate:
         max_rate: float,
         burst: int = 1,
         *,
-        clock: Clock = _loop_time,
+        clock: Clock = loop_time,
         sleep: Sleep = asyncio.sleep,
         on_change: Callable[[RateChange], None] | None = None,
         adaptive: bool = True,

@@ -11,7 +11,8 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-def _loop_time() -> float:
+def loop_time() -> float:
+    """The running event loop's clock: the default clock of the limiters."""
     return asyncio.get_running_loop().time()
 
 
@@ -33,7 +34,7 @@ class RateLimiter:
         rate: float,
         burst: int = 1,
         *,
-        clock: Clock = _loop_time,
+        clock: Clock = loop_time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if burst < 1:

@@ -361,23 +361,23 @@ def _problems(
         )
 
 
-def _fast_ok(region: str, values: tuple[str, str, str, str]) -> bool:
+def _pool_ok(value: str, pattern: re.Pattern[str], sep: str, cognito_region: str) -> bool:
+    """A pool id that is certainly valid: its shape, and a region prefix that matches."""
+    if len(value) > 55 or not pattern.fullmatch(value):
+        return False
+    prefix = value.partition(sep)[0]
+    return prefix == cognito_region if cognito_region else bool(_REGION.fullmatch(prefix))
+
+
+def _fast_ok(values: tuple[str, str, str, str]) -> bool:
     """True when the settings are certainly valid (the common case, checked cheaply)."""
     identity_pool, cognito_region, user_pool, client_id = values
     if cognito_region and not _REGION.fullmatch(cognito_region):
         return False
-    if user_pool:
-        prefix = user_pool.partition("_")[0]
-        if len(user_pool) > 55 or not _USER_POOL_ID.fullmatch(user_pool):
-            return False
-        if prefix != cognito_region if cognito_region else not _REGION.fullmatch(prefix):
-            return False
-    if identity_pool:
-        prefix = identity_pool.partition(":")[0]
-        if len(identity_pool) > 55 or not _IDENTITY_POOL_ID.fullmatch(identity_pool):
-            return False
-        if prefix != cognito_region if cognito_region else not _REGION.fullmatch(prefix):
-            return False
+    if user_pool and not _pool_ok(user_pool, _USER_POOL_ID, "_", cognito_region):
+        return False
+    if identity_pool and not _pool_ok(identity_pool, _IDENTITY_POOL_ID, ":", cognito_region):
+        return False
     if client_id and (len(client_id) > 128 or not _WEB_CLIENT_ID.fullmatch(client_id)):
         return False
     return bool(identity_pool or cognito_region or user_pool or client_id)
@@ -408,7 +408,7 @@ def _check(
         len(app_id) <= 20
         and _APP_ID.fullmatch(app_id)
         and _REGION.fullmatch(region)
-        and _fast_ok(region, values)
+        and _fast_ok(values)
     ):
         problems: list[str] = []
         _problems(app_id, region, values, problems)

@@ -393,25 +393,7 @@ class _Sender:
                 **fields,
             )
 
-        try:
-            result = await self._retrier.call(
-                attempt,
-                retry_on=lambda e: isinstance(e, CallError) and e.retryable,
-                on_retry=on_retry,
-            )
-        except _Stopped:
-            if state.last_error is None:
-                return finished(Status.NOT_ATTEMPTED, error_message=_STOPPED_BEFORE_SENDING)
-            exc = state.last_error  # stopped before a retry: the last answer stands
-            message = f"{exc.message} {MAYBE_APPLIED}" if state.maybe_applied else exc.message
-            return finished(
-                Status.FAILED,
-                error_code=exc.code,
-                http_status=exc.http_status,
-                error_message=f"{message} (no retry: the run was stopped)",
-                request_id=exc.request_id,
-            )
-        except CallError as exc:
+        def failed(exc: CallError, note: str = "") -> RowResult:
             message = f"{exc.message} {MAYBE_APPLIED}" if state.maybe_applied else exc.message
             log.warning(
                 "row_failed",
@@ -421,15 +403,29 @@ class _Sender:
                 attempts=state.attempts,
                 error_code=exc.code,
                 http_status=exc.http_status,
-                error_message=message,
+                error_message=message + note,
             )
             return finished(
                 Status.FAILED,
                 error_code=exc.code,
                 http_status=exc.http_status,
-                error_message=message,
+                error_message=message + note,
                 request_id=exc.request_id,
             )
+
+        try:
+            result = await self._retrier.call(
+                attempt,
+                retry_on=lambda e: isinstance(e, CallError) and e.retryable,
+                on_retry=on_retry,
+            )
+        except _Stopped:
+            if state.last_error is None:
+                return finished(Status.NOT_ATTEMPTED, error_message=_STOPPED_BEFORE_SENDING)
+            # Stopped before a retry: the last answer stands.
+            return failed(state.last_error, " (no retry: the run was stopped)")
+        except CallError as exc:
+            return failed(exc)
         except Exception as exc:  # a bug must not lose the row: report it and go on
             log.exception("row_error", app_id=row.app_id, line=row.line)
             return finished(
