@@ -17,6 +17,7 @@ from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.errors import SetupError
 from batch_updater.rows import Row, RowPlan
 
+from . import virtual_time
 from .conftest import EXAMPLE, INVALID_EXAMPLE, fast, read_report, write_csv
 
 HEADER = "app_id,region,user_pool_id,web_client_id"
@@ -213,23 +214,22 @@ async def test_dry_run_sends_nothing(tmp_path: Path, server: EmulatorServer, ses
     assert all(len(r["settings_digest"]) == 16 for r in records)
 
 
-async def test_requests_respect_rate_and_burst_in_every_window(
-    tmp_path: Path, server: EmulatorServer, session: Any
-) -> None:
+def test_requests_respect_rate_and_burst_in_every_window(tmp_path: Path, session: Any) -> None:
     rate, burst = 20.0, 2
-    config = fast(tmp_path, endpoint_url=server.url, rate=rate, burst=burst, concurrency=8)
     rows = [f"d{i}abc,us-east-1,{UP}," for i in range(30)]
-    await run_batch(write_csv(tmp_path / "in.csv", HEADER, *rows), config, session=session)
 
-    times = sorted(record.time for record in server.emulator.requests)
+    async def scenario() -> list[float]:
+        async with EmulatorServer() as server:
+            config = fast(tmp_path, endpoint_url=server.url, rate=rate, burst=burst, concurrency=8)
+            await run_batch(write_csv(tmp_path / "in.csv", HEADER, *rows), config, session=session)
+            return sorted(record.time for record in server.emulator.requests)
+
+    times = virtual_time.run(scenario())  # on virtual time: arrival times are exact
     assert len(times) == 30
-    # Arrival times carry network jitter on top of the client's send times (opening a new
-    # connection for the first requests costs ~20 ms here); 0.04 s at 20/s is less than one
-    # request of slack, so one request too many in any window still fails the check.
-    jitter = 0.04
+    assert times[-1] - times[0] == pytest.approx((30 - burst) / rate)  # no slower than the rate
     for i in range(len(times)):
         for j in range(i + 1, len(times)):
-            assert j - i + 1 <= rate * (times[j] - times[i] + jitter) + burst
+            assert j - i + 1 <= rate * (times[j] - times[i]) + burst + 1e-6
 
 
 async def test_results_stream_to_the_callback_and_the_jsonl_report(
