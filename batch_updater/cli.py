@@ -103,7 +103,11 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
-        "input", metavar="INPUT", type=Path, nargs="?", help="CSV of apps and settings"
+        "input",
+        metavar="INPUT",
+        type=Path,
+        nargs="?",
+        help="CSV of apps and settings; - reads standard input",
     )
     run.add_argument(
         "--report",
@@ -383,6 +387,8 @@ def _print_summary(summary: RunSummary) -> None:
         print("  invalid rows: see error_message in the report", file=sys.stderr)
     if summary.stop_reason is not None:
         print(f"  stopped early: {summary.stop_reason.message}", file=sys.stderr)
+    if summary.input_problem is not None:
+        print(f"  {summary.input_problem}", file=sys.stderr)
     if summary.resume_command:
         print(f"  to finish the job: {summary.resume_command}", file=sys.stderr)
 

@@ -51,6 +51,7 @@ class RunConfig:
     progress_interval: float = 30.0
     progress_log: bool = False
     collect_results: bool = True
+    keep_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [

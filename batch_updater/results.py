@@ -69,6 +69,7 @@ class RunSummary:
     stop_reason: StopReason | None = None
     rates: Mapping[str, RateSource] = field(default_factory=dict)
     resume_command: str | None = None
+    input_problem: str | None = None  # the input has no rows, or changed during the run
 
     @property
     def rows(self) -> int:
@@ -82,7 +83,8 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every row succeeded, was skipped or was a dry run; 1 otherwise; 2 when
+        """0 when every row succeeded, was skipped or was a dry run and the input had rows
+        and did not change during the run; 1 otherwise; 2 when
         setup failed after the report was opened; 128 + the signal number when a signal
         stopped the run (130 SIGINT, 143 SIGTERM)."""
         if self.stop_reason is not None and self.stop_reason.signal is not None:
@@ -91,6 +93,8 @@ class RunSummary:
             return 2
         if self.stop_reason is not None and self.stop_reason.kind == "internal_error":
             return 1  # the report may be incomplete
+        if self.input_problem is not None:
+            return 1  # nothing to do, or rows that may not be the file's rows any more
         bad = (Status.FAILED, Status.INVALID, Status.NOT_ATTEMPTED)
         return 1 if any(self.counts[s] for s in bad) else 0
 
@@ -114,5 +118,6 @@ class RunSummary:
                 else None
             ),
             "resume_command": self.resume_command,
+            "input_problem": self.input_problem,
             "settings": self.settings,
         }

@@ -1,8 +1,11 @@
 """Input rows: read the CSV, map its columns, validate every row, find duplicates.
 
-The file is read twice in a streaming fashion (see :class:`RowPlan`): the first pass
-validates every row and fills the duplicate index, the second yields what to do with
-each row. Memory grows only with the duplicate index, never with the rows themselves.
+The rows are read twice in a streaming fashion (see :class:`RowPlan`): the first pass
+reads the input once, validates every row, fills the duplicate index and copies the bytes
+it read into a private spool file; the second pass reads that copy and yields what to do
+with each row. So the rows sent are exactly the rows validated, whatever happens to the
+input file meanwhile, and a pipe is read once. Memory grows only with the duplicate
+index, never with the rows themselves.
 """
 
 from __future__ import annotations
@@ -10,13 +13,19 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import io
+import os
 import re
+import stat
+import sys
+import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Final
+from types import TracebackType
+from typing import Final, Protocol
 
 from .errors import BatchUpdaterError, InputError, SetupError
 from .shard import Shard
@@ -135,7 +144,11 @@ class Rejected:
 # A valid row is a few hundred bytes. Lines are read with this limit, so a file without
 # line ends (a binary file, one giant cell) is refused instead of being read whole.
 _MAX_LINE_BYTES: Final = 1 << 20
+_CHUNK: Final = 1 << 18  # bytes read from the input (and written to the spool) at a time
 _CR_HINT: Final = "line ends must be LF or CRLF (CR-only line ends, old Mac style, are not read)"
+_UTF16_HINT: Final = "the file looks like UTF-16: save it as UTF-8"
+_KEEPABLE: Final = re.compile(r"[\w .-]{1,64}", re.ASCII)  # a name worth suggesting to keep
+STDIN: Final = "-"  # the input path that means standard input
 
 
 def _shown(value: str, limit: int = 60) -> str:
@@ -144,19 +157,85 @@ def _shown(value: str, limit: int = 60) -> str:
     return text if len(text) <= limit + 2 else f"{text[:limit]}... ({len(value)} characters)"
 
 
-def _map_header(path: str, cells: list[str], line: int = 1) -> list[str]:
+def _looks_utf16(text: str | bytes) -> bool:
+    """UTF-16 without a BOM, read as UTF-8: every other byte of ASCII text is NUL."""
+    nul = "\x00" if isinstance(text, str) else b"\x00"
+    return len(text) >= 4 and text.count(nul) * 3 >= len(text)  # type: ignore[arg-type]
+
+
+def _separator_hint(cells: list[str]) -> str | None:
+    """A hint when a one-cell header is a header written with another separator."""
+    if len(cells) != 1:
+        return None
+    for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        parts = cells[0].split(sep)
+        if len(parts) > 1 and any(part.strip().lower() in _ALIASES for part in parts):
+            return f"the file looks like {name}-separated: save it comma-separated"
+    return None
+
+
+class _Header:
+    """The header's column names in order, and how wide its rows are.
+
+    ``names`` holds each named cell's column (a kept column under its header name);
+    ``width`` counts the empty cells after the last name too (spreadsheets write them),
+    which rows may hold as long as they are empty there.
+    """
+
+    __slots__ = ("names", "width")
+
+    def __init__(self, names: list[str], width: int) -> None:
+        self.names, self.width = names, width
+
+    def __repr__(self) -> str:
+        return f"<_Header names={self.names} width={self.width}>"
+
+    def count_problem(self, cells: list[str]) -> str | None:
+        """Why a row whose cell count is not ``len(names)`` is invalid, or None."""
+        named = len(self.names)
+        if named < len(cells) <= self.width:
+            for position, cell in enumerate(cells[named:], start=named + 1):
+                if cell.strip():
+                    return (
+                        f"a value at position {position}, where the header has no column "
+                        "name (an empty header cell)"
+                    )
+            return None
+        empty = self.width - named
+        trailing = f" and {empty} empty cells after them" if empty else ""
+        return f"has {len(cells)} cells, the header has {named}{trailing}"
+
+
+def _map_header(path: str, cells: list[str], line: int = 1, keep: Iterable[str] = ()) -> _Header:
+    width = len(cells)
+    while len(cells) > 1 and not cells[-1].strip():
+        cells = cells[:-1]  # a spreadsheet's empty cells after the last column
+    kept = {name.strip().lower(): name.strip() for name in keep}
     names: list[str] = []
     seen: dict[str, int] = {}
     for position, raw in enumerate(cells, start=1):
         key = raw.strip().lower()
-        name = _ALIASES.get(key)
+        name = _ALIASES.get(key) or kept.get(key)
         if name is None:
-            accepted = ", ".join(f"{n} (or {a})" for n, a in COLUMNS.items())
             shown = _shown(raw.strip()) if raw.strip() else "an empty name"
+            hint = _separator_hint(cells) or (
+                _UTF16_HINT if _looks_utf16(",".join(cells)) else None
+            )
+            if hint is not None:
+                raise InputError(
+                    path, line, f"unknown column {shown} at position {position}: {hint}"
+                )
+            accepted = ", ".join(f"{n} (or {a})" for n, a in COLUMNS.items())
+            carry = (
+                f"; to carry it into the report, pass --keep-column {raw.strip()}"
+                if _KEEPABLE.fullmatch(raw.strip())
+                else ""
+            )
             raise InputError(
                 path,
                 line,
-                f"unknown column {shown} at position {position}; accepted columns: {accepted}",
+                f"unknown column {shown} at position {position}; accepted columns: "
+                f"{accepted}{carry}",
             )
         if name in seen:
             raise InputError(
@@ -168,7 +247,7 @@ def _map_header(path: str, cells: list[str], line: int = 1) -> list[str]:
         names.append(name)
     if "app_id" not in seen:
         raise InputError(path, line, "the header has no app_id (or AppId) column")
-    return names
+    return _Header(names, width)
 
 
 def _decoded_lines(path: str, raw_lines: Iterable[bytes]) -> Iterator[str]:
@@ -188,8 +267,10 @@ def _decoded_lines(path: str, raw_lines: Iterable[bytes]) -> Iterator[str]:
             text = decoder.decode(raw)
         except UnicodeDecodeError as exc:
             why = exc.reason
-            if number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-                why = "the file looks like UTF-16: save it as UTF-8"
+            if number == 1 and (
+                raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(raw)
+            ):
+                why = _UTF16_HINT
             raise InputError(
                 path, number, f"not valid UTF-8 ({why}, at byte {exc.start + 1} of the line)"
             ) from None
@@ -217,44 +298,155 @@ def _csv_problem(exc: csv.Error) -> str:
     return text
 
 
-def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+class _Lines(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+def _parse(
+    name: str, handle: _Lines, keep: Iterable[str] = ()
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line, {column: cell})`` for each non-blank data row read from ``handle``.
+
+    A row whose cell count does not fit the header holds the cells that have a column
+    and its problem under the key ``__cells__``.
+    """
+    raw_lines = iter(partial(handle.readline, _MAX_LINE_BYTES + 1), b"")
+    reader = csv.reader(_decoded_lines(name, raw_lines), strict=True)
+    header: _Header | None = None
+    names: list[str] = []
+    named = 0
+    next_line = 1
+    while True:
+        start = next_line
+        try:
+            cells = next(reader, None)
+        except csv.Error as exc:
+            raise InputError(name, start, f"broken CSV: {_csv_problem(exc)}") from None
+        except OSError as exc:
+            raise InputError(name, start, f"cannot read: {exc.strerror or exc}") from None
+        if cells is None:
+            break
+        next_line = reader.line_num + 1
+        if not cells or (len(cells) == 1 and not cells[0].strip()):
+            continue  # blank line
+        if header is None:
+            header = _map_header(name, cells, start, keep)
+            names, named = header.names, len(header.names)
+            continue
+        if len(cells) == named:
+            yield start, dict(zip(names, cells, strict=True))
+            continue
+        row = dict(zip(names, cells, strict=False))  # keep what can be read
+        if (problem := header.count_problem(cells)) is not None:
+            row["__cells__"] = problem
+        yield start, row
+    if header is None:
+        what = "is empty" if next_line == 1 else "has only blank lines"
+        raise InputError(name, None, f"the file {what}: a header row is required")
+
+
+def _open_input(path: Path) -> io.FileIO:
+    """The input's raw file; ``-`` is standard input (binary, left open when closed)."""
+    if str(path) == STDIN:
+        return io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
+    try:
+        return io.FileIO(path, "rb")
+    except OSError as exc:
+        raise InputError(str(path), None, f"cannot open: {exc.strerror or exc}") from None
+
+
+def read_csv(path: Path, keep: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line, {column: cell})`` for each non-blank data row of the CSV at ``path``.
 
-    ``line`` is the physical line the row starts on (the header is line 1).
+    ``line`` is the physical line the row starts on (the header is line 1); ``keep``
+    names extra columns to read (see ``RunConfig.keep_columns``).
     """
-    name = str(path)
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise InputError(name, None, f"cannot open: {exc.strerror or exc}") from None
-    with handle:
-        raw_lines = iter(partial(handle.readline, _MAX_LINE_BYTES + 1), b"")
-        reader = csv.reader(_decoded_lines(name, raw_lines), strict=True)
-        header: list[str] | None = None
-        next_line = 1
-        while True:
-            start = next_line
-            try:
-                cells = next(reader, None)
-            except csv.Error as exc:
-                raise InputError(name, start, f"broken CSV: {_csv_problem(exc)}") from None
-            except OSError as exc:
-                raise InputError(name, start, f"cannot read: {exc.strerror or exc}") from None
-            if cells is None:
-                break
-            next_line = reader.line_num + 1
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue  # blank line
-            if header is None:
-                header = _map_header(name, cells, start)
-                continue
-            if len(cells) != len(header):
-                yield start, {"__cells__": f"has {len(cells)} cells, the header has {len(header)}"}
-                continue
-            yield start, dict(zip(header, cells, strict=True))
-        if header is None:
-            what = "is empty" if next_line == 1 else "has only blank lines"
-            raise InputError(name, None, f"the file {what}: a header row is required")
+    with io.BufferedReader(_open_input(path), _CHUNK) as handle:
+        yield from _parse(str(path), handle, keep)
+
+
+class _Spool:
+    """A private copy of the input, written while pass 1 reads it; pass 2 reads the copy.
+
+    An anonymous temporary file in the system temp directory (never visible by name
+    where the OS allows, and gone when closed or when the process ends).
+    """
+
+    __slots__ = ("_file", "size")
+
+    def __init__(self) -> None:
+        try:
+            # SIM115 ignored: the spool outlives this call; close() closes it
+            self._file = tempfile.TemporaryFile(prefix="batch-updater-input-")  # noqa: SIM115
+        except OSError as exc:
+            raise self._error(exc) from None
+        self.size = 0
+
+    @staticmethod
+    def _error(exc: OSError) -> SetupError:
+        return SetupError(
+            f"cannot keep a private copy of the input in {tempfile.gettempdir()}: "
+            f"{exc.strerror or exc} (free some space there, or set TMPDIR to a roomier "
+            "directory); nothing was sent"
+        )
+
+    def write(self, data: memoryview) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise self._error(exc) from None
+        self.size += len(data)
+
+    def finish(self) -> None:
+        """Flush what pass 1 read to the file."""
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def reader(self) -> io.BufferedReader:
+        """A new reader from the copy's start (each has its own position)."""
+        return io.BufferedReader(_SpoolReader(self._file.fileno(), self.size), _CHUNK)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._file.closed else "open"
+        return f"<_Spool {state} size={self.size}>"
+
+
+class _Tee(io.RawIOBase):
+    """Reads the input and copies every byte read into the spool."""
+
+    def __init__(self, source: io.FileIO, spool: _Spool) -> None:
+        self._source, self._spool = source, spool
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._source.readinto(buffer) or 0
+        if n:
+            self._spool.write(memoryview(buffer)[:n])
+        return n
+
+
+class _SpoolReader(io.RawIOBase):
+    """Reads the spool's first ``size`` bytes at its own offset (``os.pread``)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd, self._size, self._pos = fd, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = os.pread(self._fd, min(len(buffer), self._size - self._pos), self._pos)
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
 
 
 def read_mappings(rows: Iterable[Mapping[str, str | None]]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -391,11 +583,11 @@ def _check(
     line: int, cells: Mapping[str, str], default_region: str | None
 ) -> _Checked | Rejected | None:
     """Validate one row without building objects; None when it has no region at all."""
-    if "__cells__" in cells:
-        return Rejected(line, "", "", "invalid", cells["__cells__"])
     get = cells.get
     app_id = get("app_id", "").strip()
     region = get("region", "").strip() or (default_region or "")
+    if "__cells__" in cells:  # the cells that have a column, and why the row is invalid
+        return Rejected(line, app_id, region, "invalid", cells["__cells__"])
     if not region:
         return None
     values = (
@@ -509,10 +701,7 @@ class _DuplicateIndex:
     def classify(self, row: Row) -> Row | Rejected:
         """``row`` itself when it is to be sent, else why not."""
         key = self.key(row.region, row.app_id)
-        i = self._slot(key)
-        if not self._keys[i]:  # the file changed between the two passes
-            reason = "the input file changed while it was being read; run again"
-            return Rejected(row.line, row.app_id, row.region, "invalid", reason, row.digest)
+        i = self._slot(key)  # pass 2 reads the rows pass 1 added: the key is there
         first_line = self._lines[i]
         if conflict := self._conflicts.get(key):
             same_as_first = int(row.digest, 16) == self._digests[i]
@@ -540,20 +729,27 @@ DefaultRegion = str | Callable[[], str | None] | None
 class RowPlan:
     """Validates all rows up front, then yields each row's fate in input order.
 
-    ``source`` is a CSV path or an iterable of mappings (column name -> cell); an iterable
-    is materialized into a list because it is read twice. ``default_region`` is the region
-    of rows without one, or a function that finds it (called only if such a row exists).
-    After construction, ``total``, ``invalid`` (rows failing validation), ``conflicts``
-    (keys given twice with different settings) and ``regions`` describe the whole input;
-    iterate for the second pass.
+    ``source`` is a CSV path (``-`` for standard input) or an iterable of mappings
+    (column name -> cell); an iterable is materialized into a list because it is read
+    twice. A file is read once: the first pass copies its bytes into a private spool
+    file that the second pass reads, so later changes to the file change nothing here
+    (:meth:`input_changed` tells whether there were any). ``default_region`` is the
+    region of rows without one, or a function that finds it (called only if such a row
+    exists). ``keep`` names extra columns to read. After construction, ``total``,
+    ``invalid`` (rows failing validation), ``conflicts`` (keys given twice with
+    different settings) and ``regions`` describe the whole input; iterate for the second
+    pass. :meth:`close` (or ``with``) removes the spool.
     """
 
     __slots__ = (
         "_default_region",
+        "_identity",
         "_index",
         "_interrupted",
+        "_keep",
         "_resolve_region",
         "_rows",
+        "_spool",
         "input_rows",
         "invalid",
         "path",
@@ -569,6 +765,7 @@ class RowPlan:
         *,
         shard: Shard | None = None,
         interrupted: Callable[[], bool] | None = None,
+        keep: Iterable[str] = (),
     ) -> None:
         if isinstance(source, Path):
             self.path: Path | None = source
@@ -584,12 +781,19 @@ class RowPlan:
             self._resolve_region = None
         self.shard = shard
         self._interrupted = interrupted
-        self._index = _DuplicateIndex(self._expected_rows())
+        self._keep = tuple(keep)
+        self._spool: _Spool | None = None
+        self._identity: tuple[int, int, int, int] | None = None
+        self._index = _DuplicateIndex()
         self.total = 0  # rows this plan yields (this shard's, when sharded)
         self.input_rows = 0  # rows in the whole input
         self.invalid = 0  # invalid rows in the whole input, whichever shard they belong to
         self.regions: set[str] = set()
-        self._first_pass()
+        try:
+            self._first_pass()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def conflicts(self) -> int:
@@ -603,29 +807,51 @@ class RowPlan:
 
     @property
     def source_name(self) -> str:
-        """The input's name for messages: its path, or ``<rows>``."""
-        return str(self.path) if self.path is not None else "<rows>"
+        """The input's name for messages: its path, ``<stdin>`` or ``<rows>``."""
+        if self.path is None:
+            return "<rows>"
+        return "<stdin>" if str(self.path) == STDIN else str(self.path)
 
-    def _read(self) -> Iterator[tuple[int, dict[str, str]]]:
-        if self.path is not None:
-            return read_csv(self.path)
-        assert self._rows is not None
-        return read_mappings(self._rows)
+    @property
+    def stem(self) -> str:
+        """The input's name in a default report name: the file's name, stdin or rows."""
+        if self.path is None:
+            return "rows"
+        return "stdin" if str(self.path) == STDIN else self.path.name
 
-    def _expected_rows(self) -> int:
-        """A guess of the row count, to size the duplicate index once: a sample's lines
-        per byte times the file size."""
-        if self._rows is not None:
-            return len(self._rows)
-        assert self.path is not None
+    def input_changed(self) -> bool:
+        """True when the input file is no longer the one the first pass read (another
+        size, modification time or inode, or gone). Only a regular file is checked."""
+        if self._identity is None or self.path is None:
+            return False
         try:
-            with self.path.open("rb") as handle:
-                sample = handle.read(1 << 16)
-                size = handle.seek(0, 2)
+            if str(self.path) == STDIN:  # a file given as standard input: the same file
+                return _identity(os.fstat(sys.stdin.fileno())) != self._identity
+            return _identity(os.stat(self.path)) != self._identity
         except OSError:
-            return 1024  # reading will say what is wrong
-        lines = sample.count(b"\n")
-        return int(size * lines / len(sample) * 1.05) + 16 if lines else 1024
+            return True
+
+    def close(self) -> None:
+        """Remove the private copy of the input; the plan cannot be iterated after."""
+        if self._spool is not None:
+            self._spool.close()
+
+    def __enter__(self) -> RowPlan:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<RowPlan {self.source_name} rows={self.input_rows} mine={self.total} "
+            f"invalid={self.invalid} conflicts={self.conflicts} spool={self._spool!r}>"
+        )
 
     def _no_region(self, line: int, cells: Mapping[str, str]) -> _Checked | Rejected:
         if self._resolve_region is not None:
@@ -640,11 +866,32 @@ class RowPlan:
         )
 
     def _first_pass(self) -> None:
+        if self.path is None:
+            assert self._rows is not None
+            self._index = _DuplicateIndex(len(self._rows))
+            self._scan(read_mappings(self._rows))
+            return
+        name = self.source_name
+        with _open_input(self.path) as raw:
+            info = os.fstat(raw.fileno())
+            if stat.S_ISREG(info.st_mode):
+                self._identity = _identity(info)
+            self._spool = spool = _Spool()
+            reader = io.BufferedReader(_Tee(raw, spool), _CHUNK)
+            try:
+                sample = reader.peek(_CHUNK)
+            except OSError as exc:
+                raise InputError(name, None, f"cannot read: {exc.strerror or exc}") from None
+            self._index = _DuplicateIndex(_expected_rows(sample, info.st_size))
+            self._scan(_parse(name, reader, self._keep))
+            spool.finish()
+
+    def _scan(self, rows: Iterable[tuple[int, dict[str, str]]]) -> None:
         index, regions, shard = self._index, self.regions, self.shard
         key = index.key
         total = invalid = mine = 0
         interrupted = self._interrupted
-        for line, cells in self._read():
+        for line, cells in rows:
             total += 1
             if interrupted is not None and total % 4096 == 0 and interrupted():
                 raise ValidationInterrupted(self.source_name, line)
@@ -664,14 +911,33 @@ class RowPlan:
             index.add(key(region, app_id), line, number)
         self.input_rows, self.invalid, self.total = total, invalid, mine
 
+    def _read(self) -> Iterator[tuple[int, dict[str, str]]]:
+        if self._spool is None:
+            assert self._rows is not None
+            yield from read_mappings(self._rows)
+            return
+        with self._spool.reader() as handle:
+            yield from _parse(self.source_name, handle, self._keep)
+
     def __iter__(self) -> Iterator[Row | Rejected]:
         """Second pass: each row of this plan (its shard's), validated again, with
         duplicates and conflicts resolved."""
         classify, shard = self._index.classify, self.shard
         for line, cells in self._read():
             result = validate(line, cells, self._default_region)
-            if result is None:  # the file changed: a row without region appeared
-                result = Rejected(line, "", "", "invalid", "region: empty")
+            assert result is not None, "pass 1 found the region of every row"
             if shard is not None and not shard.owns(result.region, result.app_id):
                 continue
             yield result if isinstance(result, Rejected) else classify(result)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells that a file changed: device, inode, size, modification time."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _expected_rows(sample: bytes, size: int) -> int:
+    """A guess of the row count, to size the duplicate index once: the sample's lines per
+    byte times the file size (a pipe has no size: the index grows as needed)."""
+    lines = sample.count(b"\n")
+    return int(size * lines / len(sample) * 1.05) + 16 if lines and size else 1024

@@ -504,11 +504,39 @@ async def run_batch(
         check_endpoint_environment(config.allow_insecure_endpoint)
     sdk = _Sdk(config, session)
     plan = _validate(source, config, sdk, control)
+    with plan:  # removes the plan's private copy of the input, whatever happens
+        return await _run_plan(
+            plan,
+            config,
+            sdk,
+            control,
+            log,
+            run_id=run_id,
+            t0=t0,
+            on_result=on_result,
+            on_progress=on_progress,
+            sleep=sleep,
+        )
+
+
+async def _run_plan(
+    plan: RowPlan,
+    config: RunConfig,
+    sdk: _Sdk,
+    control: RunControl,
+    log: Any,
+    *,
+    run_id: str,
+    t0: float,
+    on_result: ResultHook | None,
+    on_progress: Callable[[ProgressSnapshot], None] | None,
+    sleep: Sleep,
+) -> RunSummary:
     resume = ResumeIndex.load(
         config.resume, warn=lambda m: log.warning("resume_warning", message=m)
     )
     report_path = config.report_path or default_report_path(
-        plan.path.name if plan.path else "rows",
+        plan.stem,
         shard=str(config.shard) if config.shard else None,
     )
     summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
@@ -561,6 +589,7 @@ async def run_batch(
         writer.close()
         summary.stop_reason = control.reason
         summary.elapsed_seconds = time.perf_counter() - t0
+        summary.input_problem = _input_problem(plan, report_path, log)
         write_summary(summary)
         if writer.written != plan.total:  # pragma: no cover - a bug; say so loudly
             log.error("report_incomplete", written=writer.written, rows=plan.total)
@@ -568,6 +597,23 @@ async def run_batch(
     del end["settings"]  # already in run_start and the summary file
     log.info("run_end", **end)
     return summary
+
+
+def _input_problem(plan: RowPlan, report_path: Path, log: Any) -> str | None:
+    """Why the input makes this run no success although its rows may be: it has no rows,
+    or it changed during the run (the run used the rows of its private copy)."""
+    if plan.input_rows == 0:
+        what = "has a header but no rows" if plan.path is not None else "has no rows"
+        return f"{plan.source_name} {what}: nothing to do"
+    if not plan.input_changed():
+        return None
+    message = (
+        f"the input changed during the run; this run used the {plan.input_rows} rows it "
+        "validated at the start (a private copy): check the file, then rerun with "
+        f"--resume {report_path}"
+    )
+    log.warning("input_changed", input=plan.source_name, message=message)
+    return message
 
 
 def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl) -> RowPlan:
@@ -578,6 +624,7 @@ def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl)
             config.region or sdk.region,
             shard=config.shard,
             interrupted=lambda: control.requested,
+            keep=config.keep_columns,
         )
     except ValidationInterrupted as exc:
         reason = control.requested_reason or control.reason
