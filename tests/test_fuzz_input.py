@@ -555,7 +555,7 @@ def test_cli_row_level_problems_exit_1_with_reasons_in_the_report(
 
 
 @pytest.mark.usefixtures("_sdk_loggers_of_this_test")
-def test_cli_header_only_is_an_empty_job(
+def test_cli_header_only_is_an_empty_job_that_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "h.csv"
@@ -563,6 +563,7 @@ def test_cli_header_only_is_an_empty_job(
     report = tmp_path / "r.csv"
     code = main(["run", "--dry-run", "--region", "us-east-1", str(path), "--report", str(report)])
     err = capsys.readouterr().err
-    assert code == 0, err
+    assert code == 1, err  # an empty export must not look like success
+    assert f"{path} has a header but no rows: nothing to do" in err
     assert "Traceback" not in err
     assert read_report(report) == []

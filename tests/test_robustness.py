@@ -66,21 +66,56 @@ async def test_a_failing_progress_hook_still_writes_report_and_summary(tmp_path:
     assert (tmp_path / "r.csv.summary.json").exists()
 
 
-async def test_an_input_changed_during_the_run_fails_loudly(tmp_path: Path, session: Any) -> None:
-    path = rows_file(tmp_path, 400)
+def _append(path: Path) -> None:
+    with path.open("a") as handle:
+        handle.write('d999abc,us-east-1,us-east-1_New1\n"never closed\n')
 
-    def break_the_file(result: RowResult) -> None:
-        if result.line == 20:
-            with path.open("a") as handle:
-                handle.write('"never closed\n')
+
+def _truncate(path: Path) -> None:
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:11]))
+
+
+def _replace(path: Path) -> None:  # an editor saving: a new file renamed over the old one
+    other = path.with_suffix(".new")
+    other.write_text(path.read_text())
+    other.replace(path)
+
+
+@pytest.mark.parametrize("change", [_append, _truncate, _replace])
+async def test_an_input_changed_during_the_run_fails_loudly(
+    tmp_path: Path, session: Any, change: Any
+) -> None:
+    path = rows_file(tmp_path, 400)
+    changed: list[int] = []
+
+    def change_the_file(result: RowResult) -> None:
+        if not changed:  # after the first row is final, while the others are in flight
+            change(path)
+            changed.append(result.line)
 
     async with EmulatorServer(EmulatorConfig(latency_ms=5)) as server:
         config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
-        with pytest.raises(InputError, match="broken CSV"):
-            await run_batch(path, config, session=session, on_result=break_the_file)
-    summary = json.loads((tmp_path / "r.csv.summary.json").read_text())
-    assert summary["stopped"]["reason"] == "internal_error"
-    assert summary["exit_code"] == 1
+        summary = await run_batch(path, config, session=session, on_result=change_the_file)
+    assert changed
+    # The rows validated at the start are the rows sent and reported, each exactly once.
+    report = read_report(tmp_path / "r.csv")
+    assert sorted(int(r["line"]) for r in report) == list(range(2, 402))
+    assert {r["status"] for r in report} == {"succeeded"}
+    assert summary.exit_code == 1
+    written = json.loads((tmp_path / "r.csv.summary.json").read_text())
+    assert written["exit_code"] == 1
+    assert written["input_problem"].startswith(
+        "the input changed during the run; this run used the 400 rows it validated at the "
+        "start (a private copy): check the file, then rerun with --resume "
+    )
+
+
+async def test_an_unchanged_input_is_no_input_problem(tmp_path: Path, session: Any) -> None:
+    path = rows_file(tmp_path, 3)
+    async with EmulatorServer() as server:
+        summary = await run_batch(path, fast(tmp_path, endpoint_url=server.url), session=session)
+    assert summary.input_problem is None
+    assert summary.exit_code == 0
 
 
 def test_setup_failing_after_the_report_is_opened_lists_every_row_and_exits_2(
