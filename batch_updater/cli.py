@@ -128,6 +128,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="skip rows an earlier report (CSV or JSONL) lists as succeeded with the same "
         "settings; repeatable",
     )
+    run.add_argument(
+        "--keep-column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="carry the input's extra column NAME (like notes or owner) into the report, "
+        "after its own columns; repeatable",
+    )
     run.add_argument("--region", metavar="R", help="region for rows without a region column")
     run.add_argument("--profile", metavar="P", help="AWS profile (standard credential chain)")
     run.add_argument("--endpoint-url", metavar="URL", help="send the calls to this endpoint")
@@ -407,6 +415,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         report_path=args.report,
         overwrite=args.overwrite,
         resume=tuple(args.resume or getattr(args, "env_resume", ())),
+        keep_columns=tuple(args.keep_column or getattr(args, "env_keep_column", ())),
         allow_insecure_endpoint=args.allow_insecure_endpoint,
         grace_period=args.grace_period,
         max_failure_rate=args.max_failure_rate,

@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import SetupError
-from .rows import check_region
+from .report import REPORT_COLUMNS
+from .rows import COLUMNS, check_region
 from .shard import Shard
 
 __all__ = ["RunConfig", "check_endpoint"]
@@ -86,6 +87,7 @@ class RunConfig:
             )
         if self.endpoint_url is not None:
             check_endpoint(self.endpoint_url, self.allow_insecure_endpoint, "--endpoint-url")
+        _check_keep_columns(self.keep_columns)
 
     @property
     def effective_rate(self) -> float:
@@ -104,6 +106,24 @@ class RunConfig:
         del out["collect_results"], out["run_id"]  # the run id is reported on its own
         out["effective_rate"] = self.effective_rate
         return out
+
+
+def _check_keep_columns(names: tuple[str, ...]) -> None:
+    """A kept column needs a name of its own: not a report column, not an input column."""
+    taken = {c.lower() for c in (*REPORT_COLUMNS, *COLUMNS, *COLUMNS.values())}
+    seen: set[str] = set()
+    for name in names:
+        key = name.strip().lower()
+        if not key:
+            raise SetupError("--keep-column: give a column name")
+        if key in taken:
+            raise SetupError(
+                f"--keep-column {name[:80]!r}: the report has its own column of that name "
+                "(only extra input columns can be kept)"
+            )
+        if key in seen:
+            raise SetupError(f"--keep-column {name[:80]!r} is given twice")
+        seen.add(key)
 
 
 def _is_loopback(host: str) -> bool:

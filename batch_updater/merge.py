@@ -170,7 +170,7 @@ def merge_reports(
     records.sort(key=lambda r: r.line)
     _check_duplicates(records, paths)
     if input_path is not None:
-        _check_input(records, paths, Path(input_path))
+        _check_input(records, paths, Path(input_path), tuple(extra_columns))
 
     counts = {s.value: 0 for s in Status}
     for record in records:
@@ -266,7 +266,9 @@ def _shown(value: object, limit: int = 30) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_input(records: list[_Record], paths: list[Path], input_path: Path) -> None:
+def _check_input(
+    records: list[_Record], paths: list[Path], input_path: Path, kept: tuple[str, ...] = ()
+) -> None:
     """The reports hold every data line of the input once and no other line; rows that
     were valid name the input's app (and region, when the input gives one)."""
     missing: list[int] = []
@@ -274,7 +276,8 @@ def _check_input(records: list[_Record], paths: list[Path], input_path: Path) ->
     other: list[str] = []
     n_missing = n_extra = n_other = 0
     i, n = 0, len(records)
-    for line, cells in read_csv(input_path):
+    # The reports' extra columns may be input columns kept with --keep-column.
+    for line, cells in read_csv(input_path, kept, require=False):
         while i < n and records[i].line < line:
             n_extra += 1
             if len(extra) < _SHOWN:

@@ -81,8 +81,8 @@ def summary_path(report: Path) -> Path:
     return report.with_name(report.name + ".summary.json")
 
 
-def _record(result: RowResult, run_id: str) -> dict[str, Any]:
-    return {
+def _record(result: RowResult, run_id: str, kept_columns: tuple[str, ...]) -> dict[str, Any]:
+    record = {
         "line": result.line,
         "app_id": result.app_id,
         "region": result.region,
@@ -99,6 +99,9 @@ def _record(result: RowResult, run_id: str) -> dict[str, Any]:
         "duration_ms": result.duration_ms,
         "run_id": run_id,
     }
+    if kept_columns:
+        record.update(zip(kept_columns, result.kept, strict=True))
+    return record
 
 
 class ReportWriter:
@@ -108,10 +111,18 @@ class ReportWriter:
     of this process loses at most the rows still in flight.
     """
 
-    __slots__ = ("_csv", "_file", "_jsonl", "path", "run_id", "written")
+    __slots__ = ("_csv", "_file", "_jsonl", "kept_columns", "path", "run_id", "written")
 
-    def __init__(self, path: Path, *, overwrite: bool = False, run_id: str = "") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        overwrite: bool = False,
+        run_id: str = "",
+        kept_columns: tuple[str, ...] = (),
+    ) -> None:
         self.path = path
+        self.kept_columns = kept_columns  # the input's extra columns, after REPORT_COLUMNS
         self._jsonl = path.suffix.lower() == ".jsonl"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +138,7 @@ class ReportWriter:
         self.run_id = run_id
         self._csv = None if self._jsonl else csv.writer(self._file, lineterminator="\n")
         if self._csv is not None:
-            self._csv.writerow(REPORT_COLUMNS)
+            self._csv.writerow((*REPORT_COLUMNS, *kept_columns))
             self._file.flush()
 
     def write(self, result: RowResult) -> None:
@@ -149,6 +160,7 @@ class ReportWriter:
             if any(v.startswith(_FORMULA_START) for v in text):
                 text = tuple(str(neutralize(v)) for v in text)
             app_id, region, error_code, error_message, request_id = text
+            kept = tuple(map(neutralize, r.kept)) if self.kept_columns else ()
             self._csv.writerow(
                 (
                     r.line,
@@ -166,10 +178,12 @@ class ReportWriter:
                     _iso(r.finished_at) or "",
                     "" if r.duration_ms is None else r.duration_ms,
                     self.run_id,
+                    *kept,
                 )
             )
         else:
-            self._file.write(json.dumps(_record(result, self.run_id), ensure_ascii=False) + "\n")
+            record = _record(result, self.run_id, self.kept_columns)
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         if result.status in _DURABLE:
             self._file.flush()
         self.written += 1

@@ -51,6 +51,7 @@ class RowResult:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     duration_ms: int | None = None
+    kept: tuple[str, ...] = ()  # the input's kept columns (RunConfig.keep_columns)
 
 
 @dataclass(slots=True)

@@ -55,11 +55,14 @@ def read_report(path: Path, warn: Any = None) -> Iterator[dict[str, Any]]:
         return
     reader = csv.reader(lines)
     header = next(reader, None)
-    # Reports written before a column was appended have a prefix of today's columns.
+    # Reports written before a column was appended have a prefix of today's columns;
+    # kept input columns (--keep-column) follow today's columns.
+    known = len(REPORT_COLUMNS)
     if (
         header is None
         or len(header) < _FIRST_COLUMNS
-        or tuple(header) != REPORT_COLUMNS[: len(header)]
+        or tuple(header[:known]) != REPORT_COLUMNS[: len(header)]
+        or (len(header) > known and not all(header[known:]))
     ):
         raise InputError(name, 1, "not a batch-updater report: unexpected header")
     for cells in reader:

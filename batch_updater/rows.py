@@ -21,7 +21,7 @@ import sys
 import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -125,6 +125,7 @@ class Row:
     region: str
     settings: LoginSettings
     digest: str
+    kept: tuple[str, ...] = ()  # the cells of the kept columns (RunConfig.keep_columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class Rejected:
     status: str
     reason: str
     digest: str = ""
+    kept: tuple[str, ...] = ()  # the cells of the kept columns (RunConfig.keep_columns)
 
 
 # -- reading -------------------------------------------------------------------------
@@ -206,7 +208,9 @@ class _Header:
         return f"has {len(cells)} cells, the header has {named}{trailing}"
 
 
-def _map_header(path: str, cells: list[str], line: int = 1, keep: Iterable[str] = ()) -> _Header:
+def _map_header(
+    path: str, cells: list[str], line: int = 1, keep: Iterable[str] = (), require: bool = True
+) -> _Header:
     width = len(cells)
     while len(cells) > 1 and not cells[-1].strip():
         cells = cells[:-1]  # a spreadsheet's empty cells after the last column
@@ -247,6 +251,11 @@ def _map_header(path: str, cells: list[str], line: int = 1, keep: Iterable[str] 
         names.append(name)
     if "app_id" not in seen:
         raise InputError(path, line, "the header has no app_id (or AppId) column")
+    for name in kept.values():
+        if require and name not in seen:
+            raise InputError(
+                path, line, f"the header has no column {_shown(name)} to keep (--keep-column)"
+            )
     return _Header(names, width)
 
 
@@ -303,9 +312,11 @@ class _Lines(Protocol):
 
 
 def _parse(
-    name: str, handle: _Lines, keep: Iterable[str] = ()
+    name: str, handle: _Lines, keep: Iterable[str] = (), require: bool = True
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line, {column: cell})`` for each non-blank data row read from ``handle``.
+
+    ``keep`` names extra columns to read too; each must be in the header if ``require``.
 
     A row whose cell count does not fit the header holds the cells that have a column
     and its problem under the key ``__cells__``.
@@ -330,7 +341,7 @@ def _parse(
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue  # blank line
         if header is None:
-            header = _map_header(name, cells, start, keep)
+            header = _map_header(name, cells, start, keep, require)
             names, named = header.names, len(header.names)
             continue
         if len(cells) == named:
@@ -355,14 +366,17 @@ def _open_input(path: Path) -> io.FileIO:
         raise InputError(str(path), None, f"cannot open: {exc.strerror or exc}") from None
 
 
-def read_csv(path: Path, keep: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+def read_csv(
+    path: Path, keep: Iterable[str] = (), *, require: bool = True
+) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line, {column: cell})`` for each non-blank data row of the CSV at ``path``.
 
     ``line`` is the physical line the row starts on (the header is line 1); ``keep``
-    names extra columns to read (see ``RunConfig.keep_columns``).
+    names extra columns to read (see ``RunConfig.keep_columns``), each of which must be
+    in the header if ``require``.
     """
     with io.BufferedReader(_open_input(path), _CHUNK) as handle:
-        yield from _parse(str(path), handle, keep)
+        yield from _parse(str(path), handle, keep, require)
 
 
 class _Spool:
@@ -449,8 +463,11 @@ class _SpoolReader(io.RawIOBase):
         return n
 
 
-def read_mappings(rows: Iterable[Mapping[str, str | None]]) -> Iterator[tuple[int, dict[str, str]]]:
+def read_mappings(
+    rows: Iterable[Mapping[str, str | None]], keep: Iterable[str] = ()
+) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield rows given as mappings (library use); row *i* is numbered line *i + 2*."""
+    kept = {name.strip().lower(): name.strip() for name in keep}
     for index, mapping in enumerate(rows):
         out: dict[str, str] = {}
         for key, value in mapping.items():
@@ -458,7 +475,7 @@ def read_mappings(rows: Iterable[Mapping[str, str | None]]) -> Iterator[tuple[in
                 raise InputError(
                     "<rows>", index + 2, "the row has more cells than the header has columns"
                 )
-            name = _ALIASES.get(key.strip().lower())
+            name = _ALIASES.get(key.strip().lower()) or kept.get(key.strip().lower())
             if name is None:
                 accepted = ", ".join(COLUMNS)
                 raise InputError(
@@ -611,18 +628,23 @@ def _check(
 
 
 def validate(
-    line: int, cells: Mapping[str, str], default_region: str | None
+    line: int, cells: Mapping[str, str], default_region: str | None, keep: tuple[str, ...] = ()
 ) -> Row | Rejected | None:
-    """Validate one row. Returns None when the row needs a region and none is configured."""
+    """Validate one row. Returns None when the row needs a region and none is configured.
+
+    ``keep`` names the columns whose cells the result carries along (``kept``)."""
     checked = _check(line, cells, default_region)
-    if checked is None or isinstance(checked, Rejected):
-        return checked
+    kept = tuple(cells.get(name, "") for name in keep) if keep else ()
+    if checked is None:
+        return None
+    if isinstance(checked, Rejected):
+        return replace(checked, kept=kept) if kept else checked
     app_id, region, values, _, hexdigest = checked
     identity_pool, cognito_region, user_pool, client_id = values
     settings = LoginSettings(
         identity_pool or None, cognito_region or None, user_pool or None, client_id or None
     )
-    return Row(line, app_id, region, settings, hexdigest)
+    return Row(line, app_id, region, settings, hexdigest, kept)
 
 
 # -- duplicates and the two passes -----------------------------------------------------
@@ -707,10 +729,14 @@ class _DuplicateIndex:
             same_as_first = int(row.digest, 16) == self._digests[i]
             other = conflict if same_as_first else first_line
             reason = f"conflicts with line {other} (same region and app_id, other settings)"
-            return Rejected(row.line, row.app_id, row.region, "invalid", reason, row.digest)
+            return Rejected(
+                row.line, row.app_id, row.region, "invalid", reason, row.digest, row.kept
+            )
         if row.line != first_line:
             reason = f"duplicate of line {first_line}"
-            return Rejected(row.line, row.app_id, row.region, "skipped", reason, row.digest)
+            return Rejected(
+                row.line, row.app_id, row.region, "skipped", reason, row.digest, row.kept
+            )
         return row
 
     def __len__(self) -> int:
@@ -781,7 +807,7 @@ class RowPlan:
             self._resolve_region = None
         self.shard = shard
         self._interrupted = interrupted
-        self._keep = tuple(keep)
+        self._keep = tuple(name.strip() for name in keep)
         self._spool: _Spool | None = None
         self._identity: tuple[int, int, int, int] | None = None
         self._index = _DuplicateIndex()
@@ -811,6 +837,11 @@ class RowPlan:
         if self.path is None:
             return "<rows>"
         return "<stdin>" if str(self.path) == STDIN else str(self.path)
+
+    @property
+    def kept_columns(self) -> tuple[str, ...]:
+        """The extra columns each row carries into the report, in ``keep`` order."""
+        return self._keep
 
     @property
     def stem(self) -> str:
@@ -869,7 +900,7 @@ class RowPlan:
         if self.path is None:
             assert self._rows is not None
             self._index = _DuplicateIndex(len(self._rows))
-            self._scan(read_mappings(self._rows))
+            self._scan(read_mappings(self._rows, self._keep))
             return
         name = self.source_name
         with _open_input(self.path) as raw:
@@ -914,7 +945,7 @@ class RowPlan:
     def _read(self) -> Iterator[tuple[int, dict[str, str]]]:
         if self._spool is None:
             assert self._rows is not None
-            yield from read_mappings(self._rows)
+            yield from read_mappings(self._rows, self._keep)
             return
         with self._spool.reader() as handle:
             yield from _parse(self.source_name, handle, self._keep)
@@ -922,9 +953,9 @@ class RowPlan:
     def __iter__(self) -> Iterator[Row | Rejected]:
         """Second pass: each row of this plan (its shard's), validated again, with
         duplicates and conflicts resolved."""
-        classify, shard = self._index.classify, self.shard
+        classify, shard, keep = self._index.classify, self.shard, self._keep
         for line, cells in self._read():
-            result = validate(line, cells, self._default_region)
+            result = validate(line, cells, self._default_region, keep)
             assert result is not None, "pass 1 found the region of every row"
             if shard is not None and not shard.owns(result.region, result.app_id):
                 continue

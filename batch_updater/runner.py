@@ -73,6 +73,7 @@ def _rejected(item: Rejected) -> RowResult:
         status,
         error_message=item.reason,
         settings_digest=item.digest,
+        kept=item.kept,
     )
 
 
@@ -85,6 +86,7 @@ def _unsent(row: Row, status: Status, message: str, attempts: int = 0) -> RowRes
         attempts=attempts,
         error_message=message,
         settings_digest=row.digest,
+        kept=row.kept,
     )
 
 
@@ -390,6 +392,7 @@ class _Sender:
                 started_at=state.started_at,
                 finished_at=_now(),
                 duration_ms=round((time.perf_counter() - t0) * 1000),
+                kept=row.kept,
                 **fields,
             )
 
@@ -548,7 +551,9 @@ async def _run_plan(
     }
     if plan.path is not None and _same_file(plan.path, report_path):
         raise SetupError(f"--report {report_path} is the input file: choose another path")
-    writer = ReportWriter(report_path, overwrite=config.overwrite, run_id=run_id)
+    writer = ReportWriter(
+        report_path, overwrite=config.overwrite, run_id=run_id, kept_columns=plan.kept_columns
+    )
     log.info(
         "run_start",
         rows=plan.total,

@@ -8,16 +8,20 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from batch_updater import RunConfig, Shard, run_batch_sync
+from batch_updater import RunConfig, Shard, run_batch, run_batch_sync
 from batch_updater.cli import main
+from batch_updater.emulator import EmulatorServer
 from batch_updater.errors import InputError, SetupError
+from batch_updater.merge import merge_reports
 from batch_updater.rows import Rejected, Row, RowPlan, read_csv
 
-from .conftest import read_report
+from .conftest import fast, read_report
 
 HEADER = "app_id,region,user_pool_id"
 UP = "us-east-1_AbC123xyz"
@@ -268,3 +272,106 @@ def test_read_csv_still_reads_a_file_by_path(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text(csv_text(2))
     assert [line for line, _ in read_csv(path)] == [2, 3]
+
+
+# -- kept columns ------------------------------------------------------------------------
+
+KEPT_INPUT = (
+    "app_id,region,user_pool_id,notes,Owner\n"
+    f"d1abc,us-east-1,{UP},first app,=alice\n"
+    f"d1abc,us-east-1,{UP},again,bob\n"  # a duplicate: skipped
+    "d3abc,us-east-1,bad,broken,carol\n"  # invalid
+    f"d4abc,us-east-1,{UP}\n"  # too few cells: invalid, keeps what it has
+)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+async def test_kept_columns_ride_along_into_the_report_after_its_own_columns(
+    tmp_path: Path, server: EmulatorServer, session: Any, suffix: str
+) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(KEPT_INPUT)
+    report = tmp_path / f"r{suffix}"
+    config = fast(
+        tmp_path,
+        f"r{suffix}",
+        endpoint_url=server.url,
+        skip_invalid=True,
+        keep_columns=("notes", "owner"),
+    )
+    await run_batch(path, config, session=session)
+    records = sorted(read_report(report), key=lambda r: int(r["line"]))
+    assert list(records[0])[-3:] == ["run_id", "notes", "owner"]
+    got = [(r["status"], r["notes"], r["owner"]) for r in records]
+    formula = "'=alice" if suffix == ".csv" else "=alice"  # CSV cells are defused
+    assert got == [
+        ("succeeded", "first app", formula),
+        ("skipped", "again", "bob"),
+        ("invalid", "broken", "carol"),
+        ("invalid", "", ""),
+    ]
+
+
+def test_an_extra_column_not_kept_still_stops_the_run_and_says_how_to_keep_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(KEPT_INPUT)
+    with pytest.raises(InputError) as info:
+        RowPlan(path, None, keep=("notes",))
+    assert str(info.value).startswith(f"{path}, line 1: unknown column 'Owner' at position 5;")
+    assert str(info.value).endswith("to carry it into the report, pass --keep-column Owner")
+
+
+def test_a_kept_column_the_header_lacks_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(csv_text(1))
+    with pytest.raises(InputError, match=r"line 1: the header has no column 'notes' to keep"):
+        RowPlan(path, None, keep=("notes",))
+
+
+@pytest.mark.parametrize("name", ["run_id", "Status", "app_id", "AwsUserPoolsId", " "])
+def test_a_kept_column_needs_a_name_of_its_own(name: str) -> None:
+    with pytest.raises(SetupError, match="--keep-column"):
+        RunConfig(keep_columns=(name,))
+    with pytest.raises(SetupError, match="given twice"):
+        RunConfig(keep_columns=("notes", "Notes"))
+
+
+def test_keep_column_flag_and_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(KEPT_INPUT)
+    report = tmp_path / "r.csv"
+    run = ["run", "--dry-run", str(path), "--report", str(report), "--overwrite"]
+    monkeypatch.setenv("BATCH_UPDATER_KEEP_COLUMN", "notes, owner")
+    assert main(run) == 1  # the invalid rows
+    assert [r["owner"] for r in read_report(report)] == ["'=alice", "bob", "carol", ""]
+    monkeypatch.setenv("BATCH_UPDATER_KEEP_COLUMN", "notes")
+    assert main([*run, "--keep-column", "owner", "--keep-column", "notes"]) == 1
+    assert list(read_report(report)[0])[-2:] == ["owner", "notes"]  # the flags' order
+    monkeypatch.delenv("BATCH_UPDATER_KEEP_COLUMN")
+    assert main(run) == 2  # not kept: unknown columns stop the run
+
+
+async def test_resume_and_merge_read_reports_with_kept_columns(
+    tmp_path: Path, server: EmulatorServer, session: Any
+) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(KEPT_INPUT)
+    keep = ("notes", "owner")
+    first = fast(tmp_path, "first.csv", endpoint_url=server.url, skip_invalid=True)
+    await run_batch(path, replace(first, keep_columns=keep), session=session)
+    again = replace(
+        first,
+        report_path=tmp_path / "again.csv",
+        keep_columns=keep,
+        resume=(tmp_path / "first.csv",),
+    )
+    summary = await run_batch(path, again, session=session)
+    assert summary.requests == 0  # the first report's success was read back
+    statuses = {r["line"]: r["status"] for r in read_report(tmp_path / "again.csv")}
+    assert statuses["2"] == "skipped"
+    merged = merge_reports([tmp_path / "again.csv"], tmp_path / "merged.csv", input_path=path)
+    assert merged.exit_code == 1  # the invalid rows
+    records = read_report(tmp_path / "merged.csv")
+    assert [r["notes"] for r in records] == ["first app", "again", "broken", ""]
