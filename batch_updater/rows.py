@@ -433,6 +433,8 @@ class _Spool:
 class _Tee(io.RawIOBase):
     """Reads the input and copies every byte read into the spool."""
 
+    __slots__ = ("_source", "_spool")
+
     def __init__(self, source: io.FileIO, spool: _Spool) -> None:
         self._source, self._spool = source, spool
 
@@ -448,6 +450,8 @@ class _Tee(io.RawIOBase):
 
 class _SpoolReader(io.RawIOBase):
     """Reads the spool's first ``size`` bytes at its own offset (``os.pread``)."""
+
+    __slots__ = ("_fd", "_pos", "_size")
 
     def __init__(self, fd: int, size: int) -> None:
         self._fd, self._size, self._pos = fd, size, 0
