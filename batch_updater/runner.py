@@ -31,8 +31,8 @@ __all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
 Source = str | Path | Iterable[Mapping[str, str | None]]
 MAYBE_APPLIED = (
-    "[an attempt's outcome is unknown (no answer, or a gateway timeout): the update may "
-    "have been applied; re-running the row is safe]"
+    "[an attempt's outcome is unknown (no answer, an unreadable answer, or a gateway "
+    "timeout): the update may have been applied; re-running the row is safe]"
 )
 ResultHook = Callable[[RowResult], None]
 Sleep = Callable[[float], Awaitable[None]]
