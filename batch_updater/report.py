@@ -106,16 +106,27 @@ class ReportWriter:
 
     Each record is flushed to the operating system as soon as it is written, so a crash
     of this process loses at most the rows still in flight.
+
+    ``replacing=True`` (a run resuming from the report it writes): records go to
+    ``<path>.resuming`` until :meth:`commit` (or :meth:`close`) puts that file in the old
+    report's place, atomically; until then the old report stays whole.
     """
 
-    __slots__ = ("_csv", "_file", "_jsonl", "path", "run_id", "written")
+    __slots__ = ("_csv", "_file", "_jsonl", "_staged", "discarded", "path", "run_id", "written")
 
-    def __init__(self, path: Path, *, overwrite: bool = False, run_id: str = "") -> None:
+    def __init__(
+        self, path: Path, *, overwrite: bool = False, run_id: str = "", replacing: bool = False
+    ) -> None:
         self.path = path
         self._jsonl = path.suffix.lower() == ".jsonl"
+        self._staged = path.with_name(path.name + ".resuming") if replacing else None
+        self.discarded = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = path.open("w" if overwrite else "x", encoding="utf-8", newline="")
+            target, mode = (
+                (self._staged, "w") if self._staged else (path, "w" if overwrite else "x")
+            )
+            self._file: IO[str] = target.open(mode, encoding="utf-8", newline="")
         except FileExistsError:
             raise SetupError(
                 f"the report {path} already exists: choose another --report, "
@@ -174,13 +185,36 @@ class ReportWriter:
             self._file.flush()
         self.written += 1
 
+    def commit(self) -> None:
+        """With ``replacing``: sync the records so far and put them in the old report's
+        place (its stale summary is removed first). Writing goes on into the same file."""
+        if self._staged is None:
+            return
+        self._sync()
+        summary_path(self.path).unlink(missing_ok=True)
+        self._staged.replace(self.path)
+        self._staged = None
+
     def close(self) -> None:
-        """Flush to disk and close."""
+        """Flush to disk and close (and :meth:`commit`)."""
         if self._file.closed:
             return
+        if self._staged is not None:
+            self.commit()
+        else:
+            self._sync()
+        self._file.close()
+
+    def _sync(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._file.close()
+
+    def discard(self) -> None:
+        """Close and remove what was written: the run never started."""
+        self.discarded = True
+        if not self._file.closed:
+            self._file.close()
+        Path(self._file.name).unlink(missing_ok=True)
 
     def __enter__(self) -> ReportWriter:
         return self
