@@ -4,7 +4,7 @@ Clients talk to it over HTTP with botocore's own serialization, SigV4 signing an
 parsing; only the server side is emulated. Paths, member names and error codes come from
 botocore's service model.
 
-One request is handled in this order. Steps 2-7 run without awaiting, so concurrent requests
+One request is handled in this order. Steps 2-8 run without awaiting, so concurrent requests
 are decided (and applied) in arrival order:
 
 1. the whole body is read, on every path (see :meth:`Emulator.handle`);
@@ -67,8 +67,8 @@ __all__ = [
     "main_emulate",
 ]
 
-#: Scripted outcomes besides ``"error:<text>"`` (200 with the top-level ``error`` field set,
-#: settings not applied):
+#: Outcomes a :class:`FaultPlan` may give (scripted, or drawn at random), besides
+#: ``"error:<text>"`` (200 with the top-level ``error`` field set, settings not applied):
 #:
 #: - ``"ok"``: the normal answer, without the random faults;
 #: - ``"400"``, ``"404"``, ``"429"``, ``"504"``: the service's modeled errors;
@@ -80,7 +80,7 @@ __all__ = [
 OUTCOMES: Final = frozenset(
     {"ok", "400", "404", "429", "504", "drop", "slow", "500html", "503html", "malformed"}
 )
-#: Outcomes that go on to validate and apply the settings.
+#: Outcomes that go on to steps 7-8 (the held refusal, or applying the settings).
 _APPLYING: Final = frozenset({"ok", "slow"})
 _HTML_STATUS: Final = {"500html": 500, "503html": 503}
 _ERROR_OUTCOME: Final = "error:"
