@@ -634,9 +634,7 @@ class _DuplicateIndex:
         all conflicting keys or only those in ``among``."""
         repeats, slot = self._repeats, self._slot
         return sum(
-            repeats[slot(key)] + 1
-            for key in self._conflicts
-            if among is None or key in among
+            repeats[slot(key)] + 1 for key in self._conflicts if among is None or key in among
         )
 
     def classify(self, row: Row) -> Row | Rejected:
