@@ -399,8 +399,8 @@ def _print_invalid(summary: RunSummary) -> None:
         return
     shown = summary.first_invalid
     noun = "row" if invalid == 1 else "rows"
-    head = f"first {len(shown)}:" if len(shown) < invalid else "lines:"
-    lines = [f"  {invalid} invalid {noun}; {head}"]
+    head = f"; first {len(shown)}:" if len(shown) < invalid else ":"
+    lines = [f"  {invalid} invalid {noun}{head}"]
     lines += [f"    line {r.line}: {r.error_message}" for r in shown]
     if not summary.settings.get("skip_invalid"):
         lines.append("  fix them, or pass --skip-invalid to send the valid rows")

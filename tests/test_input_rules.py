@@ -236,14 +236,14 @@ async def test_the_library_gets_the_first_invalid_rows_in_the_summary(
     }
 
 
-def test_one_invalid_row_is_listed_without_a_first_n_heading(
+def test_every_invalid_row_is_listed_when_there_are_few(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_csv(tmp_path / "in.csv", "app_id,region,user_pool_id", f"BAD,us-east-1,{UP}")
     argv = ["run", "--dry-run", "--skip-invalid", str(path), "--log-level", "error"]
     assert main([*argv, "--report", str(tmp_path / "r.csv")]) == 1
     err = capsys.readouterr().err
-    assert "  1 invalid row; lines:\n    line 2: app_id: 'BAD' is not an Amplify app id" in err
+    assert "  1 invalid row:\n    line 2: app_id: 'BAD' is not an Amplify app id" in err
     assert "--skip-invalid to send" not in err  # it was passed
 
 
