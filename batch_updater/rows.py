@@ -62,15 +62,17 @@ _WEB_CLIENT_ID = re.compile(r"[\w+]+", re.ASCII)
 # -- regions ----------------------------------------------------------------------------
 
 _UNKNOWN_REGION_HINT: Final = "pass --allow-unknown-region for a region newer than the SDK"
+_SHAPE_ONLY_HINT: Final = "pass --allow-unknown-region to check only the shape of region names"
 
 
 @cache
 def _botocore_regions() -> tuple[frozenset[str], str]:
     """(every region of every partition botocore ships, botocore's version), read once.
 
-    Read from botocore's data files without importing botocore (a dry run never does):
-    ``partitions.json`` (small, botocore 1.28 and later), else the partitions of
-    ``endpoints.json``. Pseudo-regions like ``aws-global`` are left out.
+    Read as plain JSON from botocore's data directory, without botocore's loaders or a
+    session (a few milliseconds): ``partitions.json`` (small, botocore 1.28 and later),
+    else the partitions of ``endpoints.json``. Pseudo-regions like ``aws-global`` are left
+    out. Raises :class:`SetupError` when neither can be read.
     """
     spec = importlib.util.find_spec("botocore")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -83,8 +85,7 @@ def _botocore_regions() -> tuple[frozenset[str], str]:
                 continue
             except (OSError, ValueError) as exc:
                 raise SetupError(
-                    f"cannot read botocore's region list {path}: {exc}; "
-                    "pass --allow-unknown-region to check only the shape of region names"
+                    f"cannot read botocore's region list {path}: {exc}; {_SHAPE_ONLY_HINT}"
                 ) from None
             regions: set[str] = set()
             for partition in data.get("partitions", []):
@@ -94,8 +95,7 @@ def _botocore_regions() -> tuple[frozenset[str], str]:
                 regions.update(r for r in partition.get("regions", {}) if shape.fullmatch(r))
             return frozenset(regions), importlib.metadata.version("botocore")
     raise SetupError(
-        "cannot find botocore's region list (is botocore installed?); "
-        "pass --allow-unknown-region to check only the shape of region names"
+        f"cannot find botocore's region list (is botocore installed?); {_SHAPE_ONLY_HINT}"
     )
 
 
@@ -105,12 +105,19 @@ class RegionRule:
 
     ``ok`` is the cheap test of the hot path (set membership, or the shape pattern);
     :meth:`problem` words the refusal. Both follow from ``known`` and ``allow_unknown``.
+    With ``allow_unknown`` an unreadable botocore region list is no error: the shape
+    check alone applies.
     """
 
     __slots__ = ("allow_unknown", "known", "ok", "version")
 
     def __init__(self, allow_unknown: bool = False) -> None:
-        self.known, self.version = _botocore_regions()
+        try:
+            self.known, self.version = _botocore_regions()
+        except SetupError:
+            if not allow_unknown:
+                raise
+            self.known, self.version = frozenset(), "(unreadable)"
         self.allow_unknown = allow_unknown
         contains = self.known.__contains__
         self.ok: Callable[[str], bool] = (

@@ -3,7 +3,9 @@ the first invalid rows named, report names with a known format, one region rule.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.metadata
+import importlib.util
 import json
 import re
 import subprocess
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from batch_updater import RunConfig, SetupError, Status, run_batch
+from batch_updater import RunConfig, SetupError, Status, rows, run_batch
 from batch_updater.cli import main
 from batch_updater.emulator import EmulatorServer
 from batch_updater.rows import Rejected, Row, RowPlan, _DuplicateIndex, region_rule, validate
@@ -120,6 +122,53 @@ def test_reading_the_region_list_imports_nothing_of_the_sdk() -> None:
     count, imported = out.stdout.split(maxsplit=1)
     assert int(count) > 30
     assert imported.strip() == "[]"
+
+
+def fake_botocore(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Make ``find_spec("botocore")`` point at ``root`` (a package directory)."""
+    spec = importlib.machinery.ModuleSpec("botocore", None, is_package=True)
+    spec.submodule_search_locations = [str(root)]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: spec if name == "botocore" else real(name)
+    )
+
+
+def test_an_old_botocore_without_partitions_json_is_read_from_endpoints_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").mkdir()
+    endpoints = {
+        "partitions": [
+            {
+                "partition": "aws",
+                "regionRegex": "^(us|eu)\\-\\w+\\-\\d+$",
+                "regions": {"us-east-1": {}, "eu-west-1": {}, "aws-global": {}},
+            }
+        ]
+    }
+    (tmp_path / "data" / "endpoints.json").write_text(json.dumps(endpoints))
+    fake_botocore(monkeypatch, tmp_path)
+    known, version = rows._botocore_regions.__wrapped__()
+    assert known == {"us-east-1", "eu-west-1"}
+    assert version == BOTOCORE
+
+
+def test_an_unreadable_region_list_is_a_setup_error_unless_unknown_regions_are_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "partitions.json").write_text("{not json")
+    fake_botocore(monkeypatch, tmp_path)
+    with pytest.raises(SetupError, match=r"cannot read botocore.s region list .*partitions"):
+        rows._botocore_regions.__wrapped__()
+
+    monkeypatch.setattr(rows, "_botocore_regions", rows._botocore_regions.__wrapped__)
+    with pytest.raises(SetupError, match="pass --allow-unknown-region to check only the shape"):
+        rows.RegionRule()
+    lenient = rows.RegionRule(allow_unknown=True)
+    assert lenient.ok("us-east-9")
+    assert lenient.problem("useast1") is not None
 
 
 def test_unknown_region_on_the_command_line_and_the_library_is_a_setup_error() -> None:
