@@ -125,6 +125,12 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "settings; repeatable",
     )
     run.add_argument("--region", metavar="R", help="region for rows without a region column")
+    run.add_argument(
+        "--allow-unknown-region",
+        action="store_true",
+        help="accept any name shaped like a region (us-east-1), not only the regions the "
+        "installed botocore knows: for a region newer than the SDK",
+    )
     run.add_argument("--profile", metavar="P", help="AWS profile (standard credential chain)")
     run.add_argument("--endpoint-url", metavar="URL", help="send the calls to this endpoint")
     run.add_argument(
@@ -397,12 +403,26 @@ def _print_summary(summary: RunSummary) -> None:
         f"  summary: {summary.report_path}.summary.json",
         file=sys.stderr,
     )
-    if summary.counts[Status.INVALID] and not summary.counts[Status.SUCCEEDED]:
-        print("  invalid rows: see error_message in the report", file=sys.stderr)
+    _print_invalid(summary)
     if summary.stop_reason is not None:
         print(f"  stopped early: {summary.stop_reason.message}", file=sys.stderr)
     if summary.resume_command:
         print(f"  to finish the job: {summary.resume_command}", file=sys.stderr)
+
+
+def _print_invalid(summary: RunSummary) -> None:
+    """The count of invalid rows and the first few (line and reason), if there are any."""
+    invalid = summary.counts[Status.INVALID]
+    if not invalid:
+        return
+    shown = summary.first_invalid
+    noun = "row" if invalid == 1 else "rows"
+    head = f"; first {len(shown)}:" if len(shown) < invalid else ":"
+    lines = [f"  {invalid} invalid {noun}{head}"]
+    lines += [f"    line {r.line}: {r.error_message}" for r in shown]
+    if not summary.settings.get("skip_invalid"):
+        lines.append("  fix them, or pass --skip-invalid to send the valid rows")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -425,6 +445,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         failure_window=args.failure_window,
         max_failures=args.max_failures,
         region=args.region,
+        allow_unknown_region=args.allow_unknown_region,
         profile=args.profile,
         endpoint_url=args.endpoint_url,
         local=args.local,

@@ -134,7 +134,12 @@ def map_botocore_errors() -> Iterator[None]:
 def make_session(
     profile: str | None = None, region: str | None = None, *, local: bool = False
 ) -> Any:
-    """An aioboto3 Session from the standard credential chain, or dummy credentials."""
+    """An aioboto3 Session from the standard credential chain, or dummy credentials.
+
+    The region is found the same way in both cases (``region``, else the environment or
+    the profile): ``local`` does not make up one, so a row without a region is the same
+    setup error with the emulator as without it.
+    """
     # Imported here: aioboto3 and aiohttp cost ~25 MB and 0.2 s, which a dry run skips.
     import aioboto3  # noqa: PLC0415
 
@@ -143,7 +148,7 @@ def make_session(
             return aioboto3.Session(
                 aws_access_key_id="local",
                 aws_secret_access_key="local-secret",
-                region_name=region or "us-east-1",
+                region_name=region,
             )
         return aioboto3.Session(profile_name=profile, region_name=region)
     except ProfileNotFound as exc:

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +14,7 @@ from .errors import SetupError
 from .rows import check_region
 from .shard import Shard
 
-__all__ = ["RunConfig", "check_endpoint"]
+__all__ = ["REPORT_SUFFIXES", "RunConfig", "check_endpoint", "check_report_path"]
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
@@ -26,6 +26,7 @@ class RunConfig:
     report_path: Path | None = None
     overwrite: bool = False
     region: str | None = None
+    allow_unknown_region: bool = False
     profile: str | None = None
     endpoint_url: str | None = None
     allow_insecure_endpoint: bool = False
@@ -76,8 +77,12 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise SetupError(message)
-        if self.region is not None and (why := check_region(self.region)) is not None:
+        if self.region is not None and (
+            why := check_region(self.region, allow_unknown=self.allow_unknown_region)
+        ):
             raise SetupError(f"--region: {why}")
+        if self.report_path is not None:
+            check_report_path(self.report_path)
         if self.run_id is not None and not _RUN_ID.fullmatch(self.run_id):
             raise SetupError(
                 f"run id {self.run_id[:80]!r}: use 1 to 64 letters, digits, '_', '.', ':' or "
@@ -103,6 +108,20 @@ class RunConfig:
         del out["collect_results"], out["run_id"]  # the run id is reported on its own
         out["effective_rate"] = self.effective_rate
         return out
+
+
+REPORT_SUFFIXES = (".csv", ".jsonl")  # the report's format follows its file name
+
+
+def check_report_path(path: str | PurePath) -> None:
+    """Refuse a report name whose format is not known: ``.csv`` or ``.jsonl``, any case."""
+    suffix = PurePath(path).suffix
+    if suffix.lower() not in REPORT_SUFFIXES:
+        given = f"ends in {suffix!r}" if suffix else "has no extension"
+        raise SetupError(
+            f"--report {str(path)[:200]}: the name {given}; a report is written as CSV "
+            "(name it .csv) or JSON lines (name it .jsonl)"
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -19,7 +19,9 @@ class RateSource(Protocol):
     def rate(self) -> float: ...
 
 
-__all__ = ["RowResult", "RunSummary", "Status"]
+__all__ = ["FIRST_INVALID_KEPT", "RowResult", "RunSummary", "Status"]
+
+FIRST_INVALID_KEPT = 5  # invalid rows a summary lists (the report has them all)
 
 
 class Status(StrEnum):
@@ -69,6 +71,12 @@ class RunSummary:
     stop_reason: StopReason | None = None
     rates: Mapping[str, RateSource] = field(default_factory=dict)
     resume_command: str | None = None
+    first_invalid: list[RowResult] = field(default_factory=list)  # in input order, see note_invalid
+
+    def note_invalid(self, result: RowResult) -> None:
+        """Keep ``result`` if it is among the first :data:`FIRST_INVALID_KEPT` invalid rows."""
+        if len(self.first_invalid) < FIRST_INVALID_KEPT:
+            self.first_invalid.append(result)
 
     @property
     def rows(self) -> int:
@@ -114,5 +122,8 @@ class RunSummary:
                 else None
             ),
             "resume_command": self.resume_command,
+            "first_invalid": [
+                {"line": r.line, "error_message": r.error_message} for r in self.first_invalid
+            ],
             "settings": self.settings,
         }

@@ -137,6 +137,8 @@ class _Job:
     def emit(self, result: RowResult) -> None:
         self._writer.write(result)
         self._summary.counts[result.status] += 1
+        if result.status is Status.INVALID:
+            self._summary.note_invalid(result)
         self.progress.record(result.status)
         if self._summary.results is not None:
             self._summary.results.append(result)
@@ -560,6 +562,7 @@ async def run_batch(
         rows=plan.total,
         input_rows=plan.input_rows,
         invalid=plan.invalid,
+        input_invalid=plan.input_invalid,
         **summary.settings,
     )
     job = _Job(
@@ -636,6 +639,7 @@ def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl)
             config.region or sdk.region,
             shard=config.shard,
             interrupted=lambda: control.requested,
+            allow_unknown_region=config.allow_unknown_region,
         )
     except ValidationInterrupted as exc:
         reason = control.requested_reason or control.reason

@@ -210,7 +210,12 @@ def test_each_shard_validates_the_whole_file(tmp_path: Path) -> None:
     plans = [RowPlan(INVALID_EXAMPLE, None, shard=Shard(k, 3)) for k in range(3)]
     assert all(not p.ok for p in plans)  # a bad row anywhere stops every shard
     assert sum(p.total for p in plans) == plans[0].input_rows == 24
-    assert {p.invalid for p in plans} == {17 - 2}  # conflicts are counted apart
+    # Every shard counts the whole input's invalid rows (conflicting duplicates included)
+    # and its own, which are the invalid records its second pass yields.
+    assert {p.input_invalid for p in plans} == {17}
+    for p in plans:
+        assert p.invalid == sum(getattr(item, "status", "") == "invalid" for item in p)
+    assert sum(p.invalid for p in plans) == 17
 
 
 @pytest.mark.parametrize(
