@@ -127,10 +127,12 @@ def _route_botocore_debug(stream: TextIO) -> None:
 
 def configure_logging(
     log_format: str = "auto", level: str = "info", stream: TextIO | None = None
-) -> None:
+) -> bool:
     """Configure structlog for the CLI: JSON lines, or console lines on a terminal.
 
-    The library itself never calls this; applications configure logging as they like.
+    Returns True when the lines are JSON (then nothing else should be written to
+    ``stream``). The library itself never calls this; applications configure logging as
+    they like.
     """
     stream = stream or sys.stderr
     if log_format not in ("auto", "json", "console"):
@@ -166,6 +168,7 @@ def configure_logging(
         # The SDK's own debug logs help when a call misbehaves; they go through a filter
         # that removes signatures, tokens and key material first.
         _route_botocore_debug(stream)
+    return as_json
 
 
 def default_logger() -> Any:
