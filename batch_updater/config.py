@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
-from dataclasses import asdict, dataclass
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,6 +57,11 @@ class RunConfig:
     collect_results: bool = True
 
     def __post_init__(self) -> None:
+        for name, hint in _field_types().items():  # types first: the checks below compare
+            value = getattr(self, name)
+            converted = _convert(name, value, hint)
+            if converted is not value:
+                object.__setattr__(self, name, converted)
         checks = [
             (self.rate >= 0, f"rate must be 0 (unlimited) or more, got {self.rate}"),
             (self.burst >= 1, f"burst must be at least 1, got {self.burst}"),
@@ -103,6 +112,61 @@ class RunConfig:
         del out["collect_results"], out["run_id"]  # the run id is reported on its own
         out["effective_rate"] = self.effective_rate
         return out
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(RunConfig)
+    return {f.name: hints[f.name] for f in fields(RunConfig)}
+
+
+def _expected(hint: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if hint is Path:
+        return "a path (str or os.PathLike)"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _convert(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as a field of type ``hint`` wants it, or a SetupError naming the field.
+
+    Paths accept ``str`` and ``os.PathLike``; floats accept ints; a tuple field accepts any
+    iterable (not a single string); ``bool`` is not taken for a number.
+    """
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        if value is None and type(None) in args:
+            return None
+        (inner,) = (a for a in args if a is not type(None))
+        return _convert(name, value, inner)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if isinstance(value, str | bytes | os.PathLike) or not isinstance(value, Iterable):
+            raise SetupError(
+                f"RunConfig.{name}: expected a list or tuple, each item {_expected(args[0])}; "
+                f"got {type(value).__name__} {value!r:.60}"
+            )
+        return tuple(_convert(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value))
+    ok = (
+        isinstance(value, str | os.PathLike)
+        if hint is Path
+        else isinstance(value, int | float) and not isinstance(value, bool)
+        if hint is float
+        else isinstance(value, int) and not isinstance(value, bool)
+        if hint is int
+        else not isinstance(hint, type) or isinstance(value, hint)
+    )
+    if not ok:
+        raise SetupError(
+            f"RunConfig.{name}: expected {_expected(hint)}, got {type(value).__name__} "
+            f"{value!r:.60}"
+        )
+    if hint is Path and not isinstance(value, Path):
+        return Path(value)
+    if hint is float and not isinstance(value, float):
+        return float(value)
+    return value
 
 
 def _is_loopback(host: str) -> bool:
