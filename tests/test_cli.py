@@ -43,7 +43,7 @@ def test_local_run_of_the_example_succeeds(
     assert names[0] == "run_start"
     assert names[-1] == "run_end"
     assert events[0]["rate"] == 0.0
-    assert events[-1]["counts"] == {  # type: ignore[comparison-overlap]
+    assert events[-1]["counts"] == {
         "succeeded": 50,
         "failed": 0,
         "invalid": 0,
