@@ -124,23 +124,45 @@ class ReportWriter:
     Each record is flushed to the operating system as soon as it is written, so a crash
     of this process loses at most the rows still in flight.
 
+    ``replacing=True`` (a run resuming from the report it writes): records go to
+    ``<path>.resuming`` until :meth:`commit` (or :meth:`close`) puts that file in the old
+    report's place, atomically; until then the old report stays whole.
+
     A write that fails once opened (disk full, I/O error) does not raise: ``error`` gets
     the one-line message, the file is closed, later records are dropped, and ``saved``
     tells how many records reached the file before the failure.
     """
 
-    __slots__ = ("_csv", "_file", "_jsonl", "error", "path", "run_id", "saved", "written")
+    __slots__ = (
+        "_csv",
+        "_file",
+        "_jsonl",
+        "_staged",
+        "discarded",
+        "error",
+        "path",
+        "run_id",
+        "saved",
+        "written",
+    )
 
-    def __init__(self, path: Path, *, overwrite: bool = False, run_id: str = "") -> None:
+    def __init__(
+        self, path: Path, *, overwrite: bool = False, run_id: str = "", replacing: bool = False
+    ) -> None:
         self.path = path
         self._jsonl = path.suffix.lower() == ".jsonl"
+        self._staged = path.with_name(path.name + ".resuming") if replacing else None
+        self.discarded = False
         self.written = 0  # records handed to the file
         self.saved = 0  # records known to have reached the file (at the last good flush)
         self.error: str | None = None
         self.run_id = run_id
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = _open_report(path, "w" if overwrite else "x")
+            target, mode = (
+                (self._staged, "w") if self._staged else (path, "w" if overwrite else "x")
+            )
+            self._file: IO[str] = _open_report(target, mode)
         except FileExistsError:
             raise SetupError(
                 f"the report {path} already exists: choose another --report, "
@@ -214,18 +236,48 @@ class ReportWriter:
         with contextlib.suppress(OSError):  # closing flushes again, and fails again
             self._file.close()
 
+    def commit(self) -> None:
+        """With ``replacing``: sync the records so far and put them in the old report's
+        place (its stale summary is removed first). Writing goes on into the same file.
+        A failure sets ``error`` (the old report stays whole)."""
+        if self._staged is None or self.error is not None:
+            return
+        try:
+            self._sync()
+            summary_path(self.path).unlink(missing_ok=True)
+            self._staged.replace(self.path)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._staged = None
+        self.saved = self.written
+
     def close(self) -> None:
-        """Flush to disk and close; a failure sets ``error`` instead of raising."""
+        """Flush to disk and close (and :meth:`commit`); a failure sets ``error`` instead
+        of raising."""
         if self._file.closed:
             return
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._staged is not None:
+                self.commit()
+            else:
+                self._sync()
             self._file.close()
         except OSError as exc:
             self._fail(exc)
-        else:
+        if self.error is None:
             self.saved = self.written
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def discard(self) -> None:
+        """Close and remove what was written: the run never started."""
+        self.discarded = True
+        if not self._file.closed:
+            self._file.close()
+        Path(self._file.name).unlink(missing_ok=True)
 
     def __enter__(self) -> ReportWriter:
         return self

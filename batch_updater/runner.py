@@ -31,8 +31,8 @@ __all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
 Source = str | os.PathLike[str] | Iterable[Mapping[str, str | None]]
 MAYBE_APPLIED = (
-    "[an attempt's outcome is unknown (no answer, or a gateway timeout): the update may "
-    "have been applied; re-running the row is safe]"
+    "[an attempt's outcome is unknown (no answer, an unreadable answer, or a gateway "
+    "timeout): the update may have been applied; re-running the row is safe]"
 )
 ResultHook = Callable[[RowResult], None]
 ResumeCommand = Callable[[Path | None], str]
@@ -93,6 +93,7 @@ class _Job:
     """One run: turns each planned row into exactly one report record."""
 
     __slots__ = (
+        "_carried_through",
         "_control",
         "_failure",
         "_log",
@@ -131,6 +132,8 @@ class _Job:
             config.max_failure_rate, config.failure_window, config.max_failures
         )
         self._failure: BaseException | None = None
+        # Rows up to this line that earlier reports list as succeeded are already written.
+        self._carried_through = 0
 
     def emit(self, result: RowResult) -> None:
         writer = self._writer
@@ -158,13 +161,37 @@ class _Job:
         self._log.error("run_stopping", reason="output_error", message=message)
         self._control.halt(StopReason("output_error", message))
 
-    def triage(self, item: Row | Rejected) -> Row | RowResult:
-        """A row to send, or the final result of a row that is not sent."""
+    def triage(self, item: Row | Rejected) -> Row | RowResult | None:
+        """A row to send, the final result of a row that is not sent, or None for a row
+        whose result :meth:`carry_forward` already wrote."""
         if isinstance(item, Rejected):
             return _rejected(item)
         if (note := self._resume.lookup(item)) is not None:
+            if item.line <= self._carried_through:
+                return None
             return _unsent(item, Status.SKIPPED, note)
         return item
+
+    def carry_forward(self, plan: Iterable[Row | Rejected]) -> None:
+        """Before any request, write the rows that earlier reports list as succeeded.
+
+        So the new report holds every earlier success from the start: after a crash at any
+        point it alone is enough to resume from (it may even replace the report it resumes
+        from). A stop asked for meanwhile ends this early; the rest are written in order.
+        """
+        control, lookup = self._control, self._resume.lookup
+        through = 0
+        for n, item in enumerate(plan):
+            if n % 1024 == 0 and control.requested:
+                break
+            if isinstance(item, Row) and (note := lookup(item)) is not None:
+                self.emit(_unsent(item, Status.SKIPPED, note))
+            through = item.line
+        else:
+            through = _EVERY_LINE
+            # Every earlier success is in the new report: it may take the old one's place.
+            self._writer.commit()
+        self._carried_through = through
 
     def emit_unsent(self, items: Iterable[Row | Rejected], status: Status, message: str) -> None:
         """Final results for rows that are not sent (dry run, invalid input, stop).
@@ -177,9 +204,20 @@ class _Job:
             if n % 1024 == 0 and control.requested and status is Status.DRY_RUN:
                 status, message = Status.NOT_ATTEMPTED, self._not_started()
             triaged = self.triage(item)
-            self.emit(
-                triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
-            )
+            if triaged is not None:
+                self.emit(
+                    triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
+                )
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests sent so far."""
+        return self._stats.requests
+
+    @property
+    def resume(self) -> ResumeIndex:
+        """The earlier reports' successes."""
+        return self._resume
 
     def finish_stats(self) -> None:
         self._summary.requests = self._stats.requests
@@ -305,8 +343,9 @@ class _Job:
         unsent = 0
         for item in rows:
             triaged = self.triage(item)
-            if isinstance(triaged, RowResult):
-                self.emit(triaged)
+            if triaged is None or isinstance(triaged, RowResult):
+                if triaged is not None:
+                    self.emit(triaged)
                 unsent += 1
                 if unsent % 256 == 0:
                     await asyncio.sleep(0)  # long runs of skipped rows: let signals in
@@ -330,6 +369,9 @@ class _Job:
                 self.emit(_unsent(triaged, Status.NOT_ATTEMPTED, message, state.attempts))
                 raise
             self.emit(result)
+
+
+_EVERY_LINE = 1 << 62  # carry_forward went through the whole plan
 
 
 class _Stopped(Exception):
@@ -556,16 +598,8 @@ async def run_batch(
         plan.path.name if plan.path else "rows",
         shard=str(config.shard) if config.shard else None,
     )
-    summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
-    summary.settings = {
-        **config.describe(),
-        "input": plan.source_name,
-        "report_path": str(report_path),
-        "regions": sorted(plan.regions),
-    }
-    if plan.path is not None and _same_file(plan.path, report_path):
-        raise SetupError(f"--report {report_path} is the input file: choose another path")
-    writer = ReportWriter(report_path, overwrite=config.overwrite, run_id=run_id)
+    summary = _new_summary(report_path, plan, config, run_id)
+    writer = _open_report(report_path, plan, config, run_id)
     log.info(
         "run_start",
         rows=plan.total,
@@ -603,13 +637,17 @@ async def run_batch(
         raise
     except SetupError as exc:
         control.halt(StopReason("setup_error", str(exc)))
+        if job.requests_sent == 0:
+            # Nothing was sent: leave no report behind, so the same command can run again.
+            progress.cancel()
+            writer.discard()
         raise
     finally:
-        progress.close()
-        job.finish(time.perf_counter() - t0, resume_command)
-    end = summary.to_json()
-    del end["settings"]  # already in run_start and the summary file
-    log.info("run_end", **end)
+        if not writer.discarded:
+            progress.close()
+            job.finish(time.perf_counter() - t0, resume_command)
+    # The settings are already in run_start and the summary file.
+    log.info("run_end", **{k: v for k, v in summary.to_json().items() if k != "settings"})
     return summary
 
 
@@ -671,6 +709,26 @@ def _check_arguments(
     return _rows_of(source)
 
 
+def _new_summary(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> RunSummary:
+    summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
+    summary.settings = {
+        **config.describe(),
+        "input": plan.source_name,
+        "report_path": str(report_path),
+        "regions": sorted(plan.regions),
+    }
+    return summary
+
+
+def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> ReportWriter:
+    if plan.path is not None and _same_file(plan.path, report_path):
+        raise SetupError(f"--report {report_path} is the input file: choose another path")
+    # Resuming into the report resumed from: the new report replaces it once it holds
+    # every earlier success (see _Job.carry_forward), so a crash never loses one.
+    in_place = any(_same_file(path, report_path) for path in config.resume)
+    return ReportWriter(report_path, overwrite=config.overwrite, run_id=run_id, replacing=in_place)
+
+
 def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl) -> RowPlan:
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
     try:
@@ -715,6 +773,11 @@ class _ProgressReporter:
             except Exception:  # a progress display must never cost the report
                 self._log.exception("on_progress_failed")
 
+    def cancel(self) -> None:
+        """Stop the ticker without a last report (the run never started)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+
     def close(self) -> None:
         """Stop the ticker and report the final numbers."""
         if self._ticker is not None:
@@ -752,10 +815,14 @@ async def _run_live(job: _Job, plan: RowPlan, sdk: _Sdk, sleep: Sleep) -> None:
             if plan.regions:
                 await clients.check_credentials()
                 await clients.open(plan.regions)
+        except SetupError:
+            raise  # nothing was sent: run_batch leaves no report behind
         except BaseException:
-            # Setup failed before any call: the report still lists every row.
+            # Stopped or broken before any call: the report still lists every row.
             job.emit_unsent(rows, Status.NOT_ATTEMPTED, "not started: setup failed")
             raise
+        if not config.dry_run and len(job.resume) > 0:
+            job.carry_forward(plan)
         await job.run_calls(rows, clients, sleep, plan.regions)
 
 
