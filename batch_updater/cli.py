@@ -17,7 +17,7 @@ import structlog
 
 from ._version import __version__
 from .errors import SetupError
-from .logs import LEVELS, configure_logging
+from .logs import LEVELS, configure_logging, json_lines
 from .progress import BarStream
 from .report import summary_path
 from .results import RunSummary, Status
@@ -437,8 +437,10 @@ def _print_summary(summary: RunSummary) -> None:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.input is None:
         raise SetupError("no INPUT: give the CSV path, or set BATCH_UPDATER_INPUT")
-    bar = BarStream(sys.stderr) if args.progress and sys.stderr.isatty() else None
-    as_json = configure_logging(args.log_format, args.log_level, stream=cast("TextIO", bar))
+    as_json = json_lines(args.log_format, sys.stderr)
+    on_terminal = args.progress and sys.stderr.isatty() and not as_json
+    bar = BarStream(sys.stderr) if on_terminal else None
+    configure_logging(args.log_format, args.log_level, stream=cast("TextIO", bar))
     log = structlog.get_logger("batch_updater")
     for name, close in getattr(args, "unknown_variables", ()):
         hint = f"; did you mean {close}?" if close else ""

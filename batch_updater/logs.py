@@ -13,6 +13,7 @@ import structlog
 __all__ = [
     "configure_logging",
     "default_logger",
+    "json_lines",
     "mask",
     "redact_sensitive",
     "register_secrets",
@@ -125,21 +126,27 @@ def _route_botocore_debug(stream: TextIO) -> None:
     logging.getLogger("botocore.auth").setLevel(logging.INFO)
 
 
-def configure_logging(
-    log_format: str = "auto", level: str = "info", stream: TextIO | None = None
-) -> bool:
-    """Configure structlog for the CLI: JSON lines, or console lines on a terminal.
+def json_lines(log_format: str, stream: TextIO) -> bool:
+    """Whether ``log_format`` means JSON lines on ``stream`` (``auto``: off a terminal).
 
-    Returns True when the lines are JSON (then nothing else should be written to
-    ``stream``). The library itself never calls this; applications configure logging as
-    they like.
+    Then nothing but JSON lines should be written there: no bar, no plain-text summary.
     """
-    stream = stream or sys.stderr
     if log_format not in ("auto", "json", "console"):
         raise ValueError(f"log format must be auto, json or console, not {log_format!r}")
+    return log_format == "json" or (log_format == "auto" and not stream.isatty())
+
+
+def configure_logging(
+    log_format: str = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure structlog for the CLI: JSON lines, or console lines on a terminal.
+
+    The library itself never calls this; applications configure logging as they like.
+    """
+    stream = stream or sys.stderr
+    as_json = json_lines(log_format, stream)
     if level.lower() not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
-    as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     # Tracebacks as plain text, never with local variables (they hold settings and
     # credentials); JSON gets them as a field.
     renderer: structlog.typing.Processor = (
@@ -168,7 +175,6 @@ def configure_logging(
         # The SDK's own debug logs help when a call misbehaves; they go through a filter
         # that removes signatures, tokens and key material first.
         _route_botocore_debug(stream)
-    return as_json
 
 
 def default_logger() -> Any:

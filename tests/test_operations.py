@@ -464,3 +464,13 @@ def test_on_an_80_column_terminal_the_bar_never_wraps_and_leaves_no_stale_line(
     screen.feed(output)
     assert not [line for line in screen.text() if BAR.search(line)]  # no stale bar
     assert any("run_end" in line for line in screen.text())
+
+
+def test_json_logs_on_a_terminal_get_no_bar_and_no_plain_text(tmp_path: Path) -> None:
+    report = tmp_path / "r.csv"
+    argv = ("--dry-run", "--log-format", "json", str(EXAMPLE), "--report", str(report))
+    output = run_on_terminal(80, *argv)
+    lines = [line for line in output.replace("\r\n", "\n").split("\n") if line]
+    assert lines
+    assert all(line.startswith("{") for line in lines), lines
+    assert [json.loads(line)["event"] for line in lines][-1] == "run_end"
