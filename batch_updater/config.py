@@ -25,7 +25,12 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunConfig:
-    """Settings of one run. Every field has the CLI's default; see the README's flag table."""
+    """Settings of one run. Every field has the CLI's default; see the README's flag table.
+
+    Each field's type is checked on construction (a :class:`SetupError` names the field);
+    paths may be given as ``str`` or ``os.PathLike`` (``resume`` as any list of them) and
+    are stored as :class:`~pathlib.Path`; whole numbers are accepted for float fields.
+    """
 
     report_path: Path | None = None
     overwrite: bool = False

@@ -145,6 +145,10 @@ async def test_a_caller_logger_gets_the_events(tmp_path: Path) -> None:
             "session: expected an aioboto3.Session, got str 'nope'",
         ),
         (
+            lambda: batch_updater.run_batch_sync(EXAMPLE, logger=print),
+            "logger: expected a structlog-style logger (with bind()), got builtin_function",
+        ),
+        (
             lambda: batch_updater.run_batch_sync(EXAMPLE, on_result="print"),  # type: ignore[arg-type]
             "on_result: expected a function",
         ),
