@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batch_updater import __version__
+from batch_updater import RowResult, Status, __version__
 from batch_updater import report as report_module
 from batch_updater.cli import main
 
@@ -354,3 +354,21 @@ def test_console_mode_prints_the_human_summary(
     assert "50 dry_run" in err
     assert f"  report:  {report}" in err.splitlines()
     assert f"  summary: {report}.summary.json" in err.splitlines()
+
+
+def test_a_report_writer_on_a_full_disk_keeps_what_it_saved_and_never_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = report_module._open_report
+    monkeypatch.setattr(
+        report_module, "_open_report", lambda path, mode: FillsUp(real_open(path, mode), 3)
+    )
+    path = tmp_path / "r.jsonl"
+    writer = report_module.ReportWriter(path, run_id="r1")
+    for line in range(2, 7):
+        writer.write(RowResult(line, f"d{line}abc", "us-east-1", Status.SUCCEEDED))
+    writer.close()
+    assert writer.error == f"cannot write the report {path}: No space left on device"
+    assert (writer.written, writer.saved) == (3, 3)
+    assert [r["line"] for r in read_report(path)] == [2, 3, 4]
+    assert "error=" in repr(writer)
