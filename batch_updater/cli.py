@@ -296,19 +296,37 @@ def _add_merge(commands: Any) -> None:
     merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port number (0 to 65535; 0: any free port)"
+        ) from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number from 0 to 65535 (0: any free port), got {value}"
+        )
+    return value
+
+
 def _add_emulate(commands: Any) -> None:
     emulate = commands.add_parser(
         "emulate",
         help="run the AmplifyBackend emulator in the foreground",
         description="A local AmplifyBackend endpoint speaking the real rest-json protocol.",
     )
-    emulate.add_argument("--port", type=int, default=4566, help="port (default 4566)")
+    emulate.add_argument(
+        "--port", type=_port, default=4566, help="port (default 4566; 0 = any free port)"
+    )
     emulate.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     emulate.add_argument(
         "--rate", type=_non_negative, default=0.0, help="server rate limit per second (0 = none)"
     )
     emulate.add_argument("--burst", type=_positive_int, default=1, help="server burst")
-    emulate.add_argument("--p504", type=_probability, default=0.0, help="probability of a 504")
+    emulate.add_argument(
+        "--p504", type=_probability, default=0.0, help="probability of a random 504 (0 to 1)"
+    )
     emulate.add_argument("--latency-ms", type=_non_negative, default=0.0, help="added latency")
     emulate.add_argument(
         "--known-apps",
@@ -526,7 +544,7 @@ def _emulate(args: argparse.Namespace) -> int:
     config = EmulatorConfig(
         rate=args.rate or None,
         burst=args.burst,
-        p504=args.p504,
+        faults={"504": args.p504} if args.p504 else {},
         latency_ms=args.latency_ms,
         known_apps=known,
         seed=args.seed,
