@@ -13,13 +13,7 @@ from typing import IO, Any, Final
 from .errors import SetupError
 from .results import RowResult, RunSummary, Status
 
-__all__ = [
-    "REPORT_COLUMNS",
-    "ReportWriter",
-    "default_report_path",
-    "summary_text",
-    "write_summary",
-]
+__all__ = ["REPORT_COLUMNS", "ReportWriter", "default_report_path", "write_summary"]
 
 REPORT_COLUMNS: Final = (
     "line",
@@ -294,11 +288,6 @@ class ReportWriter:
         )
 
 
-def summary_text(summary: RunSummary) -> str:
-    """The summary file's content: the summary as indented JSON."""
-    return json.dumps(summary.to_json(), indent=2) + "\n"
-
-
 def write_summary(summary: RunSummary) -> str | None:
     """Write ``<report>.summary.json`` atomically; the one-line error if that failed.
 
@@ -310,7 +299,7 @@ def write_summary(summary: RunSummary) -> str | None:
     path = summary_path(summary.report_path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(summary_text(summary), encoding="utf-8")
+        tmp.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:
         with contextlib.suppress(OSError):
