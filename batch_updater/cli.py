@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import json
 import os
 import shlex
 import sys
@@ -11,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
+import structlog
+
 from ._version import __version__
 from .errors import SetupError
-from .logs import LEVELS, configure_logging
+from .logs import LEVELS, configure_logging, json_lines
 from .progress import BarStream
-from .report import write_summary
+from .report import summary_path
 from .results import RunSummary, Status
 from .rows import ValidationInterrupted
 from .runner import RunConfig, run_batch_with_signals
@@ -47,36 +51,49 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_SETUP, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _number(text: str, convert: type[int] | type[float]) -> Any:
+    """``convert(text)``, or an error argparse shows after the flag's name.
+
+    argparse would otherwise say "invalid _non_negative value", naming this module's
+    function instead of what is expected.
+    """
+    try:
+        return convert(text)
+    except ValueError:
+        what = "a whole number" if convert is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value: int = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value: int = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
 def _positive(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 
 def _probability(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
@@ -265,6 +282,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     _document_environment(run)
     if env is not None:
         apply_environment(run, env)
+        run.set_defaults(unknown_variables=unknown_variables(run, env))
 
     _add_merge(commands)
     _add_emulate(commands)
@@ -324,21 +342,24 @@ def _add_emulate(commands: Any) -> None:
     emulate.add_argument("--seed", type=int, default=None, help="random seed")
 
 
-def resume_command(argv: Sequence[str], report: Path) -> str:
-    """The command that finishes an interrupted run: same flags, resuming from ``report``."""
+def resume_command(argv: Sequence[str], report: Path | None) -> str:
+    """The command that finishes an interrupted run: same flags, resuming from ``report``
+    (which lists the rows of the earlier reports too); with no ``report`` (it holds
+    nothing), the same command with its own ``--resume`` flags, to a new report."""
+    dropped = ("--report",) if report is None else ("--report", "--resume")
     out: list[str] = ["batch-updater"]
     skip_next = False
     for arg in argv:
         if skip_next:
             skip_next = False
             continue
-        if arg in ("--report", "--resume"):
+        if arg in dropped:
             skip_next = True
             continue
-        if arg == "--overwrite" or arg.startswith(("--report=", "--resume=")):
+        if arg == "--overwrite" or arg.startswith(tuple(f"{flag}=" for flag in dropped)):
             continue
         out.append(arg)
-    return shlex.join([*out, "--resume", str(report)])
+    return shlex.join(out if report is None else [*out, "--resume", str(report)])
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -386,6 +407,24 @@ def apply_environment(parser: argparse.ArgumentParser, env: Mapping[str, str]) -
             parser.set_defaults(**{dest: value})
 
 
+def unknown_variables(
+    parser: argparse.ArgumentParser, env: Mapping[str, str]
+) -> list[tuple[str, str | None]]:
+    """``BATCH_UPDATER_*`` variables in ``env`` that match no option of ``parser``, each
+    with the closest variable that does (or None)."""
+    known = {
+        env_name(action)[len(ENV_PREFIX) :]
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction)
+    }
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :] not in known:
+            close = difflib.get_close_matches(name[len(ENV_PREFIX) :], known, n=1)
+            out.append((name, ENV_PREFIX + close[0] if close else None))
+    return out
+
+
 def _document_environment(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if not isinstance(action, argparse._HelpAction) and action.help:
@@ -399,13 +438,21 @@ def _print_summary(summary: RunSummary) -> None:
         f"({summary.rows_per_second:.1f} rows/s): {counts or 'no rows'}\n"
         f"  requests {summary.requests}, retries {summary.retries}, "
         f"throttled {summary.throttles}\n"
-        f"  report:  {summary.report_path}\n"
-        f"  summary: {summary.report_path}.summary.json",
+        f"  report:  {summary.report_path}",
         file=sys.stderr,
     )
+    assert summary.report_path is not None
+    written = summary_path(summary.report_path)
+    if written.is_file():
+        print(f"  summary: {written}", file=sys.stderr)
     _print_invalid(summary)
     if summary.stop_reason is not None:
         print(f"  stopped early: {summary.stop_reason.message}", file=sys.stderr)
+    error = summary.output_error
+    if error is not None and (summary.stop_reason is None or error != summary.stop_reason.message):
+        print(f"  error: {error}", file=sys.stderr)
+    if not written.is_file():
+        print(f"  summary (not written): {json.dumps(summary.to_json())}", file=sys.stderr)
     if summary.resume_command:
         print(f"  to finish the job: {summary.resume_command}", file=sys.stderr)
 
@@ -428,8 +475,19 @@ def _print_invalid(summary: RunSummary) -> None:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.input is None:
         raise SetupError("no INPUT: give the CSV path, or set BATCH_UPDATER_INPUT")
-    bar = BarStream(sys.stderr) if args.progress and sys.stderr.isatty() else None
+    as_json = json_lines(args.log_format, sys.stderr)
+    on_terminal = args.progress and sys.stderr.isatty() and not as_json
+    bar = BarStream(sys.stderr) if on_terminal else None
     configure_logging(args.log_format, args.log_level, stream=cast("TextIO", bar))
+    log = structlog.get_logger("batch_updater")
+    for name, close in getattr(args, "unknown_variables", ()):
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning(
+            "unknown_variable",
+            variable=name,
+            did_you_mean=close,
+            message=f"{name} matches no option and is ignored{hint}",
+        )
     shard = args.shard or shard_from_environment(args.shard_count)
     config = RunConfig(
         shard=shard,
@@ -463,17 +521,17 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         summary = asyncio.run(
             run_batch_with_signals(
-                args.input, config, on_progress=bar.show if bar is not None else None
+                args.input,
+                config,
+                on_progress=bar.show if bar is not None else None,
+                resume_command=lambda report: resume_command(argv, report),
             )
         )
     finally:
         if bar is not None:
             bar.clear()
-    if summary.counts[Status.NOT_ATTEMPTED] and summary.stop_reason is not None:
-        assert summary.report_path is not None
-        summary.resume_command = resume_command(argv, summary.report_path)
-        write_summary(summary)
-    _print_summary(summary)
+    if not as_json:  # in JSON mode the run_end event carries the summary
+        _print_summary(summary)
     return summary.exit_code
 
 

@@ -78,6 +78,8 @@ class RunSummary:
         if len(self.first_invalid) < FIRST_INVALID_KEPT:
             self.first_invalid.append(result)
 
+    output_error: str | None = None  # the report or summary could not be written
+
     @property
     def rows(self) -> int:
         """Rows in the input."""
@@ -90,14 +92,17 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every row succeeded, was skipped or was a dry run; 1 otherwise; 2 when
-        setup failed after the report was opened; 128 + the signal number when a signal
-        stopped the run (130 SIGINT, 143 SIGTERM)."""
+        """0 when every row succeeded, was skipped or was a dry run; 1 otherwise (also when
+        the report or summary could not be written); 2 when setup failed after the report
+        was opened; 128 + the signal number when a signal stopped the run (130 SIGINT,
+        143 SIGTERM)."""
         if self.stop_reason is not None and self.stop_reason.signal is not None:
             return 128 + self.stop_reason.signal
         if self.stop_reason is not None and self.stop_reason.kind == "setup_error":
             return 2
-        if self.stop_reason is not None and self.stop_reason.kind == "internal_error":
+        if self.output_error is not None or (
+            self.stop_reason is not None and self.stop_reason.kind == "internal_error"
+        ):
             return 1  # the report may be incomplete
         bad = (Status.FAILED, Status.INVALID, Status.NOT_ATTEMPTED)
         return 1 if any(self.counts[s] for s in bad) else 0
@@ -125,5 +130,6 @@ class RunSummary:
             "first_invalid": [
                 {"line": r.line, "error_message": r.error_message} for r in self.first_invalid
             ],
+            "output_error": self.output_error,
             "settings": self.settings,
         }

@@ -29,12 +29,13 @@ from .rows import Rejected, Row, RowPlan, ValidationInterrupted
 
 __all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
-Source = str | Path | Iterable[Mapping[str, str | None]]
+Source = str | os.PathLike[str] | Iterable[Mapping[str, str | None]]
 MAYBE_APPLIED = (
     "[an attempt's outcome is unknown (no answer, an unreadable answer, or a gateway "
     "timeout): the update may have been applied; re-running the row is safe]"
 )
 ResultHook = Callable[[RowResult], None]
+ResumeCommand = Callable[[Path | None], str]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -135,7 +136,10 @@ class _Job:
         self._carried_through = 0
 
     def emit(self, result: RowResult) -> None:
-        self._writer.write(result)
+        writer = self._writer
+        writer.write(result)
+        if writer.error is not None and self._summary.output_error is None:
+            self.output_failed(writer.error)
         self._summary.counts[result.status] += 1
         if result.status is Status.INVALID:
             self._summary.note_invalid(result)
@@ -152,6 +156,12 @@ class _Job:
             if reason is not None and not self._control.stopping:
                 self._log.error("run_stopping", reason=reason.kind, message=reason.message)
                 self._control.halt(reason)
+
+    def output_failed(self, message: str) -> None:
+        """The report cannot be written: stop starting rows, as a stop rule does."""
+        self._summary.output_error = message
+        self._log.error("run_stopping", reason="output_error", message=message)
+        self._control.halt(StopReason("output_error", message))
 
     def triage(self, item: Row | Rejected) -> Row | RowResult | None:
         """A row to send, the final result of a row that is not sent, or None for a row
@@ -215,6 +225,26 @@ class _Job:
         self._summary.requests = self._stats.requests
         self._summary.retries = self._stats.retries
         self._summary.throttles = self._stats.throttles
+
+    def finish(self, elapsed: float, resume_command: ResumeCommand | None) -> None:
+        """Close the report, complete the summary and write it; never raises on a full disk."""
+        summary, writer, log = self._summary, self._writer, self._log
+        self.finish_stats()
+        writer.close()
+        if writer.error is not None and summary.output_error is None:  # failed closing
+            summary.output_error = writer.error
+            log.error("report_write_failed", error=writer.error)
+        summary.stop_reason = self._control.reason
+        summary.elapsed_seconds = elapsed
+        if resume_command is not None and (
+            writer.error is not None
+            or (summary.counts[Status.NOT_ATTEMPTED] and summary.stop_reason is not None)
+        ):
+            summary.resume_command = resume_command(writer.path if writer.saved else None)
+        if (error := write_summary(summary)) is not None:
+            log.error("summary_write_failed", error=error)
+        if writer.error is None and writer.written != self.progress.total:  # pragma: no cover
+            log.error("report_incomplete", written=writer.written, rows=self.progress.total)
 
     def _limiter(self, region: str) -> AdaptiveRate:
         log = self._log
@@ -524,6 +554,7 @@ async def run_batch(
     control: RunControl | None = None,
     on_progress: Callable[[ProgressSnapshot], None] | None = None,
     sleep: Sleep = asyncio.sleep,
+    resume_command: ResumeCommand | None = None,
 ) -> RunSummary:
     """Validate ``source`` (a CSV path or rows as mappings), update every valid row, report.
 
@@ -533,14 +564,29 @@ async def run_batch(
     result as soon as it is final; ``control`` lets the caller stop the run early;
     ``on_progress`` gets a :class:`ProgressSnapshot` every ``config.progress_interval``
     seconds and at the end (``config.progress_log`` logs them as ``progress`` events);
-    ``sleep`` is the backoff sleep (a testing seam).
+    ``sleep`` is the backoff sleep (a testing seam); ``resume_command(report)`` builds the
+    command that finishes a stopped run (``report`` is None when the report holds nothing
+    to resume from), stored as ``summary.resume_command``. ``control`` serves one run only.
 
-    Raises :class:`SetupError` before any call when the job cannot start. If the task
-    running the batch is cancelled, the report and summary are completed (unfinished rows
-    ``not_attempted``) and ``CancelledError`` is re-raised.
+    Raises :class:`SetupError` before any call when the job cannot start, including
+    arguments of the wrong type (the message names the argument). If the report cannot be
+    written mid-run, the run stops as for a stop rule and ``summary.output_error`` says
+    why; if the summary file cannot be written, ``summary.output_error`` says so too.
+    If the task running the batch is cancelled, the report and summary are completed
+    (unfinished rows ``not_attempted``) and ``CancelledError`` is re-raised.
     """
+    source = _check_arguments(
+        source,
+        config=config,
+        session=session,
+        logger=logger,
+        on_result=on_result,
+        control=control,
+        on_progress=on_progress,
+    )
     config = config or RunConfig()
     control = control or RunControl()
+    control.claim()
     run_id = config.run_id or uuid.uuid4().hex[:12]
     log = (logger if logger is not None else default_logger()).bind(run_id=run_id)
     t0 = time.perf_counter()
@@ -575,6 +621,8 @@ async def run_batch(
         resume=resume,
         total=plan.total,
     )
+    if writer.error is not None:  # the report's header could not be written
+        job.output_failed(writer.error)
     progress = _ProgressReporter(job, on_progress, log, config)
     try:
         if config.dry_run:
@@ -582,6 +630,8 @@ async def run_batch(
         elif not plan.ok and not config.skip_invalid:
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
             job.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
+        elif control.stopping:  # nothing sent when the report already failed
+            job.emit_unsent(plan, Status.NOT_ATTEMPTED, job._not_started())
         else:
             await _run_live(job, plan, sdk, sleep)
             if job.failure is not None:
@@ -599,16 +649,75 @@ async def run_batch(
     finally:
         if not writer.discarded:
             progress.close()
-            job.finish_stats()
-            writer.close()
-            summary.stop_reason = control.reason
-            summary.elapsed_seconds = time.perf_counter() - t0
-            write_summary(summary)
-            if writer.written != plan.total:  # pragma: no cover - a bug; say so loudly
-                log.error("report_incomplete", written=writer.written, rows=plan.total)
+            job.finish(time.perf_counter() - t0, resume_command)
     # The settings are already in run_start and the summary file.
     log.info("run_end", **{k: v for k, v in summary.to_json().items() if k != "settings"})
     return summary
+
+
+def _kind(value: object) -> str:
+    """``str 'nope'``: a wrong argument's type and (shortened) value, for error messages."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _rows_of(rows: Iterable[object]) -> Iterator[Mapping[str, str | None]]:
+    for n, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise SetupError(
+                f"source: row {n} is a {_kind(row)}, not a mapping of column name to cell"
+            )
+        yield row
+
+
+def _check_arguments(
+    source: object,
+    *,
+    config: object,
+    session: object,
+    logger: object,
+    on_result: object,
+    control: object,
+    on_progress: object,
+) -> Path | Iterable[Mapping[str, str | None]]:
+    """Refuse arguments of the wrong type with a message naming the argument; returns the
+    source as a Path (``str`` and ``os.PathLike`` accepted) or as checked rows."""
+    checks = (
+        (
+            config is None or isinstance(config, RunConfig),
+            "config",
+            "a RunConfig (for a dict d: RunConfig(**d))",
+            config,
+        ),
+        (
+            session is None or callable(getattr(session, "client", None)),
+            "session",
+            "an aioboto3.Session",
+            session,
+        ),
+        (
+            logger is None or callable(getattr(logger, "bind", None)),
+            "logger",
+            "a structlog-style logger (with bind())",
+            logger,
+        ),
+        (on_result is None or callable(on_result), "on_result", "a function", on_result),
+        (on_progress is None or callable(on_progress), "on_progress", "a function", on_progress),
+        (control is None or isinstance(control, RunControl), "control", "a RunControl", control),
+    )
+    for ok, name, expected, value in checks:
+        if not ok:
+            raise SetupError(f"{name}: expected {expected}, got {_kind(value)}")
+    if isinstance(source, str | os.PathLike):
+        return Path(source)
+    if isinstance(source, Mapping):
+        raise SetupError("source: got one row (a mapping); pass a list of rows: [row]")
+    if isinstance(source, bytes) or not isinstance(source, Iterable):
+        raise SetupError(
+            f"source: expected a CSV path (str or Path) or an iterable of rows (mappings), "
+            f"got {_kind(source)}"
+        )
+    return _rows_of(source)
 
 
 def _new_summary(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> RunSummary:
@@ -635,7 +744,7 @@ def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl)
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
     try:
         return RowPlan(
-            Path(source) if isinstance(source, str) else source,
+            Path(source) if isinstance(source, str | os.PathLike) else source,
             config.region or sdk.region,
             shard=config.shard,
             interrupted=lambda: control.requested,
@@ -737,7 +846,20 @@ def run_batch_sync(
     on_result: ResultHook | None = None,
     logger: Any = None,
 ) -> RunSummary:
-    """:func:`run_batch` for scripts: runs it in a new event loop."""
+    """:func:`run_batch` for scripts: runs it in a new event loop.
+
+    Inside a running event loop (async code, Jupyter), use ``await run_batch(...)``:
+    this raises :class:`RuntimeError` saying so.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "run_batch_sync() cannot run inside a running event loop: "
+            "use `await run_batch(...)` instead"
+        )
     return asyncio.run(
         run_batch(source, config, session=session, on_result=on_result, logger=logger)
     )
