@@ -183,7 +183,7 @@ def test_dry_run_refuses_an_unknown_region_unless_allowed_by_flag_or_environment
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_csv(tmp_path / "in.csv", "app_id,region,user_pool_id", f"d1abc,us-east-9,{UP}")
-    argv = ["run", "--dry-run", str(path), "--log-level", "error"]
+    argv = ["run", "--dry-run", str(path), "--log-level", "error", "--log-format", "console"]
 
     assert main([*argv, "--report", str(tmp_path / "a.csv")]) == 1
     (record,) = read_report(tmp_path / "a.csv")
@@ -249,8 +249,13 @@ def test_run_start_and_summary_say_the_same_invalid_count_and_stderr_names_the_f
     (start,) = [e for e in json_events(err) if e["event"] == "run_start"]
     (end,) = [e for e in json_events(err) if e["event"] == "run_end"]
     assert start["invalid"] == start["input_invalid"] == end["counts"]["invalid"] == 17
+    assert [e["line"] for e in end["first_invalid"]] == [4, 5, 6, 7, 8]
+    assert all(not line or line.startswith("{") for line in err.splitlines())  # only JSON
 
-    text = [line for line in err.splitlines() if not line.startswith("{")]
+    console = ["run", "--dry-run", str(INVALID_EXAMPLE), "--log-format", "console"]
+    assert main([*console, "--log-level", "error", "--report", str(report), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    text = err.splitlines()
     at = text.index("  17 invalid rows; first 5:")
     shown = text[at + 1 : at + 6]
     assert [line.split(":")[0] for line in shown] == [
@@ -290,6 +295,7 @@ def test_every_invalid_row_is_listed_when_there_are_few(
 ) -> None:
     path = write_csv(tmp_path / "in.csv", "app_id,region,user_pool_id", f"BAD,us-east-1,{UP}")
     argv = ["run", "--dry-run", "--skip-invalid", str(path), "--log-level", "error"]
+    argv += ["--log-format", "console"]
     assert main([*argv, "--report", str(tmp_path / "r.csv")]) == 1
     err = capsys.readouterr().err
     assert "  1 invalid row:\n    line 2: app_id: 'BAD' is not an Amplify app id" in err
