@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import json
 import os
 import shlex
 import sys
@@ -11,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
+import structlog
+
 from ._version import __version__
 from .errors import SetupError
-from .logs import LEVELS, configure_logging
+from .logs import LEVELS, configure_logging, json_lines
 from .progress import BarStream
-from .report import write_summary
+from .report import summary_path
 from .results import RunSummary, Status
 from .rows import ValidationInterrupted
 from .runner import RunConfig, run_batch_with_signals
@@ -47,36 +51,49 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_SETUP, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _number(text: str, convert: type[int] | type[float]) -> Any:
+    """``convert(text)``, or an error argparse shows after the flag's name.
+
+    argparse would otherwise say "invalid _non_negative value", naming this module's
+    function instead of what is expected.
+    """
+    try:
+        return convert(text)
+    except ValueError:
+        what = "a whole number" if convert is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value: int = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value: int = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
 def _positive(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 
 def _probability(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
@@ -137,6 +154,12 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "after its own columns; repeatable",
     )
     run.add_argument("--region", metavar="R", help="region for rows without a region column")
+    run.add_argument(
+        "--allow-unknown-region",
+        action="store_true",
+        help="accept any name shaped like a region (us-east-1), not only the regions the "
+        "installed botocore knows: for a region newer than the SDK",
+    )
     run.add_argument("--profile", metavar="P", help="AWS profile (standard credential chain)")
     run.add_argument("--endpoint-url", metavar="URL", help="send the calls to this endpoint")
     run.add_argument(
@@ -271,6 +294,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     _document_environment(run)
     if env is not None:
         apply_environment(run, env)
+        run.set_defaults(unknown_variables=unknown_variables(run, env))
 
     _add_merge(commands)
     _add_emulate(commands)
@@ -290,19 +314,37 @@ def _add_merge(commands: Any) -> None:
     merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port number (0 to 65535; 0: any free port)"
+        ) from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number from 0 to 65535 (0: any free port), got {value}"
+        )
+    return value
+
+
 def _add_emulate(commands: Any) -> None:
     emulate = commands.add_parser(
         "emulate",
         help="run the AmplifyBackend emulator in the foreground",
         description="A local AmplifyBackend endpoint speaking the real rest-json protocol.",
     )
-    emulate.add_argument("--port", type=int, default=4566, help="port (default 4566)")
+    emulate.add_argument(
+        "--port", type=_port, default=4566, help="port (default 4566; 0 = any free port)"
+    )
     emulate.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     emulate.add_argument(
         "--rate", type=_non_negative, default=0.0, help="server rate limit per second (0 = none)"
     )
     emulate.add_argument("--burst", type=_positive_int, default=1, help="server burst")
-    emulate.add_argument("--p504", type=_probability, default=0.0, help="probability of a 504")
+    emulate.add_argument(
+        "--p504", type=_probability, default=0.0, help="probability of a random 504 (0 to 1)"
+    )
     emulate.add_argument("--latency-ms", type=_non_negative, default=0.0, help="added latency")
     emulate.add_argument(
         "--known-apps",
@@ -312,21 +354,24 @@ def _add_emulate(commands: Any) -> None:
     emulate.add_argument("--seed", type=int, default=None, help="random seed")
 
 
-def resume_command(argv: Sequence[str], report: Path) -> str:
-    """The command that finishes an interrupted run: same flags, resuming from ``report``."""
+def resume_command(argv: Sequence[str], report: Path | None) -> str:
+    """The command that finishes an interrupted run: same flags, resuming from ``report``
+    (which lists the rows of the earlier reports too); with no ``report`` (it holds
+    nothing), the same command with its own ``--resume`` flags, to a new report."""
+    dropped = ("--report",) if report is None else ("--report", "--resume")
     out: list[str] = ["batch-updater"]
     skip_next = False
     for arg in argv:
         if skip_next:
             skip_next = False
             continue
-        if arg in ("--report", "--resume"):
+        if arg in dropped:
             skip_next = True
             continue
-        if arg == "--overwrite" or arg.startswith(("--report=", "--resume=")):
+        if arg == "--overwrite" or arg.startswith(tuple(f"{flag}=" for flag in dropped)):
             continue
         out.append(arg)
-    return shlex.join([*out, "--resume", str(report)])
+    return shlex.join(out if report is None else [*out, "--resume", str(report)])
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -374,6 +419,24 @@ def apply_environment(parser: argparse.ArgumentParser, env: Mapping[str, str]) -
             parser.set_defaults(**{dest: value})
 
 
+def unknown_variables(
+    parser: argparse.ArgumentParser, env: Mapping[str, str]
+) -> list[tuple[str, str | None]]:
+    """``BATCH_UPDATER_*`` variables in ``env`` that match no option of ``parser``, each
+    with the closest variable that does (or None)."""
+    known = {
+        env_name(action)[len(ENV_PREFIX) :]
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction)
+    }
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :] not in known:
+            close = difflib.get_close_matches(name[len(ENV_PREFIX) :], known, n=1)
+            out.append((name, ENV_PREFIX + close[0] if close else None))
+    return out
+
+
 def _document_environment(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if not isinstance(action, argparse._HelpAction) and action.help:
@@ -387,25 +450,58 @@ def _print_summary(summary: RunSummary) -> None:
         f"({summary.rows_per_second:.1f} rows/s): {counts or 'no rows'}\n"
         f"  requests {summary.requests}, retries {summary.retries}, "
         f"throttled {summary.throttles}\n"
-        f"  report:  {summary.report_path}\n"
-        f"  summary: {summary.report_path}.summary.json",
+        f"  report:  {summary.report_path}",
         file=sys.stderr,
     )
-    if summary.counts[Status.INVALID] and not summary.counts[Status.SUCCEEDED]:
-        print("  invalid rows: see error_message in the report", file=sys.stderr)
+    assert summary.report_path is not None
+    written = summary_path(summary.report_path)
+    if written.is_file():
+        print(f"  summary: {written}", file=sys.stderr)
+    _print_invalid(summary)
     if summary.stop_reason is not None:
         print(f"  stopped early: {summary.stop_reason.message}", file=sys.stderr)
     if summary.input_problem is not None:
         print(f"  {summary.input_problem}", file=sys.stderr)
+    error = summary.output_error
+    if error is not None and (summary.stop_reason is None or error != summary.stop_reason.message):
+        print(f"  error: {error}", file=sys.stderr)
+    if not written.is_file():
+        print(f"  summary (not written): {json.dumps(summary.to_json())}", file=sys.stderr)
     if summary.resume_command:
         print(f"  to finish the job: {summary.resume_command}", file=sys.stderr)
+
+
+def _print_invalid(summary: RunSummary) -> None:
+    """The count of invalid rows and the first few (line and reason), if there are any."""
+    invalid = summary.counts[Status.INVALID]
+    if not invalid:
+        return
+    shown = summary.first_invalid
+    noun = "row" if invalid == 1 else "rows"
+    head = f"; first {len(shown)}:" if len(shown) < invalid else ":"
+    lines = [f"  {invalid} invalid {noun}{head}"]
+    lines += [f"    line {r.line}: {r.error_message}" for r in shown]
+    if not summary.settings.get("skip_invalid"):
+        lines.append("  fix them, or pass --skip-invalid to send the valid rows")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.input is None:
         raise SetupError("no INPUT: give the CSV path, or set BATCH_UPDATER_INPUT")
-    bar = BarStream(sys.stderr) if args.progress and sys.stderr.isatty() else None
+    as_json = json_lines(args.log_format, sys.stderr)
+    on_terminal = args.progress and sys.stderr.isatty() and not as_json
+    bar = BarStream(sys.stderr) if on_terminal else None
     configure_logging(args.log_format, args.log_level, stream=cast("TextIO", bar))
+    log = structlog.get_logger("batch_updater")
+    for name, close in getattr(args, "unknown_variables", ()):
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning(
+            "unknown_variable",
+            variable=name,
+            did_you_mean=close,
+            message=f"{name} matches no option and is ignored{hint}",
+        )
     shard = args.shard or shard_from_environment(args.shard_count)
     config = RunConfig(
         shard=shard,
@@ -422,6 +518,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         failure_window=args.failure_window,
         max_failures=args.max_failures,
         region=args.region,
+        allow_unknown_region=args.allow_unknown_region,
         profile=args.profile,
         endpoint_url=args.endpoint_url,
         local=args.local,
@@ -439,17 +536,17 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         summary = asyncio.run(
             run_batch_with_signals(
-                args.input, config, on_progress=bar.show if bar is not None else None
+                args.input,
+                config,
+                on_progress=bar.show if bar is not None else None,
+                resume_command=lambda report: resume_command(argv, report),
             )
         )
     finally:
         if bar is not None:
             bar.clear()
-    if summary.counts[Status.NOT_ATTEMPTED] and summary.stop_reason is not None:
-        assert summary.report_path is not None
-        summary.resume_command = resume_command(argv, summary.report_path)
-        write_summary(summary)
-    _print_summary(summary)
+    if not as_json:  # in JSON mode the run_end event carries the summary
+        _print_summary(summary)
     return summary.exit_code
 
 
@@ -483,7 +580,7 @@ def _emulate(args: argparse.Namespace) -> int:
     config = EmulatorConfig(
         rate=args.rate or None,
         burst=args.burst,
-        p504=args.p504,
+        faults={"504": args.p504} if args.p504 else {},
         latency_ms=args.latency_ms,
         known_apps=known,
         seed=args.seed,

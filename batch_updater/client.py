@@ -20,6 +20,7 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.parsers import ResponseParserError
 
 from ._version import __version__
 from .errors import SetupError
@@ -50,7 +51,15 @@ class CallResult:
 class CallError(Exception):
     """A failed call, translated from botocore at this module's boundary."""
 
-    __slots__ = ("code", "http_status", "message", "request_id", "retryable", "transport")
+    __slots__ = (
+        "code",
+        "http_status",
+        "maybe_applied",
+        "message",
+        "request_id",
+        "retryable",
+        "transport",
+    )
 
     # Transport failures before the request left this machine: it cannot have been applied.
     NOT_SENT: Final = frozenset({"EndpointConnectionError", "ConnectTimeoutError"})
@@ -64,6 +73,7 @@ class CallError(Exception):
         request_id: str = "",
         retryable: bool = False,
         transport: bool = False,
+        unreadable: bool = False,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -72,15 +82,12 @@ class CallError(Exception):
         self.request_id = request_id
         self.retryable = retryable
         self.transport = transport
-
-    @property
-    def maybe_applied(self) -> bool:
-        """True when the request was sent but its outcome is unknown: no answer came back
-        (e.g. a read timeout), or a gateway answered for a backend that may have gone on
-        (502, 504)."""
-        if self.transport:
-            return self.code not in self.NOT_SENT
-        return self.http_status in (502, 504)
+        #: The request was sent but its outcome is unknown: no answer came back (e.g. a read
+        #: timeout), an answer that could not be read (``unreadable``), or a gateway's answer
+        #: for a backend that may have gone on (502, 504).
+        self.maybe_applied = (
+            (transport and code not in self.NOT_SENT) or unreadable or http_status in (502, 504)
+        )
 
     @property
     def throttled(self) -> bool:
@@ -111,6 +118,9 @@ def map_botocore_errors() -> Iterator[None]:
         yield
     except ClientError as exc:
         raise _from_client_error(exc) from exc
+    except ResponseParserError as exc:
+        # An answer came back but could not be read: it may say the update was applied.
+        raise CallError(type(exc).__name__, str(exc), retryable=True, unreadable=True) from exc
     except (HTTPClientError, BotoConnectionError) as exc:
         # Connect/read timeouts, resets, closed connections: nothing (or no complete answer)
         # came back, so the call is retried; the update is idempotent.
@@ -124,7 +134,12 @@ def map_botocore_errors() -> Iterator[None]:
 def make_session(
     profile: str | None = None, region: str | None = None, *, local: bool = False
 ) -> Any:
-    """An aioboto3 Session from the standard credential chain, or dummy credentials."""
+    """An aioboto3 Session from the standard credential chain, or dummy credentials.
+
+    The region is found the same way in both cases (``region``, else the environment or
+    the profile): ``local`` does not make up one, so a row without a region is the same
+    setup error with the emulator as without it.
+    """
     # Imported here: aioboto3 and aiohttp cost ~25 MB and 0.2 s, which a dry run skips.
     import aioboto3  # noqa: PLC0415
 
@@ -133,7 +148,7 @@ def make_session(
             return aioboto3.Session(
                 aws_access_key_id="local",
                 aws_secret_access_key="local-secret",
-                region_name=region or "us-east-1",
+                region_name=region,
             )
         return aioboto3.Session(profile_name=profile, region_name=region)
     except ProfileNotFound as exc:
@@ -222,12 +237,15 @@ class Clients:
             raise CallError("ResponseError", error, http_status=status, request_id=request_id)
         if "AppId" not in response:
             # botocore does not raise on a 200 whose JSON it cannot parse: it returns only
-            # the metadata. Not a success: nothing says the update was applied.
+            # the metadata. Not a success (nothing says the update was applied), and not a
+            # refusal either (a 200 may well have applied it): retried, outcome unknown.
             raise CallError(
                 "ResponseParserError",
                 "the service answered 200 with a body that could not be read",
                 http_status=status,
                 request_id=request_id,
+                retryable=True,
+                unreadable=True,
             )
         return CallResult(request_id, response.get("BackendManagerAppId") or "", status)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,18 +19,24 @@ from .report import REPORT_COLUMNS
 from .rows import COLUMNS, check_region
 from .shard import Shard
 
-__all__ = ["RunConfig", "check_endpoint"]
+__all__ = ["REPORT_SUFFIXES", "RunConfig", "check_endpoint", "check_report_path"]
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunConfig:
-    """Settings of one run. Every field has the CLI's default; see the README's flag table."""
+    """Settings of one run. Every field has the CLI's default; see the README's flag table.
+
+    Each field's type is checked on construction (a :class:`SetupError` names the field);
+    paths may be given as ``str`` or ``os.PathLike`` (``resume`` as any list of them) and
+    are stored as :class:`~pathlib.Path`; whole numbers are accepted for float fields.
+    """
 
     report_path: Path | None = None
     overwrite: bool = False
     region: str | None = None
+    allow_unknown_region: bool = False
     profile: str | None = None
     endpoint_url: str | None = None
     allow_insecure_endpoint: bool = False
@@ -55,6 +65,11 @@ class RunConfig:
     keep_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name, hint in _field_types().items():  # types first: the checks below compare
+            value = getattr(self, name)
+            converted = _convert(name, value, hint)
+            if converted is not value:
+                object.__setattr__(self, name, converted)
         checks = [
             (self.rate >= 0, f"rate must be 0 (unlimited) or more, got {self.rate}"),
             (self.burst >= 1, f"burst must be at least 1, got {self.burst}"),
@@ -78,8 +93,12 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise SetupError(message)
-        if self.region is not None and (why := check_region(self.region)) is not None:
+        if self.region is not None and (
+            why := check_region(self.region, allow_unknown=self.allow_unknown_region)
+        ):
             raise SetupError(f"--region: {why}")
+        if self.report_path is not None:
+            check_report_path(self.report_path)
         if self.run_id is not None and not _RUN_ID.fullmatch(self.run_id):
             raise SetupError(
                 f"run id {self.run_id[:80]!r}: use 1 to 64 letters, digits, '_', '.', ':' or "
@@ -124,6 +143,75 @@ def _check_keep_columns(names: tuple[str, ...]) -> None:
         if key in seen:
             raise SetupError(f"--keep-column {name[:80]!r} is given twice")
         seen.add(key)
+
+
+REPORT_SUFFIXES = (".csv", ".jsonl")  # the report's format follows its file name
+
+
+def check_report_path(path: str | PurePath) -> None:
+    """Refuse a report name whose format is not known: ``.csv`` or ``.jsonl``, any case."""
+    suffix = PurePath(path).suffix
+    if suffix.lower() not in REPORT_SUFFIXES:
+        given = f"ends in {suffix!r}" if suffix else "has no extension"
+        raise SetupError(
+            f"--report {str(path)[:200]}: the name {given}; a report is written as CSV "
+            "(name it .csv) or JSON lines (name it .jsonl)"
+        )
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(RunConfig)
+    return {f.name: hints[f.name] for f in fields(RunConfig)}
+
+
+def _expected(hint: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if hint is Path:
+        return "a path (str or os.PathLike)"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _convert(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as a field of type ``hint`` wants it, or a SetupError naming the field.
+
+    Paths accept ``str`` and ``os.PathLike``; floats accept ints; a tuple field accepts any
+    iterable (not a single string); ``bool`` is not taken for a number.
+    """
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        if value is None and type(None) in args:
+            return None
+        (inner,) = (a for a in args if a is not type(None))
+        return _convert(name, value, inner)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if isinstance(value, str | bytes | os.PathLike) or not isinstance(value, Iterable):
+            raise SetupError(
+                f"RunConfig.{name}: expected a list or tuple, each item {_expected(args[0])}; "
+                f"got {type(value).__name__} {value!r:.60}"
+            )
+        return tuple(_convert(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value))
+    ok = (
+        isinstance(value, str | os.PathLike)
+        if hint is Path
+        else isinstance(value, int | float) and not isinstance(value, bool)
+        if hint is float
+        else isinstance(value, int) and not isinstance(value, bool)
+        if hint is int
+        else not isinstance(hint, type) or isinstance(value, hint)
+    )
+    if not ok:
+        raise SetupError(
+            f"RunConfig.{name}: expected {_expected(hint)}, got {type(value).__name__} "
+            f"{value!r:.60}"
+        )
+    if hint is Path and not isinstance(value, Path):
+        return Path(value)
+    if hint is float and not isinstance(value, float):
+        return float(value)
+    return value
 
 
 def _is_loopback(host: str) -> bool:

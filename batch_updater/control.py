@@ -7,6 +7,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from .errors import SetupError
+
 __all__ = ["FATAL_CODES", "FailureRules", "RunControl", "StopReason"]
 
 # Errors meaning every following call will fail too: stop at once instead of burning rows.
@@ -40,7 +42,9 @@ _DEFAULT_ADVICE: Final = "check the credentials, profile and region, then resume
 class StopReason:
     """Why a run stopped early. ``signal`` is set for SIGINT/SIGTERM."""
 
-    kind: str  # "signal", "cancelled", "fatal_error", "failure_rate", "max_failures"
+    # "signal", "cancelled", "fatal_error", "failure_rate", "max_failures", "output_error",
+    # "setup_error", "internal_error"
+    kind: str
     message: str
     signal: int | None = None
 
@@ -53,9 +57,21 @@ class RunControl:
     :meth:`halt` is the stop rules' way: it never escalates, and a signal after it still
     counts as the first. :meth:`request` may be called from a signal handler: it only sets a
     flag (which synchronous loops such as validation poll) and schedules :meth:`stop`.
+
+    A RunControl serves one run: passing one that a run already used to another run raises
+    :class:`SetupError` (its stop would otherwise end the new run at once); make a new one.
+    Stopping a control before its run starts is fine: that run stops at once.
     """
 
-    __slots__ = ("_external", "_hurry", "_stop", "reason", "requested", "requested_reason")
+    __slots__ = (
+        "_external",
+        "_hurry",
+        "_stop",
+        "reason",
+        "requested",
+        "requested_reason",
+        "used",
+    )
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
@@ -64,6 +80,16 @@ class RunControl:
         self.reason: StopReason | None = None
         self.requested = False  # set at once, even while the event loop is busy
         self.requested_reason: StopReason | None = None
+        self.used = False  # a run has taken this control
+
+    def claim(self) -> None:
+        """Taken by a run; raises :class:`SetupError` if another run already took it."""
+        if self.used:
+            raise SetupError(
+                "control: this RunControl was already used by a run; "
+                "pass a new RunControl() to each run"
+            )
+        self.used = True
 
     def stop(self, reason: StopReason) -> None:
         """Stop starting rows; asked a second time, also cancel the calls in flight."""
@@ -117,7 +143,8 @@ class RunControl:
 
     def __repr__(self) -> str:
         state = "hurry" if self._hurry.is_set() else "stopping" if self.stopping else "running"
-        return f"<RunControl {state} reason={self.reason!r}>"
+        used = " used" if self.used else ""
+        return f"<RunControl {state}{used} reason={self.reason!r}>"
 
 
 class FailureRules:

@@ -4,24 +4,28 @@ Clients talk to it over HTTP with botocore's own serialization, SigV4 signing an
 parsing; only the server side is emulated. Paths, member names and error codes come from
 botocore's service model.
 
-One request is handled in this order. Steps 2-10 run without awaiting, so concurrent requests
+One request is handled in this order. Steps 2-8 run without awaiting, so concurrent requests
 are decided (and applied) in arrival order:
 
 1. the whole body is read, on every path (see :meth:`Emulator.handle`);
 2. no ``Authorization: AWS4-HMAC-SHA256 ...`` header: 403 ``UnrecognizedClientException``
    (the signature itself is not checked);
-3. during a 429 storm (:meth:`Emulator.storm`, ``storm_seconds``), then over the rate limit:
-   429 ``TooManyRequestsException``; neither consumes a scripted outcome;
+3. over the rate limit (``rate``, ``burst``; :meth:`RateLimiter.try_acquire`): 429
+   ``TooManyRequestsException``;
 4. not ``POST /backend/{appId}/config/update``: 404 ``NotFoundException``;
-5. the app's next scripted outcome, if any; ``"ok"`` and ``"slow"`` go on below and skip
-   the random faults, any other outcome is answered at once (see :data:`OUTCOMES`);
-6. malformed JSON, unknown field, missing or empty settings: 400 ``BadRequestException``;
-7. unknown app id, or one that is not ``d[a-z0-9]+`` of at most 20 characters: 404
-   ``NotFoundException`` with ``resourceType: app``;
-8. one random draw picks a fault from ``faults`` (outcome -> probability); ``"slow"`` goes
-   on below, any other fault is answered at once;
-9. with probability ``p504``: 504 ``GatewayTimeoutException``;
-10. the settings are merged into the app's stored settings: 200.
+5. the request is checked, and the answer held for step 7: malformed JSON, unknown field,
+   missing or empty settings: 400 ``BadRequestException``; unknown app id, or one that is
+   not ``d[a-z0-9]+`` of at most 20 characters: 404 ``NotFoundException`` (``resourceType:
+   app``);
+6. the :class:`FaultPlan` says which fault, if any, this request gets, first match wins:
+   a. during a 429 storm (``storm_seconds``, :meth:`Emulator.storm`): ``"storm"``, a 429
+      ``TooManyRequestsException``; the app's scripted outcomes are kept for later;
+   b. the app's next scripted outcome (``script``, :meth:`Emulator.script`), consumed;
+   c. a valid request only: one draw from the seeded source picks a fault by the
+      ``faults`` probabilities (``batch-updater emulate --p504 P`` is ``{"504": P}``);
+   any fault but ``"ok"`` and ``"slow"`` is answered at once (see :data:`OUTCOMES`);
+7. the answer held at step 5, if any;
+8. the settings are merged into the app's stored settings: 200.
 
 The configured latency (plus ``slow_seconds`` for ``"slow"``) is then added before every
 answer, whatever its status; ``"drop"`` then closes the connection instead of answering.
@@ -51,18 +55,20 @@ from aiohttp import web
 from botocore.model import StructureShape
 
 from .errors import SetupError
+from .limiter import RateLimiter
 
 __all__ = [
     "OUTCOMES",
     "Emulator",
     "EmulatorConfig",
     "EmulatorServer",
+    "FaultPlan",
     "RequestRecord",
     "main_emulate",
 ]
 
-#: Scripted outcomes besides ``"error:<text>"`` (200 with the top-level ``error`` field set,
-#: settings not applied):
+#: Outcomes a :class:`FaultPlan` may give (scripted, or drawn at random), besides
+#: ``"error:<text>"`` (200 with the top-level ``error`` field set, settings not applied):
 #:
 #: - ``"ok"``: the normal answer, without the random faults;
 #: - ``"400"``, ``"404"``, ``"429"``, ``"504"``: the service's modeled errors;
@@ -74,7 +80,7 @@ __all__ = [
 OUTCOMES: Final = frozenset(
     {"ok", "400", "404", "429", "504", "drop", "slow", "500html", "503html", "malformed"}
 )
-#: Outcomes that go on to validate and apply the settings.
+#: Outcomes that go on to steps 7-8 (the held refusal, or applying the settings).
 _APPLYING: Final = frozenset({"ok", "slow"})
 _HTML_STATUS: Final = {"500html": 500, "503html": 503}
 _ERROR_OUTCOME: Final = "error:"
@@ -95,6 +101,24 @@ def _check_outcome(outcome: str) -> None:
         )
 
 
+def _check_faults(faults: Mapping[str, float]) -> None:
+    for outcome, probability in faults.items():
+        _check_outcome(outcome)
+        if outcome == "ok":
+            raise ValueError("'ok' is not a fault: it is what remains of the probability")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(
+                f"fault probability must be between 0 and 1, got {outcome}={probability}"
+            )
+    if (total := sum(faults.values())) > 1.0 + 1e-9:
+        raise ValueError(f"fault probabilities must add up to at most 1, got {total:g}")
+
+
+def _check_storm(seconds: float) -> None:
+    if not seconds >= 0:
+        raise ValueError(f"storm seconds must be >= 0, got {seconds}")
+
+
 @dataclass(frozen=True, slots=True)
 class EmulatorConfig:
     """How the emulator behaves; the defaults give a fast service that always succeeds.
@@ -103,20 +127,20 @@ class EmulatorConfig:
     the signature check (GCRA on the loop clock): after an idle period ``burst`` requests
     pass back to back, then one every ``1 / rate`` seconds; the others get 429. The default
     ``burst=1`` spaces requests strictly.
-    ``known_apps=None`` means every well-formed app id exists. ``script`` maps an app id to
-    outcomes consumed one per request for that app (see :meth:`Emulator.script`).
-    ``faults`` maps outcomes (any of :data:`OUTCOMES` but ``"ok"``, or ``"error:<text>"``) to
-    the probability that a valid, unscripted request gets it, e.g. ``{"drop": 0.04,
-    "500html": 0.04}``; the probabilities must add up to at most 1. ``slow_seconds`` is how
-    late a ``"slow"`` answer comes. ``storm_seconds > 0`` answers every request with 429
-    for that many seconds from the first request (after start or :meth:`Emulator.reset`).
-    ``seed`` makes the random faults, the random 504s and the latency jitter repeatable
-    (the n-th request that draws a fault gets the same one in every run with that seed).
+    ``known_apps=None`` means every well-formed app id exists.
+    The fault plan (:class:`FaultPlan`): ``script`` maps an app id to outcomes consumed one
+    per request for that app (see :meth:`Emulator.script`). ``faults`` maps outcomes (any of
+    :data:`OUTCOMES` but ``"ok"``, or ``"error:<text>"``) to the probability that a valid,
+    unscripted request gets it, e.g. ``{"504": 0.05}`` or ``{"drop": 0.04, "500html": 0.04}``;
+    the probabilities must add up to at most 1. ``storm_seconds > 0`` answers every request
+    with 429 for that many seconds from the first request (after start or
+    :meth:`Emulator.reset`). ``seed`` makes the random faults and the latency jitter
+    repeatable (the n-th request that draws a fault gets the same one in every run with that
+    seed). ``slow_seconds`` is how late a ``"slow"`` answer comes.
     """
 
     rate: float | None = None
     burst: int = 1
-    p504: float = 0.0
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     known_apps: frozenset[str] | None = None
@@ -131,25 +155,15 @@ class EmulatorConfig:
             raise ValueError(f"rate must be >= 0 or None, got {self.rate}")
         if self.burst < 1:
             raise ValueError(f"burst must be at least 1, got {self.burst}")
-        if not 0.0 <= self.p504 <= 1.0:
-            raise ValueError(f"p504 must be between 0 and 1, got {self.p504}")
         if not (self.latency_ms >= 0 and self.latency_jitter_ms >= 0):
             raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
-        if not (self.slow_seconds >= 0 and self.storm_seconds >= 0):
-            raise ValueError("slow_seconds and storm_seconds must be >= 0")
+        if not self.slow_seconds >= 0:
+            raise ValueError(f"slow_seconds must be >= 0, got {self.slow_seconds}")
+        _check_storm(self.storm_seconds)
         for outcomes in self.script.values():
             for outcome in outcomes:
                 _check_outcome(outcome)
-        for outcome, probability in self.faults.items():
-            _check_outcome(outcome)
-            if outcome == "ok":
-                raise ValueError("'ok' is not a fault: it is what remains of the probability")
-            if not 0.0 <= probability <= 1.0:
-                raise ValueError(
-                    f"fault probability must be between 0 and 1, got {outcome}={probability}"
-                )
-        if (total := sum(self.faults.values())) > 1.0 + 1e-9:
-            raise ValueError(f"fault probabilities must add up to at most 1, got {total:g}")
+        _check_faults(self.faults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +274,109 @@ def _parse_settings(body: bytes, wire: _Wire) -> dict[str, str]:
     return settings
 
 
+class FaultPlan:
+    """Which fault, if any, a request for ``app_id`` arriving at ``now`` gets.
+
+    :meth:`next` is asked once per request that reached ``UpdateBackendConfig`` (step 6 of
+    the module's order) and answers with the first that applies:
+
+    1. a 429 storm is on: ``"storm"``; scripted outcomes are kept for later;
+    2. the app's next scripted outcome (see :meth:`script`), consumed;
+    3. for a valid request, one draw from the seeded source: an outcome of ``faults``
+       (outcome -> probability), or None with what remains of the probability;
+    4. None: no fault.
+
+    Times are the caller's clock (the emulator's loop time); nothing here reads a clock.
+    """
+
+    __slots__ = ("_faults", "_random", "_scripts", "_storm_next", "_storm_until")
+
+    def __init__(
+        self,
+        faults: Mapping[str, float] | None = None,
+        *,
+        script: Mapping[str, Sequence[str]] | None = None,
+        storm_seconds: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        self._faults: Mapping[str, float] = {}
+        self._random = random.Random(seed)
+        self._scripts: dict[str, deque[str]] = {}
+        self._storm_until = float("-inf")  # when the current storm ends
+        self._storm_next = 0.0  # > 0: a storm of this many seconds starts with the next request
+        self.faults = faults or {}
+        self.load(script or {})
+        self.storm(storm_seconds)
+
+    @property
+    def faults(self) -> Mapping[str, float]:
+        """Outcome -> probability that a valid, unscripted request gets it."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Mapping[str, float]) -> None:
+        _check_faults(faults)
+        self._faults = dict(faults)
+
+    def seed(self, seed: int | None) -> None:
+        """Restart the random draws: the same seed gives the same sequence of faults."""
+        self._random.seed(seed)
+
+    def load(self, script: Mapping[str, Sequence[str]]) -> None:
+        """Replace every pending scripted outcome with ``script`` (app id -> outcomes)."""
+        for outcomes in script.values():
+            for outcome in outcomes:
+                _check_outcome(outcome)
+        self._scripts = {app_id: deque(outcomes) for app_id, outcomes in script.items()}
+
+    def script(self, app_id: str, outcomes: Iterable[str]) -> None:
+        """Queue outcomes for ``app_id``'s next requests, after any already queued."""
+        outcomes = list(outcomes)
+        for outcome in outcomes:
+            _check_outcome(outcome)
+        self._scripts.setdefault(app_id, deque()).extend(outcomes)
+
+    def pending(self, app_id: str) -> list[str]:
+        """Scripted outcomes not yet consumed for ``app_id``."""
+        return list(self._scripts.get(app_id, ()))
+
+    def storm(self, seconds: float, start: float | None = None) -> None:
+        """A 429 storm of ``seconds`` from ``start`` (None: from the next request); 0 ends it."""
+        _check_storm(seconds)
+        if start is None:
+            self._storm_until, self._storm_next = float("-inf"), seconds
+        else:
+            self._storm_until, self._storm_next = start + seconds, 0.0
+
+    def next(self, app_id: str, now: float, *, valid: bool = True) -> str | None:
+        """The fault for this request (an outcome, or ``"storm"``), or None; see the class."""
+        if self._storm_next:
+            self._storm_until, self._storm_next = now + self._storm_next, 0.0
+        if now < self._storm_until:
+            return _STORM
+        if queue := self._scripts.get(app_id):
+            return queue.popleft()
+        if not valid or not self._faults:
+            return None
+        draw = self._random.random()
+        for outcome, probability in self._faults.items():
+            if draw < probability:
+                return outcome
+            draw -= probability
+        return None
+
+    def __repr__(self) -> str:
+        pending = sum(len(queue) for queue in self._scripts.values())
+        faults = ", ".join(f"{k}={v:g}" for k, v in self._faults.items()) or "none"
+        if self._storm_next:
+            storm = f"{self._storm_next:g}s from the next request"
+        elif self._storm_until > float("-inf"):
+            storm = f"until {self._storm_until:g}"
+        else:
+            storm = "none"
+        return f"<FaultPlan scripted={pending} faults={{{faults}}} storm={storm}>"
+
+
 class Emulator:
     """The emulated service: configuration, per-app settings and the request log.
 
@@ -268,32 +385,20 @@ class Emulator:
     :class:`RequestRecord` per request received, in arrival order.
     """
 
-    __slots__ = (
-        "_config",
-        "_jitter",
-        "_random",
-        "_scripts",
-        "_storm_pending",
-        "_storm_until",
-        "_tat",
-        "_wire",
-        "apps",
-        "requests",
-    )
+    __slots__ = ("_config", "_jitter", "_limiter", "_wire", "apps", "plan", "requests")
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
-        self._config = config if config is not None else EmulatorConfig()
+        self._config = config = config if config is not None else EmulatorConfig()
         self._wire = _wire()
         self.apps: dict[str, dict[str, str]] = {}
         self.requests: list[RequestRecord] = []
-        self._scripts: dict[str, deque[str]] = {}
+        #: The faults injected (``script``, ``faults``, ``storm_seconds``, ``seed``); the
+        #: scripts, storm and seed are loaded by :meth:`reset`.
+        self.plan = FaultPlan(config.faults)
+        self._limiter = self._new_limiter()
         # Faults and latency draw from separate sources, so that the sequence of faults
         # does not depend on how requests with and without a draw interleave.
-        self._random = random.Random(self._config.seed)
         self._jitter = random.Random()
-        self._tat = float("-inf")  # GCRA: theoretical arrival time of the next request
-        self._storm_until = float("-inf")  # loop time when the current 429 storm ends
-        self._storm_pending = False  # storm_seconds: a storm starts with the next request
         self.reset()
 
     @property
@@ -302,23 +407,25 @@ class Emulator:
         return self._config
 
     def configure(self, **changes: Any) -> EmulatorConfig:
-        """Change configuration fields at runtime, e.g. ``configure(p504=0.5)``.
+        """Change configuration fields at runtime, e.g. ``configure(faults={"504": 0.5})``.
 
         A new ``rate`` or ``burst`` restarts the rate limiter, a new ``seed`` reseeds the
-        random source, a new ``script`` replaces every pending scripted outcome and a new
-        ``storm_seconds`` starts a storm with the next request (0: ends the current one).
+        random sources, new ``faults`` apply from the next request, a new ``script``
+        replaces every pending scripted outcome and a new ``storm_seconds`` starts a storm
+        with the next request (0: ends the current one).
         """
-        self._config = replace(self._config, **changes)
+        self._config = config = replace(self._config, **changes)
         if "rate" in changes or "burst" in changes:
-            self._tat = float("-inf")
+            self._limiter = self._new_limiter()
+        if "faults" in changes:
+            self.plan.faults = config.faults
         if "storm_seconds" in changes:
-            self._storm_until = float("-inf")
-            self._storm_pending = self._config.storm_seconds > 0
+            self.plan.storm(config.storm_seconds)
         if "seed" in changes:
             self._seed()
         if "script" in changes:
-            self._load_scripts()
-        return self._config
+            self.plan.load(config.script)
+        return config
 
     def script(self, app_id: str, outcomes: Iterable[str]) -> None:
         """Queue outcomes for ``app_id``'s next requests, after any already queued.
@@ -328,28 +435,22 @@ class Emulator:
         ``"error:<text>"`` (200 with ``error`` set and the settings not applied). When the
         queue is empty the configured behaviour applies again.
         """
-        outcomes = list(outcomes)
-        for outcome in outcomes:
-            _check_outcome(outcome)
-        self._scripts.setdefault(app_id, deque()).extend(outcomes)
+        self.plan.script(app_id, outcomes)
 
     def storm(self, seconds: float) -> None:
         """Answer every request with 429 ``TooManyRequestsException`` for ``seconds`` from now.
 
         Measured on the running loop's clock (the request log's); 0 ends a storm.
         """
-        if not seconds >= 0:
-            raise ValueError(f"storm seconds must be >= 0, got {seconds}")
         try:
             now = asyncio.get_running_loop().time()
         except RuntimeError:  # no running loop: asyncio's default clock
             now = time.monotonic()
-        self._storm_until = now + seconds
-        self._storm_pending = False
+        self.plan.storm(seconds, now)
 
     def pending(self, app_id: str) -> list[str]:
         """Scripted outcomes not yet consumed for ``app_id``."""
-        return list(self._scripts.get(app_id, ()))
+        return self.plan.pending(app_id)
 
     def reset(self) -> None:
         """Forget apps, requests, the rate limiter and any storm; reload the configured scripts.
@@ -358,21 +459,18 @@ class Emulator:
         """
         self.apps.clear()
         self.requests.clear()
-        self._tat = float("-inf")
-        self._storm_until = float("-inf")
-        self._storm_pending = self._config.storm_seconds > 0
+        self._limiter = self._new_limiter()
+        self.plan.storm(self._config.storm_seconds)
+        self.plan.load(self._config.script)
         self._seed()
-        self._load_scripts()
+
+    def _new_limiter(self) -> RateLimiter:
+        return RateLimiter(self._config.rate or 0.0, self._config.burst)
 
     def _seed(self) -> None:
         seed = self._config.seed
-        self._random.seed(seed)
+        self.plan.seed(seed)
         self._jitter.seed(None if seed is None else f"{seed}/latency")
-
-    def _load_scripts(self) -> None:
-        self._scripts.clear()
-        for app_id, outcomes in self._config.script.items():
-            self.script(app_id, outcomes)
 
     @property
     def request_count(self) -> int:
@@ -435,74 +533,37 @@ class Emulator:
         return web.json_response(reply.body, status=reply.status, headers=headers)
 
     def _decide(self, request: web.Request, app_id: str, body: bytes, now: float) -> _Reply:
-        wire, config = self._wire, self._config
+        """Steps 2-8 of the module's order."""
+        wire = self._wire
         if not request.headers.get("Authorization", "").startswith(_SIGV4):
             return self._error(
                 _UNRECOGNIZED_CLIENT,
                 "missing or malformed AWS Signature Version 4 Authorization header",
                 status=403,
             )
-        if self._in_storm(now):
-            return replace(self._throttled(), fault=_STORM)
-        if not self._admit(now):
+        if not self._limiter.try_acquire(now):
             return self._throttled()
         if request.method != wire.method or wire.app_id not in request.match_info:
             return self._error(
                 "NotFoundException", f"no such operation: {request.method} {request.path:.100}"
             )
-        queue = self._scripts.get(app_id)
-        outcome = queue.popleft() if queue else None
-        if outcome is not None and outcome not in _APPLYING:
-            return self._scripted(app_id, outcome)
+        settings: dict[str, str] = {}
+        refusal: _Reply | None = None
         try:
             settings = _parse_settings(body, wire)
         except _BadRequest as exc:
-            return self._error("BadRequestException", str(exc))
-        if not self._exists(app_id):
-            return self._not_found(app_id)
-        if outcome is None:
-            outcome = self._draw_fault()
-            if outcome is not None and outcome not in _APPLYING:
-                return self._scripted(app_id, outcome)
-            if outcome is None and config.p504 > 0 and self._random.random() < config.p504:
-                return replace(
-                    self._error("GatewayTimeoutException", "Gateway Timeout"), fault="504"
-                )
-        stored = self.apps.setdefault(app_id, {})
-        stored.update(settings)
-        return replace(
-            self._success(app_id), applied=True, fault=outcome if outcome == "slow" else None
-        )
-
-    def _in_storm(self, now: float) -> bool:
-        if self._storm_pending:
-            self._storm_pending = False
-            self._storm_until = now + self._config.storm_seconds
-        return now < self._storm_until
-
-    def _draw_fault(self) -> str | None:
-        """One draw from the seeded source: a fault from ``faults``, or None."""
-        faults = self._config.faults
-        if not faults:
-            return None
-        draw = self._random.random()
-        for outcome, probability in faults.items():
-            if draw < probability:
-                return outcome
-            draw -= probability
-        return None
-
-    def _admit(self, now: float) -> bool:
-        rate = self._config.rate
-        if not rate:
-            return True
-        interval = 1.0 / rate
-        tat = max(self._tat, now)
-        # The epsilon keeps requests arriving exactly on schedule from being refused.
-        if tat - now > (self._config.burst - 1) * interval + 1e-9:
-            return False
-        self._tat = tat + interval
-        return True
+            refusal = self._error("BadRequestException", str(exc))
+        else:
+            if not self._exists(app_id):
+                refusal = self._not_found(app_id)
+        fault = self.plan.next(app_id, now, valid=refusal is None)
+        if fault is not None and fault not in _APPLYING:
+            return self._fault(app_id, fault)
+        if refusal is not None:
+            return refusal
+        self.apps.setdefault(app_id, {}).update(settings)
+        slow = fault if fault == "slow" else None
+        return replace(self._success(app_id), applied=True, fault=slow)
 
     def _exists(self, app_id: str) -> bool:
         known = self._config.known_apps
@@ -510,12 +571,12 @@ class Emulator:
             return app_id in known
         return _APP_ID.fullmatch(app_id) is not None
 
-    def _scripted(self, app_id: str, outcome: str) -> _Reply:
-        """The answer to an outcome that does not apply the settings (not "ok" or "slow")."""
+    def _fault(self, app_id: str, outcome: str) -> _Reply:
+        """The answer to a fault that does not apply the settings (not "ok" or "slow")."""
         if outcome.startswith(_ERROR_OUTCOME):
             error = outcome.removeprefix(_ERROR_OUTCOME)
             return replace(self._success(app_id, error=error), fault=_ERROR_FAULT)
-        if outcome == "429":
+        if outcome in ("429", _STORM):
             reply = self._throttled()
         elif outcome == "504":
             reply = self._error("GatewayTimeoutException", "Gateway Timeout")
@@ -613,9 +674,11 @@ class EmulatorServer:
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:  # OverflowError: a port beyond 65535
             await runner.cleanup()
-            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            code = getattr(exc, "errno", None)  # negative for a host name that does not resolve
+            why = os.strerror(code) if code and code > 0 else getattr(exc, "strerror", None)
+            why = (why or str(exc)).rstrip(".")
             raise SetupError(f"cannot listen on {self.host}:{self.port}: {why}") from None
         self._runner = runner
         self.port = int(runner.addresses[0][1])

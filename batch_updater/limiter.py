@@ -1,14 +1,19 @@
-"""Client-side rate limiting: a paced limiter per region, shared by all workers."""
+"""Rate limiting (GCRA): the client's paced limiter per region, and the emulator's admission."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 __all__ = ["RateLimiter"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+#: Seconds of float error forgiven to a request that arrives exactly on schedule: without it,
+#: ``now`` summed from intervals (``t + 0.1 + 0.1 + 0.1``) may fall a hair short of its slot.
+ON_SCHEDULE: Final = 1e-9
 
 
 def loop_time() -> float:
@@ -19,9 +24,10 @@ def loop_time() -> float:
 class RateLimiter:
     """Paced limiter (GCRA): at most ``rate * t + burst`` acquisitions in any ``t`` seconds.
 
-    With ``burst=1`` acquisitions are evenly spaced ``1 / rate`` apart. Each caller reserves
-    the next free slot at once and sleeps until it, so waiters are served in arrival order
-    without a lock or a polling loop. ``rate <= 0`` means unlimited.
+    With ``burst=1`` acquisitions are evenly spaced ``1 / rate`` apart. :meth:`acquire`
+    reserves the next free slot at once and sleeps until it, so waiters are served in arrival
+    order without a lock or a polling loop; :meth:`try_acquire` takes the slot only if it is
+    due now (a server refusing what comes too early). ``rate <= 0`` means unlimited.
 
     Time is read only through ``clock`` (the running loop's clock by default), and waits go
     through ``sleep``, so tests can drive both.
@@ -62,20 +68,35 @@ class RateLimiter:
         """How many requests may go back to back after an idle period."""
         return self._burst
 
-    def _reserve(self) -> float:
-        """Take the next slot; return how long to wait for it (0 if it is now)."""
-        now = self._clock()
-        tat = max(self._tat, now)
-        self._tat = tat + self._interval
-        return tat - (self._burst - 1) * self._interval - now
+    def _due(self, now: float) -> float:
+        """Seconds from ``now`` until the next slot is due; 0 or less: it is due now."""
+        # max(): an idle limiter banks no more than the burst.
+        return max(self._tat, now) - (self._burst - 1) * self._interval - now
+
+    def _take(self, now: float) -> None:
+        self._tat = max(self._tat, now) + self._interval
 
     async def acquire(self) -> None:
         """Wait until one more request may be sent."""
         if self._rate <= 0:
             return
-        delay = self._reserve()
-        if delay > 0:
-            await self._sleep(delay)
+        now = self._clock()
+        wait = self._due(now)
+        self._take(now)
+        if wait > 0:
+            await self._sleep(wait)
+
+    def try_acquire(self, now: float) -> bool:
+        """Take the next slot if it is due at ``now``; never waits. False: too early, not taken.
+
+        Requests arriving exactly on schedule (within :data:`ON_SCHEDULE`) are admitted.
+        """
+        if self._rate <= 0:
+            return True
+        if self._due(now) > ON_SCHEDULE:
+            return False
+        self._take(now)
+        return True
 
     def __repr__(self) -> str:
         if self._rate <= 0:

@@ -13,6 +13,7 @@ import structlog
 __all__ = [
     "configure_logging",
     "default_logger",
+    "json_lines",
     "mask",
     "redact_sensitive",
     "register_secrets",
@@ -125,6 +126,16 @@ def _route_botocore_debug(stream: TextIO) -> None:
     logging.getLogger("botocore.auth").setLevel(logging.INFO)
 
 
+def json_lines(log_format: str, stream: TextIO) -> bool:
+    """Whether ``log_format`` means JSON lines on ``stream`` (``auto``: off a terminal).
+
+    Then nothing but JSON lines should be written there: no bar, no plain-text summary.
+    """
+    if log_format not in ("auto", "json", "console"):
+        raise ValueError(f"log format must be auto, json or console, not {log_format!r}")
+    return log_format == "json" or (log_format == "auto" and not stream.isatty())
+
+
 def configure_logging(
     log_format: str = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
@@ -133,11 +144,9 @@ def configure_logging(
     The library itself never calls this; applications configure logging as they like.
     """
     stream = stream or sys.stderr
-    if log_format not in ("auto", "json", "console"):
-        raise ValueError(f"log format must be auto, json or console, not {log_format!r}")
+    as_json = json_lines(log_format, stream)
     if level.lower() not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
-    as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     # Tracebacks as plain text, never with local variables (they hold settings and
     # credentials); JSON gets them as a field.
     renderer: structlog.typing.Processor = (

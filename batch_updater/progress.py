@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -10,7 +11,7 @@ from typing import Any, TextIO
 
 from .results import Status
 
-__all__ = ["BarStream", "Progress", "ProgressSnapshot", "render_bar", "tick"]
+__all__ = ["BarStream", "Progress", "ProgressSnapshot", "render_bar", "terminal_columns", "tick"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -80,22 +81,45 @@ def _clock_text(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def render_bar(snap: ProgressSnapshot, width: int = 24) -> str:
-    """``[#########...]  1234/5000  24%  153.2 rows/s  ETA 0:25  failed 3  throttled 12``."""
+_BAR_WIDTH = 24  # the widest bar, in characters between the brackets
+_NARROWEST_BAR = 5  # below this the bar is left out and only the numbers are shown
+_DEFAULT_COLUMNS = 80  # when the terminal does not say how wide it is
+
+
+def render_bar(snap: ProgressSnapshot, columns: int = _DEFAULT_COLUMNS) -> str:
+    """``[#####...] 1234/5000  24% 153.2 rows/s ETA 0:25 failed 3 throttled 12``.
+
+    At most ``columns - 1`` characters (a line filling the last column would wrap on some
+    terminals): the bar narrows first, then is left out, then the numbers are cut.
+    """
     share = snap.done / snap.total if snap.total else 1.0
-    filled = round(width * share)
-    return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {snap.done}/{snap.total} {share:4.0%} "
-        f"{snap.rows_per_second:.1f} rows/s ETA {_clock_text(snap.eta_seconds)} "
-        f"failed {snap.failed} throttled {snap.throttled}"
+    numbers = (
+        f"{snap.done}/{snap.total} {share:4.0%} {snap.rows_per_second:.1f} rows/s "
+        f"ETA {_clock_text(snap.eta_seconds)} failed {snap.failed} throttled {snap.throttled}"
     )
+    room = columns - 1 - len(numbers) - 3  # brackets and a space
+    if room < _NARROWEST_BAR:
+        return numbers[: max(0, columns - 1)]
+    width = min(_BAR_WIDTH, room)
+    filled = round(width * share)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {numbers}"
+
+
+def terminal_columns(stream: TextIO) -> int:
+    """How wide the terminal behind ``stream`` is (80 when it does not say)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return _DEFAULT_COLUMNS
+    return columns or _DEFAULT_COLUMNS  # a fresh pseudo-terminal reports 0
 
 
 class BarStream:
     """A text stream (stderr) that keeps one live bar on its last line.
 
     Log lines written through it clear the bar, appear above it, and the bar is drawn
-    again, so the two never garble each other.
+    again, so the two never garble each other. The bar is fitted to the terminal's width
+    at each redraw: a bar that wrapped would leave its first part behind on every redraw.
     """
 
     __slots__ = ("__weakref__", "_bar", "_stream")  # structlog keeps a weak reference
@@ -125,7 +149,7 @@ class BarStream:
 
     def show(self, snap: ProgressSnapshot) -> None:
         """Draw (or redraw) the bar."""
-        self._bar = render_bar(snap)
+        self._bar = render_bar(snap, terminal_columns(self._stream))
         self._stream.write(self._CLEAR + self._bar)
         self._stream.flush()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -104,14 +105,44 @@ def _record(result: RowResult, run_id: str, kept_columns: tuple[str, ...]) -> di
     return record
 
 
+def _open_report(path: Path, mode: str) -> IO[str]:
+    """Open the report file (a seam: tests hand in a file whose disk fills up)."""
+    return path.open(mode, encoding="utf-8", newline="")
+
+
+def _cannot_write(what: str, path: Path, exc: OSError) -> str:
+    """The one-line message of a failed write: ``cannot write the report x.csv: ...``."""
+    return f"cannot write the {what} {path}: {exc.strerror or exc}"
+
+
 class ReportWriter:
     """Writes one record per row; ``.jsonl`` paths get JSON lines, anything else CSV.
 
     Each record is flushed to the operating system as soon as it is written, so a crash
     of this process loses at most the rows still in flight.
+
+    ``replacing=True`` (a run resuming from the report it writes): records go to
+    ``<path>.resuming`` until :meth:`commit` (or :meth:`close`) puts that file in the old
+    report's place, atomically; until then the old report stays whole.
+
+    A write that fails once opened (disk full, I/O error) does not raise: ``error`` gets
+    the one-line message, the file is closed, later records are dropped, and ``saved``
+    tells how many records reached the file before the failure.
     """
 
-    __slots__ = ("_csv", "_file", "_jsonl", "kept_columns", "path", "run_id", "written")
+    __slots__ = (
+        "_csv",
+        "_file",
+        "_jsonl",
+        "_staged",
+        "discarded",
+        "error",
+        "kept_columns",
+        "path",
+        "run_id",
+        "saved",
+        "written",
+    )
 
     def __init__(
         self,
@@ -119,27 +150,38 @@ class ReportWriter:
         *,
         overwrite: bool = False,
         run_id: str = "",
+        replacing: bool = False,
         kept_columns: tuple[str, ...] = (),
     ) -> None:
         self.path = path
         self.kept_columns = kept_columns  # the input's extra columns, after REPORT_COLUMNS
         self._jsonl = path.suffix.lower() == ".jsonl"
+        self._staged = path.with_name(path.name + ".resuming") if replacing else None
+        self.discarded = False
+        self.written = 0  # records handed to the file
+        self.saved = 0  # records known to have reached the file (at the last good flush)
+        self.error: str | None = None
+        self.run_id = run_id
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = path.open("w" if overwrite else "x", encoding="utf-8", newline="")
+            target, mode = (
+                (self._staged, "w") if self._staged else (path, "w" if overwrite else "x")
+            )
+            self._file: IO[str] = _open_report(target, mode)
         except FileExistsError:
             raise SetupError(
                 f"the report {path} already exists: choose another --report, "
                 "or pass --overwrite to replace it"
             ) from None
         except OSError as exc:
-            raise SetupError(f"cannot write the report {path}: {exc.strerror or exc}") from None
-        self.written = 0
-        self.run_id = run_id
+            raise SetupError(_cannot_write("report", path, exc)) from None
         self._csv = None if self._jsonl else csv.writer(self._file, lineterminator="\n")
         if self._csv is not None:
-            self._csv.writerow((*REPORT_COLUMNS, *kept_columns))
-            self._file.flush()
+            try:
+                self._csv.writerow((*REPORT_COLUMNS, *kept_columns))
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
 
     def write(self, result: RowResult) -> None:
         """Append one row's record; flush it when it records a call's outcome or a skip.
@@ -148,6 +190,14 @@ class ReportWriter:
         identically by a rerun, so they ride along with the next flush instead of costing a
         system call each.
         """
+        if self.error is not None:
+            return
+        try:
+            self._write(result)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _write(self, result: RowResult) -> None:
         if self._csv is not None:
             r = result
             text: tuple[str, ...] = (
@@ -184,17 +234,58 @@ class ReportWriter:
         else:
             record = _record(result, self.run_id, self.kept_columns)
             self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.written += 1
         if result.status in _DURABLE:
             self._file.flush()
-        self.written += 1
+            self.saved = self.written
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = _cannot_write("report", self.path, exc)
+        with contextlib.suppress(OSError):  # closing flushes again, and fails again
+            self._file.close()
+
+    def commit(self) -> None:
+        """With ``replacing``: sync the records so far and put them in the old report's
+        place (its stale summary is removed first). Writing goes on into the same file.
+        A failure sets ``error`` (the old report stays whole)."""
+        if self._staged is None or self.error is not None:
+            return
+        try:
+            self._sync()
+            summary_path(self.path).unlink(missing_ok=True)
+            self._staged.replace(self.path)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._staged = None
+        self.saved = self.written
 
     def close(self) -> None:
-        """Flush to disk and close."""
+        """Flush to disk and close (and :meth:`commit`); a failure sets ``error`` instead
+        of raising."""
         if self._file.closed:
             return
+        try:
+            if self._staged is not None:
+                self.commit()
+            else:
+                self._sync()
+            self._file.close()
+        except OSError as exc:
+            self._fail(exc)
+        if self.error is None:
+            self.saved = self.written
+
+    def _sync(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._file.close()
+
+    def discard(self) -> None:
+        """Close and remove what was written: the run never started."""
+        self.discarded = True
+        if not self._file.closed:
+            self._file.close()
+        Path(self._file.name).unlink(missing_ok=True)
 
     def __enter__(self) -> ReportWriter:
         return self
@@ -204,15 +295,31 @@ class ReportWriter:
 
     def __repr__(self) -> str:
         kind = "jsonl" if self._jsonl else "csv"
-        return f"<ReportWriter {kind} {str(self.path)!r} written={self.written}>"
+        state = f" error={self.error!r}" if self.error else ""
+        return (
+            f"<ReportWriter {kind} {str(self.path)!r} written={self.written} "
+            f"saved={self.saved}{state}>"
+        )
 
 
-def write_summary(summary: RunSummary) -> Path | None:
-    """Write ``<report>.summary.json`` atomically; returns its path."""
+def write_summary(summary: RunSummary) -> str | None:
+    """Write ``<report>.summary.json`` atomically; the one-line error if that failed.
+
+    On failure no ``.tmp`` file is left behind, and ``summary.output_error`` is set (when
+    no earlier output failed) before returning.
+    """
     if summary.report_path is None:
         return None
     path = summary_path(summary.report_path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    try:
+        tmp.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        message = _cannot_write("summary", path, exc)
+        if summary.output_error is None:
+            summary.output_error = message
+        return message
+    return None

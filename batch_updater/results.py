@@ -19,7 +19,9 @@ class RateSource(Protocol):
     def rate(self) -> float: ...
 
 
-__all__ = ["RowResult", "RunSummary", "Status"]
+__all__ = ["FIRST_INVALID_KEPT", "RowResult", "RunSummary", "Status"]
+
+FIRST_INVALID_KEPT = 5  # invalid rows a summary lists (the report has them all)
 
 
 class Status(StrEnum):
@@ -71,6 +73,14 @@ class RunSummary:
     rates: Mapping[str, RateSource] = field(default_factory=dict)
     resume_command: str | None = None
     input_problem: str | None = None  # the input has no rows, or changed during the run
+    first_invalid: list[RowResult] = field(default_factory=list)  # in input order, see note_invalid
+
+    def note_invalid(self, result: RowResult) -> None:
+        """Keep ``result`` if it is among the first :data:`FIRST_INVALID_KEPT` invalid rows."""
+        if len(self.first_invalid) < FIRST_INVALID_KEPT:
+            self.first_invalid.append(result)
+
+    output_error: str | None = None  # the report or summary could not be written
 
     @property
     def rows(self) -> int:
@@ -85,14 +95,16 @@ class RunSummary:
     @property
     def exit_code(self) -> int:
         """0 when every row succeeded, was skipped or was a dry run and the input had rows
-        and did not change during the run; 1 otherwise; 2 when
-        setup failed after the report was opened; 128 + the signal number when a signal
-        stopped the run (130 SIGINT, 143 SIGTERM)."""
+        and did not change during the run; 1 otherwise (also when the report or summary
+        could not be written); 2 when setup failed after the report was opened; 128 + the
+        signal number when a signal stopped the run (130 SIGINT, 143 SIGTERM)."""
         if self.stop_reason is not None and self.stop_reason.signal is not None:
             return 128 + self.stop_reason.signal
         if self.stop_reason is not None and self.stop_reason.kind == "setup_error":
             return 2
-        if self.stop_reason is not None and self.stop_reason.kind == "internal_error":
+        if self.output_error is not None or (
+            self.stop_reason is not None and self.stop_reason.kind == "internal_error"
+        ):
             return 1  # the report may be incomplete
         if self.input_problem is not None:
             return 1  # nothing to do, or rows that may not be the file's rows any more
@@ -120,5 +132,9 @@ class RunSummary:
             ),
             "resume_command": self.resume_command,
             "input_problem": self.input_problem,
+            "first_invalid": [
+                {"line": r.line, "error_message": r.error_message} for r in self.first_invalid
+            ],
+            "output_error": self.output_error,
             "settings": self.settings,
         }

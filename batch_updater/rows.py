@@ -13,16 +13,19 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import importlib.metadata
+import importlib.util
 import io
+import json
 import os
 import re
 import stat
 import sys
 import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Protocol
@@ -33,10 +36,12 @@ from .shard import Shard
 __all__ = [
     "COLUMNS",
     "LoginSettings",
+    "RegionRule",
     "Rejected",
     "Row",
     "RowPlan",
     "check_region",
+    "region_rule",
 ]
 
 # Canonical column name -> the API's own name (accepted as a header alias too).
@@ -63,11 +68,100 @@ _IDENTITY_POOL_ID = re.compile(r"[\w-]+:[0-9a-f-]+", re.ASCII)
 _WEB_CLIENT_ID = re.compile(r"[\w+]+", re.ASCII)
 
 
-def check_region(value: str) -> str | None:
-    """Return why ``value`` is not an AWS region name, or None when it looks like one."""
-    if _REGION.fullmatch(value):
-        return None
-    return f"{_shown(value)} is not a region name like us-east-1 or ap-southeast-3"
+# -- regions ----------------------------------------------------------------------------
+
+_UNKNOWN_REGION_HINT: Final = "pass --allow-unknown-region for a region newer than the SDK"
+_SHAPE_ONLY_HINT: Final = "pass --allow-unknown-region to check only the shape of region names"
+
+
+@cache
+def _botocore_regions() -> tuple[frozenset[str], str]:
+    """(every region of every partition botocore ships, botocore's version), read once.
+
+    Read as plain JSON from botocore's data directory, without botocore's loaders or a
+    session (a few milliseconds): ``partitions.json`` (small, botocore 1.28 and later),
+    else the partitions of ``endpoints.json``. Pseudo-regions like ``aws-global`` are left
+    out. Raises :class:`SetupError` when neither can be read.
+    """
+    spec = importlib.util.find_spec("botocore")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for name, key in (("partitions.json", "id"), ("endpoints.json", "partition")):
+        for location in locations:
+            path = Path(location, "data", name)
+            try:
+                data = json.loads(path.read_bytes())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                raise SetupError(
+                    f"cannot read botocore's region list {path}: {exc}; {_SHAPE_ONLY_HINT}"
+                ) from None
+            regions: set[str] = set()
+            for partition in data.get("partitions", []):
+                if not isinstance(partition, dict) or key not in partition:
+                    continue
+                shape = re.compile(str(partition.get("regionRegex") or "$^"), re.ASCII)
+                regions.update(r for r in partition.get("regions", {}) if shape.fullmatch(r))
+            return frozenset(regions), importlib.metadata.version("botocore")
+    raise SetupError(
+        f"cannot find botocore's region list (is botocore installed?); {_SHAPE_ONLY_HINT}"
+    )
+
+
+class RegionRule:
+    """Which region names are accepted: those botocore knows (the default), or with
+    ``allow_unknown`` also any name shaped like one (a region newer than the SDK).
+
+    ``ok`` is the cheap test of the hot path (set membership, or the shape pattern);
+    :meth:`problem` words the refusal. Both follow from ``known`` and ``allow_unknown``.
+    With ``allow_unknown`` an unreadable botocore region list is no error: the shape
+    check alone applies.
+    """
+
+    __slots__ = ("allow_unknown", "known", "ok", "version")
+
+    def __init__(self, allow_unknown: bool = False) -> None:
+        try:
+            self.known, self.version = _botocore_regions()
+        except SetupError:
+            if not allow_unknown:
+                raise
+            self.known, self.version = frozenset(), "(unreadable)"
+        self.allow_unknown = allow_unknown
+        contains = self.known.__contains__
+        self.ok: Callable[[str], bool] = (
+            (lambda value: contains(value) or _REGION.fullmatch(value) is not None)
+            if allow_unknown
+            else contains
+        )
+
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` is not an accepted region name, or None when it is one."""
+        if self.ok(value):
+            return None
+        if not _REGION.fullmatch(value):
+            return f"{_shown(value)} is not a region name like us-east-1 or ap-southeast-3"
+        return (
+            f"{_shown(value)} is not an AWS region botocore {self.version} knows; "
+            f"{_UNKNOWN_REGION_HINT}"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<RegionRule known={len(self.known)} botocore={self.version} "
+            f"allow_unknown={self.allow_unknown}>"
+        )
+
+
+@cache
+def region_rule(allow_unknown: bool = False) -> RegionRule:
+    """The shared :class:`RegionRule` for ``allow_unknown`` (made once per process)."""
+    return RegionRule(allow_unknown)
+
+
+def check_region(value: str, *, allow_unknown: bool = False) -> str | None:
+    """Return why ``value`` is not an accepted AWS region name, or None when it is one."""
+    return region_rule(allow_unknown).problem(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,7 +589,14 @@ def read_mappings(
 
 
 def _check_pool(
-    column: str, value: str, *, pattern: re.Pattern[str], shape: str, sep: str, problems: list[str]
+    column: str,
+    value: str,
+    *,
+    pattern: re.Pattern[str],
+    shape: str,
+    sep: str,
+    rule: RegionRule,
+    problems: list[str],
 ) -> str | None:
     if len(value) > 55:
         problems.append(f"{column}: {len(value)} characters, at most 55 allowed")
@@ -504,14 +605,21 @@ def _check_pool(
         problems.append(f"{column}: {value!r} does not look like {shape}")
         return None
     prefix = value.split(sep, 1)[0]
-    if check_region(prefix) is not None:
+    if not _REGION.fullmatch(prefix) and not rule.ok(prefix):
         problems.append(f"{column}: {value!r} must start with its region, like {shape}")
+        return None
+    if (why := rule.problem(prefix)) is not None:
+        problems.append(f"{column}: region {why}")
         return None
     return prefix
 
 
 def _problems(
-    app_id: str, region: str, values: tuple[str, str, str, str], problems: list[str]
+    app_id: str,
+    region: str,
+    values: tuple[str, str, str, str],
+    rule: RegionRule,
+    problems: list[str],
 ) -> None:
     """Every problem of a row, worded for the operator (the slow path)."""
     if not app_id:
@@ -522,11 +630,11 @@ def _problems(
         problems.append(
             f"app_id: {_shown(app_id)} is not an Amplify app id (d followed by a-z, 0-9)"
         )
-    if (why := check_region(region)) is not None:
+    if (why := rule.problem(region)) is not None:
         problems.append(f"region: {why}")
 
     identity_pool, cognito_region, user_pool, client_id = values
-    if cognito_region and (why := check_region(cognito_region)) is not None:
+    if cognito_region and (why := rule.problem(cognito_region)) is not None:
         problems.append(f"cognito_region: {why}")
         cognito_region = ""
 
@@ -538,6 +646,7 @@ def _problems(
             pattern=_USER_POOL_ID,
             shape="us-east-1_AbC123xyz",
             sep="_",
+            rule=rule,
             problems=problems,
         )
         if prefix is not None:
@@ -549,6 +658,7 @@ def _problems(
             pattern=_IDENTITY_POOL_ID,
             shape="us-east-1:0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
             sep=":",
+            rule=rule,
             problems=problems,
         )
         if prefix is not None:
@@ -574,22 +684,31 @@ def _problems(
         )
 
 
-def _pool_ok(value: str, pattern: re.Pattern[str], sep: str, cognito_region: str) -> bool:
-    """A pool id that is certainly valid: its shape, and a region prefix that matches."""
+def _pool_ok(
+    value: str,
+    pattern: re.Pattern[str],
+    sep: str,
+    cognito_region: str,
+    region_ok: Callable[[str], bool],
+) -> bool:
+    """A pool id that is certainly valid: its shape, and a region prefix that matches
+    (``cognito_region``, already accepted, or else an accepted region)."""
     if len(value) > 55 or not pattern.fullmatch(value):
         return False
     prefix = value.partition(sep)[0]
-    return prefix == cognito_region if cognito_region else bool(_REGION.fullmatch(prefix))
+    return prefix == cognito_region if cognito_region else region_ok(prefix)
 
 
-def _fast_ok(values: tuple[str, str, str, str]) -> bool:
+def _fast_ok(values: tuple[str, str, str, str], region_ok: Callable[[str], bool]) -> bool:
     """True when the settings are certainly valid (the common case, checked cheaply)."""
     identity_pool, cognito_region, user_pool, client_id = values
-    if cognito_region and not _REGION.fullmatch(cognito_region):
+    if cognito_region and not region_ok(cognito_region):
         return False
-    if user_pool and not _pool_ok(user_pool, _USER_POOL_ID, "_", cognito_region):
+    if user_pool and not _pool_ok(user_pool, _USER_POOL_ID, "_", cognito_region, region_ok):
         return False
-    if identity_pool and not _pool_ok(identity_pool, _IDENTITY_POOL_ID, ":", cognito_region):
+    if identity_pool and not _pool_ok(
+        identity_pool, _IDENTITY_POOL_ID, ":", cognito_region, region_ok
+    ):
         return False
     if client_id and (len(client_id) > 128 or not _WEB_CLIENT_ID.fullmatch(client_id)):
         return False
@@ -601,7 +720,7 @@ _Checked = tuple[str, str, tuple[str, str, str, str], int, str]
 
 
 def _check(
-    line: int, cells: Mapping[str, str], default_region: str | None
+    line: int, cells: Mapping[str, str], default_region: str | None, rule: RegionRule
 ) -> _Checked | Rejected | None:
     """Validate one row without building objects; None when it has no region at all."""
     get = cells.get
@@ -617,14 +736,15 @@ def _check(
         get("user_pool_id", "").strip(),
         get("web_client_id", "").strip(),
     )
+    region_ok = rule.ok
     if not (
         len(app_id) <= 20
         and _APP_ID.fullmatch(app_id)
-        and _REGION.fullmatch(region)
-        and _fast_ok(values)
+        and region_ok(region)
+        and _fast_ok(values, region_ok)
     ):
         problems: list[str] = []
-        _problems(app_id, region, values, problems)
+        _problems(app_id, region, values, rule, problems)
         if problems:
             return Rejected(line, app_id, region, "invalid", "; ".join(problems))
     number, hexdigest = _digest(*values)
@@ -632,12 +752,18 @@ def _check(
 
 
 def validate(
-    line: int, cells: Mapping[str, str], default_region: str | None, keep: tuple[str, ...] = ()
+    line: int,
+    cells: Mapping[str, str],
+    default_region: str | None,
+    rule: RegionRule | None = None,
+    keep: tuple[str, ...] = (),
 ) -> Row | Rejected | None:
     """Validate one row. Returns None when the row needs a region and none is configured.
 
-    ``keep`` names the columns whose cells the result carries along (``kept``)."""
-    checked = _check(line, cells, default_region)
+    ``rule`` decides which region names are accepted (default: those botocore knows);
+    ``keep`` names the columns whose cells the result carries along (``kept``).
+    """
+    checked = _check(line, cells, default_region, rule or region_rule())
     kept = tuple(cells.get(name, "") for name in keep) if keep else ()
     if checked is None:
         return None
@@ -663,15 +789,16 @@ class ValidationInterrupted(BatchUpdaterError):
 
 
 class _DuplicateIndex:
-    """(region, app_id) -> first line and settings digest, in flat arrays.
+    """(region, app_id) -> first line, settings digest and row count, in flat arrays.
 
     An open-addressing table (linear probing, at most 70% full) of 64-bit key hashes
     (Python's string hash, stable within the process that reads both passes), 32-bit line
-    numbers and 64-bit digests: 20 bytes a slot, about 29 MB for a million distinct apps
-    when sized from the expected row count up front. Conflicts (rare) live in a small dict.
+    numbers, 64-bit digests and 32-bit counts of later rows with the key: 24 bytes a slot,
+    about 34 MB for a million distinct apps when sized from the expected row count up
+    front. Conflicts (rare) live in a small dict.
     """
 
-    __slots__ = ("_conflicts", "_digests", "_keys", "_lines", "_size", "_slots")
+    __slots__ = ("_conflicts", "_digests", "_keys", "_lines", "_repeats", "_size", "_slots")
 
     LOAD: Final = 0.7
 
@@ -684,6 +811,7 @@ class _DuplicateIndex:
         self._keys = array("Q", bytes(8 * slots))
         self._lines = array("I", bytes(4 * slots))
         self._digests = array("Q", bytes(8 * slots))
+        self._repeats = array("I", bytes(4 * slots))  # rows after the first, per key
         self._slots = slots
 
     @staticmethod
@@ -702,6 +830,7 @@ class _DuplicateIndex:
         """Record a row; True when it is the first for its key."""
         i = self._slot(key)
         if self._keys[i]:
+            self._repeats[i] += 1
             if digest != self._digests[i] and key not in self._conflicts:
                 self._conflicts[key] = line
             return False
@@ -712,17 +841,26 @@ class _DuplicateIndex:
         return True
 
     def _grow(self) -> None:
-        keys, lines, digests = self._keys, self._lines, self._digests
+        keys, lines, digests, repeats = self._keys, self._lines, self._digests, self._repeats
         self._alloc(2 * self._slots + 1)
         for j, key in enumerate(keys):
             if key:
                 i = self._slot(key)
                 self._keys[i], self._lines[i], self._digests[i] = key, lines[j], digests[j]
+                self._repeats[i] = repeats[j]
 
     @property
     def conflicts(self) -> int:
         """Keys given more than once with different settings."""
         return len(self._conflicts)
+
+    def conflicting_rows(self, among: Container[int] | None = None) -> int:
+        """Rows whose key has conflicting settings (every one of them is invalid), over
+        all conflicting keys or only those in ``among``."""
+        repeats, slot = self._repeats, self._slot
+        return sum(
+            repeats[slot(key)] + 1 for key in self._conflicts if among is None or key in among
+        )
 
     def classify(self, row: Row) -> Row | Rejected:
         """``row`` itself when it is to be sent, else why not."""
@@ -765,10 +903,13 @@ class RowPlan:
     file that the second pass reads, so later changes to the file change nothing here
     (:meth:`input_changed` tells whether there were any). ``default_region`` is the
     region of rows without one, or a function that finds it (called only if such a row
-    exists). ``keep`` names extra columns to read. After construction, ``total``,
-    ``invalid`` (rows failing validation), ``conflicts`` (keys given twice with
-    different settings) and ``regions`` describe the whole input; iterate for the second
-    pass. :meth:`close` (or ``with``) removes the spool.
+    exists). ``allow_unknown_region`` accepts region names botocore does not know (see
+    :class:`RegionRule`); ``keep`` names extra columns to read. After construction,
+    ``total`` (rows this plan yields), ``invalid`` (those of them that are invalid, rows
+    of conflicting duplicates included: the report's count), ``input_rows`` and
+    ``input_invalid`` (the same over the whole input, whichever shard), ``conflicts``
+    (keys given twice with different settings) and ``regions`` describe the input;
+    iterate for the second pass. :meth:`close` (or ``with``) removes the spool.
     """
 
     __slots__ = (
@@ -779,7 +920,9 @@ class RowPlan:
         "_keep",
         "_resolve_region",
         "_rows",
+        "_rule",
         "_spool",
+        "input_invalid",
         "input_rows",
         "invalid",
         "path",
@@ -795,8 +938,10 @@ class RowPlan:
         *,
         shard: Shard | None = None,
         interrupted: Callable[[], bool] | None = None,
+        allow_unknown_region: bool = False,
         keep: Iterable[str] = (),
     ) -> None:
+        self._rule = region_rule(allow_unknown_region)
         if isinstance(source, Path):
             self.path: Path | None = source
             self._rows: list[Mapping[str, str | None]] | None = None
@@ -817,7 +962,8 @@ class RowPlan:
         self._index = _DuplicateIndex()
         self.total = 0  # rows this plan yields (this shard's, when sharded)
         self.input_rows = 0  # rows in the whole input
-        self.invalid = 0  # invalid rows in the whole input, whichever shard they belong to
+        self.invalid = 0  # invalid rows this plan yields (conflicting duplicates included)
+        self.input_invalid = 0  # invalid rows in the whole input, whichever shard
         self.regions: set[str] = set()
         try:
             self._first_pass()
@@ -832,8 +978,9 @@ class RowPlan:
 
     @property
     def ok(self) -> bool:
-        """True when no row is invalid (conflicting duplicates included)."""
-        return self.invalid == 0 and self.conflicts == 0
+        """True when no row of the whole input is invalid (conflicting duplicates
+        included), so every shard of a sharded job agrees."""
+        return self.input_invalid == 0
 
     @property
     def source_name(self) -> str:
@@ -891,7 +1038,7 @@ class RowPlan:
     def _no_region(self, line: int, cells: Mapping[str, str]) -> _Checked | Rejected:
         if self._resolve_region is not None:
             self._default_region, self._resolve_region = self._resolve_region(), None
-            checked = _check(line, cells, self._default_region)
+            checked = _check(line, cells, self._default_region, self._rule)
             if checked is not None:
                 return checked
         raise SetupError(
@@ -922,29 +1069,41 @@ class RowPlan:
             spool.finish()
 
     def _scan(self, rows: Iterable[tuple[int, dict[str, str]]]) -> None:
-        index, regions, shard = self._index, self.regions, self.shard
+        index, regions, shard, rule = self._index, self.regions, self.shard, self._rule
         key = index.key
-        total = invalid = mine = 0
+        total = invalid = mine = mine_invalid = 0
+        mine_repeated: set[int] = set()  # keys of this shard given more than once
         interrupted = self._interrupted
         for line, cells in rows:
             total += 1
             if interrupted is not None and total % 4096 == 0 and interrupted():
                 raise ValidationInterrupted(self.source_name, line)
-            checked = _check(line, cells, self._default_region)
+            checked = _check(line, cells, self._default_region, rule)
             if checked is None:
                 checked = self._no_region(line, cells)
             if isinstance(checked, Rejected):
                 invalid += 1
                 if shard is None or shard.owns(checked.region, checked.app_id):
                     mine += 1
+                    mine_invalid += 1
                 continue
             app_id, region, _, number, _ = checked
-            if shard is None or shard.owns(region, app_id):
+            is_mine = shard is None or shard.owns(region, app_id)
+            if is_mine:
                 mine += 1
                 regions.add(region)
             # Duplicates are found over the whole input: they hash to the same shard anyway.
-            index.add(key(region, app_id), line, number)
-        self.input_rows, self.invalid, self.total = total, invalid, mine
+            k = key(region, app_id)
+            if not index.add(k, line, number) and is_mine and shard is not None:
+                mine_repeated.add(k)
+        # Every row of a key given with different settings is invalid (see classify).
+        conflicting = index.conflicting_rows()
+        if shard is not None:
+            mine_invalid += index.conflicting_rows(mine_repeated)
+        else:
+            mine_invalid += conflicting
+        self.input_rows, self.input_invalid = total, invalid + conflicting
+        self.total, self.invalid = mine, mine_invalid
 
     def _read(self) -> Iterator[tuple[int, dict[str, str]]]:
         if self._spool is None:
@@ -957,9 +1116,9 @@ class RowPlan:
     def __iter__(self) -> Iterator[Row | Rejected]:
         """Second pass: each row of this plan (its shard's), validated again, with
         duplicates and conflicts resolved."""
-        classify, shard, keep = self._index.classify, self.shard, self._keep
+        classify, shard, rule, keep = self._index.classify, self.shard, self._rule, self._keep
         for line, cells in self._read():
-            result = validate(line, cells, self._default_region, keep)
+            result = validate(line, cells, self._default_region, rule, keep)
             assert result is not None, "pass 1 found the region of every row"
             if shard is not None and not shard.owns(result.region, result.app_id):
                 continue

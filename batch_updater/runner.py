@@ -29,12 +29,13 @@ from .rows import Rejected, Row, RowPlan, ValidationInterrupted
 
 __all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
-Source = str | Path | Iterable[Mapping[str, str | None]]
+Source = str | os.PathLike[str] | Iterable[Mapping[str, str | None]]
 MAYBE_APPLIED = (
-    "[an attempt's outcome is unknown (no answer, or a gateway timeout): the update may "
-    "have been applied; re-running the row is safe]"
+    "[an attempt's outcome is unknown (no answer, an unreadable answer, or a gateway "
+    "timeout): the update may have been applied; re-running the row is safe]"
 )
 ResultHook = Callable[[RowResult], None]
+ResumeCommand = Callable[[Path | None], str]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -94,6 +95,7 @@ class _Job:
     """One run: turns each planned row into exactly one report record."""
 
     __slots__ = (
+        "_carried_through",
         "_control",
         "_failure",
         "_log",
@@ -132,10 +134,17 @@ class _Job:
             config.max_failure_rate, config.failure_window, config.max_failures
         )
         self._failure: BaseException | None = None
+        # Rows up to this line that earlier reports list as succeeded are already written.
+        self._carried_through = 0
 
     def emit(self, result: RowResult) -> None:
-        self._writer.write(result)
+        writer = self._writer
+        writer.write(result)
+        if writer.error is not None and self._summary.output_error is None:
+            self.output_failed(writer.error)
         self._summary.counts[result.status] += 1
+        if result.status is Status.INVALID:
+            self._summary.note_invalid(result)
         self.progress.record(result.status)
         if self._summary.results is not None:
             self._summary.results.append(result)
@@ -150,13 +159,43 @@ class _Job:
                 self._log.error("run_stopping", reason=reason.kind, message=reason.message)
                 self._control.halt(reason)
 
-    def triage(self, item: Row | Rejected) -> Row | RowResult:
-        """A row to send, or the final result of a row that is not sent."""
+    def output_failed(self, message: str) -> None:
+        """The report cannot be written: stop starting rows, as a stop rule does."""
+        self._summary.output_error = message
+        self._log.error("run_stopping", reason="output_error", message=message)
+        self._control.halt(StopReason("output_error", message))
+
+    def triage(self, item: Row | Rejected) -> Row | RowResult | None:
+        """A row to send, the final result of a row that is not sent, or None for a row
+        whose result :meth:`carry_forward` already wrote."""
         if isinstance(item, Rejected):
             return _rejected(item)
         if (note := self._resume.lookup(item)) is not None:
+            if item.line <= self._carried_through:
+                return None
             return _unsent(item, Status.SKIPPED, note)
         return item
+
+    def carry_forward(self, plan: Iterable[Row | Rejected]) -> None:
+        """Before any request, write the rows that earlier reports list as succeeded.
+
+        So the new report holds every earlier success from the start: after a crash at any
+        point it alone is enough to resume from (it may even replace the report it resumes
+        from). A stop asked for meanwhile ends this early; the rest are written in order.
+        """
+        control, lookup = self._control, self._resume.lookup
+        through = 0
+        for n, item in enumerate(plan):
+            if n % 1024 == 0 and control.requested:
+                break
+            if isinstance(item, Row) and (note := lookup(item)) is not None:
+                self.emit(_unsent(item, Status.SKIPPED, note))
+            through = item.line
+        else:
+            through = _EVERY_LINE
+            # Every earlier success is in the new report: it may take the old one's place.
+            self._writer.commit()
+        self._carried_through = through
 
     def emit_unsent(self, items: Iterable[Row | Rejected], status: Status, message: str) -> None:
         """Final results for rows that are not sent (dry run, invalid input, stop).
@@ -169,14 +208,45 @@ class _Job:
             if n % 1024 == 0 and control.requested and status is Status.DRY_RUN:
                 status, message = Status.NOT_ATTEMPTED, self._not_started()
             triaged = self.triage(item)
-            self.emit(
-                triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
-            )
+            if triaged is not None:
+                self.emit(
+                    triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
+                )
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests sent so far."""
+        return self._stats.requests
+
+    @property
+    def resume(self) -> ResumeIndex:
+        """The earlier reports' successes."""
+        return self._resume
 
     def finish_stats(self) -> None:
         self._summary.requests = self._stats.requests
         self._summary.retries = self._stats.retries
         self._summary.throttles = self._stats.throttles
+
+    def finish(self, elapsed: float, resume_command: ResumeCommand | None) -> None:
+        """Close the report, complete the summary and write it; never raises on a full disk."""
+        summary, writer, log = self._summary, self._writer, self._log
+        self.finish_stats()
+        writer.close()
+        if writer.error is not None and summary.output_error is None:  # failed closing
+            summary.output_error = writer.error
+            log.error("report_write_failed", error=writer.error)
+        summary.stop_reason = self._control.reason
+        summary.elapsed_seconds = elapsed
+        if resume_command is not None and (
+            writer.error is not None
+            or (summary.counts[Status.NOT_ATTEMPTED] and summary.stop_reason is not None)
+        ):
+            summary.resume_command = resume_command(writer.path if writer.saved else None)
+        if (error := write_summary(summary)) is not None:
+            log.error("summary_write_failed", error=error)
+        if writer.error is None and writer.written != self.progress.total:  # pragma: no cover
+            log.error("report_incomplete", written=writer.written, rows=self.progress.total)
 
     def _limiter(self, region: str) -> AdaptiveRate:
         log = self._log
@@ -277,8 +347,9 @@ class _Job:
         unsent = 0
         for item in rows:
             triaged = self.triage(item)
-            if isinstance(triaged, RowResult):
-                self.emit(triaged)
+            if triaged is None or isinstance(triaged, RowResult):
+                if triaged is not None:
+                    self.emit(triaged)
                 unsent += 1
                 if unsent % 256 == 0:
                     await asyncio.sleep(0)  # long runs of skipped rows: let signals in
@@ -302,6 +373,9 @@ class _Job:
                 self.emit(_unsent(triaged, Status.NOT_ATTEMPTED, message, state.attempts))
                 raise
             self.emit(result)
+
+
+_EVERY_LINE = 1 << 62  # carry_forward went through the whole plan
 
 
 class _Stopped(Exception):
@@ -483,6 +557,7 @@ async def run_batch(
     control: RunControl | None = None,
     on_progress: Callable[[ProgressSnapshot], None] | None = None,
     sleep: Sleep = asyncio.sleep,
+    resume_command: ResumeCommand | None = None,
 ) -> RunSummary:
     """Validate ``source`` (a CSV path or rows as mappings), update every valid row, report.
 
@@ -492,14 +567,29 @@ async def run_batch(
     result as soon as it is final; ``control`` lets the caller stop the run early;
     ``on_progress`` gets a :class:`ProgressSnapshot` every ``config.progress_interval``
     seconds and at the end (``config.progress_log`` logs them as ``progress`` events);
-    ``sleep`` is the backoff sleep (a testing seam).
+    ``sleep`` is the backoff sleep (a testing seam); ``resume_command(report)`` builds the
+    command that finishes a stopped run (``report`` is None when the report holds nothing
+    to resume from), stored as ``summary.resume_command``. ``control`` serves one run only.
 
-    Raises :class:`SetupError` before any call when the job cannot start. If the task
-    running the batch is cancelled, the report and summary are completed (unfinished rows
-    ``not_attempted``) and ``CancelledError`` is re-raised.
+    Raises :class:`SetupError` before any call when the job cannot start, including
+    arguments of the wrong type (the message names the argument). If the report cannot be
+    written mid-run, the run stops as for a stop rule and ``summary.output_error`` says
+    why; if the summary file cannot be written, ``summary.output_error`` says so too.
+    If the task running the batch is cancelled, the report and summary are completed
+    (unfinished rows ``not_attempted``) and ``CancelledError`` is re-raised.
     """
+    source = _check_arguments(
+        source,
+        config=config,
+        session=session,
+        logger=logger,
+        on_result=on_result,
+        control=control,
+        on_progress=on_progress,
+    )
     config = config or RunConfig()
     control = control or RunControl()
+    control.claim()
     run_id = config.run_id or uuid.uuid4().hex[:12]
     log = (logger if logger is not None else default_logger()).bind(run_id=run_id)
     t0 = time.perf_counter()
@@ -519,6 +609,7 @@ async def run_batch(
             on_result=on_result,
             on_progress=on_progress,
             sleep=sleep,
+            resume_command=resume_command,
         )
 
 
@@ -534,6 +625,7 @@ async def _run_plan(
     on_result: ResultHook | None,
     on_progress: Callable[[ProgressSnapshot], None] | None,
     sleep: Sleep,
+    resume_command: ResumeCommand | None,
 ) -> RunSummary:
     resume = ResumeIndex.load(
         config.resume, warn=lambda m: log.warning("resume_warning", message=m)
@@ -542,23 +634,14 @@ async def _run_plan(
         plan.stem,
         shard=str(config.shard) if config.shard else None,
     )
-    summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
-    summary.settings = {
-        **config.describe(),
-        "input": plan.source_name,
-        "report_path": str(report_path),
-        "regions": sorted(plan.regions),
-    }
-    if plan.path is not None and _same_file(plan.path, report_path):
-        raise SetupError(f"--report {report_path} is the input file: choose another path")
-    writer = ReportWriter(
-        report_path, overwrite=config.overwrite, run_id=run_id, kept_columns=plan.kept_columns
-    )
+    summary = _new_summary(report_path, plan, config, run_id)
+    writer = _open_report(report_path, plan, config, run_id)
     log.info(
         "run_start",
         rows=plan.total,
         input_rows=plan.input_rows,
         invalid=plan.invalid,
+        input_invalid=plan.input_invalid,
         **summary.settings,
     )
     job = _Job(
@@ -571,6 +654,8 @@ async def _run_plan(
         resume=resume,
         total=plan.total,
     )
+    if writer.error is not None:  # the report's header could not be written
+        job.output_failed(writer.error)
     progress = _ProgressReporter(job, on_progress, log, config)
     try:
         if config.dry_run:
@@ -578,6 +663,8 @@ async def _run_plan(
         elif not plan.ok and not config.skip_invalid:
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
             job.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
+        elif control.stopping:  # nothing sent when the report already failed
+            job.emit_unsent(plan, Status.NOT_ATTEMPTED, job._not_started())
         else:
             await _run_live(job, plan, sdk, sleep)
             if job.failure is not None:
@@ -587,20 +674,18 @@ async def _run_plan(
         raise
     except SetupError as exc:
         control.halt(StopReason("setup_error", str(exc)))
+        if job.requests_sent == 0:
+            # Nothing was sent: leave no report behind, so the same command can run again.
+            progress.cancel()
+            writer.discard()
         raise
     finally:
-        progress.close()
-        job.finish_stats()
-        writer.close()
-        summary.stop_reason = control.reason
-        summary.elapsed_seconds = time.perf_counter() - t0
-        summary.input_problem = _input_problem(plan, report_path, log)
-        write_summary(summary)
-        if writer.written != plan.total:  # pragma: no cover - a bug; say so loudly
-            log.error("report_incomplete", written=writer.written, rows=plan.total)
-    end = summary.to_json()
-    del end["settings"]  # already in run_start and the summary file
-    log.info("run_end", **end)
+        if not writer.discarded:
+            progress.close()
+            summary.input_problem = _input_problem(plan, report_path, log)
+            job.finish(time.perf_counter() - t0, resume_command)
+    # The settings are already in run_start and the summary file.
+    log.info("run_end", **{k: v for k, v in summary.to_json().items() if k != "settings"})
     return summary
 
 
@@ -621,15 +706,107 @@ def _input_problem(plan: RowPlan, report_path: Path, log: Any) -> str | None:
     return message
 
 
+def _kind(value: object) -> str:
+    """``str 'nope'``: a wrong argument's type and (shortened) value, for error messages."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _rows_of(rows: Iterable[object]) -> Iterator[Mapping[str, str | None]]:
+    for n, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise SetupError(
+                f"source: row {n} is a {_kind(row)}, not a mapping of column name to cell"
+            )
+        yield row
+
+
+def _check_arguments(
+    source: object,
+    *,
+    config: object,
+    session: object,
+    logger: object,
+    on_result: object,
+    control: object,
+    on_progress: object,
+) -> Path | Iterable[Mapping[str, str | None]]:
+    """Refuse arguments of the wrong type with a message naming the argument; returns the
+    source as a Path (``str`` and ``os.PathLike`` accepted) or as checked rows."""
+    checks = (
+        (
+            config is None or isinstance(config, RunConfig),
+            "config",
+            "a RunConfig (for a dict d: RunConfig(**d))",
+            config,
+        ),
+        (
+            session is None or callable(getattr(session, "client", None)),
+            "session",
+            "an aioboto3.Session",
+            session,
+        ),
+        (
+            logger is None or callable(getattr(logger, "bind", None)),
+            "logger",
+            "a structlog-style logger (with bind())",
+            logger,
+        ),
+        (on_result is None or callable(on_result), "on_result", "a function", on_result),
+        (on_progress is None or callable(on_progress), "on_progress", "a function", on_progress),
+        (control is None or isinstance(control, RunControl), "control", "a RunControl", control),
+    )
+    for ok, name, expected, value in checks:
+        if not ok:
+            raise SetupError(f"{name}: expected {expected}, got {_kind(value)}")
+    if isinstance(source, str | os.PathLike):
+        return Path(source)
+    if isinstance(source, Mapping):
+        raise SetupError("source: got one row (a mapping); pass a list of rows: [row]")
+    if isinstance(source, bytes) or not isinstance(source, Iterable):
+        raise SetupError(
+            f"source: expected a CSV path (str or Path) or an iterable of rows (mappings), "
+            f"got {_kind(source)}"
+        )
+    return _rows_of(source)
+
+
+def _new_summary(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> RunSummary:
+    summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
+    summary.settings = {
+        **config.describe(),
+        "input": plan.source_name,
+        "report_path": str(report_path),
+        "regions": sorted(plan.regions),
+    }
+    return summary
+
+
+def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> ReportWriter:
+    if plan.path is not None and _same_file(plan.path, report_path):
+        raise SetupError(f"--report {report_path} is the input file: choose another path")
+    # Resuming into the report resumed from: the new report replaces it once it holds
+    # every earlier success (see _Job.carry_forward), so a crash never loses one.
+    in_place = any(_same_file(path, report_path) for path in config.resume)
+    return ReportWriter(
+        report_path,
+        overwrite=config.overwrite,
+        run_id=run_id,
+        replacing=in_place,
+        kept_columns=plan.kept_columns,
+    )
+
+
 def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl) -> RowPlan:
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
     try:
         return RowPlan(
-            Path(source) if isinstance(source, str) else source,
+            Path(source) if isinstance(source, str | os.PathLike) else source,
             config.region or sdk.region,
             shard=config.shard,
             interrupted=lambda: control.requested,
             keep=config.keep_columns,
+            allow_unknown_region=config.allow_unknown_region,
         )
     except ValidationInterrupted as exc:
         reason = control.requested_reason or control.reason
@@ -665,6 +842,11 @@ class _ProgressReporter:
                 sink(snap)
             except Exception:  # a progress display must never cost the report
                 self._log.exception("on_progress_failed")
+
+    def cancel(self) -> None:
+        """Stop the ticker without a last report (the run never started)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
 
     def close(self) -> None:
         """Stop the ticker and report the final numbers."""
@@ -703,10 +885,14 @@ async def _run_live(job: _Job, plan: RowPlan, sdk: _Sdk, sleep: Sleep) -> None:
             if plan.regions:
                 await clients.check_credentials()
                 await clients.open(plan.regions)
+        except SetupError:
+            raise  # nothing was sent: run_batch leaves no report behind
         except BaseException:
-            # Setup failed before any call: the report still lists every row.
+            # Stopped or broken before any call: the report still lists every row.
             job.emit_unsent(rows, Status.NOT_ATTEMPTED, "not started: setup failed")
             raise
+        if not config.dry_run and len(job.resume) > 0:
+            job.carry_forward(plan)
         await job.run_calls(rows, clients, sleep, plan.regions)
 
 
@@ -718,7 +904,20 @@ def run_batch_sync(
     on_result: ResultHook | None = None,
     logger: Any = None,
 ) -> RunSummary:
-    """:func:`run_batch` for scripts: runs it in a new event loop."""
+    """:func:`run_batch` for scripts: runs it in a new event loop.
+
+    Inside a running event loop (async code, Jupyter), use ``await run_batch(...)``:
+    this raises :class:`RuntimeError` saying so.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "run_batch_sync() cannot run inside a running event loop: "
+            "use `await run_batch(...)` instead"
+        )
     return asyncio.run(
         run_batch(source, config, session=session, on_result=on_result, logger=logger)
     )

@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batch_updater.adaptive import AdaptiveRate, RateChange, Tuning
+from batch_updater.limiter import RateLimiter
 
 
 class _JumpingSelector(selectors.SelectSelector):
@@ -51,23 +52,6 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._jumping.now
-
-
-class Service:
-    """The service's hidden limit: GCRA like the emulator, ``rate * t + burst`` per ``t``."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tat = -math.inf
-
-    def admit(self, now: float) -> bool:
-        interval = 1.0 / self.rate
-        tat = max(self._tat, now)
-        if tat - now > (self.burst - 1) * interval + 1e-9:
-            return False
-        self._tat = tat + interval
-        return True
 
 
 @dataclass
@@ -110,7 +94,7 @@ def simulate(
     backoff (full jitter, 0.5 s base). ``limits`` changes the service's limit at given times.
     """
     run = Run()
-    service = Service(limit, burst)
+    service = RateLimiter(limit, burst)  # the service's hidden limit, as the emulator's
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -128,7 +112,7 @@ def simulate(
                     token = await control.acquire()
                     sent = loop.time() - start
                     await asyncio.sleep(latency / 2 * jitter.uniform(1 - spread, 1 + spread))
-                    admitted = service.admit(loop.time())
+                    admitted = service.try_acquire(loop.time())
                     await asyncio.sleep(latency / 2 * jitter.uniform(1 - spread, 1 + spread))
                     run.sent.append((sent, admitted))
                     if admitted:

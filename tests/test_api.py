@@ -9,6 +9,7 @@ import sys
 import types
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -16,7 +17,7 @@ import structlog
 import batch_updater
 from batch_updater import RowResult, Status
 
-from .conftest import ROOT
+from .conftest import EXAMPLE, ROOT
 
 
 def test_exported_names_equal___all__() -> None:
@@ -121,3 +122,99 @@ async def test_a_caller_logger_gets_the_events(tmp_path: Path) -> None:
     )
     assert [e["event"] for e in events] == ["run_start", "run_end"]
     assert {e["run_id"] for e in events} == {"mine-1"}
+
+
+# -- library callers get clear errors --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: batch_updater.run_batch_sync(123), "source: expected a CSV path"),  # type: ignore[arg-type]
+        (
+            lambda: batch_updater.run_batch_sync({"app_id": "d1"}),  # type: ignore[dict-item]
+            "source: got one row (a mapping); pass a list of rows",
+        ),
+        (lambda: batch_updater.run_batch_sync(["d1,us-east-1"]), "source: row 0 is a str"),  # type: ignore[list-item]
+        (
+            lambda: batch_updater.run_batch_sync(EXAMPLE, {"dry_run": True}),  # type: ignore[arg-type]
+            "config: expected a RunConfig (for a dict d: RunConfig(**d)), got dict",
+        ),
+        (
+            lambda: batch_updater.run_batch_sync(EXAMPLE, session="nope"),
+            "session: expected an aioboto3.Session, got str 'nope'",
+        ),
+        (
+            lambda: batch_updater.run_batch_sync(EXAMPLE, logger=print),
+            "logger: expected a structlog-style logger (with bind()), got builtin_function",
+        ),
+        (
+            lambda: batch_updater.run_batch_sync(EXAMPLE, on_result="print"),  # type: ignore[arg-type]
+            "on_result: expected a function",
+        ),
+        (lambda: batch_updater.RunConfig(rate="fast"), "RunConfig.rate: expected a number"),  # type: ignore[arg-type]
+        (
+            lambda: batch_updater.RunConfig(concurrency=2.5),  # type: ignore[arg-type]
+            "RunConfig.concurrency: expected a whole number, got float 2.5",
+        ),
+        (
+            lambda: batch_updater.RunConfig(dry_run="no"),  # type: ignore[arg-type]
+            "RunConfig.dry_run: expected true or false",
+        ),
+        (
+            lambda: batch_updater.RunConfig(resume="old.csv"),  # type: ignore[arg-type]
+            "RunConfig.resume: expected a list or tuple",
+        ),
+        (
+            lambda: batch_updater.RunConfig(report_path=7),  # type: ignore[arg-type]
+            "RunConfig.report_path: expected a path",
+        ),
+    ],
+)
+def test_arguments_of_the_wrong_type_raise_setup_error_naming_the_argument(
+    call: Any, message: str
+) -> None:
+    with pytest.raises(batch_updater.SetupError) as info:
+        call()
+    assert message in str(info.value)
+
+
+def test_str_paths_are_accepted_wherever_a_path_is_meant(tmp_path: Path) -> None:
+    first = str(tmp_path / "first.csv")
+    config = batch_updater.RunConfig(dry_run=True, report_path=first, rate=5)  # type: ignore[arg-type]
+    assert config.report_path == Path(first)
+    assert isinstance(config.rate, float)
+    summary = batch_updater.run_batch_sync(str(EXAMPLE), config)
+    assert summary.counts[Status.DRY_RUN] == 50
+    resumed = batch_updater.RunConfig(
+        dry_run=True,
+        report_path=tmp_path / "second.csv",
+        resume=[first],  # type: ignore[arg-type]
+    )
+    assert resumed.resume == (Path(first),)
+    assert batch_updater.run_batch_sync(EXAMPLE, resumed).rows == 50
+
+
+async def test_run_batch_sync_inside_a_running_loop_says_to_await_run_batch() -> None:
+    with pytest.raises(RuntimeError, match=r"use `await run_batch\(\.\.\.\)`"):
+        batch_updater.run_batch_sync(EXAMPLE, batch_updater.RunConfig(dry_run=True))
+
+
+async def test_a_run_control_serves_one_run(tmp_path: Path) -> None:
+    control = batch_updater.RunControl()
+    config = batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "a.csv")
+    await batch_updater.run_batch(EXAMPLE, config, control=control)
+    control.stop(batch_updater.StopReason("cancelled", "done with it"))
+    again = batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "b.csv")
+    with pytest.raises(batch_updater.SetupError, match="already used by a run"):
+        await batch_updater.run_batch(EXAMPLE, again, control=control)
+    assert not (tmp_path / "b.csv").exists()
+
+
+async def test_a_control_stopped_before_its_run_stops_the_run_at_once(tmp_path: Path) -> None:
+    control = batch_updater.RunControl()
+    control.stop(batch_updater.StopReason("cancelled", "changed my mind"))
+    config = batch_updater.RunConfig(report_path=tmp_path / "r.csv", region="us-east-1")
+    summary = await batch_updater.run_batch(EXAMPLE, config, control=control)
+    assert summary.counts[Status.NOT_ATTEMPTED] == 50
+    assert summary.requests == 0

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from batch_updater import __version__
+from batch_updater import RowResult, Status, __version__
+from batch_updater import report as report_module
 from batch_updater.cli import main
 
 from .conftest import EXAMPLE, INVALID_EXAMPLE, ROOT, read_report, write_csv
@@ -32,15 +37,13 @@ def test_local_run_of_the_example_succeeds(
 
     assert code == 0
     assert len(read_report(report)) == 50
-    assert "50 rows in" in err
-    assert "50 succeeded" in err
-    assert f"report:  {report}" in err
-    events = json_events(err)  # stderr is not a terminal here: JSON lines
+    events = json_events(err)  # stderr is not a terminal here: JSON lines, and only those
+    assert len(events) == len(err.splitlines())
     names = [e["event"] for e in events]
     assert names[0] == "run_start"
     assert names[-1] == "run_end"
     assert events[0]["rate"] == 0.0
-    assert events[-1]["counts"] == {  # type: ignore[comparison-overlap]
+    assert events[-1]["counts"] == {
         "succeeded": 50,
         "failed": 0,
         "invalid": 0,
@@ -70,7 +73,8 @@ def test_invalid_input_exits_1_and_makes_no_call(
     assert summary["requests"] == 0
     assert summary["counts"]["invalid"] == 17
     assert summary["exit_code"] == 1
-    assert "17 invalid" in capsys.readouterr().err
+    (end,) = [e for e in json_events(capsys.readouterr().err) if e["event"] == "run_end"]
+    assert end["counts"]["invalid"] == 17  # type: ignore[index]
 
 
 def test_dry_run_exit_codes(tmp_path: Path) -> None:
@@ -180,3 +184,191 @@ def test_help_shows_examples_and_exit_codes() -> None:
     assert "--max-attempts N" in out.stdout
     assert "batch-updater run --local inputs/example.csv" in out.stdout
     assert "exit codes:" in out.stdout
+
+
+# -- outputs that cannot be written ----------------------------------------------------------
+
+
+def full_disk_report(tmp_path: Path) -> Path:
+    """A report path that is /dev/full (every write: No space left on device); its summary
+    still goes to tmp_path."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    report = tmp_path / "full.csv"
+    report.symlink_to("/dev/full")
+    return report
+
+
+def test_a_full_disk_stops_the_run_in_one_json_line_with_the_summary_and_resume_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = full_disk_report(tmp_path)
+    argv = ["run", "--local", str(EXAMPLE), "--report", str(report), "--overwrite"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    events = json_events(err)
+    assert len(events) == len(err.splitlines())  # JSON mode: nothing but JSON lines
+    message = f"cannot write the report {report}: No space left on device"
+    (stopping,) = [e for e in events if e["event"] == "run_stopping"]
+    assert stopping["message"] == message
+    end = events[-1]
+    assert end["event"] == "run_end"
+    assert end["output_error"] == message
+    assert end["requests"] == 0  # nothing is sent once the report cannot be written
+    assert end["counts"]["not_attempted"] == 50  # type: ignore[index]
+    command = str(end["resume_command"])
+    assert command.startswith("batch-updater run --local")
+    assert "--report" not in command  # to a new report: this one holds nothing
+    assert "--resume" not in command
+    summary = json.loads(Path(f"{report}.summary.json").read_text())
+    assert summary["resume_command"] == command
+    assert summary["exit_code"] == 1
+    assert summary["stopped"] == {"reason": "output_error", "message": message}
+
+
+def test_a_full_disk_in_console_mode_says_so_once_and_prints_the_resume_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = full_disk_report(tmp_path)
+    argv = ["run", "--dry-run", str(EXAMPLE), "--report", str(report), "--overwrite"]
+    assert main([*argv, "--log-format", "console"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    summary_lines = err[err.index("batch-updater: ") :].splitlines()
+    stopped = [ln for ln in summary_lines if "No space left on device" in ln]
+    assert stopped == [
+        f"  stopped early: cannot write the report {report}: No space left on device"
+    ]
+    assert any(
+        ln.startswith("  to finish the job: batch-updater run --dry-run") for ln in err.splitlines()
+    )
+
+
+class FillsUp:
+    """A report file on a disk that fills up after ``room`` writes."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self._file, self._room = file, room
+
+    def write(self, text: str) -> int:
+        if self._room == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= 1
+        return int(self._file.write(text))
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, close, closed
+        return getattr(self._file, name)
+
+
+def test_a_disk_filling_mid_run_stops_the_run_and_the_resume_command_finishes_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_open = report_module._open_report
+    monkeypatch.setattr(
+        report_module, "_open_report", lambda path, mode: FillsUp(real_open(path, mode), 11)
+    )
+    report = tmp_path / "first.csv"
+    argv = ["run", "--local", str(EXAMPLE), "--concurrency", "1", "--report", str(report)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    summary = json.loads(Path(f"{report}.summary.json").read_text())
+    assert summary["output_error"] == f"cannot write the report {report}: No space left on device"
+    assert summary["stopped"]["reason"] == "output_error"
+    assert summary["rows"] == 50  # every row is counted, written or not
+    assert summary["counts"]["not_attempted"] > 0
+    records = read_report(report)
+    assert [int(r["line"]) for r in records] == list(range(2, 12))  # the header and 10 rows
+    command = summary["resume_command"]
+    assert command.endswith(f"--resume {report}")
+
+    monkeypatch.setattr(report_module, "_open_report", real_open)  # room on the disk again
+    again = [*shlex.split(command)[1:], "--report", str(tmp_path / "second.csv")]
+    assert main(again) == 0
+    finished = read_report(tmp_path / "second.csv")
+    assert len(finished) == 50
+    assert sum(r["status"] == "skipped" for r in finished) == 10  # done before the disk filled
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_a_summary_path_that_is_a_directory_leaves_the_summary_on_stderr_and_no_tmp_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], log_format: str
+) -> None:
+    report = tmp_path / "r.csv"
+    Path(f"{report}.summary.json").mkdir()
+    argv = ["run", "--dry-run", str(EXAMPLE), "--report", str(report)]
+    assert main([*argv, "--log-format", log_format]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.csv.summary.json"]
+    assert len(read_report(report)) == 50  # the report is whole
+    message = f"cannot write the summary {report}.summary.json: Is a directory"
+    if log_format == "console":
+        assert f"  error: {message}" in err.splitlines()
+        (printed,) = [ln for ln in err.splitlines() if ln.startswith("  summary (not written): ")]
+        summary = json.loads(printed.split(": ", 1)[1])
+    else:
+        events = json_events(err)
+        assert len(events) == len(err.splitlines())
+        assert [e["error"] for e in events if e["event"] == "summary_write_failed"] == [message]
+        summary = events[-1]
+    assert summary["counts"]["dry_run"] == 50
+    assert summary["output_error"] == message
+    assert summary["exit_code"] == 1
+
+
+# -- messages --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rate", "abc"], "argument --rate: 'abc' is not a number"),
+        (["--concurrency", "2.5"], "argument --concurrency: '2.5' is not a whole number"),
+        (["--max-failures", "some"], "argument --max-failures: 'some' is not a whole number"),
+        (["--max-failure-rate", "half"], "argument --max-failure-rate: 'half' is not a number"),
+        (["--request-timeout", "1s"], "argument --request-timeout: '1s' is not a number"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_names_the_flag_and_what_is_expected(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "x.csv", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "_non_negative" not in err
+    assert "_positive" not in err
+    assert err.count("\n") == 1
+
+
+def test_console_mode_prints_the_human_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.csv"
+    argv = ["run", "--dry-run", "--log-format", "console", str(EXAMPLE), "--report", str(report)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "50 rows in" in err
+    assert "50 dry_run" in err
+    assert f"  report:  {report}" in err.splitlines()
+    assert f"  summary: {report}.summary.json" in err.splitlines()
+
+
+def test_a_report_writer_on_a_full_disk_keeps_what_it_saved_and_never_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = report_module._open_report
+    monkeypatch.setattr(
+        report_module, "_open_report", lambda path, mode: FillsUp(real_open(path, mode), 3)
+    )
+    path = tmp_path / "r.jsonl"
+    writer = report_module.ReportWriter(path, run_id="r1")
+    for line in range(2, 7):
+        writer.write(RowResult(line, f"d{line}abc", "us-east-1", Status.SUCCEEDED))
+    writer.close()
+    assert writer.error == f"cannot write the report {path}: No space left on device"
+    assert (writer.written, writer.saved) == (3, 3)
+    assert [r["line"] for r in read_report(path)] == [2, 3, 4]
+    assert "error=" in repr(writer)

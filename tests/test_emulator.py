@@ -1,13 +1,17 @@
-"""The AmplifyBackend emulator, driven by a real aiobotocore client over HTTP on 127.0.0.1."""
+"""The AmplifyBackend emulator, driven by a real aiobotocore client over HTTP on 127.0.0.1.
+
+Tests about time (rate limit, storms, latency, slow answers, keep-alive) run on virtual time
+(:func:`tests.virtual_time.run`), where they can assert exact loop times.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import random
 import signal
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -19,8 +23,17 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 
-from batch_updater.emulator import Emulator, EmulatorConfig, EmulatorServer, RequestRecord
+from batch_updater.cli import main
+from batch_updater.emulator import (
+    Emulator,
+    EmulatorConfig,
+    EmulatorServer,
+    FaultPlan,
+    RequestRecord,
+)
 from batch_updater.errors import SetupError
+
+from . import virtual_time
 
 if TYPE_CHECKING:
     from types_aiobotocore_amplifybackend import AmplifyBackendClient
@@ -82,6 +95,18 @@ async def post(
         headers=SIGNED if headers is None else headers,
     ) as resp:
         return resp.status, dict(resp.headers), json.loads(await resp.read())
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: EmulatorConfig | None = None, **client_config: Any
+) -> AsyncIterator[tuple[EmulatorServer, AmplifyBackendClient]]:
+    """An emulator and a one-attempt client for it, for scenarios on virtual time."""
+    async with (
+        EmulatorServer(config or EmulatorConfig(seed=7)) as server,
+        amplify(server, **client_config) as client,
+    ):
+        yield server, client
 
 
 async def client_error(call: Any) -> dict[str, Any]:
@@ -268,7 +293,7 @@ async def test_scripted_outcomes_then_normal_behaviour(
 async def test_scripted_ok_skips_random_504(
     client: AmplifyBackendClient, emulator: Emulator
 ) -> None:
-    emulator.configure(p504=1.0)
+    emulator.configure(faults={"504": 1.0})
     emulator.script("d1abc", ["ok"])
     await client.update_backend_config(AppId="d1abc", LoginAuthConfig=POOLS)
     response = await client_error(
@@ -318,8 +343,8 @@ def test_bad_outcomes_and_config_are_refused() -> None:
         EmulatorConfig(script={"d1": ["oops"]})
     with pytest.raises(ValueError, match="burst"):
         EmulatorConfig(burst=0)
-    with pytest.raises(ValueError, match="p504"):
-        EmulatorConfig(p504=1.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        EmulatorConfig(faults={"504": 1.5})
     with pytest.raises(ValueError, match="rate"):
         EmulatorConfig(rate=-1)
     with pytest.raises(ValueError, match="latency"):
@@ -340,32 +365,73 @@ async def fire(client: AmplifyBackendClient, n: int) -> list[str]:
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
-async def test_rate_limit_refuses_a_burst(client: AmplifyBackendClient, emulator: Emulator) -> None:
-    emulator.configure(rate=5, burst=1)
-    codes = await fire(client, 10)
-    assert 1 <= codes.count("ok") <= 2
-    assert codes.count("TooManyRequestsException") == 10 - codes.count("ok")
-    assert emulator.status_counts()[429] >= 8
-    assert len(emulator.apps) == codes.count("ok")
+async def code_of(call: Any) -> str:
+    """ "ok", or the error code botocore parsed."""
+    try:
+        await call
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return "ok"
 
 
-async def test_rate_limit_allows_burst(client: AmplifyBackendClient, emulator: Emulator) -> None:
-    emulator.configure(rate=1, burst=3)
-    codes = await fire(client, 10)
-    assert 3 <= codes.count("ok") <= 4
+def test_rate_limit_refuses_what_comes_before_its_slot() -> None:
+    async def scenario() -> tuple[list[str], list[tuple[int, float]], Emulator]:
+        async with serving(EmulatorConfig(rate=5, burst=1)) as (server, client):
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            codes = await fire(client, 10)  # all arrive at the same instant
+            await asyncio.sleep(0.2 - 1e-6)
+            codes.append(await code_of(update(client)))  # a microsecond early
+            await asyncio.sleep(2e-6)
+            codes.append(await code_of(update(client)))  # its slot
+            times = [(r.status, r.time - start) for r in server.emulator.requests]
+            return codes, times, server.emulator
+
+    codes, times, emulator = virtual_time.run(scenario())
+    assert sorted(codes[:10]) == ["TooManyRequestsException"] * 9 + ["ok"]
+    assert codes[10:] == ["TooManyRequestsException", "ok"]
+    assert times[:10] == [(times[0][0], 0.0)] + [(status, 0.0) for status, _ in times[1:10]]
+    assert times[10:] == [(429, pytest.approx(0.2 - 1e-6)), (200, pytest.approx(0.2 + 1e-6))]
+    assert len(emulator.apps) == 2
+    assert all(r.fault is None for r in emulator.requests)  # the limiter's 429s are no fault
 
 
-async def test_p504_one_gives_all_504(client: AmplifyBackendClient, emulator: Emulator) -> None:
-    emulator.configure(p504=1.0)
+def test_rate_limit_allows_a_burst_after_an_idle_period() -> None:
+    async def scenario() -> list[str]:
+        async with serving(EmulatorConfig(rate=1, burst=3)) as (_, client):
+            codes = await fire(client, 10)
+            await asyncio.sleep(1.0)
+            return codes + await fire(client, 2)
+
+    codes = virtual_time.run(scenario())
+    assert codes[:10].count("ok") == 3
+    assert codes[10:].count("ok") == 1  # one interval later: one more slot
+
+
+def test_a_request_refused_by_the_rate_limit_consumes_no_scripted_outcome() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with serving(EmulatorConfig(rate=1, script={"d1abc": ["504"]})) as (server, c):
+            codes = [await code_of(update(c, "d2abc")), await code_of(update(c))]
+            return codes, server.emulator.pending("d1abc")
+
+    codes, pending = virtual_time.run(scenario())
+    assert codes == ["ok", "TooManyRequestsException"]
+    assert pending == ["504"]
+
+
+async def test_a_504_probability_of_one_gives_all_504(
+    client: AmplifyBackendClient, emulator: Emulator
+) -> None:
+    emulator.configure(faults={"504": 1.0})
     codes = await fire(client, 5)
     assert codes == ["GatewayTimeoutException"] * 5
     assert emulator.status_counts() == {504: 5}
     assert emulator.apps == {}
 
 
-async def test_p504_is_repeatable_with_a_seed() -> None:
+async def test_random_504s_are_repeatable_with_a_seed() -> None:
     async def run() -> list[int]:
-        config = EmulatorConfig(p504=0.5, seed=42)
+        config = EmulatorConfig(faults={"504": 0.5}, seed=42)
         async with (
             EmulatorServer(config) as server,
             SESSION.client("amplifybackend", endpoint_url=server.url, config=ONE_ATTEMPT) as c,
@@ -398,12 +464,23 @@ async def test_known_apps_and_malformed_ids_get_404(
     assert list(emulator.apps) == ["d1"]
 
 
-async def test_latency_is_added(client: AmplifyBackendClient, emulator: Emulator) -> None:
-    emulator.configure(latency_ms=20.0, latency_jitter_ms=5.0)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    await client.update_backend_config(AppId="d1", LoginAuthConfig=POOLS)
-    assert loop.time() - start >= 0.019  # a lower bound only
+def test_latency_and_its_seeded_jitter_are_added_to_every_answer() -> None:
+    config = EmulatorConfig(seed=7, latency_ms=20.0, latency_jitter_ms=5.0)
+
+    async def scenario() -> list[float]:
+        async with serving(config) as (server, client):
+            loop = asyncio.get_running_loop()
+            server.emulator.script("d2abc", ["504"])
+            elapsed = []
+            for app_id in ("d1abc", "d2abc"):
+                start = loop.time()
+                await code_of(update(client, app_id))
+                elapsed.append(loop.time() - start)
+            return elapsed
+
+    jitter = random.Random("7/latency")
+    expected = [0.020 + jitter.uniform(0.0, 5.0) / 1000 for _ in range(2)]
+    assert virtual_time.run(scenario()) == pytest.approx(expected, abs=1e-9)
 
 
 async def test_request_records(client: AmplifyBackendClient, emulator: Emulator) -> None:
@@ -431,31 +508,38 @@ async def test_request_records(client: AmplifyBackendClient, emulator: Emulator)
     assert [(r.applied, r.fault) for r in records] == [(True, None), (False, "429"), (True, None)]
 
 
-async def test_keep_alive_is_not_slowed_by_errors(
-    server: EmulatorServer, client: AmplifyBackendClient, http: aiohttp.ClientSession
-) -> None:
+def test_keep_alive_is_not_slowed_by_errors() -> None:
     """Every error path reads the body first, so keep-alive requests do not stall."""
-    server.emulator.configure(known_apps=frozenset())
     bodies = [
         b"{bad",
         b'{"loginAuthConfig": {}}',
         b'{"loginAuthConfig": {"aws_user_pools_id": "x_1"}}',
     ]
-    start = time.perf_counter()
-    for i in range(20):
-        await client_error(client.update_backend_config(AppId="d1", LoginAuthConfig=POOLS))
-        headers = {} if i % 4 == 0 else SIGNED
-        status, _, _ = await post(http, server.url, bodies[i % 3], headers=headers)
-        assert status in (400, 403, 404)
-    assert time.perf_counter() - start < 2.0
-    assert server.emulator.request_count == 40
+
+    async def scenario() -> tuple[float, int]:
+        config = EmulatorConfig(known_apps=frozenset())
+        async with (
+            serving(config) as (server, client),
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http,
+        ):
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i in range(20):
+                await client_error(client.update_backend_config(AppId="d1", LoginAuthConfig=POOLS))
+                headers = {} if i % 4 == 0 else SIGNED
+                status, _, _ = await post(http, server.url, bodies[i % 3], headers=headers)
+                assert status in (400, 403, 404)
+            return loop.time() - start, server.emulator.request_count
+
+    # On virtual time, any stall (a timer on a connection) would show as elapsed time.
+    assert virtual_time.run(scenario()) == (0.0, 40)
 
 
 # -- injected faults ------------------------------------------------------------------------
 
 WIRE_POOLS = {"aws_user_pools_id": "us-east-1_abc", "aws_cognito_region": "us-east-1"}
 # A guard against a hang: every fault must end the call well within this.
-NO_HANG = 10.0
+NO_HANG = 60.0
 
 
 def amplify(server: EmulatorServer, **config: Any) -> Any:
@@ -496,29 +580,40 @@ async def test_drop_closes_the_connection_with_no_answer(
     assert emulator.apps == {"d1abc": WIRE_POOLS}
 
 
-async def test_slow_applies_the_settings_then_answers_after_the_read_timeout(
-    server: EmulatorServer, emulator: Emulator
-) -> None:
-    emulator.configure(slow_seconds=0.4)
-    emulator.script("d1abc", ["slow"])
-    async with amplify(server, read_timeout=0.1) as client:
-        with pytest.raises(ReadTimeoutError):
-            await update(client)
-        # Applied although the client never heard of it.
-        assert emulator.apps == {"d1abc": WIRE_POOLS}
-        record = emulator.requests[-1]
-        assert record == RequestRecord(record.time, "d1abc", 200, None, applied=True, fault="slow")
-        answer = await update(client)
-    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+def test_slow_applies_the_settings_then_answers_after_the_read_timeout() -> None:
+    async def scenario() -> tuple[float, float, Emulator]:
+        async with serving(EmulatorConfig(slow_seconds=0.4), read_timeout=0.1) as (server, c):
+            loop, emulator = asyncio.get_running_loop(), server.emulator
+            emulator.script("d1abc", ["slow"])
+            start = loop.time()
+            with pytest.raises(ReadTimeoutError):
+                await update(c)
+            gave_up = loop.time() - start
+            # Applied although the client never heard of it.
+            assert emulator.apps == {"d1abc": WIRE_POOLS}
+            answer = await update(c)
+            assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+            return gave_up, loop.time() - start, emulator
+
+    gave_up, answered, emulator = virtual_time.run(scenario())
+    assert gave_up == pytest.approx(0.1)  # the client's read timeout, not the 0.4 s
+    assert answered == pytest.approx(0.1)  # the next request is answered at once
+    record = emulator.requests[0]
+    assert record == RequestRecord(record.time, "d1abc", 200, None, applied=True, fault="slow")
     assert [(r.applied, r.fault) for r in emulator.requests] == [(True, "slow"), (True, None)]
 
 
-async def test_slow_within_the_read_timeout_is_an_ordinary_200(
-    client: AmplifyBackendClient, emulator: Emulator
-) -> None:
-    emulator.configure(slow_seconds=0.01)
-    emulator.script("d1abc", ["slow"])
-    answer = await update(client)
+def test_slow_within_the_read_timeout_is_an_ordinary_200_that_comes_late() -> None:
+    async def scenario() -> tuple[Any, float, Emulator]:
+        async with serving(EmulatorConfig(slow_seconds=0.25)) as (server, client):
+            loop = asyncio.get_running_loop()
+            server.emulator.script("d1abc", ["slow"])
+            start = loop.time()
+            answer = await update(client)
+            return answer, loop.time() - start, server.emulator
+
+    answer, elapsed, emulator = virtual_time.run(scenario())
+    assert elapsed == pytest.approx(0.25)
     assert answer["LoginAuthConfig"] == POOLS
     assert "Error" not in answer
     assert emulator.requests[-1].fault == "slow"
@@ -606,32 +701,50 @@ async def test_storm_answers_429_to_everything_without_consuming_scripts(
     assert emulator.apps == {"d1abc": WIRE_POOLS}
 
 
-async def test_storm_ends_after_its_seconds_of_loop_time(
-    client: AmplifyBackendClient, emulator: Emulator
-) -> None:
-    emulator.storm(60.0)
-    await client_error(update(client))
-    emulator.storm(0.05)  # a new storm from now on, instead
-    await asyncio.sleep(0.1)
-    await update(client)
-    assert [r.status for r in emulator.requests] == [429, 200]
+def test_storm_ends_after_its_seconds_of_loop_time() -> None:
+    async def scenario() -> list[tuple[int, float]]:
+        async with serving() as (server, client):
+            loop, emulator = asyncio.get_running_loop(), server.emulator
+            emulator.storm(60.0)
+            await code_of(update(client))
+            start = loop.time()
+            emulator.storm(0.5)  # a new storm from now on, instead
+            await asyncio.sleep(0.5 - 1e-6)
+            await code_of(update(client))
+            await asyncio.sleep(2e-6)
+            await code_of(update(client))
+            return [(r.status, r.time - start) for r in emulator.requests]
+
+    assert virtual_time.run(scenario()) == [
+        (429, 0.0),
+        (429, pytest.approx(0.5 - 1e-6)),
+        (200, pytest.approx(0.5 + 1e-6)),
+    ]
 
 
-async def test_configured_storm_starts_with_the_first_request_and_again_after_reset() -> None:
-    async with (
-        EmulatorServer(EmulatorConfig(storm_seconds=0.05)) as server,
-        amplify(server) as client,
-    ):
-        await asyncio.sleep(0.1)  # longer than the storm: it has not started yet
-        await client_error(update(client))
-        await asyncio.sleep(0.1)
-        await update(client)
-        server.emulator.reset()
-        await client_error(update(client))
-        server.emulator.configure(storm_seconds=0)
-        await update(client)
-        records = server.emulator.requests
-    assert [(r.status, r.fault) for r in records] == [(429, "storm"), (200, None)]
+def test_configured_storm_starts_with_the_first_request_and_again_after_reset() -> None:
+    async def scenario() -> tuple[list[tuple[int, str | None, float]], list[RequestRecord]]:
+        async with serving(EmulatorConfig(storm_seconds=0.5)) as (server, client):
+            loop, emulator = asyncio.get_running_loop(), server.emulator
+            await asyncio.sleep(1.0)  # longer than the storm: it has not started yet
+            start = loop.time()
+            for wait in (0.0, 0.5 - 1e-6, 2e-6):
+                await asyncio.sleep(wait)
+                await code_of(update(client))
+            first = [(r.status, r.fault, r.time - start) for r in emulator.requests]
+            emulator.reset()
+            await code_of(update(client))
+            emulator.configure(storm_seconds=0)
+            await code_of(update(client))
+            return first, emulator.requests
+
+    first, after_reset = virtual_time.run(scenario())
+    assert first == [
+        (429, "storm", 0.0),
+        (429, "storm", pytest.approx(0.5 - 1e-6)),
+        (200, None, pytest.approx(0.5 + 1e-6)),
+    ]
+    assert [(r.status, r.fault) for r in after_reset] == [(429, "storm"), (200, None)]
 
 
 FAULT_MIX = {"drop": 0.15, "slow": 0.15, "500html": 0.15, "503html": 0.1, "504": 0.1, "429": 0.1}
@@ -682,7 +795,7 @@ def test_fault_config_is_validated() -> None:
         EmulatorConfig(faults={"drop": -0.1})
     with pytest.raises(ValueError, match="slow_seconds"):
         EmulatorConfig(slow_seconds=-1)
-    with pytest.raises(ValueError, match="storm_seconds"):
+    with pytest.raises(ValueError, match="storm seconds"):
         EmulatorConfig(storm_seconds=-1)
     with pytest.raises(ValueError, match="storm seconds"):
         Emulator().storm(-1)
@@ -690,6 +803,85 @@ def test_fault_config_is_validated() -> None:
     assert EmulatorConfig(faults=mix).faults == mix
     for outcome in ("drop", "slow", "500html", "503html", "malformed"):
         Emulator().script("d1", [outcome])
+
+
+# -- the fault plan, on its own -------------------------------------------------------------
+
+
+def test_the_plan_answers_a_storm_first_then_the_script_then_one_draw() -> None:
+    plan = FaultPlan({"504": 1.0}, script={"d1": ["drop"]})
+    plan.storm(1.0, start=1000.0)
+    assert plan.next("d1", 1000.0) == "storm"
+    assert plan.next("d1", 1000.5) == "storm"
+    assert plan.pending("d1") == ["drop"]  # a storm keeps the script for later
+    assert plan.next("d1", 1001.0) == "drop"  # the storm ends at exactly start + seconds
+    assert plan.pending("d1") == []
+    assert plan.next("d1", 1001.0) == "504"
+    assert plan.next("d2", 1001.0) == "504"
+
+
+def test_an_invalid_request_draws_no_random_fault_but_uses_its_script() -> None:
+    plan = FaultPlan({"503html": 1.0}, script={"d1": ["slow"]})
+    assert plan.next("d1", 0.0, valid=False) == "slow"
+    assert plan.next("d1", 0.0, valid=False) is None
+    assert plan.next("d1", 0.0) == "503html"
+
+
+def test_a_storm_without_a_start_begins_with_the_next_request() -> None:
+    plan = FaultPlan(storm_seconds=2.0)
+    assert plan.next("d1", 5000.0) == "storm"
+    assert plan.next("d1", 5001.999) == "storm"
+    assert plan.next("d1", 5002.0) is None
+    plan.storm(2.0, start=6000.0)
+    plan.storm(0.0)  # 0 ends it
+    assert plan.next("d1", 6000.0) is None
+
+
+def test_random_faults_follow_their_probabilities_and_the_seed() -> None:
+    def draws(seed: int, *, invalid_every: int = 0) -> list[str | None]:
+        plan = FaultPlan({"504": 0.2, "drop": 0.1}, seed=seed)
+        out = []
+        for i in range(10_000):
+            if invalid_every and i % invalid_every == 0:
+                assert plan.next("d1", 0.0, valid=False) is None
+            out.append(plan.next("d1", 0.0))
+        return out
+
+    first = draws(3)
+    assert 0.18 < first.count("504") / len(first) < 0.22
+    assert 0.08 < first.count("drop") / len(first) < 0.12
+    assert draws(3) == first
+    assert draws(4) != first
+    # Invalid requests draw nothing: the valid ones get the same sequence.
+    assert draws(3, invalid_every=3) == first
+
+
+def test_the_plan_refuses_what_config_refuses_and_shows_its_state() -> None:
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        FaultPlan({"504": 0.6, "drop": 0.5})
+    with pytest.raises(ValueError, match="unknown scripted outcome"):
+        FaultPlan(script={"d1": ["500"]})
+    with pytest.raises(ValueError, match="storm seconds"):
+        FaultPlan().storm(-1.0)
+    plan = FaultPlan({"504": 0.05}, script={"d1": ["ok", "drop"]})
+    assert repr(plan) == "<FaultPlan scripted=2 faults={504=0.05} storm=none>"
+    plan.storm(3.0)
+    assert repr(plan).endswith("storm=3s from the next request>")
+    plan.storm(1.0, start=10.5)
+    assert repr(plan).endswith("storm=until 11.5>")
+    assert not hasattr(plan, "__dict__")
+
+
+def test_the_emulator_configures_its_plan() -> None:
+    emulator = Emulator(EmulatorConfig(faults={"504": 0.5}, script={"d1": ["drop"]}))
+    assert emulator.plan.faults == {"504": 0.5}
+    emulator.script("d1", ["slow"])
+    assert emulator.pending("d1") == emulator.plan.pending("d1") == ["drop", "slow"]
+    emulator.configure(faults={"drop": 0.25})
+    assert emulator.plan.faults == {"drop": 0.25}
+    assert emulator.pending("d1") == ["drop", "slow"]  # new faults keep the scripts
+    emulator.configure(script={"d2": ["404"]})
+    assert (emulator.pending("d1"), emulator.pending("d2")) == ([], ["404"])
 
 
 # -- server lifecycle ------------------------------------------------------------------------
@@ -702,10 +894,69 @@ async def test_server_url_and_bind_failure() -> None:
     async with server:
         assert server.url == f"http://127.0.0.1:{server.port}"
         assert server.port > 0
-        with pytest.raises(SetupError, match="cannot listen"):
+        with pytest.raises(SetupError, match=r"cannot listen.*: Address already in use$"):
             await EmulatorServer(port=server.port).start()
     with pytest.raises(RuntimeError):
         _ = server.url
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "why"),
+    [
+        ("127.0.0.1", 99999, "port must be 0-65535"),
+        ("127.0.0.1", -1, "port must be 0-65535"),
+        ("no-such-host.invalid", 0, "not known"),
+    ],
+)
+async def test_an_address_that_cannot_be_bound_is_a_setup_error(
+    host: str, port: int, why: str
+) -> None:
+    with pytest.raises(SetupError, match=f"^cannot listen on {host}:{port}: .*{why}"):
+        await EmulatorServer(host=host, port=port).start()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--port", "99999"], "argument --port: must be a port number from 0 to 65535"),
+        (["--port", "-1"], "argument --port: must be a port number from 0 to 65535"),
+        (["--port", "http"], "argument --port: 'http' is not a port number"),
+        (["--rate", "-1"], "argument --rate: must be 0 or more"),
+        (["--burst", "0"], "argument --burst: must be at least 1"),
+        (["--p504", "1.5"], "argument --p504: must be between 0 and 1"),
+        (["--latency-ms", "-5"], "argument --latency-ms: must be 0 or more"),
+        (["--seed", "x"], "argument --seed:"),
+    ],
+)
+def test_emulate_refuses_a_bad_number_in_one_line_naming_the_flag(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["emulate", *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"batch-updater emulate: error: {message}")
+    assert err.count("\n") == 1
+
+
+# Only bounds a hang: the child waits for nothing but its imports and the socket.
+CHILD_DEADLINE = 60.0
+
+
+async def listening_url(proc: asyncio.subprocess.Process) -> str:
+    """Wait for the child's readiness line and return the URL it names."""
+    assert proc.stderr is not None
+    line = (await asyncio.wait_for(proc.stderr.readline(), CHILD_DEADLINE)).decode()
+    assert line.startswith("AmplifyBackend emulator listening on http://127.0.0.1:"), line
+    return line.split()[-1]
+
+
+async def stop_child(proc: asyncio.subprocess.Process, sig: signal.Signals) -> tuple[int, str]:
+    """Send ``sig``; return the exit code and what the child wrote to stderr after that."""
+    assert proc.stderr is not None
+    proc.send_signal(sig)
+    rest = (await asyncio.wait_for(proc.stderr.read(), CHILD_DEADLINE)).decode()
+    return await asyncio.wait_for(proc.wait(), CHILD_DEADLINE), rest
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
@@ -717,18 +968,35 @@ async def test_main_emulate_serves_until_ctrl_c() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, stderr=asyncio.subprocess.PIPE
     )
-    assert proc.stderr is not None
     try:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
-        assert line.startswith("AmplifyBackend emulator listening on http://127.0.0.1:")
-        url = line.split()[-1]
+        url = await listening_url(proc)
         async with SESSION.client("amplifybackend", endpoint_url=url, config=ONE_ATTEMPT) as c:
             answer = await c.update_backend_config(AppId="d1", LoginAuthConfig=POOLS)
         assert answer["AppId"] == "d1"
-        proc.send_signal(signal.SIGINT)
-        rest = (await asyncio.wait_for(proc.stderr.read(), 10)).decode()
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-        assert rest == ""
+        assert await stop_child(proc, signal.SIGINT) == (0, "")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGTERM")
+async def test_emulate_command_turns_p504_into_the_plans_504_probability() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "batch_updater", "emulate", "--port", "0"),
+        *("--p504", "1", "--known-apps", "d1,d2"),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        url = await listening_url(proc)
+        async with SESSION.client("amplifybackend", endpoint_url=url, config=ONE_ATTEMPT) as c:
+            codes = [
+                await code_of(c.update_backend_config(AppId=app_id, LoginAuthConfig=POOLS))
+                for app_id in ("d1", "d2", "d3")
+            ]
+        # A known app always gets the 504; an unknown one is refused before any draw.
+        assert codes == ["GatewayTimeoutException", "GatewayTimeoutException", "NotFoundException"]
+        assert await stop_child(proc, signal.SIGTERM) == (0, "")
     finally:
         if proc.returncode is None:
             proc.kill()

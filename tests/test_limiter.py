@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from batch_updater.limiter import RateLimiter
+from batch_updater.limiter import ON_SCHEDULE, RateLimiter
 
 
 class FakeTime:
@@ -113,3 +113,69 @@ async def test_rate_can_change_live_and_repr_shows_state() -> None:
 def test_burst_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="burst"):
         RateLimiter(1, 0)
+
+
+# -- try_acquire: the server's side of the same algorithm -----------------------------------
+
+
+def test_try_acquire_admits_the_burst_then_refuses_until_the_next_slot_is_due() -> None:
+    limiter = RateLimiter(4, 3, clock=lambda: 0.0)
+    assert [limiter.try_acquire(1000.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.try_acquire(1000.2499) is False
+    assert limiter.try_acquire(1000.25) is True
+    assert limiter.try_acquire(1000.25) is False
+    assert limiter.try_acquire(1000.5) is True
+
+
+def test_a_refused_request_takes_no_slot() -> None:
+    limiter = RateLimiter(10, 1, clock=lambda: 0.0)
+    assert limiter.try_acquire(1000.0)
+    refused = [limiter.try_acquire(1000.0 + i / 1000) for i in range(1, 100)]
+    assert not any(refused)
+    assert limiter.try_acquire(1000.1)  # the next slot is still exactly where it was
+
+
+def test_requests_arriving_exactly_on_schedule_are_all_admitted() -> None:
+    # k / rate computed afresh never quite matches the limiter's sum of intervals: the
+    # float error must not refuse a request that is on time.
+    rate = 10
+    limiter = RateLimiter(rate, 1, clock=lambda: 0.0)
+    start = 1000.0
+    assert all(limiter.try_acquire(start + k / rate) for k in range(1000))
+    assert ON_SCHEDULE < 1e-6  # ...and nothing early by a measurable amount is
+
+
+def test_try_acquire_after_idle_banks_no_more_than_the_burst() -> None:
+    limiter = RateLimiter(10, 2, clock=lambda: 0.0)
+    assert limiter.try_acquire(1000.0)
+    assert [limiter.try_acquire(1060.0) for _ in range(3)] == [True, True, False]
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(10, 1), (3.5, 1), (50, 5), (100, 2)])
+def test_a_flood_is_admitted_at_exactly_rate_t_plus_burst(rate: float, burst: int) -> None:
+    limiter = RateLimiter(rate, burst, clock=lambda: 0.0)
+    arrivals = [1000.0 + i / 1000 for i in range(10_000)]  # 1,000/s for 10 s
+    admitted = [t for t in arrivals if limiter.try_acquire(t)]
+    for i in range(len(admitted)):
+        for j in range(i, min(len(admitted), i + 3 * burst + 10)):
+            assert j - i + 1 <= rate * (admitted[j] - admitted[i]) + burst + 1e-9
+    # Over the whole flood: the burst, then one per interval (to a millisecond's grid).
+    assert len(admitted) == burst + int(rate * (arrivals[-1] - arrivals[0]) + 1e-6)
+
+
+def test_try_acquire_and_acquire_share_the_slots() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, 1, clock=fake.clock, sleep=fake.sleep)
+    assert limiter.try_acquire(fake.now)
+
+    async def one() -> None:
+        await limiter.acquire()
+
+    asyncio.run(one())
+    assert fake.sleeps == [pytest.approx(0.1)]  # the slot try_acquire took is not given twice
+    assert not limiter.try_acquire(fake.now)
+
+
+def test_try_acquire_on_an_unlimited_limiter_always_admits() -> None:
+    limiter = RateLimiter(0, clock=lambda: 0.0)
+    assert all(limiter.try_acquire(1000.0) for _ in range(1000))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import json
 import os
 import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -210,7 +214,12 @@ def test_each_shard_validates_the_whole_file(tmp_path: Path) -> None:
     plans = [RowPlan(INVALID_EXAMPLE, None, shard=Shard(k, 3)) for k in range(3)]
     assert all(not p.ok for p in plans)  # a bad row anywhere stops every shard
     assert sum(p.total for p in plans) == plans[0].input_rows == 24
-    assert {p.invalid for p in plans} == {17 - 2}  # conflicts are counted apart
+    # Every shard counts the whole input's invalid rows (conflicting duplicates included)
+    # and its own, which are the invalid records its second pass yields.
+    assert {p.input_invalid for p in plans} == {17}
+    for p in plans:
+        assert p.invalid == sum(getattr(item, "status", "") == "invalid" for item in p)
+    assert sum(p.invalid for p in plans) == 17
 
 
 @pytest.mark.parametrize(
@@ -315,7 +324,7 @@ def test_a_terminal_gets_a_live_bar_that_log_lines_scroll_above(tmp_path: Path) 
     assert proc.wait(60) == 0
     os.close(controller)
     screen = b"".join(chunks).decode(errors="replace")
-    assert "[########################] 50/50" in screen  # the final bar
+    assert re.search(r"\[#+\] 50/50", screen)  # the final bar, fitted to 80 columns
     assert "\r\x1b[K" in screen  # redrawn in place, cleared before log lines
     assert "run_end" in screen  # console log lines, not JSON, on a terminal
     assert '{"' not in screen
@@ -327,3 +336,146 @@ def test_no_progress_turns_the_events_off(
     argv = ["run", "--dry-run", "--no-progress", str(EXAMPLE), "--report", str(tmp_path / "r.csv")]
     assert main(argv) == 0
     assert not [e for e in events(capsys.readouterr().err) if e["event"] == "progress"]
+
+
+# -- environment: names that match no flag -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("BATCH_UPDATER_MAX_ATEMPTS", "BATCH_UPDATER_MAX_ATTEMPTS"),
+        ("BATCH_UPDATER_REPROT", "BATCH_UPDATER_REPORT"),
+        ("BATCH_UPDATER_FROBNICATE", None),
+    ],
+)
+def test_a_variable_that_matches_no_flag_is_warned_about_with_the_closest_name(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    suggestion: str | None,
+) -> None:
+    monkeypatch.setenv(name, "3")
+    monkeypatch.setenv("BATCH_UPDATER_RATE", "5")  # a known one: no warning
+    argv = ["run", "--dry-run", str(EXAMPLE), "--report", str(tmp_path / "r.csv")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "BATCH_UPDATER_" in line and "warning" in line]
+    (warning,) = [e for e in events(err) if e["event"] == "unknown_variable"]
+    assert warning["level"] == "warning"
+    assert warning["variable"] == name
+    assert warning["did_you_mean"] == suggestion
+    assert warning["message"].startswith(f"{name} matches no option and is ignored")
+
+
+# -- the bar on an 80-column terminal --------------------------------------------------------
+
+
+def test_the_bar_fits_any_width_narrowing_then_dropping_the_bar() -> None:
+    huge = ProgressSnapshot(999_999, 1_000_000, 5000.0, 123456.7, 3661.0, 1_000_000, 99_999)
+    for columns in range(1, 200):
+        assert len(render_bar(huge, columns)) <= max(0, columns - 1)
+    assert render_bar(huge, 200).startswith("[" + "#" * 24 + "]")  # at most 24 wide
+    assert render_bar(huge, 80).startswith("999999/1000000 100% 123456.7 rows/s ETA 1:01:01")
+    small = ProgressSnapshot(1, 2, 1.0, 1.0, 1.0, 0, 0)
+    assert render_bar(small, 80).startswith("[" + "#" * 12 + "." * 12 + "] 1/2")
+
+
+class Screen:
+    """Enough of a terminal to see what stays on screen: printable text, carriage return,
+    newline, erase to end of line (ESC [ K), other escapes ignored, wrap at ``columns``."""
+
+    def __init__(self, columns: int) -> None:
+        self.columns = columns
+        self.lines: list[list[str]] = [[]]
+        self.col = 0
+
+    def feed(self, text: str) -> None:
+        for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|.", text, re.S):
+            line = self.lines[-1]
+            if token == "\r":
+                self.col = 0
+            elif token == "\n":
+                self.lines.append([])
+                self.col = 0
+            elif token == "\x1b[K":
+                del line[self.col :]
+            elif token.startswith("\x1b"):
+                continue
+            else:
+                if self.col == self.columns:  # wrap
+                    self.lines.append([])
+                    line, self.col = self.lines[-1], 0
+                if self.col < len(line):
+                    line[self.col] = token
+                else:
+                    line.append(token)
+                self.col += 1
+
+    def text(self) -> list[str]:
+        return ["".join(line) for line in self.lines]
+
+
+def run_on_terminal(columns: int, *argv: str) -> str:
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batch_updater", "run", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(60) in (0, 1)
+    os.close(controller)
+    return b"".join(chunks).decode(errors="replace")
+
+
+BAR = re.compile(r"(\[[#.]*\] )?\d+/\d+ +\d+% ")
+
+
+def bars(output: str) -> list[str]:
+    """Every bar drawn: the text after each clear-line, up to the next control character."""
+    return [m for m in re.findall(r"\r\x1b\[K([^\r\n\x1b]*)", output) if BAR.match(m)]
+
+
+def test_on_an_80_column_terminal_the_bar_never_wraps_and_leaves_no_stale_line(
+    tmp_path: Path,
+) -> None:
+    # 20,000 rows: the numbers alone ("20000/20000 100% 123456.7 rows/s ...") made the old
+    # bar wrap at 80 columns, and each redraw left its first part behind.
+    source = tmp_path / "many.csv"
+    with source.open("w") as out:
+        out.write("app_id,region,user_pool_id\n")
+        for i in range(20_000):
+            out.write(f"d{i:013d},us-east-1,us-east-1_AbC123xyz\n")
+    report = tmp_path / "r.csv"
+    output = run_on_terminal(80, "--dry-run", str(source), "--report", str(report))
+    drawn = bars(output)
+    assert drawn  # the final bar at least
+    assert "20000/20000" in drawn[-1]
+    assert all(len(bar) <= 79 for bar in drawn)
+    screen = Screen(80)
+    screen.feed(output)
+    assert not [line for line in screen.text() if BAR.search(line)]  # no stale bar
+    assert any("run_end" in line for line in screen.text())
+
+
+def test_json_logs_on_a_terminal_get_no_bar_and_no_plain_text(tmp_path: Path) -> None:
+    report = tmp_path / "r.csv"
+    argv = ("--dry-run", "--log-format", "json", str(EXAMPLE), "--report", str(report))
+    output = run_on_terminal(80, *argv)
+    lines = [line for line in output.replace("\r\n", "\n").split("\n") if line]
+    assert lines
+    assert all(line.startswith("{") for line in lines), lines
+    assert [json.loads(line)["event"] for line in lines][-1] == "run_end"

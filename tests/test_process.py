@@ -106,7 +106,9 @@ def test_signal_mid_run_then_resume_finishes_the_job(
     assert summary["stopped"]["reason"] == "signal"
     assert summary["exit_code"] == code
     command = summary["resume_command"]
-    assert f"to finish the job: {command}" in err
+    # stderr is not a terminal: JSON lines only, the run_end event carries the command
+    ends = [json.loads(x) for x in err.splitlines() if '"event": "run_end"' in x]
+    assert [e["resume_command"] for e in ends] == [command]
     assert f"--resume {report}" in command
 
     resumed = tmp_path / "second.csv"
