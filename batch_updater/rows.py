@@ -28,7 +28,10 @@ from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from .errors import BatchUpdaterError, InputError, SetupError
 from .shard import Shard
@@ -255,8 +258,8 @@ def _shown(value: str, limit: int = 60) -> str:
 
 def _looks_utf16(text: str | bytes) -> bool:
     """UTF-16 without a BOM, read as UTF-8: every other byte of ASCII text is NUL."""
-    nul = "\x00" if isinstance(text, str) else b"\x00"
-    return len(text) >= 4 and text.count(nul) * 3 >= len(text)  # type: ignore[arg-type]
+    nul = text.count("\x00") if isinstance(text, str) else text.count(b"\x00")
+    return len(text) >= 4 and nul * 3 >= len(text)
 
 
 def _separator_hint(cells: list[str]) -> str | None:
@@ -535,7 +538,7 @@ class _Tee(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
         n = self._source.readinto(buffer) or 0
         if n:
             self._spool.write(memoryview(buffer)[:n])
@@ -553,10 +556,11 @@ class _SpoolReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = os.pread(self._fd, min(len(buffer), self._size - self._pos), self._pos)
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer)
+        data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
         n = len(data)
-        buffer[:n] = data
+        view[:n] = data
         self._pos += n
         return n
 
