@@ -236,7 +236,8 @@ class _Job:
         if writer.error is not None and summary.output_error is None:  # failed closing
             summary.output_error = writer.error
             log.error("report_write_failed", error=writer.error)
-        summary.stop_reason = self._control.reason
+        # A signal seen only as a request (the loop was busy writing a dry run) counts too.
+        summary.stop_reason = self._control.reason or self._control.requested_reason
         summary.elapsed_seconds = elapsed
         if resume_command is not None and (
             writer.error is not None
