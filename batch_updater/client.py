@@ -52,6 +52,7 @@ class CallError(Exception):
     """A failed call, translated from botocore at this module's boundary."""
 
     __slots__ = (
+        "answered",
         "code",
         "http_status",
         "maybe_applied",
@@ -88,6 +89,9 @@ class CallError(Exception):
         self.maybe_applied = (
             (transport and code not in self.NOT_SENT) or unreadable or http_status in (502, 504)
         )
+        #: The endpoint answered (any HTTP status, or a body that could not be read): it is
+        #: reachable. False for transport failures and for errors raised before sending.
+        self.answered = http_status is not None or unreadable
 
     @property
     def throttled(self) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .adaptive import AdaptiveRate, RateChange
+from .breaker import ENDPOINT_UNREACHABLE, Admission, Breaker, BreakerState
 from .client import CallError, CallResult, Clients, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
@@ -95,6 +96,7 @@ class _Job:
     """One run: turns each planned row into exactly one report record."""
 
     __slots__ = (
+        "_breakers",
         "_carried_through",
         "_control",
         "_failure",
@@ -136,6 +138,7 @@ class _Job:
         self._failure: BaseException | None = None
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
+        self._breakers: dict[str, Breaker] = {}  # per region (lane), made by run_calls
 
     def emit(self, result: RowResult) -> None:
         writer = self._writer
@@ -239,10 +242,10 @@ class _Job:
         # A signal seen only as a request (the loop was busy writing a dry run) counts too.
         summary.stop_reason = self._control.reason or self._control.requested_reason
         summary.elapsed_seconds = elapsed
-        if resume_command is not None and (
-            writer.error is not None
-            or (summary.counts[Status.NOT_ATTEMPTED] and summary.stop_reason is not None)
-        ):
+        unfinished = summary.counts[Status.NOT_ATTEMPTED] and (
+            summary.stop_reason is not None or any(b.down for b in self._breakers.values())
+        )
+        if resume_command is not None and (writer.error is not None or unfinished):
             summary.resume_command = resume_command(writer.path if writer.saved else None)
         if (error := write_summary(summary)) is not None:
             log.error("summary_write_failed", error=error)
@@ -266,9 +269,25 @@ class _Job:
             config.effective_rate, config.burst, adaptive=config.adaptive, on_change=changed
         )
 
+    def _breaker(self, region: str) -> Breaker:
+        log = self._log
+
+        def changed(old: BreakerState, new: BreakerState) -> None:
+            probing = BreakerState.HALF_OPEN
+            if new is probing or (old is probing and new is BreakerState.OPEN):
+                return  # a probe going out, or failing: the breaker stays open
+            level = log.info if new is BreakerState.CLOSED else log.warning
+            level("breaker", region=region, state=str(new), previous=str(old))
+
+        return Breaker(on_change=changed)
+
     def _not_started(self) -> str:
         reason = self._control.reason
-        return f"not started: run stopped ({reason.kind})" if reason else "not started"
+        if reason is None:
+            return "not started"
+        if reason.kind == ENDPOINT_UNREACHABLE:
+            return f"not sent: {_unreachable_note(next(iter(self._breakers.values())))}"
+        return f"not started: run stopped ({reason.kind})"
 
     @property
     def failure(self) -> BaseException | None:
@@ -281,15 +300,17 @@ class _Job:
         config, control = self.config, self._control
         limiters = {r: self._limiter(r) for r in sorted(regions)}
         self._summary.rates = limiters
+        self._breakers = {r: self._breaker(r) for r in sorted(regions)}
         sender = _Sender(
             clients,
             limiters,
+            self._breakers,
             Retrier(
                 RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_cap),
                 sleep=sleep,
             ),
-            self._stats,
-            self._log,
+            stats=self._stats,
+            log=self._log,
         )
         # The workers share one iterator over the plan: each row goes to exactly one of
         # them, and nothing is buffered between reading a row and sending it.
@@ -383,24 +404,57 @@ class _Stopped(Exception):
     """Raised inside an attempt that must not be sent because the run is stopping."""
 
 
+class _Unreachable(Exception):
+    """Raised inside an attempt that must not be sent because its lane is down."""
+
+
+def _unreachable_note(breaker: Breaker) -> str:
+    """The message of a row not sent (or not finished) because its lane is down."""
+    return f"{breaker.settings.unreachable()}; re-running the row is safe"
+
+
+async def _admit_unless_stopped(breaker: Breaker, control: RunControl) -> Admission | None:
+    """:meth:`Breaker.admit`, or :class:`_Stopped` as soon as the run is told to stop: a row
+    waiting for an open breaker must not hold a stopping run for its grace period."""
+    admit = asyncio.ensure_future(breaker.admit())
+    stop = asyncio.ensure_future(control.wait_stop())
+    try:
+        await asyncio.wait({admit, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not admit.done():
+            admit.cancel()
+    # Not admitted yet (the stop came first): nothing to hand back, SEND releases nothing.
+    admission = admit.result() if admit.done() and not admit.cancelled() else Admission.SEND
+    if admission is None:
+        return None  # the lane is down: that says more than the stop it caused
+    if control.stopping:
+        breaker.release(admission)  # a probe goes to the next row
+        raise _Stopped
+    return admission
+
+
 _STOPPED_BEFORE_SENDING = "not started: the run was stopped while the row waited for the rate limit"
 
 
 class _Sender:
     """Sends one row: rate limiter, call, retries; turns the outcome into a RowResult."""
 
-    __slots__ = ("_clients", "_debug", "_limiters", "_log", "_retrier", "_stats")
+    __slots__ = ("_breakers", "_clients", "_debug", "_limiters", "_log", "_retrier", "_stats")
 
     def __init__(
         self,
         clients: Clients,
         limiters: Mapping[str, AdaptiveRate],
+        breakers: Mapping[str, Breaker],
         retrier: Retrier,
+        *,
         stats: _Stats,
         log: Any,
     ) -> None:
         self._clients = clients
         self._limiters = limiters
+        self._breakers = breakers
         self._retrier = retrier
         self._stats = stats
         self._log = log
@@ -409,36 +463,10 @@ class _Sender:
         self._debug = enabled(logging.DEBUG) if callable(enabled) else True
 
     async def send(self, row: Row, state: _RowState, control: RunControl) -> RowResult:
-        clients, limiter, stats, log = (
-            self._clients,
-            self._limiters[row.region],
-            self._stats,
-            self._log,
-        )
+        stats, log = self._stats, self._log
 
-        async def attempt(number: int) -> CallResult:
-            ticket = await limiter.acquire()
-            if control.stopping:
-                # Waited in the limiter while the run was told to stop: do not send.
-                raise _Stopped
-            state.attempts = number
-            stats.requests += 1
-            state.in_flight = True
-            try:
-                result = await clients.update(row)
-            except CallError as exc:
-                state.in_flight = False
-                state.last_error = exc
-                state.maybe_applied |= exc.maybe_applied
-                if exc.throttled:
-                    stats.throttles += 1
-                    limiter.on_throttle(ticket)
-                elif exc.http_status is not None:
-                    limiter.on_success(ticket)  # answered: it passed the service's limit
-                raise
-            state.in_flight = False
-            limiter.on_success(ticket)
-            return result
+        async def attempt(_number: int) -> CallResult:
+            return await self._attempt(row, state, control)
 
         def on_retry(event: RetryEvent) -> None:
             stats.retries += 1
@@ -502,6 +530,8 @@ class _Sender:
                 return finished(Status.NOT_ATTEMPTED, error_message=_STOPPED_BEFORE_SENDING)
             # Stopped before a retry: the last answer stands.
             return failed(state.last_error, " (no retry: the run was stopped)")
+        except _Unreachable:
+            return self._unreachable(row, state, control, finished)
         except CallError as exc:
             return failed(exc)
         except Exception as exc:  # a bug must not lose the row: report it and go on
@@ -525,6 +555,97 @@ class _Sender:
             http_status=result.http_status,
             request_id=result.request_id,
             backend_manager_app_id=result.backend_manager_app_id,
+        )
+
+    async def _attempt(self, row: Row, state: _RowState, control: RunControl) -> CallResult:
+        """One attempt of ``row``: waits for the lane's breaker and limiter, then sends.
+
+        A transport failure that opens the lane's breaker (or comes while it is open) does
+        not end the attempt: the row waits for the breaker like the lane's other rows, so
+        rows do not spend their attempts against an unreachable endpoint.
+        """
+        clients, limiter, breaker, stats = (
+            self._clients,
+            self._limiters[row.region],
+            self._breakers[row.region],
+            self._stats,
+        )
+        while True:  # more than once only while the lane's breaker is not closed
+            admission = (
+                Admission.SEND
+                if breaker.state is BreakerState.CLOSED
+                else await _admit_unless_stopped(breaker, control)
+            )
+            if admission is None:
+                raise _Unreachable
+            try:
+                ticket = await limiter.acquire()
+            except BaseException:
+                breaker.release(admission)
+                raise
+            if control.stopping:
+                # Waited in the limiter while the run was told to stop: do not send.
+                breaker.release(admission)
+                raise _Stopped
+            if not breaker.admits(admission):
+                continue  # the breaker opened meanwhile: wait for it, do not send
+            state.attempts += 1
+            stats.requests += 1
+            state.in_flight = True
+            try:
+                result = await clients.update(row)
+            except CallError as exc:
+                state.in_flight = False
+                state.last_error = exc
+                state.maybe_applied |= exc.maybe_applied
+                if exc.throttled:
+                    stats.throttles += 1
+                    limiter.on_throttle(ticket)
+                elif exc.http_status is not None:
+                    limiter.on_success(ticket)  # answered: it passed the service's limit
+                if exc.answered:
+                    breaker.answered()
+                elif not exc.transport:
+                    breaker.release(admission)  # not sent: says nothing of the endpoint
+                elif breaker.unanswered(admission):
+                    # Opened, or still open: this failure does not cost the row an
+                    # attempt; it waits for the breaker like the lane's other rows.
+                    continue
+                raise
+            except BaseException:
+                breaker.release(admission)
+                raise
+            state.in_flight = False
+            breaker.answered()
+            limiter.on_success(ticket)
+            return result
+
+    def _unreachable(
+        self,
+        row: Row,
+        state: _RowState,
+        control: RunControl,
+        finished: Callable[..., RowResult],
+    ) -> RowResult:
+        """The row's lane is down: the row is not sent (again); once every lane is down,
+        the run stops."""
+        breakers = self._breakers
+        note = _unreachable_note(breakers[row.region])
+        if state.maybe_applied:
+            note = f"{note} {MAYBE_APPLIED}"
+        if control.reason is None and all(b.down for b in breakers.values()):
+            regions = ", ".join(breakers)
+            reason = StopReason(
+                ENDPOINT_UNREACHABLE,
+                f"{breakers[row.region].settings.unreachable()}, in every region ({regions}): "
+                "check the endpoint and the network, then resume",
+            )
+            self._log.error("run_stopping", reason=reason.kind, message=reason.message)
+            control.halt(reason)
+        return finished(
+            Status.NOT_ATTEMPTED,
+            error_message=note if state.attempts else f"not sent: {note}",
+            error_code=state.last_error.code if state.last_error is not None else "",
         )
 
 
