@@ -15,7 +15,8 @@ into a temporary directory with ``benchmarks.generate_rows.write_rows``.
 
 Scenarios: 1 overhead against bare aiobotocore and boto3 threads, 2 rate accuracy,
 3 adaptive rate against a throttling server (with boto3's adaptive and standard retry modes
-side by side), 4 slow service, 5 memory and validation speed, 6 start-up.
+side by side), 4 slow service, 5 memory and validation speed, 6 start-up, 7 outage (an
+endpoint refusing connections from the start; an emulator killed mid-run and restarted).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import platform
 import re
 import shlex
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +71,7 @@ class Sizes:
     mem_large: int = 100_000
     help_runs: int = 5
     local_runs: int = 3
+    outage: int = 600
 
 
 QUICK: Final = Sizes(
@@ -83,6 +86,7 @@ QUICK: Final = Sizes(
     mem_large=10_000,
     help_runs=3,
     local_runs=1,
+    outage=300,
 )
 
 
@@ -209,7 +213,14 @@ class Emulator:
     """``batch-updater emulate`` in a child process, bound to 127.0.0.1 on a free port."""
 
     def __init__(
-        self, bench: Bench, name: str, *, rate: float = 0, burst: int = 1, latency_ms: float = 0
+        self,
+        bench: Bench,
+        name: str,
+        *,
+        rate: float = 0,
+        burst: int = 1,
+        latency_ms: float = 0,
+        port: int = 0,
     ) -> None:
         self.flags = (
             "--rate",
@@ -219,7 +230,7 @@ class Emulator:
             "--latency-ms",
             f"{latency_ms:g}",
         )
-        self.args = (*CLI, "emulate", "--host", "127.0.0.1", "--port", "0", *self.flags)
+        self.args = (*CLI, "emulate", "--host", "127.0.0.1", "--port", str(port), *self.flags)
         self.log_path = bench.tmp / f"emulator-{name}.log"
         self.env = bench.env
         self.cwd = bench.tmp
@@ -241,6 +252,13 @@ class Emulator:
             time.sleep(0.02)
         self.__exit__()
         raise RuntimeError(f"emulator did not start: {self.log_path.read_text()[-500:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: the endpoint vanishes at once, as in a crash."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
 
     def cpu(self) -> float:
         """CPU seconds the emulator has used so far."""
@@ -712,6 +730,99 @@ def scenario_startup(bench: Bench) -> None:
     )
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _report_rows(report: Path) -> list[dict[str, str]]:
+    try:
+        with report.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
+def scenario_outage(bench: Bench) -> None:
+    """7: an endpoint refusing connections from the start; a 10 s outage mid-run at 20/s."""
+    n, name = bench.sizes.outage, "7 Outage"
+    rows = write_input(bench, "outage", n)
+    refused = run_cli(
+        bench, "7-refused", rows, "--endpoint-url", f"http://127.0.0.1:{_closed_port()}"
+    )
+    s = refused.summary
+    records = _report_rows(bench.tmp / "7-refused.csv.report.csv")
+    lines = sorted(int(r["line"]) for r in records)
+    complete = lines == list(range(2, n + 2))
+    requests = int(s.get("requests", -1)) if s else -1
+    stopped = (s.get("stopped") or {}).get("reason") if s else None
+    ok = (
+        refused.child.returncode == 1
+        and complete
+        and bool(s.get("resume_command"))
+        and stopped == "endpoint_unreachable"
+    )
+    bench.add(
+        Line(
+            name,
+            f"connection refused from the start, {n} rows, default flags: wall time; requests",
+            f"{refused.child.wall:.1f} s; {requests}",
+            "<= 30 s; <= 50",
+            verdict(ok and refused.child.wall <= 30 and 0 <= requests <= 50),
+            f"exit {refused.child.returncode}; stop reason {stopped}; report "
+            f"{'complete' if complete else 'INCOMPLETE'} ({len(records)}/{n} rows, "
+            f"{sum(r['status'] == 'not_attempted' for r in records)} not_attempted); resume "
+            f"command {'printed' if s.get('resume_command') else 'MISSING'}",
+        )
+    )
+    # A 10-second outage: the emulator is killed once 1/3 of the rows are in the report and
+    # restarted on the same port 10 s later, while the CLI runs at --rate 20.
+    report = bench.tmp / "7-outage.csv.report.csv"
+    report.unlink(missing_ok=True)
+    down: list[float] = []
+    with Emulator(bench, "outage") as emu:
+        port = int(emu.url.rsplit(":", 1)[1])
+        emulators = [emu]
+
+        def outage() -> None:
+            deadline = time.monotonic() + CHILD_TIMEOUT
+            while len(_report_rows(report)) < n // 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            emu.kill()
+            time.sleep(10)
+            emulators.append(Emulator(bench, "outage-restarted", port=port).__enter__())
+            down.append(time.monotonic() - t0)
+
+        killer = threading.Thread(target=outage, daemon=True)
+        killer.start()
+        try:
+            run = run_cli(bench, "7-outage", rows, "--endpoint-url", emu.url, "--rate", "20")
+        finally:
+            killer.join(timeout=60)
+            for each in emulators[1:]:
+                each.__exit__()
+    s = run.summary
+    failed = run.count("failed")
+    ok = run.ok and run.count("succeeded") == n and failed == 0
+    bench.add(
+        Line(
+            name,
+            f"emulator killed after {n // 3} of {n} rows, restarted on the same port "
+            f"{down[0] if down else float('nan'):.1f} s later, --rate 20: failed rows",
+            str(failed) if s else "no summary",
+            "0",
+            verdict(ok) if s else "ERROR",
+            f"exit {run.child.returncode}; succeeded {run.count('succeeded')}/{n}; "
+            f"requests {s.get('requests')}, retries {s.get('retries')}; "
+            f"elapsed {s.get('elapsed_seconds')} s (no outage: {n / 20:.0f} s of pacing)",
+        )
+    )
+
+
 SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     1: scenario_overhead,
     2: scenario_accuracy,
@@ -719,6 +830,7 @@ SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     4: scenario_slow,
     5: scenario_memory,
     6: scenario_startup,
+    7: scenario_outage,
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from batch_updater import RunConfig, Status, run_batch
 from batch_updater.breaker import (
@@ -23,7 +24,7 @@ from batch_updater.breaker import (
     BreakerState,
 )
 from batch_updater.control import RunControl, StopReason
-from batch_updater.emulator import EmulatorServer
+from batch_updater.emulator import EmulatorConfig, EmulatorServer
 
 from . import virtual_time
 from .conftest import read_report, write_csv
@@ -308,3 +309,46 @@ def test_a_signal_while_rows_wait_for_an_open_breaker_ends_the_run_without_the_g
     records = read_report(tmp_path / "report.csv")
     assert len(records) == 50
     assert {r["status"] for r in records} <= {Status.NOT_ATTEMPTED, Status.FAILED}
+
+
+def test_an_endpoint_answering_only_5xx_is_reachable_rows_fail_with_its_answers(
+    tmp_path: Path, session: Any
+) -> None:
+    config = RunConfig(report_path=tmp_path / "report.csv", rate=0, max_attempts=6)
+    path = rows_csv(tmp_path, 4)
+
+    async def scenario() -> Any:
+        async with EmulatorServer(EmulatorConfig(faults={"503html": 1.0})) as server:
+            return await run_batch(path, replace(config, endpoint_url=server.url), session=session)
+
+    summary = virtual_time.run(scenario())
+    assert summary.counts[Status.FAILED] == 4
+    assert summary.requests == 4 * 6  # every attempt sent: the breaker never opened
+    assert summary.stop_reason is None
+    assert all(UNREACHABLE not in r.error_message for r in summary.results or [])
+
+
+def test_connections_dropped_after_sending_count_as_unreachable_and_say_maybe_applied(
+    tmp_path: Path, session: Any
+) -> None:
+    config = RunConfig(report_path=tmp_path / "report.csv", rate=0, concurrency=2)
+    path = rows_csv(tmp_path, 6)
+
+    async def scenario() -> tuple[Any, list[str]]:
+        with structlog.testing.capture_logs() as logs:
+            async with EmulatorServer(EmulatorConfig(faults={"drop": 1.0})) as server:
+                config_here = replace(config, endpoint_url=server.url)
+                summary = await run_batch(path, config_here, session=session)
+        return summary, [e["state"] for e in logs if e["event"] == "breaker"]
+
+    summary, states = virtual_time.run(scenario())
+    assert states == ["open", "down"]  # probes going out and failing are not logged
+    assert summary.stop_reason is not None
+    assert summary.stop_reason.kind == ENDPOINT_UNREACHABLE
+    results = summary.results or []
+    assert {r.status for r in results} == {Status.NOT_ATTEMPTED}
+    sent = [r for r in results if r.attempts]
+    assert sent  # a dropped connection: the request went out, its outcome is unknown
+    for result in sent:
+        assert UNREACHABLE in result.error_message
+        assert "the update may have been applied" in result.error_message
