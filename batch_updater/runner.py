@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .adaptive import AdaptiveRate, RateChange
-from .breaker import ENDPOINT_UNREACHABLE, Admission, Breaker, BreakerState
+from .breaker import ENDPOINT_UNREACHABLE, Admission, Breaker, BreakerSettings, BreakerState
 from .client import CallError, CallResult, Clients, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
@@ -96,6 +96,7 @@ class _Job:
     """One run: turns each planned row into exactly one report record."""
 
     __slots__ = (
+        "_breaker_settings",
         "_breakers",
         "_carried_through",
         "_control",
@@ -138,6 +139,7 @@ class _Job:
         self._failure: BaseException | None = None
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
+        self._breaker_settings = BreakerSettings()
         self._breakers: dict[str, Breaker] = {}  # per region (lane), made by run_calls
 
     def emit(self, result: RowResult) -> None:
@@ -279,14 +281,14 @@ class _Job:
             level = log.info if new is BreakerState.CLOSED else log.warning
             level("breaker", region=region, state=str(new), previous=str(old))
 
-        return Breaker(on_change=changed)
+        return Breaker(self._breaker_settings, on_change=changed)
 
     def _not_started(self) -> str:
         reason = self._control.reason
         if reason is None:
             return "not started"
         if reason.kind == ENDPOINT_UNREACHABLE:
-            return f"not sent: {_unreachable_note(next(iter(self._breakers.values())))}"
+            return f"not sent: {_unreachable_note(self._breaker_settings)}"
         return f"not started: run stopped ({reason.kind})"
 
     @property
@@ -408,9 +410,9 @@ class _Unreachable(Exception):
     """Raised inside an attempt that must not be sent because its lane is down."""
 
 
-def _unreachable_note(breaker: Breaker) -> str:
+def _unreachable_note(settings: BreakerSettings) -> str:
     """The message of a row not sent (or not finished) because its lane is down."""
-    return f"{breaker.settings.unreachable()}; re-running the row is safe"
+    return f"{settings.unreachable()}; re-running the row is safe"
 
 
 async def _admit_unless_stopped(breaker: Breaker, control: RunControl) -> Admission | None:
@@ -630,14 +632,15 @@ class _Sender:
         """The row's lane is down: the row is not sent (again); once every lane is down,
         the run stops."""
         breakers = self._breakers
-        note = _unreachable_note(breakers[row.region])
+        settings = breakers[row.region].settings
+        note = _unreachable_note(settings)
         if state.maybe_applied:
             note = f"{note} {MAYBE_APPLIED}"
         if control.reason is None and all(b.down for b in breakers.values()):
             regions = ", ".join(breakers)
             reason = StopReason(
                 ENDPOINT_UNREACHABLE,
-                f"{breakers[row.region].settings.unreachable()}, in every region ({regions}): "
+                f"{settings.unreachable()}, in every region ({regions}): "
                 "check the endpoint and the network, then resume",
             )
             self._log.error("run_stopping", reason=reason.kind, message=reason.message)

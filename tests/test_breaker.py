@@ -352,3 +352,34 @@ def test_connections_dropped_after_sending_count_as_unreachable_and_say_maybe_ap
     for result in sent:
         assert UNREACHABLE in result.error_message
         assert "the update may have been applied" in result.error_message
+
+
+def test_a_region_that_is_down_does_not_stop_the_others_and_the_resume_command_is_printed(
+    tmp_path: Path, session: Any
+) -> None:
+    # Every request for eu-west-1's apps is dropped (no answer at all); us-east-1 answers.
+    path = rows_csv(tmp_path, 40, ("us-east-1", "eu-west-1"))
+    dead = {f"d{i}abc": ["drop"] * 100 for i in range(1, 40, 2)}
+    config = RunConfig(report_path=tmp_path / "report.csv", rate=2, concurrency=4)
+
+    async def scenario() -> Any:
+        async with EmulatorServer(EmulatorConfig(script=dead)) as server:
+            return await run_batch(
+                path,
+                replace(config, endpoint_url=server.url),
+                session=session,
+                resume_command=lambda r: f"resume {r}",
+            )
+
+    summary = virtual_time.run(scenario())
+    results = {r.app_id: r for r in summary.results or []}
+    assert len(results) == 40
+    for app_id, result in results.items():
+        if app_id in dead:
+            assert result.status is Status.NOT_ATTEMPTED
+            assert UNREACHABLE in result.error_message
+        else:
+            assert result.status is Status.SUCCEEDED
+    assert summary.stop_reason is None  # one region down: the other went on to the end
+    assert summary.exit_code == 1
+    assert summary.resume_command == f"resume {tmp_path / 'report.csv'}"
