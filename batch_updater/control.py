@@ -43,7 +43,7 @@ class StopReason:
     """Why a run stopped early. ``signal`` is set for SIGINT/SIGTERM."""
 
     # "signal", "cancelled", "fatal_error", "failure_rate", "max_failures", "output_error",
-    # "setup_error", "internal_error"
+    # "setup_error", "internal_error", "endpoint_unreachable" (breaker.ENDPOINT_UNREACHABLE)
     kind: str
     message: str
     signal: int | None = None

@@ -47,6 +47,11 @@ class Clock:
         return self.now
 
 
+def probe(breaker: Breaker) -> Admission | None:
+    """What admit() gives when the probe is due: it returns at once."""
+    return virtual_time.run(breaker.admit())
+
+
 def opened(clock: Clock, settings: BreakerSettings = SETTINGS) -> Breaker:
     breaker = Breaker(settings, clock=clock)
     for _ in range(settings.open_after):
@@ -88,15 +93,15 @@ def test_open_after_failures_in_a_row_then_nothing_is_admitted_until_a_probe_is_
 
 
 def test_a_probe_that_gets_an_answer_closes_it() -> None:
-    async def scenario() -> list[Admission | None]:
-        breaker = opened(Clock())
-        breaker._probe_at = 0.0  # due now (the clock is at 100)
-        first = await breaker.admit()
-        assert breaker.state is BreakerState.HALF_OPEN
-        breaker.answered()
-        return [first, await breaker.admit()]
-
-    assert virtual_time.run(scenario()) == [Admission.PROBE, Admission.SEND]
+    clock = Clock()
+    breaker = opened(clock)
+    clock.now += SETTINGS.probe_every
+    assert probe(breaker) is Admission.PROBE
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.probes == 1
+    breaker.answered()
+    assert breaker.state is BreakerState.CLOSED
+    assert probe(breaker) is Admission.SEND
 
 
 def test_a_failed_probe_reopens_it_until_the_lane_has_been_open_for_down_after() -> None:
@@ -105,7 +110,7 @@ def test_a_failed_probe_reopens_it_until_the_lane_has_been_open_for_down_after()
     seen = []
     for _ in range(5):
         clock.now += SETTINGS.probe_every
-        breaker._state = BreakerState.HALF_OPEN  # as admit() does when the probe is due
+        assert probe(breaker) is Admission.PROBE
         assert breaker.unanswered(Admission.PROBE)
         seen.append(breaker.state)
     # Probes failed at 2, 4, 6, 8 s: open again; at 10 s (= down_after): down.
@@ -116,7 +121,8 @@ def test_a_failed_probe_reopens_it_until_the_lane_has_been_open_for_down_after()
 def test_down_is_final_a_late_answer_does_not_revive_the_lane() -> None:
     clock = Clock()
     breaker = opened(clock, BreakerSettings(open_after=1, down_after=0.0))
-    breaker._state = BreakerState.HALF_OPEN
+    clock.now += 2.0
+    assert probe(breaker) is Admission.PROBE
     breaker.unanswered(Admission.PROBE)
     breaker.answered()
     assert breaker.state is BreakerState.DOWN
@@ -128,10 +134,12 @@ def test_a_released_probe_goes_to_the_next_row_at_once_and_a_send_release_change
     breaker = opened(clock)
     breaker.release(Admission.SEND)
     assert breaker.state is BreakerState.OPEN
-    breaker._state = BreakerState.HALF_OPEN
+    clock.now += SETTINGS.probe_every
+    assert probe(breaker) is Admission.PROBE
     breaker.release(Admission.PROBE)  # e.g. the probe's row was cancelled
     assert breaker.state is BreakerState.OPEN
     assert "probe_in=0.0s" in repr(breaker)
+    assert probe(breaker) is Admission.PROBE  # the next row takes it without waiting
 
 
 def test_while_open_rows_wait_one_probe_goes_every_probe_every_seconds_then_all_resume() -> None:
