@@ -391,3 +391,38 @@ def test_a_region_that_is_down_does_not_stop_the_others_and_the_resume_command_i
     assert summary.stop_reason is None  # one region down: the other went on to the end
     assert summary.exit_code == 1
     assert summary.resume_command == f"resume {tmp_path / 'report.csv'}"
+
+
+def test_an_endpoint_that_accepts_but_never_answers_times_out_into_the_breaker(
+    tmp_path: Path, session: Any
+) -> None:
+    path = rows_csv(tmp_path, 30)
+
+    async def scenario() -> tuple[Any, float]:
+        loop = asyncio.get_running_loop()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # reads the request, never answers, until the client hangs up
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = RunConfig(
+            report_path=tmp_path / "report.csv",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            request_timeout=5,
+        )
+        start = loop.time()
+        async with server:
+            summary = await run_batch(path, config, session=session)
+        return summary, loop.time() - start
+
+    summary, elapsed = virtual_time.run(scenario())
+    assert summary.stop_reason is not None
+    assert summary.stop_reason.kind == ENDPOINT_UNREACHABLE
+    assert elapsed <= 5 + 20 + 2 + 5  # first timeouts, open for down_after, one more probe
+    results = summary.results or []
+    assert {r.status for r in results} == {Status.NOT_ATTEMPTED}
+    timed_out = [r for r in results if r.error_code == "ReadTimeoutError"]
+    assert timed_out
+    assert all("the update may have been applied" in r.error_message for r in timed_out)
