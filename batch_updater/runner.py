@@ -403,7 +403,8 @@ _EVERY_LINE = 1 << 62  # carry_forward went through the whole plan
 
 
 class _Stopped(Exception):
-    """Raised inside an attempt that must not be sent because the run is stopping."""
+    """Raised inside an attempt that must not be sent because the run is stopping; the
+    argument says what the row was waiting for (a not_attempted row's message)."""
 
 
 class _Unreachable(Exception):
@@ -415,6 +416,12 @@ def _unreachable_note(settings: BreakerSettings) -> str:
     return f"{settings.unreachable()}; re-running the row is safe"
 
 
+_STOPPED_BEFORE_SENDING = "not started: the run was stopped while the row waited for the rate limit"
+_STOPPED_AT_BREAKER = (
+    "not started: the run was stopped while the row waited for the endpoint to be reachable"
+)
+
+
 async def _admit_unless_stopped(breaker: Breaker, control: RunControl) -> Admission | None:
     """:meth:`Breaker.admit`, or :class:`_Stopped` as soon as the run is told to stop: a row
     waiting for an open breaker must not hold a stopping run for its grace period."""
@@ -422,21 +429,20 @@ async def _admit_unless_stopped(breaker: Breaker, control: RunControl) -> Admiss
     stop = asyncio.ensure_future(control.wait_stop())
     try:
         await asyncio.wait({admit, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled: a probe this row was given goes to the next row
+        if admit.done() and not admit.cancelled() and (given := admit.result()) is not None:
+            breaker.release(given)
+        raise
     finally:
         stop.cancel()
-        if not admit.done():
-            admit.cancel()
-    # Not admitted yet (the stop came first): nothing to hand back, SEND releases nothing.
-    admission = admit.result() if admit.done() and not admit.cancelled() else Admission.SEND
-    if admission is None:
-        return None  # the lane is down: that says more than the stop it caused
-    if control.stopping:
-        breaker.release(admission)  # a probe goes to the next row
-        raise _Stopped
-    return admission
-
-
-_STOPPED_BEFORE_SENDING = "not started: the run was stopped while the row waited for the rate limit"
+        admit.cancel()  # no effect once done
+    if not admit.done():
+        raise _Stopped(_STOPPED_AT_BREAKER)  # the stop came first
+    admission = admit.result()
+    if admission is not None and control.stopping:
+        breaker.release(admission)
+        raise _Stopped(_STOPPED_AT_BREAKER)
+    return admission  # None: the lane is down, which says more than the stop it caused
 
 
 class _Sender:
@@ -527,9 +533,9 @@ class _Sender:
                 retry_on=lambda e: isinstance(e, CallError) and e.retryable,
                 on_retry=on_retry,
             )
-        except _Stopped:
+        except _Stopped as stopped:
             if state.last_error is None:
-                return finished(Status.NOT_ATTEMPTED, error_message=_STOPPED_BEFORE_SENDING)
+                return finished(Status.NOT_ATTEMPTED, error_message=str(stopped))
             # Stopped before a retry: the last answer stands.
             return failed(state.last_error, " (no retry: the run was stopped)")
         except _Unreachable:
@@ -588,7 +594,7 @@ class _Sender:
             if control.stopping:
                 # Waited in the limiter while the run was told to stop: do not send.
                 breaker.release(admission)
-                raise _Stopped
+                raise _Stopped(_STOPPED_BEFORE_SENDING)
             if not breaker.admits(admission):
                 continue  # the breaker opened meanwhile: wait for it, do not send
             state.attempts += 1

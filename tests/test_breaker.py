@@ -316,7 +316,14 @@ def test_a_signal_while_rows_wait_for_an_open_breaker_ends_the_run_without_the_g
     assert summary.exit_code == 130
     records = read_report(tmp_path / "report.csv")
     assert len(records) == 50
-    assert {r["status"] for r in records} <= {Status.NOT_ATTEMPTED, Status.FAILED}
+    messages = {r["error_message"] for r in records if r["status"] == Status.NOT_ATTEMPTED}
+    # Rows that waited for the breaker, and rows never read: not sent, and told why.
+    assert messages == {
+        "not started: the run was stopped while the row waited for the endpoint to be reachable",
+        "not started: run stopped (signal)",
+    }
+    failed = [r for r in records if r["status"] == Status.FAILED]
+    assert all(r["error_message"].endswith("(no retry: the run was stopped)") for r in failed)
 
 
 def test_an_endpoint_answering_only_5xx_is_reachable_rows_fail_with_its_answers(
