@@ -5,11 +5,14 @@ the clock jumps to that timer instead of sleeping, so a minute of rate limiting,
 grace period takes milliseconds and every run sees the same times, however busy the machine.
 
 Real I/O still works: the emulator and botocore talk real HTTP over loopback sockets on this
-loop. The clock only jumps once no socket is ready, after a short real pause in which bytes
-already sent over loopback arrive (on Linux they are normally readable as soon as ``send``
-returns; the pause covers a loaded machine). Work in executor threads (``getaddrinfo``,
-``asyncio.to_thread``) is waited for in real time, without moving the clock, so a thread that
-is merely slow never makes a timeout fire.
+loop. While a socket is registered, the clock only jumps once no socket is ready, after a
+short real pause in which bytes already sent over loopback arrive (on Linux they are normally
+readable as soon as ``send`` returns; the pause covers a loaded machine). With no socket
+registered (a pure simulation), the clock jumps at once. Work in executor threads
+(``getaddrinfo``, ``asyncio.to_thread``) is waited for in real time, without moving the
+clock, so a thread that is merely slow never makes a timeout fire. A loop with neither a
+timer nor I/O nor a thread to wait for is stuck: after ``stall_seconds`` of real time it
+raises ``RuntimeError`` instead of hanging the suite.
 
 Use :func:`run` from a plain (not ``async``) test::
 
@@ -28,7 +31,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-__all__ = ["VirtualTimeLoop", "run"]
+__all__ = ["STALL_SECONDS", "VirtualTimeLoop", "run"]
 
 T = TypeVar("T")
 
@@ -41,10 +44,16 @@ STALL_SECONDS = 60.0
 class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     """A selector that moves a virtual clock instead of blocking for a timer."""
 
-    def __init__(self, start: float, threads_busy: Callable[[], bool]) -> None:
+    def __init__(self, start: float, threads_busy: Callable[[], bool], stall: float) -> None:
         super().__init__()
         self.now = start
         self._threads_busy = threads_busy
+        self._stall = stall
+        self._own = 0  # what the loop itself registers (its self-pipe)
+
+    def mark_own(self) -> None:
+        """Call once the loop is built: what is registered now is the loop's, not I/O."""
+        self._own = len(self.get_map())
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready: list[tuple[selectors.SelectorKey, int]] = super().select(0)
@@ -54,15 +63,17 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
             # An executor thread will wake the loop through its self-pipe: wait in real
             # time, and do not move the clock meanwhile.
             return super().select(1.0)  # type: ignore[no-any-return]
-        ready = super().select(SETTLE_SECONDS)
-        if ready:
-            return ready
+        if len(self.get_map()) > self._own:
+            # Sockets are open: let bytes already sent over loopback arrive.
+            ready = super().select(SETTLE_SECONDS)
+            if ready:
+                return ready
         if timeout is None:
-            # Nothing is scheduled: only I/O can wake the loop. Wait for it in real time.
-            ready = super().select(STALL_SECONDS)
+            # Nothing is scheduled: only I/O or another thread can wake the loop.
+            ready = super().select(self._stall)
             if not ready:
                 raise RuntimeError(
-                    f"virtual time: stalled, no I/O and no timer for {STALL_SECONDS:g} s"
+                    f"virtual time: stalled, no I/O and no timer for {self._stall:g} s"
                 )
             return ready
         self.now += timeout
@@ -72,12 +83,15 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose ``time()`` is virtual: waiting for a timer costs no real time."""
 
-    def __init__(self, start: float | None = None) -> None:
+    def __init__(self, start: float | None = None, stall_seconds: float = STALL_SECONDS) -> None:
         self._in_threads = 0
         self._virtual = _VirtualClockSelector(
-            time.monotonic() if start is None else start, lambda: self._in_threads > 0
+            time.monotonic() if start is None else start,
+            lambda: self._in_threads > 0,
+            stall_seconds,
         )
         super().__init__(self._virtual)
+        self._virtual.mark_own()
 
     def time(self) -> float:
         return float(self._virtual.now)
@@ -95,7 +109,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return future
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
+def run(main: Coroutine[Any, Any, T], *, start: float | None = None) -> T:
     """Run ``main`` to completion on a new :class:`VirtualTimeLoop` (like ``asyncio.run``)."""
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(start)) as runner:
         return runner.run(main)
