@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batch_updater import RowResult, RunConfig, Shard, Status, run_batch
+from batch_updater import RowResult, RunConfig, RunSummary, Shard, Status, run_batch
 from batch_updater.cli import build_parser, main
 from batch_updater.control import RunControl, StopReason
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
@@ -22,7 +22,7 @@ from batch_updater.errors import InputError
 from batch_updater.rows import RowPlan
 from benchmarks.generate_rows import write_rows
 
-from . import conftest
+from . import conftest, virtual_time
 from .conftest import EXAMPLE, read_report, write_csv
 
 HEADER = "app_id,region,user_pool_id"
@@ -66,7 +66,7 @@ async def test_a_failing_progress_hook_still_writes_report_and_summary(tmp_path:
     assert (tmp_path / "r.csv.summary.json").exists()
 
 
-async def test_an_input_changed_during_the_run_fails_loudly(tmp_path: Path, session: Any) -> None:
+def test_an_input_changed_during_the_run_fails_loudly(tmp_path: Path, session: Any) -> None:
     path = rows_file(tmp_path, 400)
 
     def break_the_file(result: RowResult) -> None:
@@ -74,10 +74,13 @@ async def test_an_input_changed_during_the_run_fails_loudly(tmp_path: Path, sess
             with path.open("a") as handle:
                 handle.write('"never closed\n')
 
-    async with EmulatorServer(EmulatorConfig(latency_ms=5)) as server:
-        config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
-        with pytest.raises(InputError, match="broken CSV"):
-            await run_batch(path, config, session=session, on_result=break_the_file)
+    async def scenario() -> None:
+        async with EmulatorServer(EmulatorConfig(latency_ms=5)) as server:
+            config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
+            with pytest.raises(InputError, match="broken CSV"):
+                await run_batch(path, config, session=session, on_result=break_the_file)
+
+    virtual_time.run(scenario())
     summary = json.loads((tmp_path / "r.csv.summary.json").read_text())
     assert summary["stopped"]["reason"] == "internal_error"
     assert summary["exit_code"] == 1
@@ -94,20 +97,21 @@ def test_setup_failing_after_the_report_is_opened_lists_every_row_and_exits_2(
     assert json.loads(Path(f"{report}.summary.json").read_text())["exit_code"] == 2
 
 
-async def test_cancelling_twice_still_completes_the_report(tmp_path: Path, session: Any) -> None:
-    async with EmulatorServer(EmulatorConfig(latency_ms=1000)) as server:
-        config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
-        task = asyncio.create_task(run_batch(rows_file(tmp_path, 50), config, session=session))
-        for _ in range(300):
-            if server.emulator.request_count >= 2:
-                break
-            await asyncio.sleep(0.01)
-        task.cancel()
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+def test_cancelling_twice_still_completes_the_report(tmp_path: Path, session: Any) -> None:
+    async def scenario() -> None:
+        async with EmulatorServer(EmulatorConfig(latency_ms=1000)) as server:
+            config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
+            task = asyncio.create_task(run_batch(rows_file(tmp_path, 50), config, session=session))
+            await asyncio.sleep(0.5)  # virtual: two calls in flight until 1 s
+            assert server.emulator.request_count == 2
+            task.cancel()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    virtual_time.run(scenario())
     assert lines(tmp_path / "r.csv") == list(range(2, 52))
 
 
@@ -122,45 +126,56 @@ def test_the_report_may_not_be_the_input(
     assert same.read_bytes() == EXAMPLE.read_bytes()
 
 
-async def test_rows_waiting_for_the_rate_limit_are_not_sent_after_a_stop(
-    tmp_path: Path, server: EmulatorServer, session: Any
+def test_rows_waiting_for_the_rate_limit_are_not_sent_after_a_stop(
+    tmp_path: Path, session: Any
 ) -> None:
     control = RunControl()
-    config = fast(tmp_path, endpoint_url=server.url, rate=5, concurrency=8, adaptive=False)
-    task = asyncio.create_task(
-        run_batch(rows_file(tmp_path, 20), config, session=session, control=control)
-    )
-    for _ in range(300):
-        if server.emulator.request_count >= 2:
-            break
-        await asyncio.sleep(0.01)
-    control.stop(StopReason("signal", "received SIGTERM", 15))
-    sent_at_stop = server.emulator.request_count
-    summary = await task
-    assert server.emulator.request_count <= sent_at_stop + 1  # at most one already leaving
+
+    async def scenario() -> tuple[RunSummary, list[float]]:
+        loop = asyncio.get_running_loop()
+        async with EmulatorServer() as server:
+            config = fast(tmp_path, endpoint_url=server.url, rate=5, concurrency=8, adaptive=False)
+            start = loop.time()
+            task = asyncio.create_task(
+                run_batch(rows_file(tmp_path, 20), config, session=session, control=control)
+            )
+            await asyncio.sleep(0.3)  # virtual: rows left at 0 and 0.2 s, the next is due at 0.4
+            control.stop(StopReason("signal", "received SIGTERM", 15))
+            summary = await task
+            return summary, [r.time - start for r in server.emulator.requests]
+
+    summary, sent = virtual_time.run(scenario())
+    assert sent == pytest.approx([0.0, 0.2], abs=1e-9)  # nothing left after the stop
     records = read_report(tmp_path / "r.csv")
     waiting = [r for r in records if "waited for the rate limit" in r["error_message"]]
-    assert waiting
+    assert len(waiting) == 8  # every worker had taken a row and was waiting for its slot
     assert all(r["attempts"] == "0" and r["status"] == "not_attempted" for r in waiting)
+    assert summary.counts[Status.SUCCEEDED] == 2
+    assert summary.counts[Status.NOT_ATTEMPTED] == 18  # 8 waiting, 10 never taken
     assert summary.exit_code == 143
 
 
-async def test_a_stop_rule_stops_rows_waiting_for_the_rate_limit_too(
+def test_a_stop_rule_stops_rows_waiting_for_the_rate_limit_too(
     tmp_path: Path, session: Any
 ) -> None:
-    async with EmulatorServer(EmulatorConfig(known_apps=frozenset())) as server:
-        config = fast(
-            tmp_path,
-            endpoint_url=server.url,
-            rate=5,
-            concurrency=8,
-            adaptive=False,
-            max_failures=0,
-        )
-        summary = await run_batch(rows_file(tmp_path, 20), config, session=session)
-        assert server.emulator.request_count <= 2
+    async def scenario() -> tuple[RunSummary, int]:
+        async with EmulatorServer(EmulatorConfig(known_apps=frozenset())) as server:
+            config = fast(
+                tmp_path,
+                endpoint_url=server.url,
+                rate=5,
+                concurrency=8,
+                adaptive=False,
+                max_failures=0,
+            )
+            summary = await run_batch(rows_file(tmp_path, 20), config, session=session)
+            return summary, server.emulator.request_count
+
+    summary, requests = virtual_time.run(scenario())
+    assert requests == 1  # the first row failed at once; the next slot (0.2 s) never came
     assert summary.stop_reason is not None
     assert summary.stop_reason.kind == "max_failures"
+    assert summary.counts[Status.NOT_ATTEMPTED] == 19
 
 
 def test_a_signal_after_a_stop_rule_counts_as_the_first_and_sets_the_exit_code() -> None:
