@@ -5,9 +5,12 @@ the clock jumps to that timer instead of sleeping, so a minute of rate limiting,
 grace period takes milliseconds and every run sees the same times, however busy the machine.
 
 Real I/O still works: the emulator and botocore talk real HTTP over loopback sockets on this
-loop. While a socket is registered, the clock only jumps once no socket is ready, after a
-short real pause in which bytes already sent over loopback arrive (on Linux they are normally
-readable as soon as ``send`` returns; the pause covers a loaded machine). With no socket
+loop. The clock only jumps once no socket is ready and no byte is on its way between two of
+the loop's own TCP sockets: on Linux, loopback bytes are normally readable as soon as
+``send`` returns, but on a loaded machine the kernel may deliver them a little later, so the
+loop compares each socket's bytes sent with its peer's bytes received (``TCP_INFO``) and
+waits, in real time, until they agree. A connection still being set up counts as I/O on its
+way too, and after a socket is closed the loop pauses briefly for its FIN. With no socket
 registered (a pure simulation), the clock jumps at once. Work in executor threads
 (``getaddrinfo``, ``asyncio.to_thread``) is waited for in real time, without moving the
 clock, so a thread that is merely slow never makes a timeout fire. A loop with neither a
@@ -26,6 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import socket
+import struct
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
@@ -35,8 +41,17 @@ __all__ = ["STALL_SECONDS", "VirtualTimeLoop", "run"]
 
 T = TypeVar("T")
 
-#: Real seconds to wait for loopback I/O before the clock jumps to the next timer.
+#: Real seconds to wait for loopback I/O (a FIN, bytes where ``TCP_INFO`` cannot tell) before
+#: the clock jumps to the next timer.
 SETTLE_SECONDS = 0.003
+#: Real seconds between two looks at bytes on their way over loopback.
+POLL_SECONDS = 0.0005
+
+# struct tcp_info (linux/tcp.h): state, bytes received, bytes sent, bytes retransmitted.
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
+_TCP_INFO_SIZE = 216
+_SYN_SENT, _SYN_RECV = 2, 3
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 #: Real seconds with neither I/O nor a timer after which the test is declared stuck.
 STALL_SECONDS = 60.0
 
@@ -50,10 +65,86 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
         self._threads_busy = threads_busy
         self._stall = stall
         self._own = 0  # what the loop itself registers (its self-pipe)
+        self._registered = 0  # at the last select: fewer now means a socket was closed
+        self._ends: dict[int, tuple[int, Any, Any] | None] = {}  # fd -> see _end
 
     def mark_own(self) -> None:
         """Call once the loop is built: what is registered now is the loop's, not I/O."""
         self._own = len(self.get_map())
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        key: selectors.SelectorKey = super().unregister(fileobj)
+        self._ends.pop(key.fd, None)  # the fd may be reused for another socket
+        return key
+
+    def _end(self, fd: int) -> tuple[int, Any, Any] | None:
+        """(family, name, peer) of a connected TCP socket; None for anything else."""
+        if fd not in self._ends:
+            end = None
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                pass  # not a socket (a pipe)
+            else:
+                try:
+                    if sock.type == socket.SOCK_STREAM and sock.family in _TCP_FAMILIES:
+                        end = (sock.family, sock.getsockname(), sock.getpeername())
+                except OSError:
+                    pass  # listening, or not connected yet: look again next time
+                else:
+                    self._ends[fd] = end
+                finally:
+                    sock.detach()
+            return end
+        return self._ends[fd]
+
+    def _on_the_way(self) -> bool:
+        """Whether bytes (or a handshake) are on their way between two registered sockets."""
+        if _TCP_INFO is None:
+            return True  # cannot tell: assume so
+        ends: dict[Any, tuple[Any, int, int]] = {}  # name -> (peer, bytes sent, received)
+        for fd in list(self.get_map()):
+            end = self._end(fd)
+            if end is None:
+                continue
+            family, name, peer = end
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            try:
+                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+            except OSError:
+                continue
+            finally:
+                sock.detach()
+            if len(info) < _TCP_INFO_SIZE:
+                return True  # an old kernel: cannot tell
+            if info[0] in (_SYN_SENT, _SYN_RECV):
+                return True
+            received = struct.unpack_from("Q", info, 128)[0]
+            sent, resent = struct.unpack_from("QQ", info, 200)
+            ends[name] = (peer, sent - resent, received)
+        for name, (peer, sent, _) in ends.items():
+            other = ends.get(peer)
+            if other is not None and other[0] == name and sent > other[2]:
+                return True
+        return False
+
+    def _settle(self) -> list[tuple[selectors.SelectorKey, int]]:
+        """Wait (real time) for loopback I/O already on its way; [] once there is none."""
+        registered, closed = len(self.get_map()), len(self.get_map()) < self._registered
+        self._registered = registered
+        if registered <= self._own:
+            return []
+        if closed:
+            ready: list[tuple[selectors.SelectorKey, int]] = super().select(SETTLE_SECONDS)
+            if ready:
+                return ready
+        waited = 0.0
+        while self._on_the_way() and waited < self._stall:
+            ready = super().select(POLL_SECONDS)
+            if ready:
+                return ready
+            waited += POLL_SECONDS
+        return []
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready: list[tuple[selectors.SelectorKey, int]] = super().select(0)
@@ -63,11 +154,9 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
             # An executor thread will wake the loop through its self-pipe: wait in real
             # time, and do not move the clock meanwhile.
             return super().select(1.0)  # type: ignore[no-any-return]
-        if len(self.get_map()) > self._own:
-            # Sockets are open: let bytes already sent over loopback arrive.
-            ready = super().select(SETTLE_SECONDS)
-            if ready:
-                return ready
+        ready = self._settle()
+        if ready:
+            return ready
         if timeout is None:
             # Nothing is scheduled: only I/O or another thread can wake the loop.
             ready = super().select(self._stall)
