@@ -503,6 +503,7 @@ async def run_batch(
     if config.endpoint_url is None and not config.local:
         check_endpoint_environment(config.allow_insecure_endpoint)
     sdk = _Sdk(config, session)
+    log.debug("validation_started")  # a signal from here on stops the validation cleanly
     plan = _validate(source, config, sdk, control)
     resume = ResumeIndex.load(
         config.resume, warn=lambda m: log.warning("resume_warning", message=m)
