@@ -61,7 +61,9 @@ def test_the_wheel_ships_the_package_types_and_the_console_script(tmp_path: Path
     assert "batch-updater = batch_updater.cli:main" in scripts
 
 
-def test_the_dockerfile_is_multi_stage_non_root_with_the_cli_as_entrypoint() -> None:
+def test_dockerfile_lint_multi_stage_non_root_with_the_cli_as_entrypoint() -> None:
+    """A lint of the Dockerfile's text (no image is built): two slim stages, a non-root
+    user, the CLI as entrypoint, every copied path present and let through .dockerignore."""
     text = (ROOT / "Dockerfile").read_text()
     froms = [line for line in text.splitlines() if line.startswith("FROM ")]
     assert len(froms) == 2
