@@ -7,8 +7,10 @@ import io
 import json
 import os
 import pty
+import select
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from batch_updater.progress import BarStream, Progress, ProgressSnapshot, render
 from batch_updater.rows import RowPlan
 from batch_updater.shard import Shard, shard_from_environment
 
+from .child_process import HANG_SECONDS
 from .conftest import EXAMPLE, INVALID_EXAMPLE, read_report
 
 
@@ -333,7 +336,10 @@ def test_a_terminal_gets_a_live_bar_that_log_lines_scroll_above(tmp_path: Path) 
     )
     os.close(terminal)
     chunks: list[bytes] = []
+    deadline = time.monotonic() + HANG_SECONDS  # only bounds a hang
     while True:
+        ready, _, _ = select.select([controller], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"the child wrote nothing for {HANG_SECONDS:g} s"
         try:
             chunk = os.read(controller, 65536)
         except OSError:  # the child closed the terminal
@@ -341,7 +347,7 @@ def test_a_terminal_gets_a_live_bar_that_log_lines_scroll_above(tmp_path: Path) 
         if not chunk:
             break
         chunks.append(chunk)
-    assert proc.wait(60) == 0
+    assert proc.wait(HANG_SECONDS) == 0
     os.close(controller)
     screen = b"".join(chunks).decode(errors="replace")
     assert "[########################] 50/50" in screen  # the final bar
