@@ -78,30 +78,37 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
         return key
 
     def _end(self, fd: int) -> tuple[int, Any, Any] | None:
-        """(family, name, peer) of a connected TCP socket; None for anything else."""
-        if fd not in self._ends:
-            end = None
+        """(family, name, peer) of a TCP socket (peer None: listening or connecting); None
+        for anything else. Kept once connected: the three never change for that fd."""
+        if fd in self._ends:
+            return self._ends[fd]
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            self._ends[fd] = None  # not a socket (a pipe)
+            return None
+        try:
+            if sock.type != socket.SOCK_STREAM or sock.family not in _TCP_FAMILIES:
+                self._ends[fd] = None
+                return None
+            name = sock.getsockname()
             try:
-                sock = socket.socket(fileno=fd)
-            except OSError:
-                pass  # not a socket (a pipe)
-            else:
-                try:
-                    if sock.type == socket.SOCK_STREAM and sock.family in _TCP_FAMILIES:
-                        end = (sock.family, sock.getsockname(), sock.getpeername())
-                except OSError:
-                    pass  # listening, or not connected yet: look again next time
-                else:
-                    self._ends[fd] = end
-                finally:
-                    sock.detach()
+                peer = sock.getpeername()
+            except OSError:  # listening, or connecting: look again next time
+                return (sock.family, name, None)
+        except OSError:
+            return None
+        else:
+            self._ends[fd] = end = (sock.family, name, peer)
             return end
-        return self._ends[fd]
+        finally:
+            sock.detach()
 
-    def _on_the_way(self) -> bool:
-        """Whether bytes (or a handshake) are on their way between two registered sockets."""
+    def _on_the_way(self) -> bool | None:
+        """Whether bytes (or a handshake) are on their way between two registered sockets;
+        None when this system cannot tell."""
         if _TCP_INFO is None:
-            return True  # cannot tell: assume so
+            return None
         ends: dict[Any, tuple[Any, int, int]] = {}  # name -> (peer, bytes sent, received)
         for fd in list(self.get_map()):
             end = self._end(fd)
@@ -116,9 +123,11 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
             finally:
                 sock.detach()
             if len(info) < _TCP_INFO_SIZE:
-                return True  # an old kernel: cannot tell
+                return None  # an old kernel
             if info[0] in (_SYN_SENT, _SYN_RECV):
-                return True
+                return True  # a connection being set up
+            if peer is None:
+                continue
             received = struct.unpack_from("Q", info, 128)[0]
             sent, resent = struct.unpack_from("QQ", info, 200)
             ends[name] = (peer, sent - resent, received)
@@ -139,11 +148,13 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
             if ready:
                 return ready
         waited = 0.0
-        while self._on_the_way() and waited < self._stall:
+        while (on_the_way := self._on_the_way()) and waited < self._stall:
             ready = super().select(POLL_SECONDS)
             if ready:
                 return ready
             waited += POLL_SECONDS
+        if on_the_way is None:  # cannot tell: a short pause instead
+            return super().select(SETTLE_SECONDS)  # type: ignore[no-any-return]
         return []
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
