@@ -503,8 +503,7 @@ async def run_batch(
     if config.endpoint_url is None and not config.local:
         check_endpoint_environment(config.allow_insecure_endpoint)
     sdk = _Sdk(config, session)
-    log.debug("validation_started")  # a signal from here on stops the validation cleanly
-    plan = _validate(source, config, sdk, control)
+    plan = _validate(source, config, sdk, control, log)
     resume = ResumeIndex.load(
         config.resume, warn=lambda m: log.warning("resume_warning", message=m)
     )
@@ -571,8 +570,11 @@ async def run_batch(
     return summary
 
 
-def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl) -> RowPlan:
+def _validate(
+    source: Source, config: RunConfig, sdk: _Sdk, control: RunControl, log: Any
+) -> RowPlan:
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
+    log.debug("validation_started")  # from here on, a stop request ends validation cleanly
     try:
         return RowPlan(
             Path(source) if isinstance(source, str) else source,
