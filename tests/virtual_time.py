@@ -46,14 +46,14 @@ T = TypeVar("T")
 SETTLE_SECONDS = 0.003
 #: Real seconds between two looks at bytes on their way over loopback.
 POLL_SECONDS = 0.0005
+#: Real seconds with neither I/O nor a timer after which the test is declared stuck.
+STALL_SECONDS = 60.0
 
 # struct tcp_info (linux/tcp.h): state, bytes received, bytes sent, bytes retransmitted.
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 _TCP_INFO_SIZE = 216
 _SYN_SENT, _SYN_RECV = 2, 3
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-#: Real seconds with neither I/O nor a timer after which the test is declared stuck.
-STALL_SECONDS = 60.0
 
 
 class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
