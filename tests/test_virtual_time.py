@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,30 @@ def test_http_over_loopback_to_the_emulator_works_on_virtual_time(
     # One worker: each request arrives as the previous answer (2 s later) comes back.
     assert arrivals == pytest.approx([0.0, 2.0, 4.0], abs=1e-9)
     assert elapsed == pytest.approx(6.0, abs=1e-9)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="TCP_INFO")
+def test_the_clock_waits_for_a_connection_being_set_up_but_not_for_a_quiet_one() -> None:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    client = socket.create_connection(listener.getsockname())
+    served, _ = listener.accept()
+    waiting = [socket.socket(), socket.socket()]  # the first fills the backlog of one
+    loop = VirtualTimeLoop()
+    try:
+        for sock in (client, served):
+            loop.add_reader(sock.fileno(), lambda: None)
+        client.sendall(b"request")  # on loopback: in the peer's queue once send returns
+        assert loop.io_on_the_way() is False
+        for sock in waiting:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(listener.getsockname())
+        loop.add_writer(waiting[1].fileno(), lambda: None)  # its SYN waits for room
+        assert loop.io_on_the_way() is True
+    finally:
+        loop.close()
+        for sock in (client, served, listener, *waiting):
+            sock.close()
 
 
 @pytest.mark.parametrize("with_socket", [False, True], ids=["idle", "socket-open"])

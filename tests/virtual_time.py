@@ -104,7 +104,7 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
         finally:
             sock.detach()
 
-    def _on_the_way(self) -> bool | None:
+    def on_the_way(self) -> bool | None:
         """Whether bytes (or a handshake) are on their way between two registered sockets;
         None when this system cannot tell."""
         if _TCP_INFO is None:
@@ -148,7 +148,7 @@ class _VirtualClockSelector(selectors.DefaultSelector):  # type: ignore[misc,val
             if ready:
                 return ready
         waited = 0.0
-        while (on_the_way := self._on_the_way()) and waited < self._stall:
+        while (on_the_way := self.on_the_way()) and waited < self._stall:
             ready = super().select(POLL_SECONDS)
             if ready:
                 return ready
@@ -195,6 +195,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return float(self._virtual.now)
+
+    def ioon_the_way(self) -> bool | None:
+        """Whether the clock would wait for loopback I/O now (None: this system cannot tell)."""
+        return self._virtual.on_the_way()
 
     def run_in_executor(  # type: ignore[override]
         self, executor: Executor | None, func: Callable[..., T], *args: Any
