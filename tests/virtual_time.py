@@ -196,7 +196,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return float(self._virtual.now)
 
-    def ioon_the_way(self) -> bool | None:
+    def io_on_the_way(self) -> bool | None:
         """Whether the clock would wait for loopback I/O now (None: this system cannot tell)."""
         return self._virtual.on_the_way()
 
