@@ -9,10 +9,12 @@ import json
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
 import termios
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from batch_updater.progress import BarStream, Progress, ProgressSnapshot, render
 from batch_updater.rows import RowPlan
 from batch_updater.shard import Shard, shard_from_environment
 
+from .child_process import HANG_SECONDS
 from .conftest import EXAMPLE, INVALID_EXAMPLE, read_report
 
 
@@ -198,11 +201,40 @@ async def test_shards_split_the_rows_into_disjoint_parts_covering_every_row(
     assert set(seen.values()) == {1}
 
 
-def test_shard_membership_is_stable_and_rate_per_shard_keeps_the_rate() -> None:
-    shard = Shard(1, 3)
-    assert [shard.owns("us-east-1", f"d{i}x") for i in range(8)] == [
-        Shard(1, 3).owns("us-east-1", f"d{i}x") for i in range(8)
+# Which shard of N owns each (region, app_id), computed once (blake2b, 2026-11): a changed
+# hash would move rows between shards of a job already running, so it must fail here.
+SHARD_KEYS = [
+    ("us-east-1", "d1abc"),
+    ("us-east-1", "d2abc"),
+    ("us-east-1", "d3abc"),
+    ("eu-west-1", "d1abc"),
+    ("eu-west-1", "dq7r2k9x1m4n"),
+    ("ap-southeast-2", "d0000000000001"),
+    ("us-west-2", "dzzzzzzzzzzzzz"),
+    ("eu-central-1", "d5f8a2c9e1b7d3"),
+    ("sa-east-1", "d123"),
+    ("us-east-2", "dabcdef"),
+    ("ca-central-1", "d42"),
+    ("ap-northeast-1", "d9x8y7w6"),
+]
+SHARD_OWNERS = {
+    2: [1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 1],
+    3: [0, 0, 2, 1, 0, 1, 1, 1, 2, 1, 1, 1],
+    7: [4, 3, 1, 2, 6, 0, 5, 0, 5, 0, 4, 6],
+}
+
+
+@pytest.mark.parametrize("count", sorted(SHARD_OWNERS))
+def test_shard_membership_is_pinned_so_a_changed_hash_fails(count: int) -> None:
+    owners = [
+        [k for k in range(count) if Shard(k, count).owns(region, app_id)]
+        for region, app_id in SHARD_KEYS
     ]
+    assert owners == [[k] for k in SHARD_OWNERS[count]]  # exactly one shard each, as pinned
+
+
+def test_rate_per_shard_keeps_the_rate_and_a_bad_index_is_refused() -> None:
+    shard = Shard(1, 3)
     assert Shard(0, 1).owns("any", "thing")
     assert RunConfig(rate=30, shard=shard, rate_per_shard=True).effective_rate == 30
     assert RunConfig(rate=30, shard=shard).effective_rate == 10
@@ -313,7 +345,10 @@ def test_a_terminal_gets_a_live_bar_that_log_lines_scroll_above(tmp_path: Path) 
     )
     os.close(terminal)
     chunks: list[bytes] = []
+    deadline = time.monotonic() + HANG_SECONDS  # only bounds a hang
     while True:
+        ready, _, _ = select.select([controller], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"the child wrote nothing for {HANG_SECONDS:g} s"
         try:
             chunk = os.read(controller, 65536)
         except OSError:  # the child closed the terminal
@@ -321,7 +356,7 @@ def test_a_terminal_gets_a_live_bar_that_log_lines_scroll_above(tmp_path: Path) 
         if not chunk:
             break
         chunks.append(chunk)
-    assert proc.wait(60) == 0
+    assert proc.wait(HANG_SECONDS) == 0
     os.close(controller)
     screen = b"".join(chunks).decode(errors="replace")
     assert re.search(r"\[#+\] 50/50", screen)  # the final bar, fitted to 80 columns
