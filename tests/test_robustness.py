@@ -283,3 +283,24 @@ def test_sigint_during_the_validation_of_a_long_dry_run_stops_it(tmp_path: Path)
     assert "Traceback" not in err
     assert "nothing was sent; no report was written" in err
     assert not report.exists()
+
+
+async def test_a_signal_during_a_dry_runs_report_ends_the_run_as_that_signal(
+    tmp_path: Path,
+) -> None:
+    # The signal handler only sets a flag while the loop is busy writing records: the rest
+    # are not_attempted, and the exit code is the signal's, not 1.
+    rows = [f"d{i}abc,us-east-1,{UP}" for i in range(3000)]
+    source = write_csv(tmp_path / "big.csv", HEADER, *rows)
+    control = RunControl()
+    loop = asyncio.get_running_loop()
+
+    def signal_at_row_10(result: RowResult) -> None:
+        if result.line == 11:
+            control.request(loop, StopReason("signal", "received SIGINT", 2))
+
+    config = fast(tmp_path, dry_run=True)
+    summary = await run_batch(source, config, control=control, on_result=signal_at_row_10)
+    assert summary.exit_code == 130
+    assert summary.counts[Status.NOT_ATTEMPTED] > 0
+    assert summary.counts[Status.DRY_RUN] + summary.counts[Status.NOT_ATTEMPTED] == 3000
