@@ -324,41 +324,11 @@ def test_run_id_must_be_safe_to_write_anywhere() -> None:
 
 
 def test_a_terminal_gets_a_live_bar_that_log_lines_scroll_above(tmp_path: Path) -> None:
-    controller, terminal = pty.openpty()
     report = tmp_path / "r.csv"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batch_updater",
-            "run",
-            "--local",
-            "--rate",
-            "200",
-            str(EXAMPLE),
-            "--report",
-            str(report),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=terminal,
+    code, screen = run_on_terminal(
+        80, "--local", "--rate", "200", str(EXAMPLE), "--report", str(report)
     )
-    os.close(terminal)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + HANG_SECONDS  # only bounds a hang
-    while True:
-        ready, _, _ = select.select([controller], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"the child wrote nothing for {HANG_SECONDS:g} s"
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert proc.wait(HANG_SECONDS) == 0
-    os.close(controller)
-    screen = b"".join(chunks).decode(errors="replace")
+    assert code == 0
     assert re.search(r"\[#+\] 50/50", screen)  # the final bar, fitted to 80 columns
     assert "\r\x1b[K" in screen  # redrawn in place, cleared before log lines
     assert "run_end" in screen  # console log lines, not JSON, on a terminal
@@ -452,7 +422,8 @@ class Screen:
         return ["".join(line) for line in self.lines]
 
 
-def run_on_terminal(columns: int, *argv: str) -> str:
+def run_on_terminal(columns: int, *argv: str) -> tuple[int, str]:
+    """Run ``batch-updater run ARGV`` with stderr on a pty of ``columns``; (exit code, output)."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     proc = subprocess.Popen(
@@ -463,7 +434,10 @@ def run_on_terminal(columns: int, *argv: str) -> str:
     )
     os.close(terminal)
     chunks: list[bytes] = []
+    deadline = time.monotonic() + HANG_SECONDS  # only bounds a hang
     while True:
+        ready, _, _ = select.select([controller], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"the child wrote nothing for {HANG_SECONDS:g} s"
         try:
             chunk = os.read(controller, 65536)
         except OSError:  # the child closed the terminal
@@ -471,9 +445,9 @@ def run_on_terminal(columns: int, *argv: str) -> str:
         if not chunk:
             break
         chunks.append(chunk)
-    assert proc.wait(60) in (0, 1)
+    code = proc.wait(HANG_SECONDS)
     os.close(controller)
-    return b"".join(chunks).decode(errors="replace")
+    return code, b"".join(chunks).decode(errors="replace")
 
 
 BAR = re.compile(r"(\[[#.]*\] )?\d+/\d+ +\d+% ")
@@ -495,7 +469,8 @@ def test_on_an_80_column_terminal_the_bar_never_wraps_and_leaves_no_stale_line(
         for i in range(20_000):
             out.write(f"d{i:013d},us-east-1,us-east-1_AbC123xyz\n")
     report = tmp_path / "r.csv"
-    output = run_on_terminal(80, "--dry-run", str(source), "--report", str(report))
+    code, output = run_on_terminal(80, "--dry-run", str(source), "--report", str(report))
+    assert code == 0
     drawn = bars(output)
     assert drawn  # the final bar at least
     assert "20000/20000" in drawn[-1]
@@ -509,7 +484,8 @@ def test_on_an_80_column_terminal_the_bar_never_wraps_and_leaves_no_stale_line(
 def test_json_logs_on_a_terminal_get_no_bar_and_no_plain_text(tmp_path: Path) -> None:
     report = tmp_path / "r.csv"
     argv = ("--dry-run", "--log-format", "json", str(EXAMPLE), "--report", str(report))
-    output = run_on_terminal(80, *argv)
+    code, output = run_on_terminal(80, *argv)
+    assert code == 0
     lines = [line for line in output.replace("\r\n", "\n").split("\n") if line]
     assert lines
     assert all(line.startswith("{") for line in lines), lines
