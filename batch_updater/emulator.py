@@ -705,9 +705,12 @@ class EmulatorServer:
 
 async def _serve_forever(port: int, config: EmulatorConfig | None, host: str) -> None:
     stop = asyncio.Event()
-    # No signal handlers on Windows loops or outside the main thread; Ctrl-C still works.
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    # SIGINT too, so that an emulator started in the background (where a shell ignores
+    # SIGINT) still stops on `kill -INT`. No signal handlers on Windows loops or outside the
+    # main thread; Ctrl-C still works there.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     async with EmulatorServer(config, host=host, port=port) as server:
         print(f"AmplifyBackend emulator listening on {server.url}", file=sys.stderr, flush=True)
         await stop.wait()

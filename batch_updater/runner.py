@@ -727,7 +727,7 @@ async def run_batch(
     if config.endpoint_url is None and not config.local:
         check_endpoint_environment(config.allow_insecure_endpoint)
     sdk = _Sdk(config, session)
-    plan = _validate(source, config, sdk, control)
+    plan = _validate(source, config, sdk, control, log)
     with plan:  # removes the plan's private copy of the input, whatever happens
         return await _run_plan(
             plan,
@@ -928,8 +928,11 @@ def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
     )
 
 
-def _validate(source: Source, config: RunConfig, sdk: _Sdk, control: RunControl) -> RowPlan:
+def _validate(
+    source: Source, config: RunConfig, sdk: _Sdk, control: RunControl, log: Any
+) -> RowPlan:
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
+    log.debug("validation_started")  # from here on, a stop request ends validation cleanly
     try:
         return RowPlan(
             Path(source) if isinstance(source, str | os.PathLike) else source,

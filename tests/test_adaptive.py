@@ -1,8 +1,9 @@
 """AdaptiveRate against a simulated rate-limited service, in virtual time: no real waiting.
 
-The simulation runs real asyncio (workers, ``acquire``, ``asyncio.sleep``) on an event loop
-whose clock jumps to the next timer instead of waiting for it, so a minute of traffic takes
-a fraction of a second and every run is deterministic.
+The simulation runs real asyncio (workers, ``acquire``, ``asyncio.sleep``) on the shared
+virtual-time loop (``tests/virtual_time.py``), whose clock jumps to the next timer instead of
+waiting for it, so a minute of traffic takes a fraction of a second and every run is
+deterministic.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import functools
 import itertools
 import math
 import random
-import selectors
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,33 +25,7 @@ from hypothesis import strategies as st
 from batch_updater.adaptive import AdaptiveRate, RateChange, Tuning
 from batch_updater.limiter import RateLimiter
 
-
-class _JumpingSelector(selectors.SelectSelector):
-    """Never blocks: waiting for the next timer moves the virtual clock to it instead."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 1000.0
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = super().select(0)
-        if ready or timeout == 0:
-            return ready
-        if timeout is None:
-            raise RuntimeError("simulation stalled: nothing is scheduled")
-        self.now += timeout
-        return []
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop on virtual time: ``loop.time()`` and ``asyncio.sleep`` cost nothing."""
-
-    def __init__(self) -> None:
-        self._jumping = _JumpingSelector()
-        super().__init__(self._jumping)
-
-    def time(self) -> float:
-        return self._jumping.now
+from . import virtual_time
 
 
 @dataclass
@@ -137,11 +111,7 @@ def simulate(
         with contextlib.suppress(asyncio.CancelledError):
             await changer
 
-    loop = VirtualTimeLoop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    virtual_time.run(main(), start=1000.0)
     return run
 
 
@@ -309,11 +279,7 @@ def test_a_cut_applies_to_workers_already_waiting() -> None:
         await asyncio.gather(*tasks)
         return times
 
-    loop = VirtualTimeLoop()
-    try:
-        times = loop.run_until_complete(main())
-    finally:
-        loop.close()
+    times = virtual_time.run(main(), start=1000.0)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # One slot was reserved and the next spaced before the cut; the rest follow the new rate.
     assert gaps == pytest.approx([0.01, 0.01, 0.01, 1 / 85, 1 / 85])

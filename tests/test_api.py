@@ -62,7 +62,9 @@ def test_the_wheel_ships_the_package_types_and_the_console_script(tmp_path: Path
     assert "batch-updater = batch_updater.cli:main" in scripts
 
 
-def test_the_dockerfile_is_multi_stage_non_root_with_the_cli_as_entrypoint() -> None:
+def test_dockerfile_lint_multi_stage_non_root_with_the_cli_as_entrypoint() -> None:
+    """A lint of the Dockerfile's text (no image is built): two slim stages, a non-root
+    user, the CLI as entrypoint, every copied path present and let through .dockerignore."""
     text = (ROOT / "Dockerfile").read_text()
     froms = [line for line in text.splitlines() if line.startswith("FROM ")]
     assert len(froms) == 2
@@ -110,17 +112,24 @@ async def test_a_caller_logger_gets_the_events(tmp_path: Path) -> None:
         def bind(self, **kw: object) -> Collect:
             return Collect({**self.bound, **kw})
 
-        def _log(self, event: str, **kw: object) -> None:
-            events.append({"event": event, **self.bound, **kw})
+        def _log(self, level: str, event: str, **kw: object) -> None:
+            events.append({"event": event, "level": level, **self.bound, **kw})
 
-        info = warning = error = debug = _log
+        def info(self, event: str, **kw: object) -> None:
+            self._log("info", event, **kw)
+
+        def debug(self, event: str, **kw: object) -> None:
+            self._log("debug", event, **kw)
+
+        warning = error = info
 
     await batch_updater.run_batch(
         ROOT / "inputs" / "example.csv",
         batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "r.csv", run_id="mine-1"),
         logger=Collect(),
     )
-    assert [e["event"] for e in events] == ["run_start", "run_end"]
+    assert [e["event"] for e in events if e["level"] == "info"] == ["run_start", "run_end"]
+    assert [e["event"] for e in events if e["level"] == "debug"] == ["validation_started"]
     assert {e["run_id"] for e in events} == {"mine-1"}
 
 

@@ -960,13 +960,20 @@ async def stop_child(proc: asyncio.subprocess.Process, sig: signal.Signals) -> t
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
-async def test_main_emulate_serves_until_ctrl_c() -> None:
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+async def test_main_emulate_serves_until_ctrl_c(inherited: str) -> None:
+    # "ignored": started in the background by a shell, which ignores SIGINT for it.
     code = (
         "from batch_updater.emulator import EmulatorConfig, main_emulate\n"
         "main_emulate(0, EmulatorConfig(rate=100))\n"
     )
+    handler = signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        code,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, handler),
     )
     try:
         url = await listening_url(proc)

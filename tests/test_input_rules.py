@@ -21,26 +21,11 @@ from batch_updater.emulator import EmulatorServer
 from batch_updater.rows import Rejected, Row, RowPlan, _DuplicateIndex, region_rule, validate
 
 from .conftest import INVALID_EXAMPLE, ROOT, fast, read_report, write_csv
+from .test_rows import IP, UP, WC, cells
 
 HEADER = "app_id,region,identity_pool_id,cognito_region,user_pool_id,web_client_id"
-IP = "us-east-1:0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
-UP = "us-east-1_AbC123xyz"
-WC = "4v7d2k9q1m3n5p7r9t1v3x5z7b"
 BOTOCORE = importlib.metadata.version("botocore")
 UNKNOWN = f"is not an AWS region botocore {BOTOCORE} knows; pass --allow-unknown-region"
-
-
-def cells(**kw: str) -> dict[str, str]:
-    base = {
-        "app_id": "d1abc",
-        "region": "us-east-1",
-        "identity_pool_id": IP,
-        "cognito_region": "us-east-1",
-        "user_pool_id": UP,
-        "web_client_id": WC,
-    }
-    base.update(kw)
-    return base
 
 
 def json_events(stderr: str) -> list[dict[str, Any]]:

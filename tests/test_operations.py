@@ -9,10 +9,12 @@ import json
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
 import termios
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from batch_updater.progress import BarStream, Progress, ProgressSnapshot, render
 from batch_updater.rows import RowPlan
 from batch_updater.shard import Shard, shard_from_environment
 
+from .child_process import HANG_SECONDS
 from .conftest import EXAMPLE, INVALID_EXAMPLE, read_report
 
 
@@ -198,11 +201,40 @@ async def test_shards_split_the_rows_into_disjoint_parts_covering_every_row(
     assert set(seen.values()) == {1}
 
 
-def test_shard_membership_is_stable_and_rate_per_shard_keeps_the_rate() -> None:
-    shard = Shard(1, 3)
-    assert [shard.owns("us-east-1", f"d{i}x") for i in range(8)] == [
-        Shard(1, 3).owns("us-east-1", f"d{i}x") for i in range(8)
+# Which shard of N owns each (region, app_id), computed once (blake2b, 2026-11): a changed
+# hash would move rows between shards of a job already running, so it must fail here.
+SHARD_KEYS = [
+    ("us-east-1", "d1abc"),
+    ("us-east-1", "d2abc"),
+    ("us-east-1", "d3abc"),
+    ("eu-west-1", "d1abc"),
+    ("eu-west-1", "dq7r2k9x1m4n"),
+    ("ap-southeast-2", "d0000000000001"),
+    ("us-west-2", "dzzzzzzzzzzzzz"),
+    ("eu-central-1", "d5f8a2c9e1b7d3"),
+    ("sa-east-1", "d123"),
+    ("us-east-2", "dabcdef"),
+    ("ca-central-1", "d42"),
+    ("ap-northeast-1", "d9x8y7w6"),
+]
+SHARD_OWNERS = {
+    2: [1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 1],
+    3: [0, 0, 2, 1, 0, 1, 1, 1, 2, 1, 1, 1],
+    7: [4, 3, 1, 2, 6, 0, 5, 0, 5, 0, 4, 6],
+}
+
+
+@pytest.mark.parametrize("count", sorted(SHARD_OWNERS))
+def test_shard_membership_is_pinned_so_a_changed_hash_fails(count: int) -> None:
+    owners = [
+        [k for k in range(count) if Shard(k, count).owns(region, app_id)]
+        for region, app_id in SHARD_KEYS
     ]
+    assert owners == [[k] for k in SHARD_OWNERS[count]]  # exactly one shard each, as pinned
+
+
+def test_rate_per_shard_keeps_the_rate_and_a_bad_index_is_refused() -> None:
+    shard = Shard(1, 3)
     assert Shard(0, 1).owns("any", "thing")
     assert RunConfig(rate=30, shard=shard, rate_per_shard=True).effective_rate == 30
     assert RunConfig(rate=30, shard=shard).effective_rate == 10
@@ -292,38 +324,11 @@ def test_run_id_must_be_safe_to_write_anywhere() -> None:
 
 
 def test_a_terminal_gets_a_live_bar_that_log_lines_scroll_above(tmp_path: Path) -> None:
-    controller, terminal = pty.openpty()
     report = tmp_path / "r.csv"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batch_updater",
-            "run",
-            "--local",
-            "--rate",
-            "200",
-            str(EXAMPLE),
-            "--report",
-            str(report),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=terminal,
+    code, screen = run_on_terminal(
+        80, "--local", "--rate", "200", str(EXAMPLE), "--report", str(report)
     )
-    os.close(terminal)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert proc.wait(60) == 0
-    os.close(controller)
-    screen = b"".join(chunks).decode(errors="replace")
+    assert code == 0
     assert re.search(r"\[#+\] 50/50", screen)  # the final bar, fitted to 80 columns
     assert "\r\x1b[K" in screen  # redrawn in place, cleared before log lines
     assert "run_end" in screen  # console log lines, not JSON, on a terminal
@@ -417,7 +422,8 @@ class Screen:
         return ["".join(line) for line in self.lines]
 
 
-def run_on_terminal(columns: int, *argv: str) -> str:
+def run_on_terminal(columns: int, *argv: str) -> tuple[int, str]:
+    """Run ``batch-updater run ARGV`` with stderr on a pty of ``columns``; (exit code, output)."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     proc = subprocess.Popen(
@@ -428,7 +434,10 @@ def run_on_terminal(columns: int, *argv: str) -> str:
     )
     os.close(terminal)
     chunks: list[bytes] = []
+    deadline = time.monotonic() + HANG_SECONDS  # only bounds a hang
     while True:
+        ready, _, _ = select.select([controller], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"the child wrote nothing for {HANG_SECONDS:g} s"
         try:
             chunk = os.read(controller, 65536)
         except OSError:  # the child closed the terminal
@@ -436,9 +445,9 @@ def run_on_terminal(columns: int, *argv: str) -> str:
         if not chunk:
             break
         chunks.append(chunk)
-    assert proc.wait(60) in (0, 1)
+    code = proc.wait(HANG_SECONDS)
     os.close(controller)
-    return b"".join(chunks).decode(errors="replace")
+    return code, b"".join(chunks).decode(errors="replace")
 
 
 BAR = re.compile(r"(\[[#.]*\] )?\d+/\d+ +\d+% ")
@@ -460,7 +469,8 @@ def test_on_an_80_column_terminal_the_bar_never_wraps_and_leaves_no_stale_line(
         for i in range(20_000):
             out.write(f"d{i:013d},us-east-1,us-east-1_AbC123xyz\n")
     report = tmp_path / "r.csv"
-    output = run_on_terminal(80, "--dry-run", str(source), "--report", str(report))
+    code, output = run_on_terminal(80, "--dry-run", str(source), "--report", str(report))
+    assert code == 0
     drawn = bars(output)
     assert drawn  # the final bar at least
     assert "20000/20000" in drawn[-1]
@@ -474,7 +484,8 @@ def test_on_an_80_column_terminal_the_bar_never_wraps_and_leaves_no_stale_line(
 def test_json_logs_on_a_terminal_get_no_bar_and_no_plain_text(tmp_path: Path) -> None:
     report = tmp_path / "r.csv"
     argv = ("--dry-run", "--log-format", "json", str(EXAMPLE), "--report", str(report))
-    output = run_on_terminal(80, *argv)
+    code, output = run_on_terminal(80, *argv)
+    assert code == 0
     lines = [line for line in output.replace("\r\n", "\n").split("\n") if line]
     assert lines
     assert all(line.startswith("{") for line in lines), lines

@@ -8,7 +8,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from batch_updater.resume import read_report
 
+from .child_process import HANG_SECONDS, StderrLines
 from .conftest import SECRET_KEY, write_csv
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -33,12 +33,11 @@ def emulator_url() -> Iterator[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
+    line = StderrLines(proc).wait_for(lambda line: "listening on http://" in line)
     assert "listening on http://127.0.0.1:" in line, line
     yield line.rsplit(" ", 1)[-1].strip()
     proc.terminate()
-    proc.wait(10)
+    proc.wait(HANG_SECONDS)
 
 
 @pytest.fixture
@@ -58,22 +57,21 @@ def rows(tmp_path: Path, n: int) -> Path:
     )
 
 
-def wait_for_lines(report: Path, n: int) -> None:
-    for _ in range(300):
-        if report.exists() and report.read_text().count("\n") > n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{report} never reached {n} records")
-
-
-def start_run(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*CLI, "run", *args],
+def start_run(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], StderrLines]:
+    """Start a run that logs JSON lines, with a ``progress`` event every 0.1 s."""
+    proc = subprocess.Popen(
+        [*CLI, "run", *args, "--log-format", "json", "--progress-interval", "0.1"],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    return proc, StderrLines(proc)
+
+
+def wait_for_rows_done(stderr: StderrLines, n: int) -> None:
+    """The child's readiness signal: a progress event saying ``n`` rows are final."""
+    stderr.wait_for_event("progress", lambda fields: fields["done"] >= n)
 
 
 def statuses(report: Path, n: int) -> Counter[str]:
@@ -92,10 +90,10 @@ def test_signal_mid_run_then_resume_finishes_the_job(
     n = 300
     source, report = rows(tmp_path, n), tmp_path / "first.csv"
     argv = [str(source), "--endpoint-url", emulator_url, "--rate", "60", "--report", str(report)]
-    proc = start_run(env, *argv)
-    wait_for_lines(report, 20)
+    proc, stderr = start_run(env, *argv)
+    wait_for_rows_done(stderr, 20)
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=30)
+    err = stderr.rest()
 
     assert proc.returncode == code, err
     assert "Traceback" not in err
@@ -118,7 +116,7 @@ def test_signal_mid_run_then_resume_finishes_the_job(
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_SECONDS,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -131,12 +129,12 @@ def test_kill_9_keeps_every_finished_row_and_resume_finishes(
 ) -> None:
     n = 300
     source, report = rows(tmp_path, n), tmp_path / "killed.jsonl"
-    proc = start_run(
+    proc, stderr = start_run(
         env, str(source), "--endpoint-url", emulator_url, "--rate", "60", "--report", str(report)
     )
-    wait_for_lines(report, 20)
+    wait_for_rows_done(stderr, 20)  # and flushed: the report is written before the count
     proc.kill()
-    proc.communicate(timeout=10)
+    stderr.rest()
     assert proc.returncode == -signal.SIGKILL
 
     first = statuses(report, n)
@@ -161,7 +159,7 @@ def test_kill_9_keeps_every_finished_row_and_resume_finishes(
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_SECONDS,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -192,7 +190,7 @@ def test_credentials_never_reach_any_output_even_at_debug(
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_SECONDS,
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -3,7 +3,6 @@ resume from the very report it writes (a fixed ``--report`` / ``BATCH_UPDATER_RE
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -151,24 +150,3 @@ def test_the_printed_resume_command_works_with_a_fixed_report_variable(
     again = read_report(report)
     assert [r["line"] for r in again] == [r["line"] for r in first]
     assert {r["status"] for r in again} == {"skipped"}
-
-
-async def test_a_signal_during_a_dry_runs_report_ends_the_run_as_that_signal(
-    tmp_path: Path,
-) -> None:
-    # The signal handler only sets a flag while the loop is busy writing records: the rest
-    # are not_attempted, and the exit code is the signal's, not 1.
-    rows = [f"d{i}abc,us-east-1,{UP}" for i in range(3000)]
-    source = write_csv(tmp_path / "big.csv", HEADER, *rows)
-    control = RunControl()
-    loop = asyncio.get_running_loop()
-
-    def signal_at_row_10(result: RowResult) -> None:
-        if result.line == 11:
-            control.request(loop, StopReason("signal", "received SIGINT", 2))
-
-    config = fast(tmp_path, dry_run=True)
-    summary = await run_batch(source, config, control=control, on_result=signal_at_row_10)
-    assert summary.exit_code == 130
-    assert summary.counts[Status.NOT_ATTEMPTED] > 0
-    assert summary.counts[Status.DRY_RUN] + summary.counts[Status.NOT_ATTEMPTED] == 3000

@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batch_updater import RowResult, RunConfig, Shard, Status, run_batch
+from batch_updater import RowResult, RunConfig, RunSummary, Shard, Status, run_batch
 from batch_updater.cli import build_parser, main
 from batch_updater.control import RunControl, StopReason
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
@@ -22,7 +21,8 @@ from batch_updater.errors import InputError
 from batch_updater.rows import RowPlan
 from benchmarks.generate_rows import write_rows
 
-from . import conftest
+from . import conftest, virtual_time
+from .child_process import StderrLines
 from .conftest import EXAMPLE, read_report, write_csv
 
 HEADER = "app_id,region,user_pool_id"
@@ -82,7 +82,7 @@ def _replace(path: Path) -> None:  # an editor saving: a new file renamed over t
 
 
 @pytest.mark.parametrize("change", [_append, _truncate, _replace])
-async def test_an_input_changed_during_the_run_fails_loudly(
+def test_an_input_changed_during_the_run_fails_loudly(
     tmp_path: Path, session: Any, change: Any
 ) -> None:
     path = rows_file(tmp_path, 400)
@@ -93,9 +93,12 @@ async def test_an_input_changed_during_the_run_fails_loudly(
             change(path)
             changed.append(result.line)
 
-    async with EmulatorServer(EmulatorConfig(latency_ms=5)) as server:
-        config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
-        summary = await run_batch(path, config, session=session, on_result=change_the_file)
+    async def scenario() -> RunSummary:
+        async with EmulatorServer(EmulatorConfig(latency_ms=5)) as server:
+            config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
+            return await run_batch(path, config, session=session, on_result=change_the_file)
+
+    summary = virtual_time.run(scenario())
     assert changed
     # The rows validated at the start are the rows sent and reported, each exactly once.
     report = read_report(tmp_path / "r.csv")
@@ -132,20 +135,21 @@ def test_a_set_up_failing_after_the_report_is_opened_leaves_no_report_and_exits_
         assert not Path(f"{report}.summary.json").exists()
 
 
-async def test_cancelling_twice_still_completes_the_report(tmp_path: Path, session: Any) -> None:
-    async with EmulatorServer(EmulatorConfig(latency_ms=1000)) as server:
-        config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
-        task = asyncio.create_task(run_batch(rows_file(tmp_path, 50), config, session=session))
-        for _ in range(300):
-            if server.emulator.request_count >= 2:
-                break
-            await asyncio.sleep(0.01)
-        task.cancel()
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+def test_cancelling_twice_still_completes_the_report(tmp_path: Path, session: Any) -> None:
+    async def scenario() -> None:
+        async with EmulatorServer(EmulatorConfig(latency_ms=1000)) as server:
+            config = fast(tmp_path, endpoint_url=server.url, concurrency=2)
+            task = asyncio.create_task(run_batch(rows_file(tmp_path, 50), config, session=session))
+            await asyncio.sleep(0.5)  # virtual: two calls in flight until 1 s
+            assert server.emulator.request_count == 2
+            task.cancel()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    virtual_time.run(scenario())
     assert lines(tmp_path / "r.csv") == list(range(2, 52))
 
 
@@ -160,45 +164,56 @@ def test_the_report_may_not_be_the_input(
     assert same.read_bytes() == EXAMPLE.read_bytes()
 
 
-async def test_rows_waiting_for_the_rate_limit_are_not_sent_after_a_stop(
-    tmp_path: Path, server: EmulatorServer, session: Any
+def test_rows_waiting_for_the_rate_limit_are_not_sent_after_a_stop(
+    tmp_path: Path, session: Any
 ) -> None:
     control = RunControl()
-    config = fast(tmp_path, endpoint_url=server.url, rate=5, concurrency=8, adaptive=False)
-    task = asyncio.create_task(
-        run_batch(rows_file(tmp_path, 20), config, session=session, control=control)
-    )
-    for _ in range(300):
-        if server.emulator.request_count >= 2:
-            break
-        await asyncio.sleep(0.01)
-    control.stop(StopReason("signal", "received SIGTERM", 15))
-    sent_at_stop = server.emulator.request_count
-    summary = await task
-    assert server.emulator.request_count <= sent_at_stop + 1  # at most one already leaving
+
+    async def scenario() -> tuple[RunSummary, list[float]]:
+        loop = asyncio.get_running_loop()
+        async with EmulatorServer() as server:
+            config = fast(tmp_path, endpoint_url=server.url, rate=5, concurrency=8, adaptive=False)
+            start = loop.time()
+            task = asyncio.create_task(
+                run_batch(rows_file(tmp_path, 20), config, session=session, control=control)
+            )
+            await asyncio.sleep(0.3)  # virtual: rows left at 0 and 0.2 s, the next is due at 0.4
+            control.stop(StopReason("signal", "received SIGTERM", 15))
+            summary = await task
+            return summary, [r.time - start for r in server.emulator.requests]
+
+    summary, sent = virtual_time.run(scenario())
+    assert sent == pytest.approx([0.0, 0.2], abs=1e-9)  # nothing left after the stop
     records = read_report(tmp_path / "r.csv")
     waiting = [r for r in records if "waited for the rate limit" in r["error_message"]]
-    assert waiting
+    assert len(waiting) == 8  # every worker had taken a row and was waiting for its slot
     assert all(r["attempts"] == "0" and r["status"] == "not_attempted" for r in waiting)
+    assert summary.counts[Status.SUCCEEDED] == 2
+    assert summary.counts[Status.NOT_ATTEMPTED] == 18  # 8 waiting, 10 never taken
     assert summary.exit_code == 143
 
 
-async def test_a_stop_rule_stops_rows_waiting_for_the_rate_limit_too(
+def test_a_stop_rule_stops_rows_waiting_for_the_rate_limit_too(
     tmp_path: Path, session: Any
 ) -> None:
-    async with EmulatorServer(EmulatorConfig(known_apps=frozenset())) as server:
-        config = fast(
-            tmp_path,
-            endpoint_url=server.url,
-            rate=5,
-            concurrency=8,
-            adaptive=False,
-            max_failures=0,
-        )
-        summary = await run_batch(rows_file(tmp_path, 20), config, session=session)
-        assert server.emulator.request_count <= 2
+    async def scenario() -> tuple[RunSummary, int]:
+        async with EmulatorServer(EmulatorConfig(known_apps=frozenset())) as server:
+            config = fast(
+                tmp_path,
+                endpoint_url=server.url,
+                rate=5,
+                concurrency=8,
+                adaptive=False,
+                max_failures=0,
+            )
+            summary = await run_batch(rows_file(tmp_path, 20), config, session=session)
+            return summary, server.emulator.request_count
+
+    summary, requests = virtual_time.run(scenario())
+    assert requests == 1  # the first row failed at once; the next slot (0.2 s) never came
     assert summary.stop_reason is not None
     assert summary.stop_reason.kind == "max_failures"
+    assert summary.counts[Status.NOT_ATTEMPTED] == 19
 
 
 def test_a_signal_after_a_stop_rule_counts_as_the_first_and_sets_the_exit_code() -> None:
@@ -246,34 +261,46 @@ def test_dictreader_extra_cells_are_an_input_error() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigint_during_a_long_dry_run_stops_it(tmp_path: Path) -> None:
+def test_sigint_during_the_validation_of_a_long_dry_run_stops_it(tmp_path: Path) -> None:
     source = tmp_path / "big.csv"
     write_rows(source, 400_000, seed=1)
     report = tmp_path / "dry.csv"
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "batch_updater",
-            "run",
-            "--dry-run",
-            str(source),
-            "--report",
-            str(report),
+            *(sys.executable, "-m", "batch_updater", "run", "--dry-run", str(source)),
+            *("--report", str(report), "--log-format", "json", "--log-level", "debug"),
         ],
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)
-    start = time.monotonic()
+    stderr = StderrLines(proc)
+    # The readiness signal: the signal handlers are in place and validation begins. The
+    # 400,000 rows keep it busy far longer than it takes to send the signal.
+    stderr.wait_for_event("validation_started")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    err = stderr.rest()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    if report.exists():  # stopped while writing: complete, the rest not_attempted
-        records = read_report(report)
-        assert len(records) == 400_000
-        assert records[-1]["status"] == "not_attempted"
-    else:  # stopped while validating
-        assert "nothing was sent; no report was written" in err
-        assert time.monotonic() - start < 5
+    assert "nothing was sent; no report was written" in err
+    assert not report.exists()
+
+
+async def test_a_signal_during_a_dry_runs_report_ends_the_run_as_that_signal(
+    tmp_path: Path,
+) -> None:
+    # The signal handler only sets a flag while the loop is busy writing records: the rest
+    # are not_attempted, and the exit code is the signal's, not 1.
+    rows = [f"d{i}abc,us-east-1,{UP}" for i in range(3000)]
+    source = write_csv(tmp_path / "big.csv", HEADER, *rows)
+    control = RunControl()
+    loop = asyncio.get_running_loop()
+
+    def signal_at_row_10(result: RowResult) -> None:
+        if result.line == 11:
+            control.request(loop, StopReason("signal", "received SIGINT", 2))
+
+    config = fast(tmp_path, dry_run=True)
+    summary = await run_batch(source, config, control=control, on_result=signal_at_row_10)
+    assert summary.exit_code == 130
+    assert summary.counts[Status.NOT_ATTEMPTED] > 0
+    assert summary.counts[Status.DRY_RUN] + summary.counts[Status.NOT_ATTEMPTED] == 3000

@@ -304,33 +304,43 @@ async def test_local_mode_runs_against_the_embedded_emulator(tmp_path: Path) -> 
     assert summary.settings["local"] is True
 
 
-async def test_rows_throttled_by_a_real_server_limit_succeed_with_more_attempts(
+def test_rows_throttled_by_a_real_server_limit_succeed_with_more_attempts(
     tmp_path: Path, session: Any
 ) -> None:
     rows = [f"d{i}abc,us-east-1,{UP}," for i in range(20)]
     path = write_csv(tmp_path / "in.csv", HEADER, *rows)
     config = fast(tmp_path, concurrency=8, backoff_base=0.05, backoff_cap=0.2, max_attempts=10)
-    async with EmulatorServer(EmulatorConfig(rate=100, burst=2)) as server:
-        summary = await run_batch(path, replace(config, endpoint_url=server.url), session=session)
-        assert server.emulator.status_counts()[429] == summary.throttles
 
+    async def scenario() -> tuple[Any, list[float]]:
+        async with EmulatorServer(EmulatorConfig(rate=100, burst=2)) as server:
+            summary = await run_batch(
+                path, replace(config, endpoint_url=server.url), session=session
+            )
+            assert server.emulator.status_counts()[429] == summary.throttles
+            return summary, [r.time for r in server.emulator.requests if r.status == 200]
+
+    summary, admitted = virtual_time.run(scenario())
     assert summary.counts[Status.SUCCEEDED] == 20
     assert summary.throttles > 0
     assert max(r.attempts for r in summary.results or []) > 1
     assert summary.requests == 20 + summary.throttles
+    # The service's limit held for what it let through: at most rate * t + burst.
+    for i in range(len(admitted)):
+        for j in range(i + 1, len(admitted)):
+            assert j - i + 1 <= 100 * (admitted[j] - admitted[i]) + 2 + 1e-6
 
 
-async def test_adaptive_rate_settles_under_a_lower_server_limit(
-    tmp_path: Path, session: Any
-) -> None:
+def test_adaptive_rate_settles_under_a_lower_server_limit(tmp_path: Path, session: Any) -> None:
     rows = [f"d{i}abc,us-east-1,{UP}," for i in range(150)]
     path = write_csv(tmp_path / "in.csv", HEADER, *rows)
     config = fast(tmp_path, rate=1000, burst=1, concurrency=16, backoff_base=0.05)
-    with structlog.testing.capture_logs() as logs:
+
+    async def scenario() -> Any:
         async with EmulatorServer(EmulatorConfig(rate=100, burst=5)) as server:
-            summary = await run_batch(
-                path, replace(config, endpoint_url=server.url), session=session
-            )
+            return await run_batch(path, replace(config, endpoint_url=server.url), session=session)
+
+    with structlog.testing.capture_logs() as logs:
+        summary = virtual_time.run(scenario())
     assert summary.counts[Status.SUCCEEDED] == 150
     settled = summary.to_json()["rate_per_region"]["us-east-1"]
     assert settled < 200  # came down from 1000 towards the service's 100/s
@@ -341,13 +351,17 @@ async def test_adaptive_rate_settles_under_a_lower_server_limit(
     assert changes[0]["reason"] == "throttled"
 
 
-async def test_no_adaptive_keeps_the_configured_rate(tmp_path: Path, session: Any) -> None:
+def test_no_adaptive_keeps_the_configured_rate(tmp_path: Path, session: Any) -> None:
     path = write_csv(tmp_path / "in.csv", HEADER, *(f"d{i}abc,us-east-1,{UP}," for i in range(40)))
     config = fast(
         tmp_path, rate=1000, adaptive=False, backoff_base=0.05, backoff_cap=0.5, max_attempts=12
     )
-    async with EmulatorServer(EmulatorConfig(rate=200, burst=2)) as server:
-        summary = await run_batch(path, replace(config, endpoint_url=server.url), session=session)
+
+    async def scenario() -> Any:
+        async with EmulatorServer(EmulatorConfig(rate=200, burst=2)) as server:
+            return await run_batch(path, replace(config, endpoint_url=server.url), session=session)
+
+    summary = virtual_time.run(scenario())
     assert summary.counts[Status.SUCCEEDED] == 40
     assert summary.throttles > 0
     assert summary.to_json()["rate_per_region"] == {"us-east-1": 1000}

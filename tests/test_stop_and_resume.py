@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from batch_updater import RowResult, RunConfig, Status, run_batch
+from batch_updater import RowResult, RunConfig, RunSummary, Status, run_batch
 from batch_updater.control import FailureRules, RunControl, StopReason
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.errors import SetupError
 from batch_updater.resume import ResumeIndex
 
+from . import virtual_time
 from .conftest import EXAMPLE, fast, read_report, write_csv
 
 HEADER = "app_id,region,user_pool_id"
@@ -32,15 +33,6 @@ def lines_once(report: Path, n: int) -> list[dict[str, Any]]:
     records = read_report(report)
     assert sorted(int(r["line"]) for r in records) == list(range(2, n + 2))
     return records
-
-
-async def requests_seen(server: EmulatorServer, n: int) -> None:
-    """Wait (at most 5 s) until the emulator has received ``n`` requests."""
-    for _ in range(500):
-        if server.emulator.request_count >= n:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the emulator saw {server.emulator.request_count} requests, not {n}")
 
 
 # -- resume -------------------------------------------------------------------------------
@@ -207,33 +199,43 @@ def test_failure_rules_window_arithmetic() -> None:
 # -- stopping from outside ----------------------------------------------------------------
 
 
-async def test_stop_lets_calls_in_flight_finish_and_reports_the_rest(
+def test_stop_lets_calls_in_flight_finish_and_reports_the_rest(
     tmp_path: Path, session: Any
 ) -> None:
     control = RunControl()
     seen: list[RowResult] = []
+    stopped_at: list[float] = []
 
     def after_five(result: RowResult) -> None:
         seen.append(result)
         if len(seen) == 5:
+            stopped_at.append(asyncio.get_running_loop().time())
             control.stop(StopReason("signal", "received SIGTERM", 15))
 
-    config = fast(tmp_path, concurrency=4)
-    async with EmulatorServer(EmulatorConfig(latency_ms=20)) as server:
-        summary = await run_batch(
-            rows_file(tmp_path, 60),
-            replace(config, endpoint_url=server.url),
-            session=session,
-            on_result=after_five,
-            control=control,
-        )
-        applied = set(server.emulator.apps)
+    async def scenario() -> tuple[RunSummary, set[str], float, float]:
+        loop = asyncio.get_running_loop()
+        config = fast(tmp_path, concurrency=4)
+        async with EmulatorServer(EmulatorConfig(latency_ms=20)) as server:
+            start = loop.time()
+            summary = await run_batch(
+                rows_file(tmp_path, 60),
+                replace(config, endpoint_url=server.url),
+                session=session,
+                on_result=after_five,
+                control=control,
+            )
+            return summary, set(server.emulator.apps), start, loop.time()
 
+    summary, applied, start, ended = virtual_time.run(scenario())
     assert summary.exit_code == 143
     succeeded = {r.app_id for r in seen if r.status is Status.SUCCEEDED}
     assert succeeded == applied  # in-flight calls finished and were reported
-    assert 5 <= len(succeeded) <= 5 + 4
-    assert summary.counts[Status.NOT_ATTEMPTED] == 60 - len(succeeded)
+    # Four rows answered at 20 ms, four more sent then; the fifth answer (40 ms) stops the
+    # run, and the three calls still in flight finish at that same instant.
+    assert len(succeeded) == 8
+    assert stopped_at[0] - start == pytest.approx(0.04, abs=1e-9)
+    assert ended == pytest.approx(stopped_at[0], abs=1e-9)
+    assert summary.counts[Status.NOT_ATTEMPTED] == 60 - 8
     records = lines_once(tmp_path / "report.csv", 60)
     assert all(
         r["error_message"] == "not started: run stopped (signal)"
@@ -242,21 +244,32 @@ async def test_stop_lets_calls_in_flight_finish_and_reports_the_rest(
     )
 
 
-async def test_grace_period_over_cancels_calls_in_flight(tmp_path: Path, session: Any) -> None:
+def test_grace_period_over_cancels_calls_in_flight_to_the_virtual_second(
+    tmp_path: Path, session: Any
+) -> None:
     control = RunControl()
-    config = fast(tmp_path, concurrency=3, grace_period=0.05)
-    async with EmulatorServer(EmulatorConfig(latency_ms=2000)) as server:
-        task = asyncio.create_task(
-            run_batch(
-                rows_file(tmp_path, 10),
-                replace(config, endpoint_url=server.url),
-                session=session,
-                control=control,
+    config = fast(tmp_path, concurrency=3, grace_period=0.5)
+
+    async def scenario() -> tuple[RunSummary, float]:
+        loop = asyncio.get_running_loop()
+        async with EmulatorServer(EmulatorConfig(latency_ms=2000)) as server:
+            task = asyncio.create_task(
+                run_batch(
+                    rows_file(tmp_path, 10),
+                    replace(config, endpoint_url=server.url),
+                    session=session,
+                    control=control,
+                )
             )
-        )
-        await requests_seen(server, 3)
-        control.stop(StopReason("signal", "received SIGINT", 2))
-        summary = await task
+            await asyncio.sleep(1.0)  # virtual: the first three calls are half-way through
+            assert server.emulator.request_count == 3
+            stopped = loop.time()
+            control.stop(StopReason("signal", "received SIGINT", 2))
+            summary = await task
+            return summary, loop.time() - stopped
+
+    summary, waited = virtual_time.run(scenario())
+    assert waited == pytest.approx(0.5, abs=1e-9)  # the grace period, no more, no less
     assert summary.exit_code == 130
     assert summary.counts[Status.NOT_ATTEMPTED] == 10
     records = lines_once(tmp_path / "report.csv", 10)
@@ -269,42 +282,84 @@ async def test_grace_period_over_cancels_calls_in_flight(tmp_path: Path, session
     assert all(r["attempts"] == "1" for r in cancelled)
 
 
-async def test_second_stop_cancels_at_once(tmp_path: Path, session: Any) -> None:
+def test_calls_answered_within_the_grace_period_finish(tmp_path: Path, session: Any) -> None:
+    control = RunControl()
+    config = fast(tmp_path, concurrency=3, grace_period=1.5)
+
+    async def scenario() -> tuple[RunSummary, float]:
+        loop = asyncio.get_running_loop()
+        async with EmulatorServer(EmulatorConfig(latency_ms=2000)) as server:
+            task = asyncio.create_task(
+                run_batch(
+                    rows_file(tmp_path, 10),
+                    replace(config, endpoint_url=server.url),
+                    session=session,
+                    control=control,
+                )
+            )
+            await asyncio.sleep(1.0)  # virtual: answers are due at 2 s, within the grace
+            control.stop(StopReason("signal", "received SIGINT", 2))
+            summary = await task
+            return summary, loop.time()
+
+    summary, ended = virtual_time.run(scenario(), start=0.0)
+    assert ended == pytest.approx(2.0, abs=1e-9)  # when the answers came, not at 2.5
+    assert summary.counts[Status.SUCCEEDED] == 3
+    assert summary.counts[Status.NOT_ATTEMPTED] == 7
+
+
+def test_second_stop_cancels_at_once(tmp_path: Path, session: Any) -> None:
     control = RunControl()
     config = fast(tmp_path, concurrency=2, grace_period=30)
-    async with EmulatorServer(EmulatorConfig(latency_ms=2000)) as server:
-        task = asyncio.create_task(
-            run_batch(
-                rows_file(tmp_path, 5),
-                replace(config, endpoint_url=server.url),
-                session=session,
-                control=control,
+
+    async def scenario() -> tuple[RunSummary, float]:
+        loop = asyncio.get_running_loop()
+        async with EmulatorServer(EmulatorConfig(latency_ms=2000)) as server:
+            task = asyncio.create_task(
+                run_batch(
+                    rows_file(tmp_path, 5),
+                    replace(config, endpoint_url=server.url),
+                    session=session,
+                    control=control,
+                )
             )
-        )
-        await requests_seen(server, 2)
-        reason = StopReason("signal", "received SIGTERM", 15)
-        control.stop(reason)
-        await asyncio.sleep(0.05)
-        assert not task.done()  # waiting for the grace period
-        control.stop(reason)
-        summary = await asyncio.wait_for(task, 1.5)
+            await asyncio.sleep(1.0)  # virtual: two calls in flight until 2 s
+            assert server.emulator.request_count == 2
+            reason = StopReason("signal", "received SIGTERM", 15)
+            control.stop(reason)
+            await asyncio.sleep(0.5)
+            assert not task.done()  # waiting for the grace period
+            second = loop.time()
+            control.stop(reason)
+            summary = await task
+            return summary, loop.time() - second
+
+    summary, waited = virtual_time.run(scenario())
+    assert waited == 0.0  # at once: not even the answers due at 2 s were waited for
     assert summary.counts[Status.NOT_ATTEMPTED] == 5
 
 
-async def test_cancelling_the_task_completes_the_report_and_reraises(
+def test_cancelling_the_task_completes_the_report_and_reraises(
     tmp_path: Path, session: Any
 ) -> None:
     config = fast(tmp_path, concurrency=2)
-    async with EmulatorServer(EmulatorConfig(latency_ms=2000)) as server:
-        task = asyncio.create_task(
-            run_batch(
-                rows_file(tmp_path, 8), replace(config, endpoint_url=server.url), session=session
+
+    async def scenario() -> None:
+        async with EmulatorServer(EmulatorConfig(latency_ms=2000)) as server:
+            task = asyncio.create_task(
+                run_batch(
+                    rows_file(tmp_path, 8),
+                    replace(config, endpoint_url=server.url),
+                    session=session,
+                )
             )
-        )
-        await requests_seen(server, 2)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+            await asyncio.sleep(1.0)  # virtual: two calls in flight until 2 s
+            assert server.emulator.request_count == 2
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    virtual_time.run(scenario())
     lines_once(tmp_path / "report.csv", 8)
     summary = json.loads((tmp_path / "report.csv.summary.json").read_text())
     assert summary["counts"]["not_attempted"] == 8
