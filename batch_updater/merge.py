@@ -27,7 +27,7 @@ from typing import Any, Final, NamedTuple
 
 from .errors import InputError, SetupError
 from .report import REPORT_COLUMNS, neutralize, summary_path
-from .results import Status
+from .results import Status, rows_per_second
 from .resume import read_report
 from .rows import read_csv
 
@@ -189,7 +189,7 @@ def merge_reports(
         "retries": totals.retries,
         "throttles": totals.throttles,
         "elapsed_seconds": round(elapsed, 3),
-        "rows_per_second": round(rows / elapsed, 2) if elapsed > 0 else 0.0,
+        "rows_per_second": round(rows_per_second(counts, elapsed), 2),
         "exit_code": exit_code,
         "input": str(input_path) if input_path is not None else None,
         "shards": shards,

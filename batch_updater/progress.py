@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
-from .results import Status
+from .results import PROCESSED, Status
 
 __all__ = ["BarStream", "Progress", "ProgressSnapshot", "render_bar", "terminal_columns", "tick"]
 
@@ -21,13 +21,14 @@ Sleep = Callable[[float], Awaitable[None]]
 class ProgressSnapshot:
     """Where a run stands."""
 
-    done: int
+    done: int  # rows with a final outcome, not attempted ones excepted
     total: int
     elapsed_seconds: float
-    rows_per_second: float
+    rows_per_second: float  # rows sent (or checked, in a dry run) per second
     eta_seconds: float | None  # None until a rate is known
     failed: int
     throttled: int
+    not_attempted: int = 0  # rows the run will not send (it stopped, or invalid input)
 
     def as_event(self) -> dict[str, Any]:
         """The fields of a ``progress`` log event."""
@@ -39,9 +40,23 @@ class ProgressSnapshot:
 
 
 class Progress:
-    """Counts finished rows; time is read only through ``clock``."""
+    """Counts finished rows; time is read only through ``clock``.
 
-    __slots__ = ("_clock", "_start", "_throttled", "done", "failed", "total")
+    ``done`` counts rows with a final outcome; rows ``not_attempted`` are counted apart
+    (after a stop they are not progress), and the rate counts only rows the run processed
+    (:data:`~batch_updater.results.PROCESSED`: sent, or checked in a dry run).
+    """
+
+    __slots__ = (
+        "_clock",
+        "_processed",
+        "_start",
+        "_throttled",
+        "done",
+        "failed",
+        "not_attempted",
+        "total",
+    )
 
     def __init__(
         self, total: int, *, throttled: Callable[[], int], clock: Clock = time.monotonic
@@ -49,28 +64,45 @@ class Progress:
         self.total = total
         self.done = 0
         self.failed = 0
+        self.not_attempted = 0
+        self._processed = 0
         self._throttled = throttled
         self._clock = clock
         self._start = clock()
 
     def record(self, status: Status) -> None:
         """One more row is final."""
+        if status is Status.NOT_ATTEMPTED:
+            self.not_attempted += 1
+            return
         self.done += 1
+        if status in PROCESSED:
+            self._processed += 1
         if status is Status.FAILED:
             self.failed += 1
 
     def snapshot(self) -> ProgressSnapshot:
         """The counts now, with rate and ETA."""
         elapsed = max(0.0, self._clock() - self._start)
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = max(0, self.total - self.done)
+        rate = self._processed / elapsed if elapsed > 0 else 0.0
+        left = max(0, self.total - self.done - self.not_attempted)
         eta = left / rate if rate > 0 else (0.0 if left == 0 else None)
         return ProgressSnapshot(
-            self.done, self.total, elapsed, rate, eta, self.failed, self._throttled()
+            self.done,
+            self.total,
+            elapsed,
+            rate,
+            eta,
+            self.failed,
+            self._throttled(),
+            self.not_attempted,
         )
 
     def __repr__(self) -> str:
-        return f"<Progress {self.done}/{self.total} failed={self.failed}>"
+        return (
+            f"<Progress {self.done}/{self.total} failed={self.failed} "
+            f"not_attempted={self.not_attempted}>"
+        )
 
 
 def _clock_text(seconds: float | None) -> str:
@@ -87,7 +119,8 @@ _DEFAULT_COLUMNS = 80  # when the terminal does not say how wide it is
 
 
 def render_bar(snap: ProgressSnapshot, columns: int = _DEFAULT_COLUMNS) -> str:
-    """``[#####...] 1234/5000  24% 153.2 rows/s ETA 0:25 failed 3 throttled 12``.
+    """``[#####...] 1234/5000  24% 153.2 rows/s ETA 0:25 failed 3 throttled 12``, then
+    ``not attempted N`` once rows will not be sent.
 
     At most ``columns - 1`` characters (a line filling the last column would wrap on some
     terminals): the bar narrows first, then is left out, then the numbers are cut.
@@ -97,6 +130,8 @@ def render_bar(snap: ProgressSnapshot, columns: int = _DEFAULT_COLUMNS) -> str:
         f"{snap.done}/{snap.total} {share:4.0%} {snap.rows_per_second:.1f} rows/s "
         f"ETA {_clock_text(snap.eta_seconds)} failed {snap.failed} throttled {snap.throttled}"
     )
+    if snap.not_attempted:
+        numbers += f" not attempted {snap.not_attempted}"
     room = columns - 1 - len(numbers) - 3  # brackets and a space
     if room < _NARROWEST_BAR:
         return numbers[: max(0, columns - 1)]

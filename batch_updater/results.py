@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from .control import StopReason
 
@@ -33,6 +33,17 @@ class Status(StrEnum):
     SKIPPED = "skipped"
     NOT_ATTEMPTED = "not_attempted"
     DRY_RUN = "dry_run"
+
+
+#: The rows whose outcome took this run's work: sent (succeeded, failed) or, in a dry run,
+#: checked. Rates count only these: skipped, invalid and not attempted rows cost nothing.
+PROCESSED: Final = frozenset({Status.SUCCEEDED, Status.FAILED, Status.DRY_RUN})
+
+
+def rows_per_second(counts: Mapping[str, int], elapsed: float) -> float:
+    """Rows processed (see :data:`PROCESSED`) per second of ``elapsed``."""
+    processed = sum(counts.get(status, 0) for status in PROCESSED)
+    return processed / elapsed if elapsed > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +100,8 @@ class RunSummary:
 
     @property
     def rows_per_second(self) -> float:
-        """Rows finished per second of wall time."""
-        return self.rows / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+        """Rows this run sent (or checked, in a dry run) per second of wall time."""
+        return rows_per_second(self.counts, self.elapsed_seconds)
 
     @property
     def exit_code(self) -> int:

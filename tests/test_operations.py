@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from batch_updater import RunConfig, Status, run_batch
+from batch_updater import RunConfig, RunSummary, Status, run_batch
 from batch_updater.cli import main
 from batch_updater.errors import SetupError
 from batch_updater.progress import BarStream, Progress, ProgressSnapshot, render_bar, tick
@@ -139,11 +139,28 @@ def test_progress_counts_rate_and_eta_on_an_injected_clock() -> None:
         progress.record(status)
     throttled[0] = 7
     snap = progress.snapshot()
-    assert snap == ProgressSnapshot(4, 10, 2.0, 2.0, 3.0, 1, 7)
-    assert snap.as_event()["eta_seconds"] == 3
+    # The skipped row is done but cost nothing: the rate counts the 3 rows sent.
+    assert snap == ProgressSnapshot(4, 10, 2.0, 1.5, 4.0, 1, 7, 0)
+    assert snap.as_event()["eta_seconds"] == 4
     assert "4/10" in render_bar(snap)
-    assert "ETA 0:03" in render_bar(snap)
+    assert "ETA 0:04" in render_bar(snap)
     assert "failed 1 throttled 7" in render_bar(snap)
+    assert "not attempted" not in render_bar(snap)
+
+
+def test_after_a_stop_progress_shows_rows_sent_and_not_attempted_ones_apart() -> None:
+    # After Ctrl-C the bar said "300/300 100%" and 84.5 rows/s when 44 rows had been sent.
+    now = [0.0]
+    progress = Progress(300, throttled=lambda: 0, clock=lambda: now[0])
+    now[0] = 10.0
+    for status in [Status.SUCCEEDED] * 44 + [Status.NOT_ATTEMPTED] * 256:
+        progress.record(status)
+    snap = progress.snapshot()
+    assert (snap.done, snap.not_attempted, snap.rows_per_second) == (44, 256, 4.4)
+    assert snap.eta_seconds == 0.0  # nothing is left to send
+    bar = render_bar(snap, 120)
+    assert "44/300  15% 4.4 rows/s" in bar
+    assert bar.endswith("not attempted 256")
 
 
 async def test_tick_reports_every_interval_until_cancelled() -> None:
@@ -490,3 +507,11 @@ def test_json_logs_on_a_terminal_get_no_bar_and_no_plain_text(tmp_path: Path) ->
     assert lines
     assert all(line.startswith("{") for line in lines), lines
     assert [json.loads(line)["event"] for line in lines][-1] == "run_end"
+
+
+def test_the_summary_rate_counts_rows_sent_not_rows_skipped_or_left() -> None:
+    summary = RunSummary(None, elapsed_seconds=10.0)
+    summary.counts.update({"succeeded": 40, "failed": 4, "skipped": 50, "not_attempted": 206})
+    assert summary.rows == 300
+    assert summary.rows_per_second == 4.4
+    assert summary.to_json()["rows_per_second"] == 4.4
