@@ -462,6 +462,12 @@ def _print_summary(summary: RunSummary) -> None:
         print(f"  stopped early: {summary.stop_reason.message}", file=sys.stderr)
     if summary.input_problem is not None:
         print(f"  {summary.input_problem}", file=sys.stderr)
+    if summary.lanes_down:
+        print(
+            f"  unreachable (rows not sent, re-running them is safe): "
+            f"{', '.join(summary.lanes_down)}",
+            file=sys.stderr,
+        )
     error = summary.output_error
     if error is not None and (summary.stop_reason is None or error != summary.stop_reason.message):
         print(f"  error: {error}", file=sys.stderr)

@@ -92,6 +92,7 @@ class RunSummary:
             self.first_invalid.append(result)
 
     output_error: str | None = None  # the report or summary could not be written
+    lanes_down: list[str] = field(default_factory=list)  # rate domains found unreachable
 
     @property
     def rows(self) -> int:
@@ -147,5 +148,6 @@ class RunSummary:
                 {"line": r.line, "error_message": r.error_message} for r in self.first_invalid
             ],
             "output_error": self.output_error,
+            "lanes_down": self.lanes_down,
             "settings": self.settings,
         }

@@ -244,8 +244,9 @@ class _Job:
         # A signal seen only as a request (the loop was busy writing a dry run) counts too.
         summary.stop_reason = self._control.reason or self._control.requested_reason
         summary.elapsed_seconds = elapsed
+        summary.lanes_down = sorted(lane for lane, b in self._breakers.items() if b.down)
         unfinished = summary.counts[Status.NOT_ATTEMPTED] and (
-            summary.stop_reason is not None or any(b.down for b in self._breakers.values())
+            summary.stop_reason is not None or summary.lanes_down
         )
         if resume_command is not None and (writer.error is not None or unfinished):
             summary.resume_command = resume_command(writer.path if writer.saved else None)

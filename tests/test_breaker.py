@@ -7,6 +7,7 @@ botocore, real sockets, real connection refusals; only the clock is virtual.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -398,6 +399,9 @@ def test_a_region_that_is_down_does_not_stop_the_others_and_the_resume_command_i
     assert summary.stop_reason is None  # one region down: the other went on to the end
     assert summary.exit_code == 1
     assert summary.resume_command == f"resume {tmp_path / 'report.csv'}"
+    assert summary.lanes_down == ["eu-west-1"]  # the summary names what was unreachable
+    written = json.loads((tmp_path / "report.csv.summary.json").read_text())
+    assert written["lanes_down"] == ["eu-west-1"]
 
 
 def test_an_endpoint_that_accepts_but_never_answers_times_out_into_the_breaker(
