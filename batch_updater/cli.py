@@ -352,6 +352,13 @@ def _add_emulate(commands: Any) -> None:
         help="comma-separated app ids that exist (default: every well-formed id)",
     )
     emulate.add_argument("--seed", type=int, default=None, help="random seed")
+    emulate.add_argument(
+        "--limit-per",
+        default="endpoint",
+        metavar="SCOPE",
+        help="what one --rate limit covers: endpoint (default), region, or access-key-region "
+        "(each access key in each signing region, the way AWS limits each account)",
+    )
 
 
 def resume_command(argv: Sequence[str], report: Path | None) -> str:
@@ -583,14 +590,18 @@ def _emulate(args: argparse.Namespace) -> int:
         if args.known_apps
         else None
     )
-    config = EmulatorConfig(
-        rate=args.rate or None,
-        burst=args.burst,
-        faults={"504": args.p504} if args.p504 else {},
-        latency_ms=args.latency_ms,
-        known_apps=known,
-        seed=args.seed,
-    )
+    try:
+        config = EmulatorConfig(
+            rate=args.rate or None,
+            burst=args.burst,
+            faults={"504": args.p504} if args.p504 else {},
+            latency_ms=args.latency_ms,
+            known_apps=known,
+            seed=args.seed,
+            limit_per=args.limit_per,
+        )
+    except ValueError as exc:  # the one place that checks the emulator's settings
+        raise SetupError(f"emulate: {exc}") from None
     main_emulate(args.port, config, host=args.host)
     return EXIT_OK
 

@@ -11,7 +11,9 @@ are decided (and applied) in arrival order:
 2. no ``Authorization: AWS4-HMAC-SHA256 ...`` header: 403 ``UnrecognizedClientException``
    (the signature itself is not checked);
 3. over the rate limit (``rate``, ``burst``; :meth:`RateLimiter.try_acquire`): 429
-   ``TooManyRequestsException``;
+   ``TooManyRequestsException``; one limit for the endpoint, or one per signing region, or
+   one per access key and signing region, the way AWS limits each account in each region
+   (``limit_per``);
 4. not ``POST /backend/{appId}/config/update``: 404 ``NotFoundException``;
 5. the request is checked, and the answer held for step 7: malformed JSON, unknown field,
    missing or empty settings: 400 ``BadRequestException``; unknown app id, or one that is
@@ -58,6 +60,7 @@ from .errors import SetupError
 from .limiter import RateLimiter
 
 __all__ = [
+    "LIMIT_PER",
     "OUTCOMES",
     "Emulator",
     "EmulatorConfig",
@@ -86,6 +89,10 @@ _HTML_STATUS: Final = {"500html": 500, "503html": 503}
 _ERROR_OUTCOME: Final = "error:"
 _APP_ID: Final = re.compile(r"d[a-z0-9]{1,19}", re.ASCII)
 _SIGV4: Final = "AWS4-HMAC-SHA256 "
+# Credential=<access key id>/<date>/<region>/<service>/aws4_request
+_CREDENTIAL: Final = re.compile(r"Credential=([^/,\s]*)/[^/,\s]*/([^/,\s]*)/")
+#: What one server-side rate limit covers (``EmulatorConfig.limit_per``).
+LIMIT_PER: Final = ("endpoint", "region", "access-key-region")
 _UNRECOGNIZED_CLIENT: Final = "UnrecognizedClientException"
 _LIMIT_TYPE: Final = "requests"
 _RESOURCE_TYPE: Final = "app"
@@ -126,7 +133,10 @@ class EmulatorConfig:
     ``rate`` (requests/s, None or 0 = unlimited) and ``burst`` limit the requests that pass
     the signature check (GCRA on the loop clock): after an idle period ``burst`` requests
     pass back to back, then one every ``1 / rate`` seconds; the others get 429. The default
-    ``burst=1`` spaces requests strictly.
+    ``burst=1`` spaces requests strictly. ``limit_per`` says what one limit covers: the
+    whole ``"endpoint"`` (the default), each signing ``"region"``, or each
+    ``"access-key-region"`` pair, the way AWS limits each account in each region (the
+    access key id stands for the account).
     ``known_apps=None`` means every well-formed app id exists.
     The fault plan (:class:`FaultPlan`): ``script`` maps an app id to outcomes consumed one
     per request for that app (see :meth:`Emulator.script`). ``faults`` maps outcomes (any of
@@ -149,8 +159,13 @@ class EmulatorConfig:
     faults: Mapping[str, float] = field(default_factory=dict)
     slow_seconds: float = 2.0
     storm_seconds: float = 0.0
+    limit_per: str = "endpoint"
 
     def __post_init__(self) -> None:
+        if self.limit_per not in LIMIT_PER:
+            raise ValueError(
+                f"limit_per must be one of {', '.join(LIMIT_PER)}, not {self.limit_per!r}"
+            )
         if self.rate is not None and not self.rate >= 0:
             raise ValueError(f"rate must be >= 0 or None, got {self.rate}")
         if self.burst < 1:
@@ -180,6 +195,9 @@ class RequestRecord:
     # for "error:<text>", ...), or "storm" for a 429 storm; None for normal handling,
     # including the rate limiter's 429s.
     fault: str | None = None
+    # From the SigV4 Authorization header's credential scope ("" when there is none).
+    access_key: str = ""
+    region: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +403,7 @@ class Emulator:
     :class:`RequestRecord` per request received, in arrival order.
     """
 
-    __slots__ = ("_config", "_jitter", "_limiter", "_wire", "apps", "plan", "requests")
+    __slots__ = ("_config", "_jitter", "_limiters", "_wire", "apps", "plan", "requests")
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self._config = config = config if config is not None else EmulatorConfig()
@@ -395,7 +413,8 @@ class Emulator:
         #: The faults injected (``script``, ``faults``, ``storm_seconds``, ``seed``); the
         #: scripts, storm and seed are loaded by :meth:`reset`.
         self.plan = FaultPlan(config.faults)
-        self._limiter = self._new_limiter()
+        # One GCRA limiter per (access key, region) scope, made on first use; see limit_per.
+        self._limiters: dict[tuple[str, str], RateLimiter] = {}
         # Faults and latency draw from separate sources, so that the sequence of faults
         # does not depend on how requests with and without a draw interleave.
         self._jitter = random.Random()
@@ -409,14 +428,14 @@ class Emulator:
     def configure(self, **changes: Any) -> EmulatorConfig:
         """Change configuration fields at runtime, e.g. ``configure(faults={"504": 0.5})``.
 
-        A new ``rate`` or ``burst`` restarts the rate limiter, a new ``seed`` reseeds the
-        random sources, new ``faults`` apply from the next request, a new ``script``
-        replaces every pending scripted outcome and a new ``storm_seconds`` starts a storm
-        with the next request (0: ends the current one).
+        A new ``rate``, ``burst`` or ``limit_per`` restarts the rate limiters, a new
+        ``seed`` reseeds the random sources, new ``faults`` apply from the next request, a
+        new ``script`` replaces every pending scripted outcome and a new ``storm_seconds``
+        starts a storm with the next request (0: ends the current one).
         """
         self._config = config = replace(self._config, **changes)
-        if "rate" in changes or "burst" in changes:
-            self._limiter = self._new_limiter()
+        if changes.keys() & {"rate", "burst", "limit_per"}:
+            self._limiters.clear()
         if "faults" in changes:
             self.plan.faults = config.faults
         if "storm_seconds" in changes:
@@ -459,13 +478,27 @@ class Emulator:
         """
         self.apps.clear()
         self.requests.clear()
-        self._limiter = self._new_limiter()
+        self._limiters.clear()
         self.plan.storm(self._config.storm_seconds)
         self.plan.load(self._config.script)
         self._seed()
 
-    def _new_limiter(self) -> RateLimiter:
-        return RateLimiter(self._config.rate or 0.0, self._config.burst)
+    def _limiter(self, access_key: str, region: str) -> RateLimiter:
+        """The limiter of this request's scope (see ``EmulatorConfig.limit_per``)."""
+        per = self._config.limit_per
+        scope = (
+            (access_key, region)
+            if per == "access-key-region"
+            else ("", region)
+            if per == "region"
+            else ("", "")
+        )
+        limiter = self._limiters.get(scope)
+        if limiter is None:
+            limiter = self._limiters[scope] = RateLimiter(
+                self._config.rate or 0.0, self._config.burst
+            )
+        return limiter
 
     def _seed(self) -> None:
         seed = self._config.seed
@@ -499,9 +532,21 @@ class Emulator:
         body = await request.read()
         now = asyncio.get_running_loop().time()
         app_id = request.match_info.get(self._wire.app_id, "")
-        reply = self._decide(request, app_id, body, now)
+        authorization = request.headers.get("Authorization", "")
+        signed = _CREDENTIAL.search(authorization) if authorization.startswith(_SIGV4) else None
+        access_key, region = signed.groups() if signed else ("", "")
+        reply = self._decide(request, app_id, body, now, (access_key, region))
         self.requests.append(
-            RequestRecord(now, app_id, reply.status, reply.error_type, reply.applied, reply.fault)
+            RequestRecord(
+                now,
+                app_id,
+                reply.status,
+                reply.error_type,
+                reply.applied,
+                reply.fault,
+                access_key=access_key,
+                region=region,
+            )
         )
         config = self._config
         delay = config.latency_ms / 1000.0
@@ -532,8 +577,10 @@ class Emulator:
             )
         return web.json_response(reply.body, status=reply.status, headers=headers)
 
-    def _decide(self, request: web.Request, app_id: str, body: bytes, now: float) -> _Reply:
-        """Steps 2-8 of the module's order."""
+    def _decide(
+        self, request: web.Request, app_id: str, body: bytes, now: float, signer: tuple[str, str]
+    ) -> _Reply:
+        """Steps 2-8 of the module's order; ``signer`` is (access key id, region)."""
         wire = self._wire
         if not request.headers.get("Authorization", "").startswith(_SIGV4):
             return self._error(
@@ -541,7 +588,7 @@ class Emulator:
                 "missing or malformed AWS Signature Version 4 Authorization header",
                 status=403,
             )
-        if not self._limiter.try_acquire(now):
+        if not self._limiter(*signer).try_acquire(now):
             return self._throttled()
         if request.method != wire.method or wire.app_id not in request.match_info:
             return self._error(

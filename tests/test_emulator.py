@@ -43,6 +43,7 @@ SESSION = aioboto3.Session(
     aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
 )
 ONE_ATTEMPT = Config(retries={"total_max_attempts": 1})
+SIGNER = ("test", "us-east-1")  # SESSION's access key id and region, as the emulator logs them
 # Only the prefix is checked; the signature is not verified.
 SIGNED = {
     "Authorization": "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/amplifybackend/"
@@ -315,7 +316,7 @@ async def test_error_outcome_sets_error_and_keeps_state(
     assert answer["LoginAuthConfig"] == {"AwsCognitoRegion": "a-b-1"}
     assert emulator.apps == {"d1abc": {"aws_cognito_region": "a-b-1"}}
     assert emulator.requests[-1] == RequestRecord(
-        emulator.requests[-1].time, "d1abc", 200, None, applied=False, fault="error"
+        emulator.requests[-1].time, "d1abc", 200, None, False, "error", *SIGNER
     )
 
 
@@ -563,7 +564,7 @@ async def test_drop_closes_the_connection_with_no_answer(
         await update(client)
     assert emulator.apps == {}
     record = emulator.requests[-1]
-    assert record == RequestRecord(record.time, "d1abc", 0, None, applied=False, fault="drop")
+    assert record == RequestRecord(record.time, "d1abc", 0, None, False, "drop", *SIGNER)
 
     # Plain aiohttp sees the server hang up after it sent the whole request.
     async with aiohttp.ClientSession() as http:
@@ -599,7 +600,7 @@ def test_slow_applies_the_settings_then_answers_after_the_read_timeout() -> None
     assert gave_up == pytest.approx(0.1)  # the client's read timeout, not the 0.4 s
     assert answered == pytest.approx(0.1)  # the next request is answered at once
     record = emulator.requests[0]
-    assert record == RequestRecord(record.time, "d1abc", 200, None, applied=True, fault="slow")
+    assert record == RequestRecord(record.time, "d1abc", 200, None, True, "slow", *SIGNER)
     assert [(r.applied, r.fault) for r in emulator.requests] == [(True, "slow"), (True, None)]
 
 
@@ -650,7 +651,7 @@ async def test_html_5xx_from_a_load_balancer(
     assert "x-amzn-errortype" not in response["ResponseMetadata"]["HTTPHeaders"]
     assert emulator.apps == {}
     record = emulator.requests[-1]
-    assert record == RequestRecord(record.time, "d1abc", status, None, applied=False, fault=outcome)
+    assert record == RequestRecord(record.time, "d1abc", status, None, False, outcome, *SIGNER)
 
 
 async def test_malformed_200_is_truncated_json_and_applies_nothing(
@@ -1008,3 +1009,64 @@ async def test_emulate_command_turns_p504_into_the_plans_504_probability() -> No
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# -- a limit per region, or per access key and region (an account's limit) ----------------
+
+SIGNERS = [("AKIAONE", "us-east-1"), ("AKIAONE", "eu-west-1"), ("AKIATWO", "us-east-1")]
+
+
+def requests_by_signer(limit_per: str) -> dict[tuple[str, str], list[str]]:
+    """Three requests at once from each (access key, region): which got through."""
+
+    async def scenario() -> dict[tuple[str, str], list[str]]:
+        async with EmulatorServer(EmulatorConfig(rate=5, limit_per=limit_per)) as server:
+            codes: dict[tuple[str, str], list[str]] = {}
+            for key, region in SIGNERS:
+                session = aioboto3.Session(
+                    aws_access_key_id=key, aws_secret_access_key="s", region_name=region
+                )
+                async with session.client(
+                    "amplifybackend", endpoint_url=server.url, config=ONE_ATTEMPT
+                ) as client:
+                    calls = [
+                        code_of(client.update_backend_config(AppId=f"d{i}", LoginAuthConfig=POOLS))
+                        for i in range(3)
+                    ]
+                    codes[key, region] = sorted(await asyncio.gather(*calls))
+            signed = {(r.access_key, r.region) for r in server.emulator.requests}
+            assert signed == set(SIGNERS)  # every request's signer is recorded
+            return codes
+
+    return virtual_time.run(scenario())
+
+
+def test_one_limit_for_the_endpoint_by_default() -> None:
+    codes = requests_by_signer("endpoint")
+    assert codes[SIGNERS[0]] == ["TooManyRequestsException"] * 2 + ["ok"]
+    assert codes[SIGNERS[1]] == codes[SIGNERS[2]] == ["TooManyRequestsException"] * 3
+
+
+def test_a_limit_per_signing_region() -> None:
+    codes = requests_by_signer("region")
+    assert codes[SIGNERS[0]] == codes[SIGNERS[1]] == ["TooManyRequestsException"] * 2 + ["ok"]
+    assert codes[SIGNERS[2]] == ["TooManyRequestsException"] * 3  # us-east-1's is used up
+
+
+def test_a_limit_per_access_key_and_region_like_an_accounts() -> None:
+    codes = requests_by_signer("access-key-region")
+    assert all(got == ["TooManyRequestsException"] * 2 + ["ok"] for got in codes.values())
+
+
+def test_limit_per_is_checked() -> None:
+    with pytest.raises(ValueError, match="limit_per must be one of endpoint, region"):
+        EmulatorConfig(limit_per="account")
+
+
+def test_emulate_refuses_an_unknown_limit_scope_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["emulate", "--port", "0", "--limit-per", "galaxy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "limit_per must be one of endpoint, region, access-key-region" in err
