@@ -166,6 +166,10 @@ class AdaptiveRate:
         """Successes per second over the last window, as of the last feedback."""
         return self._measured
 
+    def due(self) -> float:
+        """Seconds until the next request may be sent (see :meth:`RateLimiter.due`)."""
+        return self._limiter.due()
+
     async def acquire(self) -> int:
         """Wait until one more request may be sent; return its ticket for the feedback."""
         if not self._adaptive:

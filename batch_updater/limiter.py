@@ -73,6 +73,13 @@ class RateLimiter:
         # max(): an idle limiter banks no more than the burst.
         return max(self._tat, now) - (self._burst - 1) * self._interval - now
 
+    def due(self) -> float:
+        """Seconds until the next request may be sent: 0 or less means now (always 0 when
+        unlimited). What a scheduler compares lanes by; it takes no slot."""
+        if self._rate <= 0:
+            return 0.0
+        return self._due(self._clock())
+
     def _take(self, now: float) -> None:
         self._tat = max(self._tat, now) + self._interval
 

@@ -20,6 +20,7 @@ from .client import CallError, CallResult, Clients, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
 from .errors import BatchUpdaterError, SetupError
+from .lanes import LaneScheduler
 from .logs import default_logger, mask
 from .progress import Progress, ProgressSnapshot, tick
 from .report import ReportWriter, default_report_path, write_summary
@@ -315,17 +316,26 @@ class _Job:
             stats=self._stats,
             log=self._log,
         )
-        # The workers share one iterator over the plan: each row goes to exactly one of
-        # them, and nothing is buffered between reading a row and sending it.
+        # One lane per rate domain (a region): a reader routes each row to its lane, and
+        # each worker takes its next row from the lane that can send soonest.
+        lanes = LaneScheduler(
+            limiters,
+            lambda lane: limiters[lane].due(),
+            config.concurrency,
+            memory_rows=max(64, 2 * config.concurrency),
+        )
+        reader = asyncio.create_task(self._guarded(self._route(plan, lanes)))
         workers = [
-            asyncio.create_task(self._worker(plan, sender)) for _ in range(config.concurrency)
+            asyncio.create_task(self._guarded(self._work(lanes, sender)))
+            for _ in range(config.concurrency)
         ]
-        # return_exceptions: workers record their own failures; cancelled ones end quietly.
-        everything: asyncio.Future[Any] = asyncio.gather(*workers, return_exceptions=True)
+        # return_exceptions: tasks record their own failures; cancelled ones end quietly.
+        everything: asyncio.Future[Any] = asyncio.gather(reader, *workers, return_exceptions=True)
         try:
             stop: asyncio.Future[Any] = asyncio.create_task(control.wait_stop())
             await asyncio.wait({everything, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
+            lanes.stop()  # stopping, or done: no row is handed out any more
             if not everything.done():
                 # Stopping: workers start no new row; calls in flight get the grace period,
                 # then are cancelled.
@@ -340,8 +350,9 @@ class _Job:
             # Also reached when the task running the batch is cancelled. Unread rows are
             # recorded first (no await in between, so a second cancel cannot skip them),
             # then each cancelled worker records its row in flight.
-            for task in workers:
+            for task in (reader, *workers):
                 task.cancel()
+            self.emit_unsent(lanes.drain(), Status.NOT_ATTEMPTED, self._not_started())
             self.emit_unsent(plan, Status.NOT_ATTEMPTED, self._not_started())
             cancelled_again = False
             while not everything.done():
@@ -352,9 +363,10 @@ class _Job:
             if cancelled_again:
                 raise asyncio.CancelledError
 
-    async def _worker(self, rows: Iterator[Row | Rejected], sender: _Sender) -> None:
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        """Run a reader's or worker's ``work``; an unexpected error stops the run."""
         try:
-            await self._work(rows, sender)
+            await work
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -367,24 +379,32 @@ class _Job:
                     self._log.exception("run_failed", error=f"{type(exc).__name__}: {exc}")
             self._control.stop_now(StopReason("internal_error", f"{type(exc).__name__}: {exc}"))
 
-    async def _work(self, rows: Iterator[Row | Rejected], sender: _Sender) -> None:
+    async def _route(self, rows: Iterator[Row | Rejected], lanes: LaneScheduler) -> None:
+        """Read the plan: rows not to send get their record now, the others go to their lane."""
         control = self._control
-        unsent = 0
-        for item in rows:
+        for n, item in enumerate(rows, start=1):
             triaged = self.triage(item)
-            if triaged is None or isinstance(triaged, RowResult):
-                if triaged is not None:
-                    self.emit(triaged)
-                unsent += 1
-                if unsent % 256 == 0:
-                    await asyncio.sleep(0)  # long runs of skipped rows: let signals in
-                continue
-            if control.stopping:
-                self.emit(_unsent(triaged, Status.NOT_ATTEMPTED, self._not_started()))
+            if isinstance(triaged, Row):
+                lanes.push(triaged.region, triaged)
+            elif triaged is not None:
+                self.emit(triaged)
+            if n % 256 == 0:
+                await asyncio.sleep(0)  # let the workers, and signals, in
+                if control.stopping:
+                    break  # the rows left are recorded as not attempted
+        lanes.close()
+
+    async def _work(self, lanes: LaneScheduler, sender: _Sender) -> None:
+        control = self._control
+        while not control.stopping and (taken := await lanes.take()) is not None:
+            lane, row = taken
+            if control.stopping:  # asked while this worker waited for a row
+                lanes.release(lane)
+                self.emit(_unsent(row, Status.NOT_ATTEMPTED, self._not_started()))
                 return
             state = _RowState()
             try:
-                result = await sender.send(triaged, state, control)
+                result = await sender.send(row, state, control)
             except asyncio.CancelledError:
                 if state.in_flight or state.maybe_applied:
                     message = (
@@ -395,8 +415,10 @@ class _Job:
                     message = f"cancelled after {state.attempts} attempts, none applied"
                 else:
                     message = self._not_started()
-                self.emit(_unsent(triaged, Status.NOT_ATTEMPTED, message, state.attempts))
+                self.emit(_unsent(row, Status.NOT_ATTEMPTED, message, state.attempts))
                 raise
+            finally:
+                lanes.release(lane)
             self.emit(result)
 
 

@@ -278,7 +278,8 @@ def test_a_disk_filling_mid_run_stops_the_run_and_the_resume_command_finishes_th
     assert summary["rows"] == 50  # every row is counted, written or not
     assert summary["counts"]["not_attempted"] > 0
     records = read_report(report)
-    assert [int(r["line"]) for r in records] == list(range(2, 12))  # the header and 10 rows
+    lines = [int(r["line"]) for r in records]  # the header and 10 rows (in completion order)
+    assert len(lines) == len(set(lines)) == 10
     command = summary["resume_command"]
     assert command.endswith(f"--resume {report}")
 

@@ -1,0 +1,206 @@
+"""Lanes: one queue of rows per rate domain, and a scheduler that feeds workers from them.
+
+AWS limits ``UpdateBackendConfig`` per account and region, so each rate domain (a *lane*;
+today a region) has its own limiter. Rows are routed to their lane as they are read, and a
+worker always takes its next row from the lane that can send soonest (the earliest free slot
+of its limiter), so the job runs at the sum of the lanes' limits whatever the input order: a
+file sorted by region no longer leaves every worker waiting on one region's limiter.
+
+No lane may hold every worker: a lane gets at most ``concurrency - (other busy lanes)``
+rows at once (in flight, waiting for their slot or in retry backoff), so a slow or throttled
+lane leaves a worker to every other lane.
+
+Memory stays flat whatever the order: each lane keeps at most ``memory_rows`` rows in memory
+and spills the rest, in order, to a private temporary file (a file sorted by lane makes the
+reader run ahead of the slowest lane; re-reading the input by offsets would cost a second
+validation of every spilled row, spilling costs one short JSON line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
+
+from .rows import LoginSettings, Row
+
+__all__ = ["LaneQueue", "LaneScheduler"]
+
+
+def _encode(row: Row) -> str:
+    s = row.settings
+    fields = [row.line, row.app_id, row.region, row.digest]
+    fields += [s.identity_pool_id, s.cognito_region, s.user_pool_id, s.web_client_id]
+    return json.dumps([*fields, list(row.kept)], separators=(",", ":")) + "\n"
+
+
+def _decode(text: str) -> Row:
+    line, app_id, region, digest, pool, cognito, user_pool, client, kept = json.loads(text)
+    settings = LoginSettings(pool, cognito, user_pool, client)
+    return Row(line, app_id, region, settings, digest, tuple(kept))
+
+
+class LaneQueue:
+    """The rows waiting for one lane, first in first out: at most ``memory_rows`` in memory,
+    the rest in a temporary file (made on first need, removed by :meth:`close`)."""
+
+    __slots__ = ("_file", "_memory", "_memory_rows", "_read_at", "_spilled")
+
+    def __init__(self, memory_rows: int = 256) -> None:
+        if memory_rows < 1:
+            raise ValueError(f"memory_rows must be at least 1, got {memory_rows}")
+        self._memory: deque[Row] = deque()
+        self._memory_rows = memory_rows
+        self._file: IO[str] | None = None
+        self._spilled = 0  # rows in the file not yet read back
+        self._read_at = 0  # where the next spilled row starts
+
+    def push(self, row: Row) -> None:
+        """Add ``row`` at the end."""
+        if not self._spilled and len(self._memory) < self._memory_rows:
+            self._memory.append(row)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._file.seek(0, 2)
+        self._file.write(_encode(row))
+        self._spilled += 1
+
+    def pop(self) -> Row:
+        """Take the first row; IndexError when there is none."""
+        if not self._memory and self._spilled:
+            self._refill()
+        return self._memory.popleft()
+
+    def _refill(self) -> None:
+        assert self._file is not None
+        self._file.flush()
+        self._file.seek(self._read_at)
+        for _ in range(min(self._memory_rows, self._spilled)):
+            self._memory.append(_decode(self._file.readline()))
+            self._spilled -= 1
+        self._read_at = self._file.tell()
+
+    def drain(self) -> Iterator[Row]:
+        """Take every row, in order."""
+        while self:
+            yield self.pop()
+
+    @property
+    def in_memory(self) -> int:
+        """Rows held in memory now."""
+        return len(self._memory)
+
+    def close(self) -> None:
+        """Remove the spill file; rows still queued are dropped."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._memory.clear()
+        self._spilled = 0
+
+    def __len__(self) -> int:
+        return len(self._memory) + self._spilled
+
+    def __repr__(self) -> str:
+        return f"<LaneQueue rows={len(self)} in_memory={len(self._memory)}>"
+
+
+class LaneScheduler:
+    """Hands each worker its next row from the lane that can send soonest.
+
+    The reader :meth:`push` es rows and :meth:`close` s when the input is done; workers call
+    :meth:`take` (None: nothing more for them) and :meth:`release` once the row is final.
+    ``due(lane)`` is how many seconds until the lane's limiter has a free slot (0 or less:
+    now); among lanes with rows waiting and room for one more row, the smallest wins (ties:
+    the lane with fewer rows out). :meth:`stop` hands out nothing more; :meth:`drain` gives
+    back every row not handed out.
+    """
+
+    __slots__ = ("_changed", "_closed", "_concurrency", "_due", "_out", "_queues", "_stopped")
+
+    def __init__(
+        self,
+        lanes: Iterable[str],
+        due: Callable[[str], float],
+        concurrency: int,
+        *,
+        memory_rows: int = 256,
+    ) -> None:
+        self._queues = {lane: LaneQueue(memory_rows) for lane in lanes}
+        self._out = dict.fromkeys(self._queues, 0)  # rows handed out and not yet released
+        self._due = due
+        self._concurrency = concurrency
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._stopped = False
+
+    def push(self, lane: str, row: Row) -> None:
+        """Queue ``row`` for ``lane``."""
+        self._queues[lane].push(row)
+        self._changed.set()
+
+    def close(self) -> None:
+        """No more rows will be pushed."""
+        self._closed = True
+        self._changed.set()
+
+    def stop(self) -> None:
+        """Hand out no more rows: :meth:`take` returns None from now on."""
+        self._stopped = True
+        self._changed.set()
+
+    def release(self, lane: str) -> None:
+        """A row of ``lane`` that :meth:`take` handed out is final."""
+        self._out[lane] -= 1
+        self._changed.set()
+
+    def _pick(self) -> str | None:
+        queues, out = self._queues, self._out
+        busy = sum(1 for lane, queue in queues.items() if queue or out[lane])
+        cap = max(1, self._concurrency - (busy - 1))  # one worker left for every other lane
+        best: tuple[float, int] | None = None
+        chosen = None
+        for lane, queue in queues.items():
+            if queue and out[lane] < cap:
+                rank = (max(0.0, self._due(lane)), out[lane])
+                if best is None or rank < best:
+                    best, chosen = rank, lane
+        return chosen
+
+    async def take(self) -> tuple[str, Row] | None:
+        """The next (lane, row) to send, or None once stopped, or once every row is out."""
+        while not self._stopped:
+            lane = self._pick()
+            if lane is not None:
+                self._out[lane] += 1
+                return lane, self._queues[lane].pop()
+            if self._closed and not any(self._queues.values()):
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+        return None
+
+    def drain(self) -> Iterator[Row]:
+        """Every row not handed out (then the spill files are removed)."""
+        for queue in self._queues.values():
+            yield from queue.drain()
+            queue.close()
+
+    def close_files(self) -> None:
+        """Remove every spill file (rows still queued are dropped)."""
+        for queue in self._queues.values():
+            queue.close()
+
+    @property
+    def queued(self) -> int:
+        """Rows waiting in every lane."""
+        return sum(len(queue) for queue in self._queues.values())
+
+    def __repr__(self) -> str:
+        lanes = ", ".join(f"{lane}={len(q)}/{self._out[lane]}" for lane, q in self._queues.items())
+        state = "stopped" if self._stopped else "closed" if self._closed else "reading"
+        return f"<LaneScheduler {state} queued/out: {lanes}>"

@@ -1,0 +1,194 @@
+"""Lanes: every rate domain at its own limit, whatever the input order.
+
+The queue and the scheduler alone, then whole runs on virtual time against the emulator
+with a limit per region: a file sorted by region runs at the sum of the regions' rates, and
+a slow region does not hold the workers the others need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch_updater import RunSummary, Status, run_batch
+from batch_updater.emulator import EmulatorConfig, EmulatorServer
+from batch_updater.lanes import LaneQueue, LaneScheduler
+from batch_updater.rows import LoginSettings, Row
+
+from . import virtual_time
+from .conftest import fast, read_report, write_csv
+
+UP = "us-east-1_AbC123xyz"
+REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2")
+
+
+def row(line: int, region: str = "us-east-1") -> Row:
+    settings = LoginSettings(None, None, UP, f"client{line}")
+    return Row(line, f"d{line}abc", region, settings, f"{line:016x}", (f"note {line}",))
+
+
+# -- the queue ---------------------------------------------------------------------------
+
+
+def test_a_lane_queue_keeps_order_and_spills_beyond_its_memory() -> None:
+    queue = LaneQueue(memory_rows=3)
+    for line in range(2, 22):
+        queue.push(row(line))
+        assert queue.in_memory <= 3
+    assert len(queue) == 20
+    taken = [queue.pop() for _ in range(7)]
+    queue.push(row(22))  # pushed while rows are spilled: still last
+    taken += list(queue.drain())
+    assert taken == [row(line) for line in range(2, 23)]  # every field survives the file
+    assert len(queue) == 0
+    with pytest.raises(IndexError):
+        queue.pop()
+    queue.close()
+
+
+def test_a_lane_queue_refuses_no_memory() -> None:
+    with pytest.raises(ValueError, match="memory_rows"):
+        LaneQueue(0)
+
+
+# -- the scheduler -----------------------------------------------------------------------
+
+
+def test_the_lane_that_can_send_soonest_goes_first() -> None:
+    due = {"a": 0.5, "b": 0.0, "c": -1.0}
+
+    async def scenario() -> list[str]:
+        lanes = LaneScheduler("abc", due.__getitem__, concurrency=8)
+        for line, lane in enumerate("aabbcc", start=2):
+            lanes.push(lane, row(line))
+        order = []
+        for _ in range(6):
+            taken = await lanes.take()
+            assert taken is not None
+            order.append(taken[0])
+        return order
+
+    # c and b are due now (ties go to the lane with fewer rows out), a only in 0.5 s.
+    assert virtual_time.run(scenario()) == ["b", "c", "b", "c", "a", "a"]
+
+
+def test_no_lane_takes_every_worker() -> None:
+    async def scenario() -> list[str]:
+        lanes = LaneScheduler("ab", lambda lane: 0.0 if lane == "a" else 1.0, concurrency=3)
+        for line in range(2, 12):
+            lanes.push("a", row(line))
+        lanes.push("b", row(12))
+        # "a" is always due first, but with "b" busy it may hold only 3 - 1 rows.
+        return [taken[0] for taken in [await lanes.take() for _ in range(3)] if taken]
+
+    assert virtual_time.run(scenario()) == ["a", "a", "b"]
+
+
+def test_take_waits_for_rows_and_ends_once_every_row_is_out() -> None:
+    async def scenario() -> tuple[Any, Any, Any, float]:
+        loop = asyncio.get_running_loop()
+        lanes = LaneScheduler(["a"], lambda lane: 0.0, concurrency=2)
+        waiting = asyncio.create_task(lanes.take())
+        loop.call_later(1.0, lanes.push, "a", row(2))
+        first = await waiting
+        loop.call_later(1.0, lanes.close)
+        ended = await lanes.take()
+        lanes.stop()
+        return first, ended, await lanes.take(), loop.time()
+
+    first, ended, after_stop, _ = virtual_time.run(scenario(), start=0.0)
+    assert first == ("a", row(2))
+    assert ended is None
+    assert after_stop is None
+
+
+def test_stop_hands_out_nothing_more_and_drain_gives_back_the_rest() -> None:
+    async def scenario() -> tuple[Any, list[int]]:
+        lanes = LaneScheduler("ab", lambda lane: 0.0, concurrency=4, memory_rows=1)
+        for line in range(2, 8):
+            lanes.push("ab"[line % 2], row(line))
+        lanes.stop()
+        return await lanes.take(), sorted(r.line for r in lanes.drain())
+
+    assert virtual_time.run(scenario()) == (None, [2, 3, 4, 5, 6, 7])
+
+
+# -- whole runs --------------------------------------------------------------------------
+
+
+def sorted_by_region(tmp_path: Path, per_region: int) -> Path:
+    rows = [
+        f"d{r}x{i}abc,{region},{UP}" for r, region in enumerate(REGIONS) for i in range(per_region)
+    ]
+    return write_csv(tmp_path / "sorted.csv", "app_id,region,user_pool_id", *rows)
+
+
+def test_a_file_sorted_by_region_runs_at_the_sum_of_the_regions_rates(
+    tmp_path: Path, session: Any
+) -> None:
+    # 100 rows per region (more than a lane keeps in memory), 20/s each, the server allows
+    # 22/s per region: together 80/s, where one region at a time would give 20/s.
+    per_region, rate = 100, 20.0
+    source = sorted_by_region(tmp_path, per_region)
+
+    async def scenario() -> tuple[RunSummary, dict[str, list[float]], float]:
+        loop = asyncio.get_running_loop()
+        config = EmulatorConfig(rate=22, limit_per="region", latency_ms=20)
+        async with EmulatorServer(config) as server:
+            start = loop.time()
+            summary = await run_batch(
+                source, fast(tmp_path, endpoint_url=server.url, rate=rate), session=session
+            )
+            times: dict[str, list[float]] = defaultdict(list)
+            for record in server.emulator.requests:
+                times[record.region].append(record.time - start)
+            return summary, times, loop.time() - start
+
+    summary, times, elapsed = virtual_time.run(scenario())
+    assert summary.counts[Status.SUCCEEDED] == 4 * per_region
+    assert summary.throttles == 0
+    assert elapsed == pytest.approx((per_region - 1) / rate + 0.02 + 0.001, abs=0.05)
+    for region in REGIONS:
+        arrivals = sorted(times[region])
+        assert len(arrivals) == per_region
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        assert min(gaps) >= 1 / rate - 1e-9  # each region at its own rate, never above
+    lines = [int(r["line"]) for r in read_report(tmp_path / "report.csv")]
+    assert sorted(lines) == list(range(2, 2 + 4 * per_region))
+
+
+def test_a_slow_region_does_not_hold_the_workers_the_others_need(
+    tmp_path: Path, session: Any
+) -> None:
+    # eu-west-1 answers in 250 ms and comes first in the file; 4 workers. Without lanes it
+    # took every worker while the three fast regions waited behind it.
+    per_region, rate = 20, 20.0
+    source = sorted_by_region(tmp_path, per_region)
+    slow = {f"d1x{i}abc": ["slow"] for i in range(per_region)}
+
+    async def scenario() -> tuple[RunSummary, dict[str, float]]:
+        loop = asyncio.get_running_loop()
+        config = EmulatorConfig(script=slow, slow_seconds=0.25)
+        async with EmulatorServer(config) as server:
+            start = loop.time()
+            summary = await run_batch(
+                source,
+                fast(tmp_path, endpoint_url=server.url, rate=rate, concurrency=4),
+                session=session,
+            )
+            last: dict[str, float] = {}
+            for record in server.emulator.requests:
+                last[record.region] = record.time - start
+            return summary, last
+
+    summary, last = virtual_time.run(scenario())
+    assert summary.counts[Status.SUCCEEDED] == 4 * per_region
+    for region in ("us-east-1", "ap-southeast-2", "us-west-2"):
+        # each fast region's 20 rows at its 20/s, as if the slow one were not there
+        assert last[region] == pytest.approx((per_region - 1) / rate, abs=0.01)
+    assert last["eu-west-1"] > max(last.values()) - 1e-9  # the slow one takes its own time
