@@ -190,11 +190,6 @@ class LaneScheduler:
             yield from queue.drain()
             queue.close()
 
-    def close_files(self) -> None:
-        """Remove every spill file (rows still queued are dropped)."""
-        for queue in self._queues.values():
-            queue.close()
-
     @property
     def queued(self) -> int:
         """Rows waiting in every lane."""
