@@ -72,6 +72,7 @@ class Sizes:
     help_runs: int = 5
     local_runs: int = 3
     outage: int = 600
+    lanes_per_region: int = 500  # 4 regions, sorted; 16 lanes get a fifth each
 
 
 QUICK: Final = Sizes(
@@ -87,6 +88,7 @@ QUICK: Final = Sizes(
     help_runs=3,
     local_runs=1,
     outage=300,
+    lanes_per_region=100,
 )
 
 
@@ -221,6 +223,7 @@ class Emulator:
         burst: int = 1,
         latency_ms: float = 0,
         port: int = 0,
+        limit_per: str = "endpoint",
     ) -> None:
         self.flags = (
             "--rate",
@@ -229,6 +232,8 @@ class Emulator:
             str(burst),
             "--latency-ms",
             f"{latency_ms:g}",
+            "--limit-per",
+            limit_per,
         )
         self.args = (*CLI, "emulate", "--host", "127.0.0.1", "--port", str(port), *self.flags)
         self.log_path = bench.tmp / f"emulator-{name}.log"
@@ -823,6 +828,79 @@ def scenario_outage(bench: Bench) -> None:
     )
 
 
+# 16 regions of the aws partition (botocore knows them all), for a 16-lane run.
+LANE_REGIONS: Final = (
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-south-1",
+    "ca-central-1",
+    "sa-east-1",
+)
+
+
+def write_sorted(bench: Bench, name: str, regions: Sequence[str], per_region: int) -> Path:
+    """Rows sorted by region, as an export sorted by region is: each region's block whole."""
+    path = bench.tmp / f"{name}.csv"
+    with path.open("w", encoding="utf-8") as out:
+        out.write("app_id,region,user_pool_id\n")
+        for r, region in enumerate(regions):
+            for i in range(per_region):
+                out.write(f"d{r}x{i}abc,{region},us-east-1_AbC123xyz\n")
+    return path
+
+
+def scenario_lanes(bench: Bench) -> None:
+    """8: input sorted by region, a server limit per region: every lane at its own rate."""
+    name, per = "8 Lanes (sorted input)", bench.sizes.lanes_per_region
+    cases = (
+        ("4 regions", LANE_REGIONS[:4], per, 20.0, 22.0),
+        ("16 lanes", LANE_REGIONS, max(1, per // 5), 5.0, 22.0),
+    )
+    for label, regions, n, rate, limit in cases:
+        rows = write_sorted(bench, f"lanes-{len(regions)}", regions, n)
+        total, want = len(regions) * n, 0.95 * len(regions) * rate
+        with Emulator(bench, f"lanes-{len(regions)}", rate=limit, limit_per="region") as emu:
+            run = run_cli(
+                bench, f"8-lanes-{len(regions)}", rows, "--endpoint-url", emu.url,
+                "--rate", f"{rate:g}",
+            )  # fmt: skip
+        if not run.summary:
+            bench.add(Line(name, f"{label}: batch_updater run", "no summary", result="ERROR"))
+            continue
+        s = run.summary
+        ok_rate = run.count("succeeded") / float(s["elapsed_seconds"])
+        share = int(s["throttles"]) / max(1, int(s["requests"]))
+        bench.add(
+            Line(
+                name,
+                f"{label} x {n} rows sorted by region, --rate {rate:g}, server {limit:g}/s per "
+                f"region: succeeded rows/s",
+                f"{ok_rate:.1f}",
+                f">= {want:.1f}",
+                verdict(ok_rate >= want),
+                f"elapsed {s['elapsed_seconds']} s; {run.count('succeeded')}/{total} succeeded",
+            ),
+            Line(
+                name,
+                f"{label}: throttled requests (throttles / requests)",
+                f"{share:.1%} ({s['throttles']}/{s['requests']})",
+                "<= 1%",
+                verdict(share <= 0.01),
+            ),
+        )
+
+
 SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     1: scenario_overhead,
     2: scenario_accuracy,
@@ -831,6 +909,7 @@ SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     5: scenario_memory,
     6: scenario_startup,
     7: scenario_outage,
+    8: scenario_lanes,
 }
 
 
