@@ -15,7 +15,8 @@ into a temporary directory with ``benchmarks.generate_rows.write_rows``.
 
 Scenarios: 1 overhead against bare aiobotocore and boto3 threads, 2 rate accuracy,
 3 adaptive rate against a throttling server (with boto3's adaptive and standard retry modes
-side by side), 4 slow service, 5 memory and validation speed, 6 start-up.
+side by side), 4 slow service, 5 memory and validation speed, 6 start-up, 7 adaptive rate
+at low limits (2/s and 5/s, burst 1, at the default ``--rate`` and at ``--rate 100``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Sizes:
     mem_large: int = 100_000
     help_runs: int = 5
     local_runs: int = 3
+    low: int = 300
 
 
 QUICK: Final = Sizes(
@@ -83,6 +85,7 @@ QUICK: Final = Sizes(
     mem_large=10_000,
     help_runs=3,
     local_runs=1,
+    low=60,
 )
 
 
@@ -712,6 +715,59 @@ def scenario_startup(bench: Bench) -> None:
     )
 
 
+def scenario_low(bench: Bench) -> None:
+    """7: servers at 5/s and 2/s (burst 1, 30 ms), ``--rate`` default (10) and 100."""
+    n, name = bench.sizes.low, "7 Low limits"
+    rows = write_input(bench, "low", n)
+    for limit in (5, 2):
+        with Emulator(bench, f"low-{limit}", rate=limit, burst=1, latency_ms=30) as emu:
+            for flags in ((), ("--rate", "100")):
+                label = " ".join(flags) or "--rate default (10)"
+                run = run_cli(
+                    bench,
+                    f"7-low-{limit}-{flags[-1] if flags else 'default'}",
+                    rows,
+                    "--endpoint-url",
+                    emu.url,
+                    *flags,
+                )
+                if not run.summary:
+                    bench.add(Line(name, f"{label} vs {limit}/s", "no summary", result="ERROR"))
+                    continue
+                s = run.summary
+                ok_rate = run.count("succeeded") / float(s["elapsed_seconds"])
+                share = int(s["throttles"]) / max(1, int(s["requests"]))
+                bad = run.count("failed") + run.count("not_attempted")
+                window = run.count("succeeded") / run.window if run.window else float("nan")
+                bench.add(
+                    Line(
+                        name,
+                        f"{label} vs {limit}/s burst 1, 30 ms, {n} rows: succeeded rows/s "
+                        "(summary elapsed)",
+                        f"{ok_rate:.2f} ({ok_rate / limit:.3f} of the limit)",
+                        f">= {0.95 * limit:g}",
+                        verdict(ok_rate >= 0.95 * limit),
+                        f"elapsed {s['elapsed_seconds']} s; first call->last answer "
+                        f"{window:.2f} rows/s; "
+                        f"settled rate {s.get('rate_per_region')}",
+                    ),
+                    Line(
+                        name,
+                        f"{label} vs {limit}/s: throttled requests (throttles / requests)",
+                        f"{share:.1%} ({s['throttles']}/{s['requests']})",
+                        "<= 3%",
+                        verdict(share <= 0.03),
+                    ),
+                    Line(
+                        name,
+                        f"{label} vs {limit}/s: failed or not attempted rows",
+                        str(bad),
+                        "0",
+                        verdict(bad == 0),
+                    ),
+                )
+
+
 SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     1: scenario_overhead,
     2: scenario_accuracy,
@@ -719,6 +775,7 @@ SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     4: scenario_slow,
     5: scenario_memory,
     6: scenario_startup,
+    7: scenario_low,
 }
 
 
