@@ -305,9 +305,11 @@ class AdaptiveRate:
         index = self._index(ticket)
         sent = self._sent[index] if index >= 0 else math.nan
         if sent > self._admitted_at:
-            # Refused this soon after an admission: the service admits fewer per second
-            # (but not fewer than it just did).
-            bound = max((1 + tuning.jitter) / (sent - self._admitted_at), self._measured)
+            # Refused this soon after an admission: the service admits fewer per second, but
+            # not fewer than it just did (or, while the success rate is too slow to measure
+            # well, than a rate that worked: a bound below it is jitter).
+            floor = max(self._measured, self._ok) if self._slow(rate) else self._measured
+            bound = max((1 + tuning.jitter) / (sent - self._admitted_at), floor)
             self._limit = min(self._limit, bound)
             self._refused_at = max(self._refused_at, sent)
         if self._before(now, ticket, self._cut_ticket):
@@ -329,8 +331,9 @@ class AdaptiveRate:
             self._hold = min(tuning.hold_max, 2 * self._hold) if same else tuning.hold
         if not 0 < self._ok < limit:  # the rate thought to work does not: learn it again
             measured = self._measured
-            if self._quiet >= tuning.isolated and failed <= self._ok * (1 + 2 * tuning.precision):
-                ok = tuning.step_down * failed  # one 429 at a rate that worked: step down
+            near = failed <= self._ok * (1 + 2 * tuning.precision)
+            if near and (self._quiet >= tuning.isolated or self._slow(failed)):
+                ok = tuning.step_down * failed  # a 429 at a rate that worked: step down
             elif measured > 0 and self._quiet >= tuning.isolated:
                 ok = max(tuning.cut * min(failed, measured), tuning.deepest_cut * failed)
             elif measured > 0:  # throttled again right after a cut: cut deeper
@@ -343,6 +346,10 @@ class AdaptiveRate:
         self._cuts += 1
         self._change(max(self._min_rate, min(self._ok, rate)), now, "throttled")
         self._cut_ticket = self._changed_ticket
+
+    def _slow(self, rate: float) -> bool:
+        """Whether ``rate`` is too slow for the success rate to be measured over a window."""
+        return 2 * rate * self._tuning.window < self._tuning.samples
 
     def _restart_pacing(self) -> None:
         """Pace from the last request sent at the current rate, with an empty burst.

@@ -159,6 +159,16 @@ def test_at_a_low_limit_the_rate_learned_is_kept_and_every_dip_recovered_within_
     assert run.success_rate(10, run.seconds - 1) >= 0.97 * limit
 
 
+@pytest.mark.parametrize(("limit", "max_rate"), LOW_CASES)
+def test_at_a_low_limit_a_429_from_latency_jitter_costs_a_small_step_not_a_deep_cut(
+    limit: float, max_rate: float
+) -> None:
+    # +-1.5 ms each way: some requests spaced at a rate below the limit still arrive early.
+    run = simulate(limit, max_rate=max_rate, rows=300, burst=1, latency=0.03, spread=0.1)
+    assert run.rows_per_second() >= 0.93 * limit
+    assert run.throttled() <= 0.03
+
+
 @pytest.mark.parametrize("limit", [10, 50, 100, 200])
 def test_converges_just_below_the_hidden_limit(limit: float) -> None:
     run = steady(limit)
