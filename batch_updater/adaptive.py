@@ -98,25 +98,31 @@ class AdaptiveRate:
     The control loop (constants in :class:`Tuning`) brackets the service's rate between
     ``ok``, a rate seen working, and ``limit``, a rate known to be too fast:
 
-    * ``limit`` is the lowest rate throttled, or lower: the service admitted a request sent at
-      ``a`` and refused one sent ``g`` seconds later, so it admits fewer than ``1 / g`` per
-      second (whatever its burst);
-    * ``ok`` is the highest rate at which ``confirm`` requests in a row succeeded, or higher:
-      a request admitted ``G`` seconds after the last admitted one, with a refusal between,
-      shows a burst-1 service admits ``1 / G`` per second;
+    * ``limit`` is the lowest rate throttled, or lower: a request refused ``g`` seconds after
+      an admitted one shows the service admits fewer than ``(1 + jitter) / g`` per second,
+      whatever its burst (but not fewer than the success rate just measured, nor, while the
+      rate is too slow to measure over a ``window``, than ``ok``: that is jitter). While
+      throttled, the measured success rate is the service's: ``ok`` is at most it and
+      ``limit`` at most ``1 + precision`` times it (a bursty service hides a rate too fast);
+    * ``ok`` is the highest rate at which ``confirm`` requests in a row, and ``settle``
+      seconds' worth, succeeded, or higher: a request admitted ``G`` seconds after the last
+      admitted one, with a refusal between, shows a burst-1 service admits ``1 / G``;
     * the rate starts at ``max_rate``. The first 429 of an episode (of requests paced after
-      the last cut) falls back to ``ok`` if it is below ``limit``; otherwise ``ok`` is
-      learned again: ``step_down`` times the rate that failed if successes kept up with it (a
-      limit just crossed), else ``cut`` times the success rate measured over the last
-      ``window`` seconds (the service's rate, while it throttles) but at least
-      ``deepest_cut`` times the rate that failed (workers asleep in backoff make the window
-      read low); with no success rate measured at all (the start), from ``restart``;
-    * ``confirm`` successes paced at the current rate, while the rate is in use, raise it
-      ``bisect`` of the way to ``limit`` (geometrically), until the two are within
-      ``precision``: a few 429s find the limit at 2/s as at 200/s;
-    * after ``hold`` successes without a 429 the limit is forgotten and the rate probes above
-      it in steps of ``probe``, doubling each time: a raised limit is found in seconds. A
-      probe failing where the last one did doubles ``hold``, up to ``hold_max``.
+      the last cut) falls back to ``ok`` if it is below ``limit``. Otherwise ``ok`` is learned
+      again: ``step_down`` times the rate that failed if that rate had worked (after
+      ``isolated`` successes, or at a slow rate: jitter or a limit just crossed); ``cut`` times
+      the success rate over the last ``window`` seconds, but at least ``deepest_cut`` times
+      the rate that failed (workers asleep in backoff make the window read low); only
+      ``deepest_cut`` times the success rate if throttled again right after a cut; and
+      ``restart`` when nothing has been measured (the start: start again cautiously);
+    * a change applies to the very next request, spaced at the new rate from the last one;
+    * a success paced at the current rate (see ``confirm``), while the rate held requests
+      back, raises it ``bisect`` of the (logarithmic) way to ``limit``, until the two are
+      within ``precision``: a few 429s find the limit, at 2/s as at 200/s;
+    * after ``hold`` successes without a 429, ``limit`` is forgotten and the rate probes
+      above it in steps of ``probe``, doubling to ``probe_max``: a raised limit is found in
+      seconds. A probe failing where the forgotten limit was doubles ``hold``, to
+      ``hold_max``.
 
     ``max_rate == 0`` means unlimited and ``adaptive=False`` a fixed ``max_rate``: neither
     adapts. Time is read only through ``clock`` (the running loop's clock by default).
@@ -263,11 +269,14 @@ class AdaptiveRate:
         index = self._index(ticket)
         sent = self._sent[index] if index >= 0 else math.nan
         if sent > self._admitted_at:
-            if self._refused_at > self._admitted_at and sent > self._refused_at:
+            after_refusal = self._refused_at > self._admitted_at
+            if after_refusal and sent > self._refused_at:
                 # Admitted after a refusal: the service's bucket was empty in between.
                 shown = (1 - tuning.jitter) / (sent - self._admitted_at)
                 self._ok = max(self._ok, min(shown, self._limit))
             self._admitted_at = sent
+            if after_refusal:
+                return  # spaced from a refused request, not one admitted: no evidence for the rate
         self._quiet += 1
         rate = self._limiter.rate
         # Judge only the current rate: requests paced at it, while it is in use (not when
@@ -331,15 +340,17 @@ class AdaptiveRate:
             self._hold = min(tuning.hold_max, 2 * self._hold) if same else tuning.hold
         if not 0 < self._ok < limit:  # the rate thought to work does not: learn it again
             measured = self._measured
-            near = failed <= self._ok * (1 + 2 * tuning.precision)
-            if near and (self._quiet >= tuning.isolated or self._slow(failed)):
+            near, quiet = failed <= self._ok * (1 + 2 * tuning.precision), self._quiet
+            if near and (quiet >= tuning.isolated or (quiet and self._slow(failed))):
                 ok = tuning.step_down * failed  # a 429 at a rate that worked: step down
-            elif measured > 0 and self._quiet >= tuning.isolated:
+            elif measured > 0 and quiet >= tuning.isolated:
                 ok = max(tuning.cut * min(failed, measured), tuning.deepest_cut * failed)
-            elif measured > 0:  # throttled again right after a cut: cut deeper
+            elif measured > 0 and not self._slow(failed):  # throttled again at once
                 ok = tuning.deepest_cut * min(failed, measured)
-            else:
+            elif failed > tuning.restart:  # nothing measured (well): start again cautiously
                 ok = tuning.restart
+            else:
+                ok = tuning.deepest_cut * failed
             self._ok = min(ok, tuning.step_down * limit)
         self._quiet = 0
         self._probe = 0.0

@@ -499,3 +499,13 @@ def test_bad_tuning_is_refused(tuning: dict[str, float], message: str) -> None:
 def test_a_negative_max_rate_is_refused() -> None:
     with pytest.raises(ValueError, match="max_rate"):
         AdaptiveRate(-1)
+
+
+async def test_a_limit_below_the_cautious_restart_is_found_by_halving_not_small_steps() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(100, clock=clock, sleep=clock.sleep)
+    service = RateLimiter(0.3, 1, clock=clock)  # below Tuning().restart
+    admitted = [await send(control, clock, service) for _ in range(40)]
+    assert admitted[:10].count(False) <= 7
+    assert admitted[10:].count(False) <= 2
+    assert control.rate <= 0.3
