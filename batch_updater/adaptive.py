@@ -347,7 +347,9 @@ class AdaptiveRate:
                 ok = max(tuning.cut * min(failed, measured), tuning.deepest_cut * failed)
             elif measured > 0 and not self._slow(failed):  # throttled again at once
                 ok = tuning.deepest_cut * min(failed, measured)
-            elif failed > tuning.restart:  # nothing measured (well): start again cautiously
+            elif measured > 0:  # ...at a slow rate, measured over a long window: step by it
+                ok = max(tuning.deepest_cut * failed, min(tuning.step_down * failed, measured))
+            elif failed > tuning.restart:  # nothing measured: start again cautiously
                 ok = tuning.restart
             else:
                 ok = tuning.deepest_cut * failed

@@ -509,3 +509,20 @@ async def test_a_limit_below_the_cautious_restart_is_found_by_halving_not_small_
     assert admitted[:10].count(False) <= 7
     assert admitted[10:].count(False) <= 2
     assert control.rate <= 0.3
+
+
+async def test_two_429s_in_a_row_at_a_slow_rate_that_worked_cost_small_steps_not_a_restart() -> (
+    None
+):
+    clock = ManualClock()
+    control = AdaptiveRate(10, clock=clock, sleep=clock.sleep)
+    service = RateLimiter(5, 1, clock=clock)
+    for _ in range(100):
+        await send(control, clock, service)
+    settled = control.rate
+    assert settled >= 0.95 * 5
+    for _ in range(2):  # e.g. two requests delayed on the way, the next ones on time
+        ticket = await control.acquire()
+        clock.now += 0.03
+        control.on_throttle(ticket)
+    assert control.rate >= 0.9 * settled
