@@ -31,15 +31,22 @@ class Tuning:
 
     window: float = 1.0  # seconds of successes behind the measured success rate...
     samples: int = 20  # ...but at least this many successes, or low rates are too noisy
-    cut: float = 0.85  # a 429 sets the rate to cut * min(rate, measured)...
-    deepest_cut: float = 0.5  # ...but never below this fraction of the rate, per episode
-    recover: float = 0.2  # each success closes this share of the gap to the return target
-    recover_to: float = 0.95  # return target: this fraction of the success rate that worked
-    probe: float = 0.0004  # growth per success above it (2% per 50 successes)...
-    probe_doubling: float = 100.0  # ...doubling every this many successes since the cut...
-    probe_max: float = 0.02  # ...up to this much per success
-    in_use: float = 0.8  # grow only while successes reach this fraction of the rate
-    cooldown: float = 0.2  # without tickets: seconds after a cut whose 429s are the same episode
+    cut: float = 0.85  # a 429 well above the success rate: the rate that works is cut * it...
+    deepest_cut: float = 0.5  # ...but at least this fraction of the rate that failed
+    step_down: float = 0.97  # one 429 at a rate that worked: this fraction of it
+    isolated: int = 10  # a 429 after this many successes since the last one is isolated
+    jitter: float = 0.1  # spacings seen by the client differ from the service's by this much
+    restart: float = 1.5  # a 429 with no success rate measured yet: start again from this
+    confirm: int = 1  # successes paced at a rate before it counts as working...
+    settle: float = 0.2  # ...and at least this many seconds' worth of them (a burst hides a lot)
+    bisect: float = 0.3  # a raise closes this share of the (log) gap up to the limit...
+    precision: float = 0.02  # ...until that gap is this fraction of the rate: then hold
+    hold: int = 100  # successes without a 429 before probing above the rate that failed...
+    hold_max: int = 800  # ...doubled each time a probe fails where the last one did, to this
+    probe: float = 0.01  # first probe step above a forgotten limit, doubled at every step...
+    probe_max: float = 0.1  # ...up to this fraction of the rate
+    in_use: float = 0.8  # without tickets: raise only while successes reach this much of the rate
+    cooldown: float = 0.2  # without tickets: seconds after a change whose answers predate it
     min_rate: float = 0.1  # the rate is never cut below this (or max_rate, if lower)
     report_threshold: float = 0.2  # on_change fires when the rate moved by more than this
 
@@ -47,8 +54,9 @@ class Tuning:
         fractions = {
             "cut": self.cut,
             "deepest_cut": self.deepest_cut,
-            "recover": self.recover,
-            "recover_to": self.recover_to,
+            "step_down": self.step_down,
+            "jitter": self.jitter,
+            "bisect": self.bisect,
             "in_use": self.in_use,
         }
         for name, value in fractions.items():
@@ -56,17 +64,25 @@ class Tuning:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         if self.deepest_cut > self.cut:
             raise ValueError("deepest_cut must not be above cut")
-        for name, value in {
+        positive = {
             "window": self.window,
-            "probe_doubling": self.probe_doubling,
+            "precision": self.precision,
+            "hold": self.hold,
+            "restart": self.restart,
+            "probe": self.probe,
             "min_rate": self.min_rate,
-        }.items():
+        }
+        for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.samples < 2:
             raise ValueError(f"samples must be at least 2, got {self.samples}")
-        if min(self.probe, self.probe_max, self.cooldown, self.report_threshold) < 0:
-            raise ValueError("probe, probe_max, cooldown and report_threshold must be >= 0")
+        if self.confirm < 1 or self.isolated < 1:
+            raise ValueError("confirm and isolated must be at least 1")
+        if self.hold_max < self.hold or self.probe_max < self.probe:
+            raise ValueError("hold_max and probe_max must not be below hold and probe")
+        if min(self.cooldown, self.report_threshold) < 0:
+            raise ValueError("cooldown and report_threshold must be >= 0")
 
 
 class AdaptiveRate:
@@ -74,18 +90,39 @@ class AdaptiveRate:
 
     Call :meth:`acquire` before every request (retries included), then :meth:`on_success`
     for every answer that is not a 429 (a 404 also passed the service's limiter) or
-    :meth:`on_throttle` for a 429, passing the ticket :meth:`acquire` returned: 429s of
-    requests paced before the last cut then count as the same episode (without a ticket,
-    those within ``tuning.cooldown`` seconds of the cut do).
+    :meth:`on_throttle` for a 429, passing the ticket :meth:`acquire` returned, so that each
+    answer is judged against the rate and the moment its request was sent (without a
+    ticket, answers within ``tuning.cooldown`` seconds of a change count as paced before it,
+    and the spacing of requests is not used).
 
-    The control loop (constants in :class:`Tuning`):
+    The control loop (constants in :class:`Tuning`) brackets the service's rate between
+    ``ok``, a rate seen working, and ``limit``, a rate known to be too fast:
 
-    * ``measured``: the success rate over the last ``window`` seconds;
-    * the first 429 of an episode sets ``level = min(rate, measured)`` and cuts the rate to
-      ``cut * level``, at most down to ``deepest_cut * rate``;
-    * each success paced after the cut, while the rate is in use, closes ``recover`` of the
-      gap to ``recover_to * level`` (a fast return to what worked), and
-    * probes above it: ``rate *= 1 + probe * 2 ** (successes since the cut / probe_doubling)``.
+    * ``limit`` is the lowest rate throttled, or lower: a request refused ``g`` seconds after
+      an admitted one shows the service admits fewer than ``(1 + jitter) / g`` per second,
+      whatever its burst (but not fewer than the success rate just measured, nor, while the
+      rate is too slow to measure over a ``window``, than ``ok``: that is jitter). While
+      throttled, the measured success rate is the service's: ``ok`` is at most it and
+      ``limit`` at most ``1 + precision`` times it (a bursty service hides a rate too fast);
+    * ``ok`` is the highest rate at which ``confirm`` requests in a row, and ``settle``
+      seconds' worth, succeeded, or higher: a request admitted ``G`` seconds after the last
+      admitted one, with a refusal between, shows a burst-1 service admits ``1 / G``;
+    * the rate starts at ``max_rate``. The first 429 of an episode (of requests paced after
+      the last cut) falls back to ``ok`` if it is below ``limit``. Otherwise ``ok`` is learned
+      again: ``step_down`` times the rate that failed if that rate had worked (after
+      ``isolated`` successes, or at a slow rate: jitter or a limit just crossed); ``cut`` times
+      the success rate over the last ``window`` seconds, but at least ``deepest_cut`` times
+      the rate that failed (workers asleep in backoff make the window read low); only
+      ``deepest_cut`` times the success rate if throttled again right after a cut; and
+      ``restart`` when nothing has been measured (the start: start again cautiously);
+    * a change applies to the very next request, spaced at the new rate from the last one;
+    * a success paced at the current rate (see ``confirm``), while the rate held requests
+      back, raises it ``bisect`` of the (logarithmic) way to ``limit``, until the two are
+      within ``precision``: a few 429s find the limit, at 2/s as at 200/s;
+    * after ``hold`` successes without a 429, ``limit`` is forgotten and the rate probes
+      above it in steps of ``probe``, doubling to ``probe_max``: a raised limit is found in
+      seconds. A probe failing where the forgotten limit was doubles ``hold``, to
+      ``hold_max``.
 
     ``max_rate == 0`` means unlimited and ``adaptive=False`` a fixed ``max_rate``: neither
     adapts. Time is read only through ``clock`` (the running loop's clock by default).
@@ -93,24 +130,42 @@ class AdaptiveRate:
 
     __slots__ = (
         "_adaptive",
+        "_admitted_at",
+        "_changed_at",
+        "_changed_ticket",
         "_clock",
-        "_cut_at",
         "_cut_ticket",
         "_cuts",
+        "_forgotten",
+        "_fresh",
+        "_hold",
         "_issued",
-        "_level",
+        "_last_sent",
+        "_limit",
         "_limiter",
         "_lock",
         "_max_rate",
         "_measured",
         "_min_rate",
+        "_ok",
         "_on_change",
+        "_paced",
+        "_previous",
+        "_probe",
+        "_quiet",
+        "_refused_at",
+        "_repace",
         "_reported",
+        "_sent",
+        "_sleep",
         "_streak",
         "_successes",
         "_throttles",
         "_tuning",
     )
+
+    #: How many of the latest tickets' sending times are kept (older answers carry no spacing).
+    SENT_KEPT = 1024
 
     def __init__(
         self,
@@ -127,6 +182,9 @@ class AdaptiveRate:
             raise ValueError(f"max_rate must be 0 (unlimited) or more, got {max_rate}")
         self._limiter = RateLimiter(max_rate, burst, clock=clock, sleep=sleep)
         self._clock = clock
+        self._sleep = sleep
+        self._repace = False  # the rate changed: the next slot is spaced from the last request
+        self._last_sent = -math.inf
         self._on_change = on_change
         self._tuning = tuning = tuning or Tuning()
         self._max_rate = float(max_rate)
@@ -137,11 +195,23 @@ class AdaptiveRate:
         self._lock = asyncio.Lock()
         self._successes: deque[float] = deque()
         self._measured = 0.0
-        self._level = self._max_rate  # the success rate that last worked
         self._issued = 0
-        self._cut_ticket = 0
-        self._cut_at = -math.inf
-        self._streak = 0  # successes paced after the last cut
+        self._sent: deque[float] = deque(maxlen=self.SENT_KEPT)  # by ticket; nan: not sent
+        self._paced: deque[bool] = deque(maxlen=self.SENT_KEPT)  # ...and whether it waited
+        self._admitted_at = -math.inf  # when the latest admitted request was sent
+        self._refused_at = -math.inf  # ...and the latest refused one
+        self._ok = 0.0  # a rate seen working (0: none yet)
+        self._limit = math.inf  # a rate known to be too fast, until forgotten
+        self._forgotten = math.inf  # the limit forgotten to probe above it
+        self._fresh = False  # whether the measured rate covers about one window
+        self._previous = self._max_rate  # the rate before the last change
+        self._changed_ticket = 0  # tickets up to this were paced before the last change
+        self._changed_at = -math.inf
+        self._cut_ticket = 0  # ...and up to this before the last cut (the same episode)
+        self._hold = tuning.hold
+        self._quiet = 0  # successes since the last cut
+        self._streak = 0  # successes paced at the current rate
+        self._probe = 0.0  # the last probe step above a forgotten limit (0: not probing)
         self._reported = self._max_rate
         self._cuts = 0
         self._throttles = 0
@@ -179,7 +249,18 @@ class AdaptiveRate:
         async with self._lock:
             self._issued += 1
             ticket = self._issued
+            self._sent.append(math.nan)  # stays nan if cancelled while waiting
+            self._paced.append(False)
+            cuts, start = self._cuts, self._clock()
+            if self._repace:
+                self._restart_pacing()
             await self._limiter.acquire()
+            if self._cuts != cuts:
+                # Cut while waiting for a slot spaced at the old rate: space it anew.
+                self._restart_pacing()
+                await self._limiter.acquire()
+            self._sent[-1] = self._last_sent = now = self._clock()
+            self._paced[-1] = now > start  # the rate, not the workers, held it back
         return ticket
 
     def on_success(self, ticket: int | None = None) -> None:
@@ -189,22 +270,42 @@ class AdaptiveRate:
         tuning, now = self._tuning, self._clock()
         self._successes.append(now)
         self._measure(now)
+        index = self._index(ticket)
+        sent = self._sent[index] if index >= 0 else math.nan
+        if sent > self._admitted_at:
+            after_refusal = self._refused_at > self._admitted_at
+            if after_refusal and sent > self._refused_at:
+                # Admitted after a refusal: the service's bucket was empty in between.
+                shown = (1 - tuning.jitter) / (sent - self._admitted_at)
+                self._ok = max(self._ok, min(shown, self._limit))
+            self._admitted_at = sent
+            if after_refusal:
+                return  # spaced from a refused request, not one admitted: no evidence for the rate
+        self._quiet += 1
         rate = self._limiter.rate
-        # Grow only on evidence about the current rate: requests paced after the last cut,
-        # while that rate is in use (not when workers or input are the bottleneck).
-        if (
-            rate >= self._max_rate
-            or self._before_cut(now, ticket)
-            or self._measured < tuning.in_use * rate
-        ):
+        # Judge only the current rate: requests paced at it, while it is in use (not when
+        # workers or input are the bottleneck).
+        in_use = self._paced[index] if index >= 0 else self._measured >= tuning.in_use * rate
+        if rate >= self._max_rate or not in_use or self._before(now, ticket, self._changed_ticket):
             return
         self._streak += 1
-        target = tuning.recover_to * self._level
-        if rate < target:
-            rate += (target - rate) * tuning.recover
-        speed = tuning.probe * 2.0 ** (self._streak / tuning.probe_doubling)
-        rate *= 1.0 + min(speed, tuning.probe_max)
-        self._set(min(rate, self._max_rate), "recovering")
+        if self._streak < max(tuning.confirm, tuning.settle * rate):
+            return
+        self._ok = max(self._ok, rate)
+        limit = self._limit
+        if limit > rate * (1 + tuning.precision):
+            if math.isinf(limit):  # probing above a forgotten limit
+                self._probe = min(tuning.probe_max, 2 * self._probe or tuning.probe)
+                new = rate * (1 + self._probe)
+            else:
+                new = rate * (limit / rate) ** tuning.bisect
+        elif self._quiet >= self._hold:
+            self._forgotten, self._limit = limit, math.inf  # held long enough: it may have risen
+            self._probe = tuning.probe
+            new = rate * (1 + tuning.probe)
+        else:
+            return
+        self._change(min(new, self._max_rate), now, "recovering")
 
     def on_throttle(self, ticket: int | None = None) -> None:
         """The service answered 429; ``ticket`` is what acquire returned."""
@@ -213,23 +314,84 @@ class AdaptiveRate:
         tuning, now = self._tuning, self._clock()
         self._throttles += 1
         self._measure(now)
-        if self._before_cut(now, ticket):
-            return  # paced before the last cut: that cut already answered it
         rate = self._limiter.rate
-        level = min(rate, self._measured) if self._measured > 0 else rate
-        # A window with workers sleeping in backoff under-measures: bound the cut.
-        self._level = max(level, rate * tuning.deepest_cut / tuning.cut)
-        self._cut_at = now
-        # The reservation after the one in progress is still spaced at the old rate.
-        self._cut_ticket = self._issued + 1
-        self._streak = 0
+        index = self._index(ticket)
+        sent = self._sent[index] if index >= 0 else math.nan
+        if sent > self._admitted_at:
+            # Refused this soon after an admission: the service admits fewer per second, but
+            # not fewer than it just did (or, while the success rate is too slow to measure
+            # well, than a rate that worked: a bound below it is jitter).
+            floor = max(self._measured, self._ok) if self._slow(rate) else self._measured
+            bound = max((1 + tuning.jitter) / (sent - self._admitted_at), floor)
+            self._limit = min(self._limit, bound)
+            self._refused_at = max(self._refused_at, sent)
+        if self._before(now, ticket, self._cut_ticket):
+            if rate <= self._limit:
+                return  # paced before the last cut: that cut already answered it
+            failed = rate  # the spacing showed the rate after the cut is still too fast
+        else:
+            failed = self._previous if self._before(now, ticket, self._changed_ticket) else rate
+        self._limit = limit = min(self._limit, failed)
+        if self._fresh and self._measured > 0:
+            # While throttled, the success rate is the service's: at a bursty service, a
+            # rate above it may have looked fine for a while.
+            self._ok = min(self._ok, self._measured)
+            self._limit = limit = min(limit, self._measured * (1 + tuning.precision))
+        if self._probe and not self._before(now, ticket, self._cut_ticket):
+            # A probe above a forgotten limit failed where that limit was: it holds, so
+            # hold it longer before the next probe.
+            same = limit <= self._forgotten * (1 + 5 * tuning.precision)
+            self._hold = min(tuning.hold_max, 2 * self._hold) if same else tuning.hold
+        if not 0 < self._ok < limit:  # the rate thought to work does not: learn it again
+            measured = self._measured
+            near, quiet = failed <= self._ok * (1 + 2 * tuning.precision), self._quiet
+            if near and (quiet >= tuning.isolated or (quiet and self._slow(failed))):
+                ok = tuning.step_down * failed  # a 429 at a rate that worked: step down
+            elif measured > 0 and quiet >= tuning.isolated:
+                ok = max(tuning.cut * min(failed, measured), tuning.deepest_cut * failed)
+            elif measured > 0 and not self._slow(failed):  # throttled again at once
+                ok = tuning.deepest_cut * min(failed, measured)
+            elif measured > 0:  # ...at a slow rate, measured over a long window: step by it
+                ok = max(tuning.deepest_cut * failed, min(tuning.step_down * failed, measured))
+            elif failed > tuning.restart:  # nothing measured: start again cautiously
+                ok = tuning.restart
+            else:
+                ok = tuning.deepest_cut * failed
+            self._ok = min(ok, tuning.step_down * limit)
+        self._quiet = 0
+        self._probe = 0.0
         self._cuts += 1
-        self._set(max(self._min_rate, self._level * tuning.cut), "throttled")
+        self._change(max(self._min_rate, min(self._ok, rate)), now, "throttled")
+        self._cut_ticket = self._changed_ticket
 
-    def _before_cut(self, now: float, ticket: int | None) -> bool:
+    def _slow(self, rate: float) -> bool:
+        """Whether ``rate`` is too slow for the success rate to be measured over a window."""
+        return 2 * rate * self._tuning.window < self._tuning.samples
+
+    def _restart_pacing(self) -> None:
+        """Pace from the last request sent at the current rate, with an empty burst.
+
+        The limiter spaces each slot when it reserves the previous one: after a change,
+        the next request would still follow the old rate.
+        """
+        old = self._limiter
+        self._limiter = RateLimiter(old.rate, old.burst, clock=self._clock, sleep=self._sleep)
+        for _ in range(old.burst):
+            self._limiter.try_acquire(self._last_sent)
+        self._repace = False
+
+    def _index(self, ticket: int | None) -> int:
+        """Where ``ticket``'s request is in ``_sent`` and ``_paced``; -1: not kept."""
         if ticket is None:
-            return now < self._cut_at + self._tuning.cooldown
-        return ticket <= self._cut_ticket
+            return -1
+        index = len(self._sent) - 1 - (self._issued - ticket)
+        return index if 0 <= index < len(self._sent) else -1
+
+    def _before(self, now: float, ticket: int | None, mark: int) -> bool:
+        """Whether the request was paced before the change that set ``mark``."""
+        if ticket is None:
+            return now < self._changed_at + self._tuning.cooldown
+        return ticket <= mark
 
     def _measure(self, now: float) -> None:
         successes, horizon = self._successes, now - self._tuning.window
@@ -237,8 +399,16 @@ class AdaptiveRate:
             successes.popleft()
         span = now - successes[0] if successes else 0.0
         self._measured = (len(successes) - 1) / span if span > 0 else 0.0
+        self._fresh = len(successes) >= self._tuning.samples and span <= 3 * self._tuning.window
 
-    def _set(self, rate: float, reason: Reason) -> None:
+    def _change(self, rate: float, now: float, reason: Reason) -> None:
+        # Requests issued so far were paced at the old rate (one waiting for its slot gets a
+        # new one if this is a cut); the next are paced at the new rate from the last sent.
+        self._changed_ticket = self._issued
+        self._repace = True
+        self._changed_at = now
+        self._streak = 0
+        self._previous = self._limiter.rate
         self._limiter.rate = rate
         if abs(rate - self._reported) > self._tuning.report_threshold * self._reported:
             change = RateChange(self._reported, rate, reason)
@@ -252,5 +422,6 @@ class AdaptiveRate:
         return (
             f"<AdaptiveRate rate={self.rate:.4g}/s max={self._max_rate:g}/s"
             f" burst={self._limiter.burst} measured={self._measured:.4g}/s"
-            f" level={self._level:.4g}/s cuts={self._cuts} throttles={self._throttles}>"
+            f" ok={self._ok:.4g}/s limit={self._limit:.4g}/s"
+            f" cuts={self._cuts} throttles={self._throttles}>"
         )

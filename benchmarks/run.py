@@ -16,7 +16,9 @@ into a temporary directory with ``benchmarks.generate_rows.write_rows``.
 Scenarios: 1 overhead against bare aiobotocore and boto3 threads, 2 rate accuracy,
 3 adaptive rate against a throttling server (with boto3's adaptive and standard retry modes
 side by side), 4 slow service, 5 memory and validation speed, 6 start-up, 7 outage (an
-endpoint refusing connections from the start; an emulator killed mid-run and restarted).
+endpoint refusing connections from the start; an emulator killed mid-run and restarted),
+8 lanes (input sorted by region against a limit per region), 9 adaptive rate at low limits
+(2/s and 5/s, burst 1, at the default ``--rate`` and at ``--rate 100``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Sizes:
     local_runs: int = 3
     outage: int = 600
     lanes_per_region: int = 500  # 4 regions, sorted; 16 lanes get a fifth each
+    low: int = 300
 
 
 QUICK: Final = Sizes(
@@ -89,6 +92,7 @@ QUICK: Final = Sizes(
     local_runs=1,
     outage=300,
     lanes_per_region=100,
+    low=60,
 )
 
 
@@ -901,6 +905,59 @@ def scenario_lanes(bench: Bench) -> None:
         )
 
 
+def scenario_low(bench: Bench) -> None:
+    """9: servers at 5/s and 2/s (burst 1, 30 ms), ``--rate`` default (10) and 100."""
+    n, name = bench.sizes.low, "9 Low limits"
+    rows = write_input(bench, "low", n)
+    for limit in (5, 2):
+        with Emulator(bench, f"low-{limit}", rate=limit, burst=1, latency_ms=30) as emu:
+            for flags in ((), ("--rate", "100")):
+                label = " ".join(flags) or "--rate default (10)"
+                run = run_cli(
+                    bench,
+                    f"9-low-{limit}-{flags[-1] if flags else 'default'}",
+                    rows,
+                    "--endpoint-url",
+                    emu.url,
+                    *flags,
+                )
+                if not run.summary:
+                    bench.add(Line(name, f"{label} vs {limit}/s", "no summary", result="ERROR"))
+                    continue
+                s = run.summary
+                ok_rate = run.count("succeeded") / float(s["elapsed_seconds"])
+                share = int(s["throttles"]) / max(1, int(s["requests"]))
+                bad = run.count("failed") + run.count("not_attempted")
+                window = run.count("succeeded") / run.window if run.window else float("nan")
+                bench.add(
+                    Line(
+                        name,
+                        f"{label} vs {limit}/s burst 1, 30 ms, {n} rows: succeeded rows/s "
+                        "(summary elapsed)",
+                        f"{ok_rate:.2f} ({ok_rate / limit:.3f} of the limit)",
+                        f">= {0.95 * limit:g}",
+                        verdict(ok_rate >= 0.95 * limit),
+                        f"elapsed {s['elapsed_seconds']} s; first call->last answer "
+                        f"{window:.2f} rows/s; "
+                        f"settled rate {s.get('rate_per_region')}",
+                    ),
+                    Line(
+                        name,
+                        f"{label} vs {limit}/s: throttled requests (throttles / requests)",
+                        f"{share:.1%} ({s['throttles']}/{s['requests']})",
+                        "<= 3%",
+                        verdict(share <= 0.03),
+                    ),
+                    Line(
+                        name,
+                        f"{label} vs {limit}/s: failed or not attempted rows",
+                        str(bad),
+                        "0",
+                        verdict(bad == 0),
+                    ),
+                )
+
+
 SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     1: scenario_overhead,
     2: scenario_accuracy,
@@ -910,6 +967,7 @@ SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     6: scenario_startup,
     7: scenario_outage,
     8: scenario_lanes,
+    9: scenario_low,
 }
 
 

@@ -127,6 +127,48 @@ def test_issue_benchmark_reaches_the_limit_with_few_throttles() -> None:
     assert run.throttled() <= 0.03
 
 
+@functools.cache
+def low(limit: float, max_rate: float) -> Run:
+    """Issue 9's low limits: a burst-1 service at ``limit``/s, 30 ms, 16 workers, 300 rows."""
+    return simulate(limit, max_rate=max_rate, rows=300, burst=1, latency=0.03)
+
+
+LOW_CASES = [(5.0, 10.0), (5.0, 100.0), (2.0, 10.0), (2.0, 100.0)]
+
+
+@pytest.mark.parametrize(("limit", "max_rate"), LOW_CASES)
+def test_at_a_low_burst_1_limit_reaches_95_percent_of_it_with_at_most_3_percent_throttled(
+    limit: float, max_rate: float
+) -> None:
+    run = low(limit, max_rate)
+    assert run.rows_per_second() >= 0.95 * limit
+    assert run.throttled() <= 0.03
+    assert all(rate <= max_rate for _, rate in run.rates)
+
+
+@pytest.mark.parametrize(("limit", "max_rate"), LOW_CASES)
+def test_at_a_low_limit_the_rate_learned_is_kept_and_every_dip_recovered_within_3_seconds(
+    limit: float, max_rate: float
+) -> None:
+    run = low(limit, max_rate)
+    rates = [(at, rate) for at, rate in run.rates if at >= 10]  # after the start
+    assert rates
+    for i, (at, rate) in enumerate(rates):
+        if rate < 0.95 * limit:
+            assert any(r >= 0.95 * limit for t, r in rates[i:] if t <= at + 3), at
+    assert run.success_rate(10, run.seconds - 1) >= 0.97 * limit
+
+
+@pytest.mark.parametrize(("limit", "max_rate"), LOW_CASES)
+def test_at_a_low_limit_a_429_from_latency_jitter_costs_a_small_step_not_a_deep_cut(
+    limit: float, max_rate: float
+) -> None:
+    # +-1.5 ms each way: some requests spaced at a rate below the limit still arrive early.
+    run = simulate(limit, max_rate=max_rate, rows=300, burst=1, latency=0.03, spread=0.1)
+    assert run.rows_per_second() >= 0.93 * limit
+    assert run.throttled() <= 0.03
+
+
 @pytest.mark.parametrize("limit", [10, 50, 100, 200])
 def test_converges_just_below_the_hidden_limit(limit: float) -> None:
     run = steady(limit)
@@ -239,34 +281,47 @@ async def test_acquire_paces_through_the_injected_clock_and_returns_tickets() ->
 async def test_429s_of_requests_paced_before_a_cut_count_as_one_episode() -> None:
     clock = ManualClock()
     control = AdaptiveRate(100, clock=clock, sleep=clock.sleep)
+    feed(control, clock, 30, per_second=80)  # 80/s measured
     early = [await control.acquire() for _ in range(5)]
-    for ticket in early:
+    control.on_throttle(early[0])
+    cut = control.rate
+    assert cut == pytest.approx(0.85 * control.measured)  # 0.85 x the success rate
+    for ticket in early[1:]:
         control.on_throttle(ticket)
-    assert control.rate == pytest.approx(85)
-    late = [await control.acquire() for _ in range(2)]
-    control.on_throttle(late[0])  # its slot was still spaced at the old rate
-    assert control.rate == pytest.approx(85)
-    control.on_throttle(late[1])
-    assert control.rate == pytest.approx(85 * 0.85)
-    assert "cuts=2 throttles=7" in repr(control)
+    assert control.rate == cut
+    assert "cuts=1 throttles=5" in repr(control)
+    late = await control.acquire()  # paced at the new rate: its 429 is a new episode
+    control.on_throttle(late)
+    assert control.rate < cut
+    assert "cuts=2 throttles=6" in repr(control)
 
 
 def test_without_tickets_429s_within_the_cooldown_are_one_episode() -> None:
     clock = ManualClock()
     control = AdaptiveRate(100, clock=clock)
+    feed(control, clock, 30, per_second=80)
     control.on_throttle()
+    assert control.rate == pytest.approx(68)
     clock.now += 0.15
     control.on_throttle()
-    assert control.rate == pytest.approx(85)
+    assert control.rate == pytest.approx(68)
     clock.now += 0.1
     control.on_throttle()
-    assert control.rate == pytest.approx(85 * 0.85)
+    assert control.rate < 68
 
 
-def test_a_cut_applies_to_workers_already_waiting() -> None:
+def test_the_first_429_before_any_success_rate_is_measured_restarts_cautiously() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(100, clock=clock)
+    control.on_success()
+    control.on_throttle()
+    assert control.rate == Tuning().restart
+
+
+def test_a_cut_applies_to_the_next_request_even_one_already_waiting() -> None:
     async def main() -> list[float]:
         loop = asyncio.get_running_loop()
-        control = AdaptiveRate(100)
+        control = AdaptiveRate(100, tuning=Tuning(restart=50))
         times: list[float] = []
 
         async def send() -> None:
@@ -274,39 +329,88 @@ def test_a_cut_applies_to_workers_already_waiting() -> None:
             times.append(loop.time())
 
         tasks = [asyncio.create_task(send()) for _ in range(6)]
-        await asyncio.sleep(0.015)  # two have gone, the others wait
-        control.on_throttle()
+        await asyncio.sleep(0.015)  # two have gone, the third waits for its slot at 0.02
+        control.on_throttle()  # nothing measured: restart at 50/s
         await asyncio.gather(*tasks)
         return times
 
     times = virtual_time.run(main(), start=1000.0)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # One slot was reserved and the next spaced before the cut; the rest follow the new rate.
-    assert gaps == pytest.approx([0.01, 0.01, 0.01, 1 / 85, 1 / 85])
+    # Every request after the cut is spaced at the new rate from the one before it.
+    assert gaps == pytest.approx([0.01, 0.02, 0.02, 0.02, 0.02])
 
 
-def test_returns_fast_to_the_level_that_worked_then_probes_slowly() -> None:
+async def send(control: AdaptiveRate, clock: ManualClock, service: RateLimiter) -> bool:
+    """One request from one worker: wait for the slot, reach a burst-1 service, 30 ms answer."""
+    ticket = await control.acquire()
+    admitted = service.try_acquire(clock.now)
+    clock.now += 0.03
+    if admitted:
+        control.on_success(ticket)
+    else:
+        control.on_throttle(ticket)
+    return admitted
+
+
+async def test_429s_spaced_further_from_an_admission_bound_the_limit_lower() -> None:
     clock = ManualClock()
-    control = AdaptiveRate(120, clock=clock)
-    feed(control, clock, 200, per_second=100)
-    assert control.measured == pytest.approx(100, rel=0.01)
-    assert control.rate == 120  # never throttled: stays at the maximum
-    control.on_throttle()
-    assert control.rate == pytest.approx(85, rel=0.01)
-    clock.now += 0.2  # past the cooldown: the successes below were paced at the new rate
-    feed(control, clock, 20, per_second=90)
-    assert 93 <= control.rate <= 97
-    feed(control, clock, 50, per_second=95)
-    assert 95 < control.rate <= 100
+    control = AdaptiveRate(100, clock=clock, sleep=clock.sleep)
+    first = await control.acquire()
+    others = [await control.acquire() for _ in range(3)]  # sent 10, 20, 30 ms after it
+    control.on_success(first)
+    for ticket in others:
+        control.on_throttle(ticket)
+    # Refused 30 ms after an admission: fewer than 1/0.03 per second (plus 10% jitter).
+    assert "limit=36.67/s" in repr(control)
+    assert control.rate == Tuning().restart  # nothing measured yet: a cautious restart
+
+
+async def test_learns_a_burst_1_limit_from_the_spacing_of_its_429s_then_holds_it() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(10, clock=clock, sleep=clock.sleep)
+    service = RateLimiter(5, 1, clock=clock)
+    admitted = [await send(control, clock, service) for _ in range(150)]
+    assert admitted[:40].count(False) <= 4  # a few 429s to find the limit...
+    assert admitted[40:].count(False) <= 1  # ...then at most a probe
+    assert 0.97 * 5 <= control.rate <= 5
+
+
+async def test_after_the_hold_probes_above_a_forgotten_limit_and_finds_a_raised_one() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(100, clock=clock, sleep=clock.sleep)
+    service = RateLimiter(5, 1, clock=clock)
+    for _ in range(100):
+        await send(control, clock, service)
+    assert control.rate <= 5
+    service.rate = 10
+    start = clock.now
+    while control.rate < 0.9 * 10 and clock.now < start + 60:
+        await send(control, clock, service)
+    assert control.rate >= 0.9 * 10
+    # Up to the hold (100 successes at 5/s) and a few probing steps: not a slow climb.
+    assert clock.now - start <= Tuning().hold / 5 + 10
 
 
 def test_does_not_grow_while_the_rate_is_not_in_use() -> None:
     clock = ManualClock()
     control = AdaptiveRate(100, clock=clock)
+    feed(control, clock, 30, per_second=80)
     control.on_throttle()
+    assert control.rate == pytest.approx(68)
     clock.now += 1
     feed(control, clock, 50, per_second=10)  # workers, not the rate, are the bottleneck
-    assert control.rate == pytest.approx(85)
+    assert control.rate == pytest.approx(68)
+
+
+async def test_a_request_that_did_not_wait_for_its_slot_is_no_evidence_for_a_raise() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(100, clock=clock, sleep=clock.sleep)
+    feed(control, clock, 30, per_second=80)
+    control.on_throttle()
+    for _ in range(20):
+        clock.now += 1  # the next slot is long due: the rate held nothing back
+        control.on_success(await control.acquire())
+    assert control.rate == pytest.approx(68)
 
 
 def test_an_under_measured_window_cuts_at_most_by_half() -> None:
@@ -331,11 +435,14 @@ def test_on_change_fires_only_once_the_move_since_the_last_report_exceeds_20_per
     clock = ManualClock()
     changes: list[RateChange] = []
     control = AdaptiveRate(100, clock=clock, on_change=changes.append)
-    control.on_throttle()  # 100 -> 85: -15%
+    feed(control, clock, 30, per_second=95)
+    control.on_throttle()  # 100 -> 0.85 * 95 = 80.75: -19.25%
+    assert control.rate == pytest.approx(80.75)
     assert changes == []
-    clock.now += 1
-    control.on_throttle()  # 85 -> 72.25: -27.75% since the last report (100)
-    assert changes == [RateChange(100, 100 * 0.85 * 0.85, "throttled")]
+    clock.now += 0.5
+    control.on_throttle()  # throttled again right after: a deeper cut
+    assert changes == [RateChange(100, control.rate, "throttled")]
+    assert control.rate < 0.8 * 100
 
 
 async def test_max_rate_zero_is_unlimited_and_never_adapts() -> None:
@@ -355,7 +462,8 @@ def test_repr_shows_live_state_and_objects_are_slotted() -> None:
     clock = ManualClock()
     control = AdaptiveRate(50, 5, clock=clock)
     assert repr(control) == (
-        "<AdaptiveRate rate=50/s max=50/s burst=5 measured=0/s level=50/s cuts=0 throttles=0>"
+        "<AdaptiveRate rate=50/s max=50/s burst=5 measured=0/s ok=0/s limit=inf/s"
+        " cuts=0 throttles=0>"
     )
     feed(control, clock, 30, per_second=40)
     control.on_throttle()
@@ -375,7 +483,9 @@ def test_repr_shows_live_state_and_objects_are_slotted() -> None:
     [
         ({"cut": 1.5}, "cut"),
         ({"cut": 0.5, "deepest_cut": 0.6}, "deepest_cut"),
-        ({"recover_to": 0}, "recover_to"),
+        ({"bisect": 0}, "bisect"),
+        ({"hold": 100, "hold_max": 50}, "hold_max"),
+        ({"confirm": 0}, "confirm"),
         ({"window": 0}, "window"),
         ({"samples": 1}, "samples"),
         ({"probe": -0.1}, "probe"),
@@ -389,3 +499,30 @@ def test_bad_tuning_is_refused(tuning: dict[str, float], message: str) -> None:
 def test_a_negative_max_rate_is_refused() -> None:
     with pytest.raises(ValueError, match="max_rate"):
         AdaptiveRate(-1)
+
+
+async def test_a_limit_below_the_cautious_restart_is_found_by_halving_not_small_steps() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(100, clock=clock, sleep=clock.sleep)
+    service = RateLimiter(0.3, 1, clock=clock)  # below Tuning().restart
+    admitted = [await send(control, clock, service) for _ in range(40)]
+    assert admitted[:10].count(False) <= 7
+    assert admitted[10:].count(False) <= 2
+    assert control.rate <= 0.3
+
+
+async def test_two_429s_in_a_row_at_a_slow_rate_that_worked_cost_small_steps_not_a_restart() -> (
+    None
+):
+    clock = ManualClock()
+    control = AdaptiveRate(10, clock=clock, sleep=clock.sleep)
+    service = RateLimiter(5, 1, clock=clock)
+    for _ in range(100):
+        await send(control, clock, service)
+    settled = control.rate
+    assert settled >= 0.95 * 5
+    for _ in range(2):  # e.g. two requests delayed on the way, the next ones on time
+        ticket = await control.acquire()
+        clock.now += 0.03
+        control.on_throttle(ticket)
+    assert control.rate >= 0.9 * settled
