@@ -36,7 +36,8 @@ class Tuning:
     step_down: float = 0.97  # one 429 at a rate that worked: this fraction of it
     isolated: int = 10  # a 429 after this many successes since the last one is isolated
     jitter: float = 0.1  # spacings seen by the client differ from the service's by this much
-    restart: float = 1.5  # a 429 with no success rate measured yet: start again from this
+    restart: float = 1.5  # a 429 with no success rate measured yet: start again from this...
+    worked: int = 2  # ...unless this many requests went through at that rate just before it
     confirm: int = 1  # successes paced at a rate before it counts as working...
     settle: float = 0.2  # ...and at least this many seconds' worth of them (a burst hides a lot)
     bisect: float = 0.3  # a raise closes this share of the (log) gap up to the limit...
@@ -353,6 +354,10 @@ class AdaptiveRate:
                 ok = tuning.deepest_cut * min(failed, measured)
             elif measured > 0:  # ...at a slow rate, measured over a long window: step by it
                 ok = max(tuning.deepest_cut * failed, min(tuning.step_down * failed, measured))
+            elif failed > tuning.restart and quiet >= tuning.worked:
+                # Nothing measured yet, but requests at this rate went through before the
+                # 429 (a new connection's jitter, a burst used up): halve, not restart.
+                ok = tuning.deepest_cut * failed
             elif failed > tuning.restart:  # nothing measured: start again cautiously
                 ok = tuning.restart
             else:

@@ -318,6 +318,17 @@ def test_the_first_429_before_any_success_rate_is_measured_restarts_cautiously()
     assert control.rate == Tuning().restart
 
 
+def test_a_429_at_the_start_after_requests_went_through_halves_instead_of_restarting() -> None:
+    # A new connection's jitter at 20/s against a service allowing 22/s: the rate worked.
+    # Restarting at 1.5/s cost a 4-region run a fifth of its throughput.
+    clock = ManualClock()
+    control = AdaptiveRate(20, clock=clock)
+    for _ in range(Tuning().worked):
+        control.on_success()
+    control.on_throttle()
+    assert control.rate == 10.0
+
+
 def test_a_cut_applies_to_the_next_request_even_one_already_waiting() -> None:
     async def main() -> list[float]:
         loop = asyncio.get_running_loop()
