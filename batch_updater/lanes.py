@@ -112,8 +112,9 @@ class LaneQueue:
 class LaneScheduler:
     """Hands each worker its next row from the lane that can send soonest.
 
-    The reader :meth:`push` es rows and :meth:`close` s when the input is done; workers call
-    :meth:`take` (None: nothing more for them) and :meth:`release` once the row is final.
+    The reader calls :meth:`push` for each row and :meth:`close` when the input is done;
+    workers call :meth:`take` (None: nothing more for them) and :meth:`release` once the row
+    is final.
     ``due(lane)`` is how many seconds until the lane's limiter has a free slot (0 or less:
     now); among lanes with rows waiting and room for one more row, the smallest wins (ties:
     the lane with fewer rows out). :meth:`stop` hands out nothing more; :meth:`drain` gives
