@@ -17,6 +17,8 @@ from batch_updater import RunConfig
 from batch_updater.emulator import EmulatorServer
 from batch_updater.logs import SDK_HANDLER_NAME
 
+from .moto_server import moto, moto_server  # noqa: F401  (fixtures shared by every test module)
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "inputs" / "example.csv"
 INVALID_EXAMPLE = ROOT / "inputs" / "invalid-example.csv"
@@ -36,6 +38,8 @@ def _isolated_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "AWS_DEFAULT_REGION",
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_AMPLIFYBACKEND",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_ENDPOINT_URL_S3",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
