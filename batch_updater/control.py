@@ -50,99 +50,100 @@ class StopReason:
 
 
 class RunControl:
-    """Asks a running batch to stop: first gracefully, then (asked again) at once.
+    """Stops a running batch from outside: a library caller, or a signal handler.
 
-    :meth:`stop` is what SIGINT/SIGTERM or a library caller asks for: the first call stops
-    starting rows and gives calls in flight the grace period, the second cancels them.
-    :meth:`halt` is the stop rules' way: it never escalates, and a signal after it still
-    counts as the first. :meth:`request` may be called from a signal handler: it only sets a
-    flag (which synchronous loops such as validation poll) and schedules :meth:`stop`.
+    :meth:`stop` stops starting rows and gives the calls in flight the grace period to
+    finish; asked a second time, it cancels them. :meth:`cancel` stops starting rows and
+    cancels the calls in flight at once. Both may be called from a signal handler: they set
+    the stop at once (synchronous loops such as validation see it) and wake the run's event
+    loop thread-safely.
 
     A RunControl serves one run: passing one that a run already used to another run raises
     :class:`SetupError` (its stop would otherwise end the new run at once); make a new one.
     Stopping a control before its run starts is fine: that run stops at once.
     """
 
-    __slots__ = (
-        "_external",
-        "_hurry",
-        "_stop",
-        "reason",
-        "requested",
-        "requested_reason",
-        "used",
-    )
+    __slots__ = ("_asks", "_hurry", "_loop", "_stop", "hurry", "reason", "used")
 
     def __init__(self) -> None:
-        self._stop = asyncio.Event()
-        self._hurry = asyncio.Event()
-        self._external = 0
-        self.reason: StopReason | None = None
-        self.requested = False  # set at once, even while the event loop is busy
-        self.requested_reason: StopReason | None = None
+        self._stop = asyncio.Event()  # wakes whoever waits for a stop
+        self._hurry = asyncio.Event()  # wakes whoever waits for calls in flight to be cancelled
+        self._loop: asyncio.AbstractEventLoop | None = None  # the run's loop, once claimed
+        self._asks = 0  # stops asked from outside; the second one hurries
+        self.reason: StopReason | None = None  # set at once, even while the loop is busy
+        self.hurry = False  # calls in flight are to be cancelled
         self.used = False  # a run has taken this control
 
     def claim(self) -> None:
-        """Taken by a run; raises :class:`SetupError` if another run already took it."""
+        """Taken by a run (inside its event loop); raises :class:`SetupError` if another run
+        already took it."""
         if self.used:
             raise SetupError(
                 "control: this RunControl was already used by a run; "
                 "pass a new RunControl() to each run"
             )
         self.used = True
+        self._loop = asyncio.get_running_loop()
+        self._wake()  # stopped before the run started: the events are set in its loop
 
     def stop(self, reason: StopReason) -> None:
-        """Stop starting rows; asked a second time, also cancel the calls in flight."""
-        self.requested = True
-        self._external += 1
+        """Stop starting rows; calls in flight get the grace period. A second stop cancels
+        them."""
+        self._asks += 1
         if self.reason is None:
             self.reason = reason
-        elif self._external == 1:
+        elif self._asks == 1:
             # A signal after a stop rule: the signal decides the exit code, both are told.
             self.reason = StopReason(
                 reason.kind, f"{reason.message} (after: {self.reason.message})", reason.signal
             )
-        if self._external > 1:
+        if self._asks > 1:
+            self.hurry = True
+        self._wake()
+
+    def cancel(self, reason: StopReason) -> None:
+        """Stop starting rows and cancel the calls in flight now."""
+        if self.reason is None:
+            self.reason = reason
+        self.hurry = True
+        self._wake()
+
+    def _rule(self, reason: StopReason) -> None:
+        """A stop rule's stop (see :class:`StopPolicy`): like :meth:`stop`, but it is not
+        an ask from outside, so the first signal after it still counts as the first."""
+        if self.reason is None:
+            self.reason = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        # Thread-safe even from the loop's own thread: a signal handler runs between two
+        # bytecodes, maybe while the loop sleeps in select(), which only a write to the
+        # loop's self-pipe ends.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._set_events)
+
+    def _set_events(self) -> None:
+        if self.reason is not None:
+            self._stop.set()
+        if self.hurry:
             self._hurry.set()
-        self._stop.set()
-
-    def halt(self, reason: StopReason) -> None:
-        """Stop starting rows, as a stop rule: calls in flight still get the grace period."""
-        self.requested = True
-        if self.reason is None:
-            self.reason = reason
-        self._stop.set()
-
-    def stop_now(self, reason: StopReason) -> None:
-        """Stop starting rows and cancel the calls in flight."""
-        self.requested = True
-        if self.reason is None:
-            self.reason = reason
-        self._stop.set()
-        self._hurry.set()
-
-    def request(self, loop: asyncio.AbstractEventLoop, reason: StopReason) -> None:
-        """:meth:`stop` from a signal handler: safe to call between any two bytecodes."""
-        self.requested = True
-        if self.requested_reason is None:
-            self.requested_reason = reason
-        loop.call_soon_threadsafe(self.stop, reason)
 
     @property
     def stopping(self) -> bool:
         """True once a stop was asked for."""
-        return self._stop.is_set() or self.requested
+        return self.reason is not None
 
     async def wait_stop(self) -> None:
         """Return once a stop is asked for."""
         await self._stop.wait()
 
     async def wait_hurry(self) -> None:
-        """Return once an immediate stop is asked for."""
+        """Return once the calls in flight are to be cancelled."""
         await self._hurry.wait()
 
     def __repr__(self) -> str:
-        state = "hurry" if self._hurry.is_set() else "stopping" if self.stopping else "running"
+        state = "hurry" if self.hurry else "stopping" if self.stopping else "running"
         used = " used" if self.used else ""
         return f"<RunControl {state}{used} reason={self.reason!r}>"
 

@@ -40,33 +40,37 @@ class ProgressSnapshot:
 
 
 class Progress:
-    """Counts finished rows; time is read only through ``clock``.
+    """Where a run stands: rows finished and requests sent; time is read only through
+    ``clock``.
 
     ``done`` counts rows with a final outcome; rows ``not_attempted`` are counted apart
     (after a stop they are not progress), and the rate counts only rows the run processed
     (:data:`~batch_updater.results.PROCESSED`: sent, or checked in a dry run).
+    ``requests``, ``retries`` and ``throttled`` count requests as they are sent.
     """
 
     __slots__ = (
         "_clock",
         "_processed",
         "_start",
-        "_throttled",
         "done",
         "failed",
         "not_attempted",
+        "requests",
+        "retries",
+        "throttled",
         "total",
     )
 
-    def __init__(
-        self, total: int, *, throttled: Callable[[], int], clock: Clock = time.monotonic
-    ) -> None:
+    def __init__(self, total: int, *, clock: Clock = time.monotonic) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
         self.not_attempted = 0
+        self.requests = 0  # requests sent, retries included
+        self.retries = 0  # rows sent again after a failed attempt
+        self.throttled = 0  # requests the service answered with a throttling error
         self._processed = 0
-        self._throttled = throttled
         self._clock = clock
         self._start = clock()
 
@@ -94,7 +98,7 @@ class Progress:
             rate,
             eta,
             self.failed,
-            self._throttled(),
+            self.throttled,
             self.not_attempted,
         )
 

@@ -1,70 +1,50 @@
-"""The job: validate every row, then update the valid ones with a pool of async workers."""
+"""The job: validate every row, then update the valid ones with a pool of async workers.
+
+Data flows one way: the plan (validated rows, in input order) -> triage (rows not to send
+get their result at once) -> lanes (one queue per rate domain) -> the sender (breaker,
+limiter, call, retries) -> the result sink (report, counts, progress, hook, stop rules).
+The stop policy decides when to stop; the run's shutdown reads in one sentence: on a stop
+no row is handed out any more, calls in flight get the grace period (none when hurried)
+and are then cancelled, and every row not sent is recorded ``not_attempted``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .adaptive import AdaptiveRate, RateChange
-from .breaker import ENDPOINT_UNREACHABLE, Admission, Breaker, BreakerSettings, BreakerState
-from .client import CallError, CallResult, Clients, make_session
+from .breaker import Breaker, BreakerSettings, BreakerState
+from .client import Clients, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
 from .errors import BatchUpdaterError, SetupError
 from .lanes import LaneScheduler
-from .logs import default_logger, mask
-from .progress import Progress, ProgressSnapshot, tick
-from .report import ReportWriter, default_report_path, write_summary
+from .logs import default_logger
+from .policy import StopPolicy
+from .progress import ProgressSnapshot, tick
+from .report import ReportWriter, default_report_path
 from .results import RowResult, RunSummary, Status
 from .resume import ResumeIndex
-from .retry import Retrier, RetryEvent, RetryPolicy
+from .retry import Retrier, RetryPolicy
 from .rows import Rejected, Row, RowPlan, ValidationInterrupted
+from .sender import MAYBE_APPLIED, Lane, Sender
+from .sink import ResultHook, ResultSink
 
-__all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
+__all__ = ["MAYBE_APPLIED", "RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
 Source = str | os.PathLike[str] | Iterable[Mapping[str, str | None]]
-MAYBE_APPLIED = (
-    "[an attempt's outcome is unknown (no answer, an unreadable answer, or a gateway "
-    "timeout): the update may have been applied; re-running the row is safe]"
-)
-ResultHook = Callable[[RowResult], None]
 ResumeCommand = Callable[[Path | None], str]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class _Stats:
-    __slots__ = ("requests", "retries", "throttles")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.retries = 0
-        self.throttles = 0
-
-
-class _RowState:
-    """What a worker knows about the row it is sending, for when it gets cancelled."""
-
-    __slots__ = ("attempts", "in_flight", "last_error", "maybe_applied", "started_at")
-
-    def __init__(self) -> None:
-        self.attempts = 0  # requests sent
-        self.in_flight = False  # a request is out, its answer not yet in
-        self.last_error: CallError | None = None
-        self.maybe_applied = False  # some attempt was sent and never answered
-        self.started_at: datetime | None = None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+_EVERY_LINE: Final = 1 << 62  # carry_forward went through the whole plan
+_POLL_EVERY: Final = 1024  # rows between two looks at the stop flag in synchronous loops
 
 
 def _rejected(item: Rejected) -> RowResult:
@@ -80,200 +60,130 @@ def _rejected(item: Rejected) -> RowResult:
     )
 
 
-def _unsent(row: Row, status: Status, message: str, attempts: int = 0) -> RowResult:
+def _unsent(row: Row, status: Status, message: str) -> RowResult:
     return RowResult(
         row.line,
         row.app_id,
         row.region,
         status,
-        attempts=attempts,
         error_message=message,
         settings_digest=row.digest,
         kept=row.kept,
     )
 
 
-class _Job:
-    """One run: turns each planned row into exactly one report record."""
+def lane_key(row: Row) -> str:
+    """The rate domain of ``row``: AWS limits each region (of an account) separately."""
+    return row.region
 
-    __slots__ = (
-        "_breaker_settings",
-        "_breakers",
-        "_carried_through",
-        "_control",
-        "_failure",
-        "_log",
-        "_on_result",
-        "_resume",
-        "_rules",
-        "_stats",
-        "_summary",
-        "_writer",
-        "config",
-        "progress",
-    )
 
-    def __init__(
-        self,
-        config: RunConfig,
-        *,
-        writer: ReportWriter,
-        summary: RunSummary,
-        log: Any,
-        on_result: ResultHook | None,
-        control: RunControl,
-        resume: ResumeIndex,
-        total: int,
-    ) -> None:
-        self.config = config
-        self._writer = writer
-        self._summary = summary
-        self._log = log
-        self._on_result = on_result
-        self._control = control
-        self._resume = resume
-        self._stats = _Stats()
-        self.progress = Progress(total, throttled=lambda: self._stats.throttles)
-        self._rules = FailureRules(
-            config.max_failure_rate, config.failure_window, config.max_failures
-        )
-        self._failure: BaseException | None = None
+class _Triage:
+    """Turns each planned row into a row to send, or the final result of a row that is not
+    sent (invalid, duplicate, or succeeded in an earlier report)."""
+
+    __slots__ = ("_carried_through", "resume")
+
+    def __init__(self, resume: ResumeIndex) -> None:
+        self.resume = resume
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
-        self._breaker_settings = BreakerSettings()
-        self._breakers: dict[str, Breaker] = {}  # per region (lane), made by run_calls
 
-    def emit(self, result: RowResult) -> None:
-        writer = self._writer
-        writer.write(result)
-        if writer.error is not None and self._summary.output_error is None:
-            self.output_failed(writer.error)
-        self._summary.counts[result.status] += 1
-        if result.status is Status.INVALID:
-            self._summary.note_invalid(result)
-        self.progress.record(result.status)
-        if self._summary.results is not None:
-            self._summary.results.append(result)
-        if self._on_result is not None:
-            try:
-                self._on_result(result)
-            except Exception:  # the caller's hook must not cost a row its record
-                self._log.exception("on_result_failed", line=result.line, app_id=result.app_id)
-        if result.status in (Status.SUCCEEDED, Status.FAILED):
-            reason = self._rules.record(result.status is Status.FAILED, result.error_code)
-            if reason is not None and not self._control.stopping:
-                self._log.error("run_stopping", reason=reason.kind, message=reason.message)
-                self._control.halt(reason)
-
-    def output_failed(self, message: str) -> None:
-        """The report cannot be written: stop starting rows, as a stop rule does."""
-        self._summary.output_error = message
-        self._log.error("run_stopping", reason="output_error", message=message)
-        self._control.halt(StopReason("output_error", message))
-
-    def triage(self, item: Row | Rejected) -> Row | RowResult | None:
-        """A row to send, the final result of a row that is not sent, or None for a row
-        whose result :meth:`carry_forward` already wrote."""
+    def __call__(self, item: Row | Rejected) -> Row | RowResult | None:
+        """A row to send, a final result, or None for a row whose result
+        :meth:`carry_forward` already wrote."""
         if isinstance(item, Rejected):
             return _rejected(item)
-        if (note := self._resume.lookup(item)) is not None:
+        if (note := self.resume.lookup(item)) is not None:
             if item.line <= self._carried_through:
                 return None
             return _unsent(item, Status.SKIPPED, note)
         return item
 
-    def carry_forward(self, plan: Iterable[Row | Rejected]) -> None:
+    def carry_forward(
+        self, plan: Iterable[Row | Rejected], sink: ResultSink, policy: StopPolicy
+    ) -> None:
         """Before any request, write the rows that earlier reports list as succeeded.
 
         So the new report holds every earlier success from the start: after a crash at any
         point it alone is enough to resume from (it may even replace the report it resumes
         from). A stop asked for meanwhile ends this early; the rest are written in order.
         """
-        control, lookup = self._control, self._resume.lookup
+        lookup = self.resume.lookup
         through = 0
         for n, item in enumerate(plan):
-            if n % 1024 == 0 and control.requested:
+            if n % _POLL_EVERY == 0 and policy.requested:
                 break
             if isinstance(item, Row) and (note := lookup(item)) is not None:
-                self.emit(_unsent(item, Status.SKIPPED, note))
+                sink.emit(_unsent(item, Status.SKIPPED, note))
             through = item.line
         else:
             through = _EVERY_LINE
-            # Every earlier success is in the new report: it may take the old one's place.
-            self._writer.commit()
+            sink.commit()
         self._carried_through = through
 
-    def emit_unsent(self, items: Iterable[Row | Rejected], status: Status, message: str) -> None:
-        """Final results for rows that are not sent (dry run, invalid input, stop).
+    def __repr__(self) -> str:
+        return f"<Triage {self.resume!r} carried_through={self._carried_through}>"
 
-        Synchronous, so it polls the stop flag that signal handlers set: once a stop is
-        asked for, dry-run rows still to come are ``not_attempted``, like any unfinished row.
-        """
-        control = self._control
-        for n, item in enumerate(items):
-            if n % 1024 == 0 and control.requested and status is Status.DRY_RUN:
-                status, message = Status.NOT_ATTEMPTED, self._not_started()
-            triaged = self.triage(item)
-            if triaged is not None:
-                self.emit(
-                    triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
-                )
+
+def _emit_unsent(
+    items: Iterable[Row | Rejected],
+    triage: _Triage,
+    sink: ResultSink,
+    status: Status,
+    message: str,
+) -> None:
+    """Final results for rows that are not sent (dry run, invalid input, stop).
+
+    Synchronous, so it polls the stop flag that signal handlers set: once a stop is asked
+    for, dry-run rows still to come are ``not_attempted``, like any unfinished row.
+    """
+    policy = sink.policy
+    for n, item in enumerate(items):
+        if n % _POLL_EVERY == 0 and policy.requested and status is Status.DRY_RUN:
+            status, message = Status.NOT_ATTEMPTED, policy.not_started()
+        triaged = triage(item)
+        if triaged is not None:
+            sink.emit(
+                triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
+            )
+
+
+class _Lanes:
+    """Makes each rate domain's :class:`Lane` (limiter and breaker), with their log events."""
+
+    __slots__ = ("_config", "_log", "breaker", "lanes")
+
+    def __init__(self, config: RunConfig, log: Any) -> None:
+        self._config = config
+        self._log = log
+        self.breaker = BreakerSettings()
+        self.lanes: dict[str, Lane] = {}
+
+    def open(self, keys: Iterable[str]) -> dict[str, Lane]:
+        for key in sorted(keys):
+            self.lanes[key] = Lane(key, self._limiter(key), self._breaker(key))
+        return self.lanes
 
     @property
-    def requests_sent(self) -> int:
-        """Requests sent so far."""
-        return self._stats.requests
+    def down(self) -> list[str]:
+        return sorted(key for key, lane in self.lanes.items() if lane.breaker.down)
 
-    @property
-    def resume(self) -> ResumeIndex:
-        """The earlier reports' successes."""
-        return self._resume
-
-    def finish_stats(self) -> None:
-        self._summary.requests = self._stats.requests
-        self._summary.retries = self._stats.retries
-        self._summary.throttles = self._stats.throttles
-
-    def finish(self, elapsed: float, resume_command: ResumeCommand | None) -> None:
-        """Close the report, complete the summary and write it; never raises on a full disk."""
-        summary, writer, log = self._summary, self._writer, self._log
-        self.finish_stats()
-        writer.close()
-        if writer.error is not None and summary.output_error is None:  # failed closing
-            summary.output_error = writer.error
-            log.error("report_write_failed", error=writer.error)
-        # A signal seen only as a request (the loop was busy writing a dry run) counts too.
-        summary.stop_reason = self._control.reason or self._control.requested_reason
-        summary.elapsed_seconds = elapsed
-        summary.lanes_down = sorted(lane for lane, b in self._breakers.items() if b.down)
-        unfinished = summary.counts[Status.NOT_ATTEMPTED] and (
-            summary.stop_reason is not None or summary.lanes_down
-        )
-        if resume_command is not None and (writer.error is not None or unfinished):
-            summary.resume_command = resume_command(writer.path if writer.saved else None)
-        if (error := write_summary(summary)) is not None:
-            log.error("summary_write_failed", error=error)
-        if writer.error is None and writer.written != self.progress.total:  # pragma: no cover
-            log.error("report_incomplete", written=writer.written, rows=self.progress.total)
-
-    def _limiter(self, region: str) -> AdaptiveRate:
+    def _limiter(self, key: str) -> AdaptiveRate:
         log = self._log
 
         def changed(change: RateChange) -> None:
             log.info(
                 "rate_changed",
-                region=region,
+                region=key,
                 old_rate=round(change.old_rate, 2),
                 new_rate=round(change.new_rate, 2),
                 reason=change.reason,
             )
 
-        config = self.config
-        return AdaptiveRate(
-            config.effective_rate, config.burst, adaptive=config.adaptive, on_change=changed
-        )
+        c = self._config
+        return AdaptiveRate(c.effective_rate, c.burst, adaptive=c.adaptive, on_change=changed)
 
-    def _breaker(self, region: str) -> Breaker:
+    def _breaker(self, key: str) -> Breaker:
         log = self._log
 
         def changed(old: BreakerState, new: BreakerState) -> None:
@@ -281,53 +191,50 @@ class _Job:
             if new is probing or (old is probing and new is BreakerState.OPEN):
                 return  # a probe going out, or failing: the breaker stays open
             level = log.info if new is BreakerState.CLOSED else log.warning
-            level("breaker", region=region, state=str(new), previous=str(old))
+            level("breaker", region=key, state=str(new), previous=str(old))
 
-        return Breaker(self._breaker_settings, on_change=changed)
+        return Breaker(self.breaker, on_change=changed)
 
-    def _not_started(self) -> str:
-        reason = self._control.reason
-        if reason is None:
-            return "not started"
-        if reason.kind == ENDPOINT_UNREACHABLE:
-            return f"not sent: {_unreachable_note(self._breaker_settings)}"
-        return f"not started: run stopped ({reason.kind})"
+    def __repr__(self) -> str:
+        return f"<Lanes {sorted(self.lanes)} down={self.down}>"
+
+
+class _Pool:
+    """A reader that routes rows to their lanes, and ``concurrency`` workers that send them."""
+
+    __slots__ = ("_failure", "_log", "_policy", "_scheduler", "_sender", "_sink", "_triage")
+
+    def __init__(
+        self,
+        scheduler: LaneScheduler,
+        sender: Sender,
+        *,
+        triage: _Triage,
+        sink: ResultSink,
+        policy: StopPolicy,
+        log: Any,
+    ) -> None:
+        self._scheduler = scheduler
+        self._sender = sender
+        self._triage = triage
+        self._sink = sink
+        self._policy = policy
+        self._log = log
+        self._failure: BaseException | None = None
 
     @property
     def failure(self) -> BaseException | None:
         """An unexpected error that ended the run early (a bug, or the input changed)."""
         return self._failure
 
-    async def run_calls(
-        self, plan: Iterator[Row | Rejected], clients: Clients, sleep: Sleep, regions: set[str]
+    async def run(
+        self, rows: Iterator[Row | Rejected], lanes: Mapping[str, Lane], config: RunConfig
     ) -> None:
-        config, control = self.config, self._control
-        limiters = {r: self._limiter(r) for r in sorted(regions)}
-        self._summary.rates = limiters
-        self._breakers = {r: self._breaker(r) for r in sorted(regions)}
-        sender = _Sender(
-            clients,
-            limiters,
-            self._breakers,
-            Retrier(
-                RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_cap),
-                sleep=sleep,
-            ),
-            stats=self._stats,
-            log=self._log,
-        )
-        # One lane per rate domain (a region): a reader routes each row to its lane, and
-        # each worker takes its next row from the lane that can send soonest.
-        lanes = LaneScheduler(
-            limiters,
-            lambda lane: limiters[lane].due(),
-            config.concurrency,
-            memory_rows=max(64, 2 * config.concurrency),
-        )
-        reader = asyncio.create_task(self._guarded(self._route(plan, lanes)))
+        """Send every row of ``rows``; see the module docstring for how it stops."""
+        control, scheduler, sink = self._policy.control, self._scheduler, self._sink
+        reader = asyncio.create_task(self._guarded(self._route(rows)))
         workers = [
-            asyncio.create_task(self._guarded(self._work(lanes, sender)))
-            for _ in range(config.concurrency)
+            asyncio.create_task(self._guarded(self._work(lanes))) for _ in range(config.concurrency)
         ]
         # return_exceptions: tasks record their own failures; cancelled ones end quietly.
         everything: asyncio.Future[Any] = asyncio.gather(reader, *workers, return_exceptions=True)
@@ -335,10 +242,8 @@ class _Job:
             stop: asyncio.Future[Any] = asyncio.create_task(control.wait_stop())
             await asyncio.wait({everything, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
-            lanes.stop()  # stopping, or done: no row is handed out any more
+            scheduler.stop()  # stopping, or done: no row is handed out any more
             if not everything.done():
-                # Stopping: workers start no new row; calls in flight get the grace period,
-                # then are cancelled.
                 hurry: asyncio.Future[Any] = asyncio.create_task(control.wait_hurry())
                 await asyncio.wait(
                     {everything, hurry},
@@ -349,11 +254,13 @@ class _Job:
         finally:
             # Also reached when the task running the batch is cancelled. Unread rows are
             # recorded first (no await in between, so a second cancel cannot skip them),
-            # then each cancelled worker records its row in flight.
+            # then each cancelled worker's sender records its row in flight.
             for task in (reader, *workers):
                 task.cancel()
-            self.emit_unsent(lanes.drain(), Status.NOT_ATTEMPTED, self._not_started())
-            self.emit_unsent(plan, Status.NOT_ATTEMPTED, self._not_started())
+            not_started = self._policy.not_started()
+            for row in scheduler.drain():
+                sink.emit(_unsent(row, Status.NOT_ATTEMPTED, not_started))
+            _emit_unsent(rows, self._triage, sink, Status.NOT_ATTEMPTED, not_started)
             cancelled_again = False
             while not everything.done():
                 try:
@@ -364,7 +271,7 @@ class _Job:
                 raise asyncio.CancelledError
 
     async def _guarded(self, work: Awaitable[None]) -> None:
-        """Run a reader's or worker's ``work``; an unexpected error stops the run."""
+        """Run the reader's or a worker's ``work``; an unexpected error stops the run."""
         try:
             await work
         except asyncio.CancelledError:
@@ -377,308 +284,34 @@ class _Job:
                     self._log.error("run_failed", error=str(exc))
                 else:
                     self._log.exception("run_failed", error=f"{type(exc).__name__}: {exc}")
-            self._control.stop_now(StopReason("internal_error", f"{type(exc).__name__}: {exc}"))
+            self._policy.abort(StopReason("internal_error", f"{type(exc).__name__}: {exc}"))
 
-    async def _route(self, rows: Iterator[Row | Rejected], lanes: LaneScheduler) -> None:
-        """Read the plan: rows not to send get their record now, the others go to their lane."""
-        control = self._control
+    async def _route(self, rows: Iterator[Row | Rejected]) -> None:
+        """Read the plan: rows not to send get their result now, the others go to their lane."""
+        triage, scheduler, sink, policy = self._triage, self._scheduler, self._sink, self._policy
         for n, item in enumerate(rows, start=1):
-            triaged = self.triage(item)
+            triaged = triage(item)
             if isinstance(triaged, Row):
-                lanes.push(triaged.region, triaged)
+                scheduler.push(lane_key(triaged), triaged)
             elif triaged is not None:
-                self.emit(triaged)
+                sink.emit(triaged)
             if n % 256 == 0:
                 await asyncio.sleep(0)  # let the workers, and signals, in
-                if control.stopping:
+                if policy.stopping:
                     break  # the rows left are recorded as not attempted
-        lanes.close()
+        scheduler.close()
 
-    async def _work(self, lanes: LaneScheduler, sender: _Sender) -> None:
-        control = self._control
-        while not control.stopping and (taken := await lanes.take()) is not None:
-            lane, row = taken
-            if control.stopping:  # asked while this worker waited for a row
-                lanes.release(lane)
-                self.emit(_unsent(row, Status.NOT_ATTEMPTED, self._not_started()))
-                return
-            state = _RowState()
+    async def _work(self, lanes: Mapping[str, Lane]) -> None:
+        scheduler, sender, policy = self._scheduler, self._sender, self._policy
+        while not policy.stopping and (taken := await scheduler.take()) is not None:
+            key, row = taken
             try:
-                result = await sender.send(row, state, control)
-            except asyncio.CancelledError:
-                if state.in_flight or state.maybe_applied:
-                    message = (
-                        f"cancelled while attempt {state.attempts} was in flight: the update "
-                        "may or may not have been applied; re-running the row is safe"
-                    )
-                elif state.attempts:
-                    message = f"cancelled after {state.attempts} attempts, none applied"
-                else:
-                    message = self._not_started()
-                self.emit(_unsent(row, Status.NOT_ATTEMPTED, message, state.attempts))
-                raise
+                await sender.send(lanes[key], row)  # its result goes to the sink, whatever happens
             finally:
-                lanes.release(lane)
-            self.emit(result)
+                scheduler.release(key)
 
-
-_EVERY_LINE = 1 << 62  # carry_forward went through the whole plan
-
-
-class _Stopped(Exception):
-    """Raised inside an attempt that must not be sent because the run is stopping; the
-    argument says what the row was waiting for (a not_attempted row's message)."""
-
-
-class _Unreachable(Exception):
-    """Raised inside an attempt that must not be sent because its lane is down."""
-
-
-def _unreachable_note(settings: BreakerSettings) -> str:
-    """The message of a row not sent (or not finished) because its lane is down."""
-    return f"{settings.unreachable()}; re-running the row is safe"
-
-
-_STOPPED_BEFORE_SENDING = "not started: the run was stopped while the row waited for the rate limit"
-_STOPPED_AT_BREAKER = (
-    "not started: the run was stopped while the row waited for the endpoint to be reachable"
-)
-
-
-async def _admit_unless_stopped(breaker: Breaker, control: RunControl) -> Admission | None:
-    """:meth:`Breaker.admit`, or :class:`_Stopped` as soon as the run is told to stop: a row
-    waiting for an open breaker must not hold a stopping run for its grace period."""
-    admit = asyncio.ensure_future(breaker.admit())
-    stop = asyncio.ensure_future(control.wait_stop())
-    try:
-        await asyncio.wait({admit, stop}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # cancelled: a probe this row was given goes to the next row
-        if admit.done() and not admit.cancelled() and (given := admit.result()) is not None:
-            breaker.release(given)
-        raise
-    finally:
-        stop.cancel()
-        admit.cancel()  # no effect once done
-    if not admit.done():
-        raise _Stopped(_STOPPED_AT_BREAKER)  # the stop came first
-    admission = admit.result()
-    if admission is not None and control.stopping:
-        breaker.release(admission)
-        raise _Stopped(_STOPPED_AT_BREAKER)
-    return admission  # None: the lane is down, which says more than the stop it caused
-
-
-class _Sender:
-    """Sends one row: rate limiter, call, retries; turns the outcome into a RowResult."""
-
-    __slots__ = ("_breakers", "_clients", "_debug", "_limiters", "_log", "_retrier", "_stats")
-
-    def __init__(
-        self,
-        clients: Clients,
-        limiters: Mapping[str, AdaptiveRate],
-        breakers: Mapping[str, Breaker],
-        retrier: Retrier,
-        *,
-        stats: _Stats,
-        log: Any,
-    ) -> None:
-        self._clients = clients
-        self._limiters = limiters
-        self._breakers = breakers
-        self._retrier = retrier
-        self._stats = stats
-        self._log = log
-        # Per-row debug events cost nothing when debug is off: not even their arguments.
-        enabled = getattr(log, "is_enabled_for", None)
-        self._debug = enabled(logging.DEBUG) if callable(enabled) else True
-
-    async def send(self, row: Row, state: _RowState, control: RunControl) -> RowResult:
-        stats, log = self._stats, self._log
-
-        async def attempt(_number: int) -> CallResult:
-            return await self._attempt(row, state, control)
-
-        def on_retry(event: RetryEvent) -> None:
-            stats.retries += 1
-            code = event.error.code if isinstance(event.error, CallError) else "Error"
-            log.info(
-                "retry",
-                app_id=row.app_id,
-                line=row.line,
-                region=row.region,
-                attempt=event.attempt,
-                error_code=code,
-                sleep_seconds=round(event.sleep, 3),
-            )
-
-        state.started_at = _now()
-        t0 = time.perf_counter()
-
-        def finished(status: Status, **fields: Any) -> RowResult:
-            return RowResult(
-                row.line,
-                row.app_id,
-                row.region,
-                status,
-                attempts=state.attempts,
-                settings_digest=row.digest,
-                started_at=state.started_at,
-                finished_at=_now(),
-                duration_ms=round((time.perf_counter() - t0) * 1000),
-                kept=row.kept,
-                **fields,
-            )
-
-        def failed(exc: CallError, note: str = "") -> RowResult:
-            message = f"{exc.message} {MAYBE_APPLIED}" if state.maybe_applied else exc.message
-            log.warning(
-                "row_failed",
-                app_id=row.app_id,
-                line=row.line,
-                region=row.region,
-                attempts=state.attempts,
-                error_code=exc.code,
-                http_status=exc.http_status,
-                error_message=message + note,
-            )
-            return finished(
-                Status.FAILED,
-                error_code=exc.code,
-                http_status=exc.http_status,
-                error_message=message + note,
-                request_id=exc.request_id,
-            )
-
-        try:
-            result = await self._retrier.call(
-                attempt,
-                retry_on=lambda e: isinstance(e, CallError) and e.retryable,
-                on_retry=on_retry,
-            )
-        except _Stopped as stopped:
-            if state.last_error is None:
-                return finished(Status.NOT_ATTEMPTED, error_message=str(stopped))
-            # Stopped before a retry: the last answer stands.
-            return failed(state.last_error, " (no retry: the run was stopped)")
-        except _Unreachable:
-            return self._unreachable(row, state, control, finished)
-        except CallError as exc:
-            return failed(exc)
-        except Exception as exc:  # a bug must not lose the row: report it and go on
-            log.exception("row_error", app_id=row.app_id, line=row.line)
-            return finished(
-                Status.FAILED,
-                error_code="InternalError",
-                error_message=f"{type(exc).__name__}: {exc}",
-            )
-        if self._debug:
-            client_id = row.settings.web_client_id
-            log.debug(
-                "row_succeeded",
-                app_id=row.app_id,
-                line=row.line,
-                attempts=state.attempts,
-                web_client_id=mask(client_id) if client_id else None,
-            )
-        return finished(
-            Status.SUCCEEDED,
-            http_status=result.http_status,
-            request_id=result.request_id,
-            backend_manager_app_id=result.backend_manager_app_id,
-        )
-
-    async def _attempt(self, row: Row, state: _RowState, control: RunControl) -> CallResult:
-        """One attempt of ``row``: waits for the lane's breaker and limiter, then sends.
-
-        A transport failure that opens the lane's breaker (or comes while it is open) does
-        not end the attempt: the row waits for the breaker like the lane's other rows, so
-        rows do not spend their attempts against an unreachable endpoint.
-        """
-        clients, limiter, breaker, stats = (
-            self._clients,
-            self._limiters[row.region],
-            self._breakers[row.region],
-            self._stats,
-        )
-        while True:  # more than once only while the lane's breaker is not closed
-            admission = (
-                Admission.SEND
-                if breaker.state is BreakerState.CLOSED
-                else await _admit_unless_stopped(breaker, control)
-            )
-            if admission is None:
-                raise _Unreachable
-            try:
-                ticket = await limiter.acquire()
-            except BaseException:
-                breaker.release(admission)
-                raise
-            if control.stopping:
-                # Waited in the limiter while the run was told to stop: do not send.
-                breaker.release(admission)
-                raise _Stopped(_STOPPED_BEFORE_SENDING)
-            if not breaker.admits(admission):
-                continue  # the breaker opened meanwhile: wait for it, do not send
-            state.attempts += 1
-            stats.requests += 1
-            state.in_flight = True
-            try:
-                result = await clients.update(row)
-            except CallError as exc:
-                state.in_flight = False
-                state.last_error = exc
-                state.maybe_applied |= exc.maybe_applied
-                if exc.throttled:
-                    stats.throttles += 1
-                    limiter.on_throttle(ticket)
-                elif exc.http_status is not None:
-                    limiter.on_success(ticket)  # answered: it passed the service's limit
-                if exc.answered:
-                    breaker.answered()
-                elif not exc.transport:
-                    breaker.release(admission)  # not sent: says nothing of the endpoint
-                elif breaker.unanswered(admission):
-                    # Opened, or still open: this failure does not cost the row an
-                    # attempt; it waits for the breaker like the lane's other rows.
-                    continue
-                raise
-            except BaseException:
-                breaker.release(admission)
-                raise
-            state.in_flight = False
-            breaker.answered()
-            limiter.on_success(ticket)
-            return result
-
-    def _unreachable(
-        self,
-        row: Row,
-        state: _RowState,
-        control: RunControl,
-        finished: Callable[..., RowResult],
-    ) -> RowResult:
-        """The row's lane is down: the row is not sent (again); once every lane is down,
-        the run stops."""
-        breakers = self._breakers
-        settings = breakers[row.region].settings
-        note = _unreachable_note(settings)
-        if state.maybe_applied:
-            note = f"{note} {MAYBE_APPLIED}"
-        if control.reason is None and all(b.down for b in breakers.values()):
-            regions = ", ".join(breakers)
-            reason = StopReason(
-                ENDPOINT_UNREACHABLE,
-                f"{settings.unreachable()}, in every region ({regions}): "
-                "check the endpoint and the network, then resume",
-            )
-            self._log.error("run_stopping", reason=reason.kind, message=reason.message)
-            control.halt(reason)
-        return finished(
-            Status.NOT_ATTEMPTED,
-            error_message=note if state.attempts else f"not sent: {note}",
-            error_code=state.last_error.code if state.last_error is not None else "",
-        )
+    def __repr__(self) -> str:
+        return f"<Pool {self._scheduler!r} {self._policy!r}>"
 
 
 class _Sdk:
@@ -781,8 +414,8 @@ async def _run_plan(
     sleep: Sleep,
     resume_command: ResumeCommand | None,
 ) -> RunSummary:
-    resume = ResumeIndex.load(
-        config.resume, warn=lambda m: log.warning("resume_warning", message=m)
+    triage = _Triage(
+        ResumeIndex.load(config.resume, warn=lambda m: log.warning("resume_warning", message=m))
     )
     report_path = config.report_path or default_report_path(
         plan.stem,
@@ -798,46 +431,54 @@ async def _run_plan(
         input_invalid=plan.input_invalid,
         **summary.settings,
     )
-    job = _Job(
-        config,
-        writer=writer,
-        summary=summary,
+    lanes = _Lanes(config, log)
+    policy = StopPolicy(
+        control,
+        FailureRules(config.max_failure_rate, config.failure_window, config.max_failures),
+        breaker=lanes.breaker,
         log=log,
-        on_result=on_result,
-        control=control,
-        resume=resume,
-        total=plan.total,
     )
-    if writer.error is not None:  # the report's header could not be written
-        job.output_failed(writer.error)
-    progress = _ProgressReporter(job, on_progress, log, config)
+    sink = ResultSink(
+        writer, summary, total=plan.total, policy=policy, log=log, on_result=on_result
+    )
+    progress = _ProgressReporter(sink, on_progress, log, config)
     try:
         if config.dry_run:
-            job.emit_unsent(plan, Status.DRY_RUN, "")
+            _emit_unsent(plan, triage, sink, Status.DRY_RUN, "")
         elif not plan.ok and not config.skip_invalid:
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
-            job.emit_unsent(plan, Status.NOT_ATTEMPTED, message)
-        elif control.stopping:  # nothing sent when the report already failed
-            job.emit_unsent(plan, Status.NOT_ATTEMPTED, job._not_started())
+            _emit_unsent(plan, triage, sink, Status.NOT_ATTEMPTED, message)
+        elif policy.stopping:  # nothing sent when the report already failed
+            _emit_unsent(plan, triage, sink, Status.NOT_ATTEMPTED, policy.not_started())
         else:
-            await _run_live(job, plan, sdk, sleep)
-            if job.failure is not None:
-                raise job.failure
+            await _run_live(
+                plan,
+                config=config,
+                sdk=sdk,
+                sleep=sleep,
+                triage=triage,
+                lanes=lanes,
+                sink=sink,
+                policy=policy,
+                log=log,
+            )
     except asyncio.CancelledError:
-        control.stop_now(StopReason("cancelled", "the task running the batch was cancelled"))
+        policy.abort(StopReason("cancelled", "the task running the batch was cancelled"))
         raise
     except SetupError as exc:
-        control.halt(StopReason("setup_error", str(exc)))
-        if job.requests_sent == 0:
+        policy.halt(StopReason("setup_error", str(exc)))
+        if sink.progress.requests == 0:
             # Nothing was sent: leave no report behind, so the same command can run again.
             progress.cancel()
-            writer.discard()
+            sink.discard()
         raise
     finally:
-        if not writer.discarded:
+        if not sink.discarded:
             progress.close()
             summary.input_problem = _input_problem(plan, report_path, log)
-            job.finish(time.perf_counter() - t0, resume_command)
+            sink.finish(
+                time.perf_counter() - t0, lanes_down=lanes.down, resume_command=resume_command
+            )
     # The settings are already in run_start and the summary file.
     log.info("run_end", **{k: v for k, v in summary.to_json().items() if k != "settings"})
     return summary
@@ -940,7 +581,7 @@ def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
     if plan.path is not None and _same_file(plan.path, report_path):
         raise SetupError(f"--report {report_path} is the input file: choose another path")
     # Resuming into the report resumed from: the new report replaces it once it holds
-    # every earlier success (see _Job.carry_forward), so a crash never loses one.
+    # every earlier success (see _Triage.carry_forward), so a crash never loses one.
     in_place = any(_same_file(path, report_path) for path in config.resume)
     return ReportWriter(
         report_path,
@@ -961,12 +602,12 @@ def _validate(
             Path(source) if isinstance(source, str | os.PathLike) else source,
             config.region or sdk.region,
             shard=config.shard,
-            interrupted=lambda: control.requested,
+            interrupted=lambda: control.stopping,
             keep=config.keep_columns,
             allow_unknown_region=config.allow_unknown_region,
         )
     except ValidationInterrupted as exc:
-        reason = control.requested_reason or control.reason
+        reason = control.reason
         exc.signal = reason.signal if reason is not None else None
         raise
 
@@ -974,21 +615,21 @@ def _validate(
 class _ProgressReporter:
     """Gives progress snapshots to the caller's hook and/or ``progress`` log events."""
 
-    __slots__ = ("_job", "_log", "_sinks", "_ticker")
+    __slots__ = ("_log", "_progress", "_sinks", "_ticker")
 
     def __init__(
         self,
-        job: _Job,
+        sink: ResultSink,
         on_progress: Callable[[ProgressSnapshot], None] | None,
         log: Any,
         config: RunConfig,
     ) -> None:
-        self._job, self._log = job, log
+        self._progress, self._log = sink.progress, log
         self._sinks = [on_progress] if on_progress is not None else []
         if config.progress_log:
             self._sinks.append(lambda snap: log.info("progress", **snap.as_event()))
         self._ticker = (
-            asyncio.create_task(tick(job.progress, self.report, config.progress_interval))
+            asyncio.create_task(tick(self._progress, self.report, config.progress_interval))
             if self._sinks
             else None
         )
@@ -1010,7 +651,7 @@ class _ProgressReporter:
         if self._ticker is not None:
             self._ticker.cancel()
         if self._sinks:
-            self.report(self._job.progress.snapshot())
+            self.report(self._progress.snapshot())
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -1020,8 +661,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-async def _run_live(job: _Job, plan: RowPlan, sdk: _Sdk, sleep: Sleep) -> None:
-    config = job.config
+async def _run_live(
+    plan: RowPlan,
+    *,
+    config: RunConfig,
+    sdk: _Sdk,
+    sleep: Sleep,
+    triage: _Triage,
+    lanes: _Lanes,
+    sink: ResultSink,
+    policy: StopPolicy,
+    log: Any,
+) -> None:
     rows = iter(plan)
     async with contextlib.AsyncExitStack() as stack:
         endpoint_url = config.endpoint_url
@@ -1046,11 +697,34 @@ async def _run_live(job: _Job, plan: RowPlan, sdk: _Sdk, sleep: Sleep) -> None:
             raise  # nothing was sent: run_batch leaves no report behind
         except BaseException:
             # Stopped or broken before any call: the report still lists every row.
-            job.emit_unsent(rows, Status.NOT_ATTEMPTED, "not started: setup failed")
+            _emit_unsent(rows, triage, sink, Status.NOT_ATTEMPTED, "not started: setup failed")
             raise
-        if not config.dry_run and len(job.resume) > 0:
-            job.carry_forward(plan)
-        await job.run_calls(rows, clients, sleep, plan.regions)
+        if len(triage.resume) > 0:
+            triage.carry_forward(plan, sink, policy)
+        by_key = lanes.open(plan.regions)
+        sender = Sender(
+            clients,
+            by_key,
+            Retrier(
+                RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_cap),
+                sleep=sleep,
+            ),
+            sink=sink,
+            policy=policy,
+            log=log,
+        )
+        # Each worker takes its next row from the lane that can send soonest.
+        scheduler = LaneScheduler(
+            by_key,
+            lambda key: by_key[key].limiter.due(),
+            config.concurrency,
+            memory_rows=max(64, 2 * config.concurrency),
+        )
+        sink.summary.rates = {key: lane.limiter for key, lane in by_key.items()}
+        pool = _Pool(scheduler, sender, triage=triage, sink=sink, policy=policy, log=log)
+        await pool.run(rows, by_key, config)
+        if pool.failure is not None:
+            raise pool.failure
 
 
 def run_batch_sync(
@@ -1088,12 +762,11 @@ async def run_batch_with_signals(source: Source, config: RunConfig, **kwargs: An
     once, so even synchronous work (validation, a dry run's report) sees it.
     """
     control = RunControl()
-    loop = asyncio.get_running_loop()
     previous: dict[signal.Signals, Any] = {}
 
     def handler(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
-        control.request(loop, StopReason("signal", f"received {name}", signum))
+        control.stop(StopReason("signal", f"received {name}", signum))
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread: no handlers

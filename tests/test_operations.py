@@ -129,15 +129,14 @@ def test_every_log_event_the_report_and_the_summary_carry_the_run_id(
 
 def test_progress_counts_rate_and_eta_on_an_injected_clock() -> None:
     now = [100.0]
-    throttled = [0]
-    progress = Progress(10, throttled=lambda: throttled[0], clock=lambda: now[0])
+    progress = Progress(10, clock=lambda: now[0])
     first = progress.snapshot()
     assert first.eta_seconds is None
     assert first.rows_per_second == 0
     now[0] += 2
     for status in (Status.SUCCEEDED, Status.FAILED, Status.SUCCEEDED, Status.SKIPPED):
         progress.record(status)
-    throttled[0] = 7
+    progress.throttled = 7
     snap = progress.snapshot()
     # The skipped row is done but cost nothing: the rate counts the 3 rows sent.
     assert snap == ProgressSnapshot(4, 10, 2.0, 1.5, 4.0, 1, 7, 0)
@@ -151,7 +150,7 @@ def test_progress_counts_rate_and_eta_on_an_injected_clock() -> None:
 def test_after_a_stop_progress_shows_rows_sent_and_not_attempted_ones_apart() -> None:
     # After Ctrl-C the bar said "300/300 100%" and 84.5 rows/s when 44 rows had been sent.
     now = [0.0]
-    progress = Progress(300, throttled=lambda: 0, clock=lambda: now[0])
+    progress = Progress(300, clock=lambda: now[0])
     now[0] = 10.0
     for status in [Status.SUCCEEDED] * 44 + [Status.NOT_ATTEMPTED] * 256:
         progress.record(status)
@@ -174,7 +173,7 @@ async def test_tick_reports_every_interval_until_cancelled() -> None:
             gate.set()
             await asyncio.Event().wait()  # park until cancelled
 
-    progress = Progress(5, throttled=lambda: 0, clock=lambda: 0.0)
+    progress = Progress(5, clock=lambda: 0.0)
     task = asyncio.create_task(tick(progress, seen.append, 30.0, sleep=fake_sleep))
     await gate.wait()
     task.cancel()

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from batch_updater import RowResult, RunConfig, RunSummary, Shard, Status, run_batch
+from batch_updater.breaker import BreakerSettings
 from batch_updater.cli import build_parser, main
-from batch_updater.control import RunControl, StopReason
+from batch_updater.control import FailureRules, RunControl, StopReason
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.errors import InputError
+from batch_updater.policy import StopPolicy
 from batch_updater.rows import RowPlan
 from benchmarks.generate_rows import write_rows
 
@@ -218,7 +221,10 @@ def test_a_stop_rule_stops_rows_waiting_for_the_rate_limit_too(
 
 def test_a_signal_after_a_stop_rule_counts_as_the_first_and_sets_the_exit_code() -> None:
     control = RunControl()
-    control.halt(StopReason("max_failures", "3 rows failed"))
+    policy = StopPolicy(
+        control, FailureRules(0.5, 100, None), breaker=BreakerSettings(), log=structlog.get_logger()
+    )
+    policy.halt(StopReason("max_failures", "3 rows failed"))
     control.stop(StopReason("signal", "received SIGINT", 2))
     assert control.reason == StopReason("signal", "received SIGINT (after: 3 rows failed)", 2)
     assert "hurry" not in repr(control)
@@ -293,11 +299,10 @@ async def test_a_signal_during_a_dry_runs_report_ends_the_run_as_that_signal(
     rows = [f"d{i}abc,us-east-1,{UP}" for i in range(3000)]
     source = write_csv(tmp_path / "big.csv", HEADER, *rows)
     control = RunControl()
-    loop = asyncio.get_running_loop()
 
     def signal_at_row_10(result: RowResult) -> None:
         if result.line == 11:
-            control.request(loop, StopReason("signal", "received SIGINT", 2))
+            control.stop(StopReason("signal", "received SIGINT", 2))
 
     config = fast(tmp_path, dry_run=True)
     summary = await run_batch(source, config, control=control, on_result=signal_at_row_10)

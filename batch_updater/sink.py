@@ -1,0 +1,132 @@
+"""Where every row's result goes, exactly once: report, counts, progress, hook, stop rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .control import StopReason
+from .policy import StopPolicy
+from .progress import Progress
+from .report import ReportWriter, write_summary
+from .results import RowResult, RunSummary, Status
+
+__all__ = ["ResultHook", "ResultSink"]
+
+ResultHook = Callable[[RowResult], None]
+ResumeCommand = Callable[[Path | None], str]
+
+
+class ResultSink:
+    """Takes each row's final result: writes it to the report, counts it (summary and
+    progress), hands it to the caller's hook and to the stop rules.
+
+    The sender also tells it about each request (:meth:`sent`, :meth:`retried`,
+    :meth:`throttled`); :meth:`finish` closes the report and writes the summary.
+    """
+
+    __slots__ = ("_hook", "_log", "_writer", "policy", "progress", "summary")
+
+    def __init__(
+        self,
+        writer: ReportWriter,
+        summary: RunSummary,
+        *,
+        total: int,
+        policy: StopPolicy,
+        log: Any,
+        on_result: ResultHook | None,
+    ) -> None:
+        self._writer = writer
+        self.summary = summary
+        self.progress = Progress(total)
+        self.policy = policy
+        self._log = log
+        self._hook = on_result
+        if writer.error is not None:  # the report's header could not be written
+            self.output_failed(writer.error)
+
+    def emit(self, result: RowResult) -> None:
+        """``result`` is final: record it everywhere, then apply the stop rules."""
+        writer, summary = self._writer, self.summary
+        writer.write(result)
+        if writer.error is not None and summary.output_error is None:
+            self.output_failed(writer.error)
+        summary.counts[result.status] += 1
+        if result.status is Status.INVALID:
+            summary.note_invalid(result)
+        self.progress.record(result.status)
+        if summary.results is not None:
+            summary.results.append(result)
+        if self._hook is not None:
+            try:
+                self._hook(result)
+            except Exception:  # the caller's hook must not cost a row its record
+                self._log.exception("on_result_failed", line=result.line, app_id=result.app_id)
+        self.policy.record(result)
+
+    def emit_all(self, results: Iterable[RowResult]) -> None:
+        for result in results:
+            self.emit(result)
+
+    def sent(self) -> None:
+        """A request went out."""
+        self.progress.requests += 1
+
+    def retried(self) -> None:
+        """A row is sent again after a failed attempt."""
+        self.progress.retries += 1
+
+    def throttled(self) -> None:
+        """The service answered a request with a throttling error."""
+        self.progress.throttled += 1
+
+    def output_failed(self, message: str) -> None:
+        """The report cannot be written: stop starting rows, as a stop rule does."""
+        self.summary.output_error = message
+        self.policy.halt(StopReason("output_error", message))
+
+    def commit(self) -> None:
+        """Every earlier success is in the new report: it may take the old one's place."""
+        self._writer.commit()
+
+    def discard(self) -> None:
+        """The run never started: remove the report."""
+        self._writer.discard()
+
+    @property
+    def discarded(self) -> bool:
+        return self._writer.discarded
+
+    def finish(
+        self,
+        elapsed: float,
+        *,
+        lanes_down: list[str],
+        resume_command: ResumeCommand | None,
+    ) -> None:
+        """Close the report, complete the summary and write it; never raises on a full disk."""
+        summary, writer, log, progress = self.summary, self._writer, self._log, self.progress
+        summary.requests = progress.requests
+        summary.retries = progress.retries
+        summary.throttles = progress.throttled
+        writer.close()
+        if writer.error is not None and summary.output_error is None:  # failed closing
+            summary.output_error = writer.error
+            log.error("report_write_failed", error=writer.error)
+        summary.stop_reason = self.policy.reason
+        summary.elapsed_seconds = elapsed
+        summary.lanes_down = lanes_down
+        unfinished = summary.counts[Status.NOT_ATTEMPTED] and (
+            summary.stop_reason is not None or summary.lanes_down
+        )
+        if resume_command is not None and (writer.error is not None or unfinished):
+            summary.resume_command = resume_command(writer.path if writer.saved else None)
+        if (error := write_summary(summary)) is not None:
+            log.error("summary_write_failed", error=error)
+        if writer.error is None and writer.written != progress.total:  # pragma: no cover
+            log.error("report_incomplete", written=writer.written, rows=progress.total)
+
+    def __repr__(self) -> str:
+        return f"<ResultSink {self.progress!r} {self._writer!r}>"
