@@ -310,10 +310,22 @@ def test_without_tickets_429s_within_the_cooldown_are_one_episode() -> None:
     assert control.rate < 68
 
 
-def test_the_first_429_before_any_success_rate_is_measured_restarts_cautiously() -> None:
+def test_the_first_429_before_any_request_went_through_restarts_cautiously() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(100, clock=clock)
+    control.on_throttle()
+    assert control.rate == Tuning().restart
+
+
+def test_a_second_429_at_once_after_halving_restarts_cautiously() -> None:
+    # --rate 100 against 5/s: one request went through, then 429 (halved to 50), then 429
+    # again with nothing in between: the halving did not help, start again from 1.5/s.
     clock = ManualClock()
     control = AdaptiveRate(100, clock=clock)
     control.on_success()
+    control.on_throttle()
+    assert control.rate == 50.0
+    clock.now += 0.3  # past the cooldown: a request paced at 50/s
     control.on_throttle()
     assert control.rate == Tuning().restart
 
