@@ -359,6 +359,36 @@ def _add_emulate(commands: Any) -> None:
         help="what one --rate limit covers: endpoint (default), region, or access-key-region "
         "(each access key in each signing region, the way AWS limits each account)",
     )
+    emulate.add_argument(
+        "--region-rate",
+        type=_region_number,
+        action="append",
+        default=[],
+        metavar="REGION=N",
+        help="rate limit of the requests signed for REGION instead of --rate; repeatable",
+    )
+    emulate.add_argument(
+        "--region-latency-ms",
+        type=_region_number,
+        action="append",
+        default=[],
+        metavar="REGION=MS",
+        help="latency of the requests signed for REGION instead of --latency-ms; repeatable",
+    )
+
+
+def _region_number(text: str) -> tuple[str, float]:
+    """``us-west-2=2`` -> ``("us-west-2", 2.0)``."""
+    region, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not sep or not region.strip() or not number >= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use REGION=NUMBER (0 or more), e.g. us-west-2=2"
+        )
+    return region.strip(), number
 
 
 def resume_command(argv: Sequence[str], report: Path | None) -> str:
@@ -599,6 +629,8 @@ def _emulate(args: argparse.Namespace) -> int:
             known_apps=known,
             seed=args.seed,
             limit_per=args.limit_per,
+            region_rate=dict(args.region_rate),
+            region_latency_ms=dict(args.region_latency_ms),
         )
     except ValueError as exc:  # the one place that checks the emulator's settings
         raise SetupError(f"emulate: {exc}") from None

@@ -160,6 +160,8 @@ class EmulatorConfig:
     slow_seconds: float = 2.0
     storm_seconds: float = 0.0
     limit_per: str = "endpoint"
+    region_rate: Mapping[str, float] = field(default_factory=dict)
+    region_latency_ms: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.limit_per not in LIMIT_PER:
@@ -172,6 +174,9 @@ class EmulatorConfig:
             raise ValueError(f"burst must be at least 1, got {self.burst}")
         if not (self.latency_ms >= 0 and self.latency_jitter_ms >= 0):
             raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
+        for region, value in {**self.region_rate, **self.region_latency_ms}.items():
+            if not value >= 0:
+                raise ValueError(f"the rate and latency of {region} must be >= 0, got {value}")
         if not self.slow_seconds >= 0:
             raise ValueError(f"slow_seconds must be >= 0, got {self.slow_seconds}")
         _check_storm(self.storm_seconds)
@@ -434,7 +439,7 @@ class Emulator:
         starts a storm with the next request (0: ends the current one).
         """
         self._config = config = replace(self._config, **changes)
-        if changes.keys() & {"rate", "burst", "limit_per"}:
+        if changes.keys() & {"rate", "burst", "limit_per", "region_rate"}:
             self._limiters.clear()
         if "faults" in changes:
             self.plan.faults = config.faults
@@ -495,9 +500,9 @@ class Emulator:
         )
         limiter = self._limiters.get(scope)
         if limiter is None:
-            limiter = self._limiters[scope] = RateLimiter(
-                self._config.rate or 0.0, self._config.burst
-            )
+            config = self._config
+            rate = config.region_rate.get(region, config.rate or 0.0)
+            limiter = self._limiters[scope] = RateLimiter(rate, config.burst)
         return limiter
 
     def _seed(self) -> None:
@@ -549,7 +554,7 @@ class Emulator:
             )
         )
         config = self._config
-        delay = config.latency_ms / 1000.0
+        delay = config.region_latency_ms.get(region, config.latency_ms) / 1000.0
         if config.latency_jitter_ms > 0:
             delay += self._jitter.uniform(0.0, config.latency_jitter_ms) / 1000.0
         if reply.fault == "slow":

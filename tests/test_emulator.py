@@ -927,6 +927,8 @@ async def test_an_address_that_cannot_be_bound_is_a_setup_error(
         (["--p504", "1.5"], "argument --p504: must be between 0 and 1"),
         (["--latency-ms", "-5"], "argument --latency-ms: must be 0 or more"),
         (["--seed", "x"], "argument --seed:"),
+        (["--region-rate", "us-west-2"], "argument --region-rate: 'us-west-2': use REGION=NUMBER"),
+        (["--region-latency-ms", "eu-west-1=-3"], "argument --region-latency-ms: 'eu-west-1=-3'"),
     ],
 )
 def test_emulate_refuses_a_bad_number_in_one_line_naming_the_flag(
@@ -1070,3 +1072,41 @@ def test_emulate_refuses_an_unknown_limit_scope_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "limit_per must be one of endpoint, region, access-key-region" in err
+
+
+def test_a_region_can_have_its_own_rate_and_latency(session: Any) -> None:
+    # One slow, tightly limited region among fast ones (benchmark scenario 10).
+    config = EmulatorConfig(
+        limit_per="region",  # no limit but in us-west-2
+        region_rate={"us-west-2": 1},
+        region_latency_ms={"us-west-2": 250},
+    )
+
+    async def scenario() -> dict[str, list[tuple[float, int]]]:
+        loop = asyncio.get_running_loop()
+        seen: dict[str, list[tuple[float, int]]] = {}
+        async with EmulatorServer(config) as server:
+            for region in ("us-east-1", "us-west-2"):
+                async with session.client(
+                    "amplifybackend",
+                    region_name=region,
+                    endpoint_url=server.url,
+                    config=Config(retries={"total_max_attempts": 1}),
+                ) as client:
+                    for app in ("dabc1", "dabc2"):
+                        start = loop.time()
+                        try:
+                            await client.update_backend_config(
+                                AppId=app, LoginAuthConfig={"AwsCognitoRegion": "us-east-1"}
+                            )
+                            status = 200
+                        except ClientError as exc:
+                            status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+                        seen.setdefault(region, []).append((loop.time() - start, status))
+        return seen
+
+    seen = virtual_time.run(scenario())
+    assert [status for _, status in seen["us-east-1"]] == [200, 200]
+    assert [status for _, status in seen["us-west-2"]] == [200, 429]  # 1/s: back to back fails
+    assert all(took < 0.25 for took, _ in seen["us-east-1"])
+    assert all(took >= 0.25 for took, _ in seen["us-west-2"])
