@@ -135,7 +135,7 @@ class _Job:
         self._stats = _Stats()
         self.progress = Progress(total, throttled=lambda: self._stats.throttles)
         self._rules = FailureRules(
-            config.max_failure_rate, config.failure_window, config.max_failures
+            config.stop.max_failure_rate, config.stop.failure_window, config.stop.max_failures
         )
         self._failure: BaseException | None = None
         # Rows up to this line that earlier reports list as succeeded are already written.
@@ -270,7 +270,10 @@ class _Job:
 
         config = self.config
         return AdaptiveRate(
-            config.effective_rate, config.burst, adaptive=config.adaptive, on_change=changed
+            config.effective_rate,
+            config.rate.burst,
+            adaptive=config.rate.adaptive,
+            on_change=changed,
         )
 
     def _breaker(self, region: str) -> Breaker:
@@ -310,7 +313,11 @@ class _Job:
             limiters,
             self._breakers,
             Retrier(
-                RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_cap),
+                RetryPolicy(
+                    config.retries.max_attempts,
+                    config.retries.backoff_base,
+                    config.retries.backoff_cap,
+                ),
                 sleep=sleep,
             ),
             stats=self._stats,
@@ -321,13 +328,13 @@ class _Job:
         lanes = LaneScheduler(
             limiters,
             lambda lane: limiters[lane].due(),
-            config.concurrency,
-            memory_rows=max(64, 2 * config.concurrency),
+            config.rate.concurrency,
+            memory_rows=max(64, 2 * config.rate.concurrency),
         )
         reader = asyncio.create_task(self._guarded(self._route(plan, lanes)))
         workers = [
             asyncio.create_task(self._guarded(self._work(lanes, sender)))
-            for _ in range(config.concurrency)
+            for _ in range(config.rate.concurrency)
         ]
         # return_exceptions: tasks record their own failures; cancelled ones end quietly.
         everything: asyncio.Future[Any] = asyncio.gather(reader, *workers, return_exceptions=True)
@@ -342,7 +349,7 @@ class _Job:
                 hurry: asyncio.Future[Any] = asyncio.create_task(control.wait_hurry())
                 await asyncio.wait(
                     {everything, hurry},
-                    timeout=config.grace_period,
+                    timeout=config.stop.grace_period,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 hurry.cancel()
@@ -782,9 +789,9 @@ async def _run_plan(
     resume_command: ResumeCommand | None,
 ) -> RunSummary:
     resume = ResumeIndex.load(
-        config.resume, warn=lambda m: log.warning("resume_warning", message=m)
+        config.output.resume, warn=lambda m: log.warning("resume_warning", message=m)
     )
-    report_path = config.report_path or default_report_path(
+    report_path = config.output.report_path or default_report_path(
         plan.stem,
         shard=str(config.shard) if config.shard else None,
     )
@@ -941,10 +948,10 @@ def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
         raise SetupError(f"--report {report_path} is the input file: choose another path")
     # Resuming into the report resumed from: the new report replaces it once it holds
     # every earlier success (see _Job.carry_forward), so a crash never loses one.
-    in_place = any(_same_file(path, report_path) for path in config.resume)
+    in_place = any(_same_file(path, report_path) for path in config.output.resume)
     return ReportWriter(
         report_path,
-        overwrite=config.overwrite,
+        overwrite=config.output.overwrite,
         run_id=run_id,
         replacing=in_place,
         kept_columns=plan.kept_columns,
@@ -962,7 +969,7 @@ def _validate(
             config.region or sdk.region,
             shard=config.shard,
             interrupted=lambda: control.requested,
-            keep=config.keep_columns,
+            keep=config.output.keep_columns,
             allow_unknown_region=config.allow_unknown_region,
         )
     except ValidationInterrupted as exc:
@@ -1035,8 +1042,8 @@ async def _run_live(job: _Job, plan: RowPlan, sdk: _Sdk, sleep: Sleep) -> None:
                 Clients(
                     sdk.session(),
                     endpoint_url=endpoint_url,
-                    max_pool_connections=config.concurrency,
-                    request_timeout=config.request_timeout,
+                    max_pool_connections=config.rate.concurrency,
+                    request_timeout=config.retries.request_timeout,
                 )
             )
             if plan.regions:
@@ -1082,7 +1089,7 @@ def run_batch_sync(
 
 async def run_batch_with_signals(source: Source, config: RunConfig, **kwargs: Any) -> RunSummary:
     """:func:`run_batch` with SIGINT/SIGTERM handlers: the first stops gracefully (in-flight
-    calls get ``config.grace_period`` seconds), the second stops at once.
+    calls get ``config.stop.grace_period`` seconds), the second stops at once.
 
     The handlers are plain ``signal`` handlers, not the loop's: they set the stop flag at
     once, so even synchronous work (validation, a dry run's report) sees it.
