@@ -478,7 +478,8 @@ def add_to(parser: argparse.ArgumentParser) -> None:
                 "default": argparse.SUPPRESS,
                 "help": option.help_text().replace("%", "%%"),
             }
-            if option.positional:
+            if option.positional:  # argparse sets a positional's default, so None: not given
+                kwargs["default"] = None
                 group.add_argument(
                     option.name, metavar=option.flag, nargs="?", type=option.convert, **kwargs
                 )
@@ -500,7 +501,7 @@ def resolve(given: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     parser :func:`add_to` built), else its ``BATCH_UPDATER_*`` variable, else its default."""
     values: dict[str, Any] = {}
     for option in RUN_OPTIONS:
-        if option.name in given:
+        if given.get(option.name) is not None:
             values[option.name] = given[option.name]
         elif option.env in env:
             values[option.name] = option.from_env(env[option.env])
