@@ -368,7 +368,7 @@ def _run_sections() -> tuple[tuple[str, tuple[Option, ...]], ...]:
                 ),
                 Option(
                     "--rate-per-shard",
-                    "--rate is per shard; by default each of N shards gets --rate / N",
+                    "--rate is per shard; otherwise each of N shards gets --rate / N",
                     "rate_per_shard",
                     switch=True,
                 ),
