@@ -292,6 +292,10 @@ class RunConfig:
             own[group] = _GROUPS[group](**given)
         return cls(**own)
 
+    def with_settings(self, **changes: Any) -> RunConfig:
+        """A copy with settings changed by flat name: ``with_settings(overwrite=True)``."""
+        return RunConfig.from_flat(**{**{name: self.get(name) for name in settings()}, **changes})
+
     def get(self, name: str) -> Any:
         """The setting of flat name ``name`` (``get("concurrency")`` is ``rate.concurrency``)."""
         group = settings()[name].group

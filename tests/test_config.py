@@ -138,6 +138,16 @@ def test_flat_names_reach_their_groups() -> None:
     assert flat.get("region") == "us-east-1"
 
 
+def test_with_settings_changes_settings_by_flat_name_and_keeps_the_rest() -> None:
+    config = RunConfig(rate=Rate(5, concurrency=2), output="r.csv", dry_run=True)
+    changed = config.with_settings(overwrite=True, concurrency=4)
+    assert changed == RunConfig(
+        rate=Rate(5, concurrency=4), output=Output("r.csv", overwrite=True), dry_run=True
+    )
+    with pytest.raises(SetupError, match=r"Rate\.concurrency: must be at least 1"):
+        config.with_settings(concurrency=0)
+
+
 def test_the_summary_names_every_setting_flat_as_before() -> None:
     config = RunConfig(rate=Rate(40, rate_per_shard=False), shard=Shard(0, 4), output="r.csv")
     described = config.describe()
