@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import json
 import os
 import shlex
@@ -15,21 +14,23 @@ from typing import Any, NoReturn, TextIO, cast
 
 import structlog
 
+from . import options
 from ._version import __version__
+from .config import AT_LEAST_0, AT_LEAST_1, SHARE, RunConfig
 from .errors import SetupError
-from .logs import LEVELS, configure_logging, json_lines
+from .logs import configure_logging, json_lines
+from .options import number
 from .progress import BarStream
 from .report import summary_path
 from .results import RunSummary, Status
 from .rows import ValidationInterrupted
-from .runner import RunConfig, run_batch_with_signals
-from .shard import Shard, shard_from_environment
+from .runner import run_batch_with_signals
+from .shard import shard_from_environment
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ROWS, EXIT_SETUP = 0, 1, 2
 EXIT_SIGINT = 130  # Ctrl-C before the run's own handlers are installed
-ENV_PREFIX = "BATCH_UPDATER_"
 _BAR_REFRESH = 0.5  # seconds between redraws of the progress bar
 
 EPILOG = """\
@@ -51,56 +52,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_SETUP, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _number(text: str, convert: type[int] | type[float]) -> Any:
-    """``convert(text)``, or an error argparse shows after the flag's name.
-
-    argparse would otherwise say "invalid _non_negative value", naming this module's
-    function instead of what is expected.
-    """
-    try:
-        return convert(text)
-    except ValueError:
-        what = "a whole number" if convert is int else "a number"
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-
-
-def _positive_int(text: str) -> int:
-    value: int = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value: int = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value: float = _number(text, float)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value: float = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value: float = _number(text, float)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """The ``batch-updater`` argument parser; ``env`` supplies ``BATCH_UPDATER_*`` defaults."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``batch-updater`` argument parser. The ``run`` options come from
+    :data:`batch_updater.options.RUN_OPTIONS`; :func:`batch_updater.options.resolve` gives
+    each its value (command line, else ``BATCH_UPDATER_*`` variable, else default)."""
     parser = _Parser(
         prog="batch-updater",
         description="Apply Amazon Cognito login settings to many AWS Amplify apps "
@@ -115,187 +70,12 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "run",
         help="validate the input CSV and update every app",
         description="Validate every row of INPUT, then call UpdateBackendConfig for each "
-        "valid row and write a per-row report.",
+        "valid row and write a per-row report. Every option can also be set as the "
+        "variable shown after it.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument(
-        "input",
-        metavar="INPUT",
-        type=Path,
-        nargs="?",
-        help="CSV of apps and settings; - reads standard input",
-    )
-    run.add_argument(
-        "--report",
-        type=Path,
-        metavar="PATH",
-        help="report file (.csv, or .jsonl for JSON lines); "
-        "default reports/<input stem>-<UTC time>.csv",
-    )
-    run.add_argument(
-        "--overwrite", action="store_true", help="replace the report if it already exists"
-    )
-    run.add_argument(
-        "--resume",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="REPORT",
-        help="skip rows an earlier report (CSV or JSONL) lists as succeeded with the same "
-        "settings; repeatable",
-    )
-    run.add_argument(
-        "--keep-column",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="carry the input's extra column NAME (like notes or owner) into the report, "
-        "after its own columns; repeatable",
-    )
-    run.add_argument("--region", metavar="R", help="region for rows without a region column")
-    run.add_argument(
-        "--allow-unknown-region",
-        action="store_true",
-        help="accept any name shaped like a region (us-east-1), not only the regions the "
-        "installed botocore knows: for a region newer than the SDK",
-    )
-    run.add_argument("--profile", metavar="P", help="AWS profile (standard credential chain)")
-    run.add_argument("--endpoint-url", metavar="URL", help="send the calls to this endpoint")
-    run.add_argument(
-        "--allow-insecure-endpoint",
-        action="store_true",
-        help="allow a plain http:// endpoint that is not on this machine",
-    )
-    run.add_argument(
-        "--local",
-        action="store_true",
-        help="run against the built-in emulator on 127.0.0.1 (no AWS account needed)",
-    )
-    run.add_argument(
-        "--rate",
-        type=_non_negative,
-        default=10.0,
-        metavar="N",
-        help="requests per second per region, retries included; 0 = unlimited (default 10)",
-    )
-    run.add_argument(
-        "--no-adaptive",
-        dest="adaptive",
-        action="store_false",
-        help="keep --rate fixed instead of lowering it when the service throttles",
-    )
-    run.add_argument(
-        "--burst",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="requests allowed back to back (default 1: evenly spaced)",
-    )
-    run.add_argument(
-        "--concurrency", type=_positive_int, default=16, metavar="N", help="workers (default 16)"
-    )
-    run.add_argument(
-        "--max-attempts",
-        type=_positive_int,
-        default=8,
-        metavar="N",
-        help="attempts per row, first try included (default 8)",
-    )
-    run.add_argument(
-        "--request-timeout",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="read timeout of one request (default 30)",
-    )
-    run.add_argument(
-        "--backoff-cap",
-        type=_non_negative,
-        default=20.0,
-        metavar="SECONDS",
-        help="longest wait between retries (default 20)",
-    )
-    run.add_argument(
-        "--grace-period",
-        type=_non_negative,
-        default=20.0,
-        metavar="SECONDS",
-        help="on SIGINT/SIGTERM, how long calls in flight may finish (default 20)",
-    )
-    run.add_argument(
-        "--max-failure-rate",
-        type=_probability,
-        default=0.5,
-        metavar="R",
-        help="stop when more than this share of the last --failure-window rows failed "
-        "(default 0.5)",
-    )
-    run.add_argument(
-        "--failure-window",
-        type=_positive_int,
-        default=100,
-        metavar="N",
-        help="rows the failure rate is measured over (default 100)",
-    )
-    run.add_argument(
-        "--max-failures",
-        type=_non_negative_int,
-        default=None,
-        metavar="N",
-        help="stop when more than N rows failed (default: no limit)",
-    )
-    run.add_argument(
-        "--dry-run", action="store_true", help="validate and write the report; send nothing"
-    )
-    run.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="send the valid rows even when some rows are invalid",
-    )
-    run.add_argument(
-        "--shard",
-        metavar="K/N",
-        type=Shard.parse,
-        help="run only shard K of N (K from 0): rows whose stable hash of (region, app_id) "
-        "modulo N is K; default from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX",
-    )
-    run.add_argument(
-        "--shard-count",
-        type=_positive_int,
-        metavar="N",
-        help="number of shards for a Kubernetes Indexed Job (with JOB_COMPLETION_INDEX)",
-    )
-    run.add_argument(
-        "--rate-per-shard",
-        action="store_true",
-        help="--rate is per shard; by default each of N shards gets --rate / N",
-    )
-    run.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar or events"
-    )
-    run.add_argument(
-        "--progress-interval",
-        type=_positive,
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds between progress events when stderr is not a terminal (default 30)",
-    )
-    run.add_argument(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default="auto",
-        help="auto: console lines on a terminal, JSON lines otherwise",
-    )
-    run.add_argument(
-        "--log-level", choices=LEVELS, default="info", type=str.lower, help="default info"
-    )
-
-    _document_environment(run)
-    if env is not None:
-        apply_environment(run, env)
-        run.set_defaults(unknown_variables=unknown_variables(run, env))
-
+    options.add_to(run)
     _add_merge(commands)
     _add_emulate(commands)
     return parser
@@ -339,13 +119,21 @@ def _add_emulate(commands: Any) -> None:
     )
     emulate.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     emulate.add_argument(
-        "--rate", type=_non_negative, default=0.0, help="server rate limit per second (0 = none)"
+        "--rate",
+        type=number(float, AT_LEAST_0),
+        default=0.0,
+        help="server rate limit per second (0 = none)",
     )
-    emulate.add_argument("--burst", type=_positive_int, default=1, help="server burst")
+    emulate.add_argument("--burst", type=number(int, AT_LEAST_1), default=1, help="server burst")
     emulate.add_argument(
-        "--p504", type=_probability, default=0.0, help="probability of a random 504 (0 to 1)"
+        "--p504",
+        type=number(float, SHARE),
+        default=0.0,
+        help="probability of a random 504 (0 to 1)",
     )
-    emulate.add_argument("--latency-ms", type=_non_negative, default=0.0, help="added latency")
+    emulate.add_argument(
+        "--latency-ms", type=number(float, AT_LEAST_0), default=0.0, help="added latency"
+    )
     emulate.add_argument(
         "--known-apps",
         metavar="IDS",
@@ -394,90 +182,18 @@ def _region_number(text: str) -> tuple[str, float]:
 def resume_command(argv: Sequence[str], report: Path | None) -> str:
     """The command that finishes an interrupted run: same flags, resuming from ``report``
     (which lists the rows of the earlier reports too); with no ``report`` (it holds
-    nothing), the same command with its own ``--resume`` flags, to a new report."""
-    dropped = ("--report",) if report is None else ("--report", "--resume")
+    nothing), the same command with its own ``--resume`` flags, to a new report. Always
+    without ``--overwrite``."""
+    dropped = {"--report", "--overwrite"} | (set() if report is None else {"--resume"})
     out: list[str] = ["batch-updater"]
-    skip_next = False
-    for arg in argv:
-        if skip_next:
-            skip_next = False
-            continue
-        if arg in dropped:
-            skip_next = True
-            continue
-        if arg == "--overwrite" or arg.startswith(tuple(f"{flag}=" for flag in dropped)):
-            continue
-        out.append(arg)
+    words = iter(argv)
+    for arg in words:
+        option = options.option_for(arg)
+        with_value = option is not None and option.takes_value and "=" not in arg
+        value = [next(words, None)] if with_value else []
+        if option is None or option.flag not in dropped:
+            out += [arg, *(v for v in value if v is not None)]
     return shlex.join(out if report is None else [*out, "--resume", str(report)])
-
-
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-
-
-def env_name(action: argparse.Action) -> str:
-    """``--max-attempts`` -> ``BATCH_UPDATER_MAX_ATTEMPTS``; INPUT -> ``BATCH_UPDATER_INPUT``."""
-    flag = max(action.option_strings, key=len) if action.option_strings else action.dest
-    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
-
-
-def _from_env(action: argparse.Action, name: str, text: str) -> object:
-    if isinstance(action, argparse._StoreConstAction):  # store_true / store_false
-        lowered = text.strip().lower()
-        if lowered not in _TRUE + _FALSE:
-            raise SetupError(f"{name}={text!r}: use true or false")
-        given = lowered in _TRUE
-        return action.const if given else action.default
-    convert = action.type if callable(action.type) else str
-    try:
-        if isinstance(action, argparse._AppendAction):
-            return [convert(part.strip()) for part in text.split(",") if part.strip()]
-        value = convert(text)
-    except (argparse.ArgumentTypeError, ValueError, SetupError) as exc:
-        raise SetupError(f"{name}={text!r}: {exc}") from None
-    if action.choices is not None and value not in action.choices:
-        choices = ", ".join(map(str, action.choices))
-        raise SetupError(f"{name}={text!r}: use one of {choices}")
-    return value
-
-
-def apply_environment(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
-    """Take each option's default from ``BATCH_UPDATER_<FLAG>``; the command line still wins."""
-    for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
-            continue
-        name = env_name(action)
-        if name in env:
-            value = _from_env(action, name, env[name])
-            # argparse appends command-line values to a list default; keep the variable's
-            # list apart so that the command line replaces it instead.
-            dest = (
-                f"env_{action.dest}" if isinstance(action, argparse._AppendAction) else action.dest
-            )
-            parser.set_defaults(**{dest: value})
-
-
-def unknown_variables(
-    parser: argparse.ArgumentParser, env: Mapping[str, str]
-) -> list[tuple[str, str | None]]:
-    """``BATCH_UPDATER_*`` variables in ``env`` that match no option of ``parser``, each
-    with the closest variable that does (or None)."""
-    known = {
-        env_name(action)[len(ENV_PREFIX) :]
-        for action in parser._actions
-        if not isinstance(action, argparse._HelpAction)
-    }
-    out: list[tuple[str, str | None]] = []
-    for name in sorted(env):
-        if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :] not in known:
-            close = difflib.get_close_matches(name[len(ENV_PREFIX) :], known, n=1)
-            out.append((name, ENV_PREFIX + close[0] if close else None))
-    return out
-
-
-def _document_environment(parser: argparse.ArgumentParser) -> None:
-    for action in parser._actions:
-        if not isinstance(action, argparse._HelpAction) and action.help:
-            action.help += f" [env {env_name(action)}]"
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -529,15 +245,15 @@ def _print_invalid(summary: RunSummary) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    if args.input is None:
+def _run(values: dict[str, Any], argv: Sequence[str], env: Mapping[str, str]) -> int:
+    if values["input"] is None:
         raise SetupError("no INPUT: give the CSV path, or set BATCH_UPDATER_INPUT")
-    as_json = json_lines(args.log_format, sys.stderr)
-    on_terminal = args.progress and sys.stderr.isatty() and not as_json
+    as_json = json_lines(values["log_format"], sys.stderr)
+    on_terminal = values["progress"] and sys.stderr.isatty() and not as_json
     bar = BarStream(sys.stderr) if on_terminal else None
-    configure_logging(args.log_format, args.log_level, stream=cast("TextIO", bar))
+    configure_logging(values["log_format"], values["log_level"], stream=cast("TextIO", bar))
     log = structlog.get_logger("batch_updater")
-    for name, close in getattr(args, "unknown_variables", ()):
+    for name, close in options.unknown_variables(env):
         hint = f"; did you mean {close}?" if close else ""
         log.warning(
             "unknown_variable",
@@ -545,41 +261,19 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             did_you_mean=close,
             message=f"{name} matches no option and is ignored{hint}",
         )
-    shard = args.shard or shard_from_environment(args.shard_count)
-    config = RunConfig(
-        shard=shard,
-        rate_per_shard=args.rate_per_shard,
-        progress_log=args.progress and bar is None,
-        progress_interval=_BAR_REFRESH if bar is not None else args.progress_interval,
-        report_path=args.report,
-        overwrite=args.overwrite,
-        resume=tuple(args.resume or getattr(args, "env_resume", ())),
-        keep_columns=tuple(args.keep_column or getattr(args, "env_keep_column", ())),
-        allow_insecure_endpoint=args.allow_insecure_endpoint,
-        grace_period=args.grace_period,
-        max_failure_rate=args.max_failure_rate,
-        failure_window=args.failure_window,
-        max_failures=args.max_failures,
-        region=args.region,
-        allow_unknown_region=args.allow_unknown_region,
-        profile=args.profile,
-        endpoint_url=args.endpoint_url,
-        local=args.local,
-        rate=args.rate,
-        adaptive=args.adaptive,
-        burst=args.burst,
-        concurrency=args.concurrency,
-        max_attempts=args.max_attempts,
-        request_timeout=args.request_timeout,
-        backoff_cap=args.backoff_cap,
-        dry_run=args.dry_run,
-        skip_invalid=args.skip_invalid,
-        collect_results=False,
+    config = RunConfig.from_flat(
+        **{
+            **options.config_settings(values),
+            "shard": values["shard"] or shard_from_environment(values["shard_count"]),
+            "progress_log": values["progress"] and bar is None,
+            "progress_interval": _BAR_REFRESH if bar is not None else values["progress_interval"],
+            "collect_results": False,
+        }
     )
     try:
         summary = asyncio.run(
             run_batch_with_signals(
-                args.input,
+                values["input"],
                 config,
                 on_progress=bar.show if bar is not None else None,
                 resume_command=lambda report: resume_command(argv, report),
@@ -642,9 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``batch-updater`` and ``python -m batch_updater``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser(os.environ).parse_args(argv)
+        args = build_parser().parse_args(argv)
         if args.command == "run":
-            return _run(args, argv)
+            return _run(options.resolve(vars(args), os.environ), argv, os.environ)
         if args.command == "merge":
             return _merge(args)
         return _emulate(args)

@@ -181,7 +181,9 @@ class _Lanes:
             )
 
         c = self._config
-        return AdaptiveRate(c.effective_rate, c.burst, adaptive=c.adaptive, on_change=changed)
+        return AdaptiveRate(
+            c.effective_rate, c.rate.burst, adaptive=c.rate.adaptive, on_change=changed
+        )
 
     def _breaker(self, key: str) -> Breaker:
         log = self._log
@@ -234,7 +236,8 @@ class _Pool:
         control, scheduler, sink = self._policy.control, self._scheduler, self._sink
         reader = asyncio.create_task(self._guarded(self._route(rows)))
         workers = [
-            asyncio.create_task(self._guarded(self._work(lanes))) for _ in range(config.concurrency)
+            asyncio.create_task(self._guarded(self._work(lanes)))
+            for _ in range(config.rate.concurrency)
         ]
         # return_exceptions: tasks record their own failures; cancelled ones end quietly.
         everything: asyncio.Future[Any] = asyncio.gather(reader, *workers, return_exceptions=True)
@@ -247,7 +250,7 @@ class _Pool:
                 hurry: asyncio.Future[Any] = asyncio.create_task(control.wait_hurry())
                 await asyncio.wait(
                     {everything, hurry},
-                    timeout=config.grace_period,
+                    timeout=config.stop.grace_period,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 hurry.cancel()
@@ -415,9 +418,11 @@ async def _run_plan(
     resume_command: ResumeCommand | None,
 ) -> RunSummary:
     triage = _Triage(
-        ResumeIndex.load(config.resume, warn=lambda m: log.warning("resume_warning", message=m))
+        ResumeIndex.load(
+            config.output.resume, warn=lambda m: log.warning("resume_warning", message=m)
+        )
     )
-    report_path = config.report_path or default_report_path(
+    report_path = config.output.report_path or default_report_path(
         plan.stem,
         shard=str(config.shard) if config.shard else None,
     )
@@ -434,7 +439,9 @@ async def _run_plan(
     lanes = _Lanes(config, log)
     policy = StopPolicy(
         control,
-        FailureRules(config.max_failure_rate, config.failure_window, config.max_failures),
+        FailureRules(
+            config.stop.max_failure_rate, config.stop.failure_window, config.stop.max_failures
+        ),
         breaker=lanes.breaker,
         log=log,
     )
@@ -582,10 +589,10 @@ def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
         raise SetupError(f"--report {report_path} is the input file: choose another path")
     # Resuming into the report resumed from: the new report replaces it once it holds
     # every earlier success (see _Triage.carry_forward), so a crash never loses one.
-    in_place = any(_same_file(path, report_path) for path in config.resume)
+    in_place = any(_same_file(path, report_path) for path in config.output.resume)
     return ReportWriter(
         report_path,
-        overwrite=config.overwrite,
+        overwrite=config.output.overwrite,
         run_id=run_id,
         replacing=in_place,
         kept_columns=plan.kept_columns,
@@ -603,7 +610,7 @@ def _validate(
             config.region or sdk.region,
             shard=config.shard,
             interrupted=lambda: control.stopping,
-            keep=config.keep_columns,
+            keep=config.output.keep_columns,
             allow_unknown_region=config.allow_unknown_region,
         )
     except ValidationInterrupted as exc:
@@ -686,8 +693,8 @@ async def _run_live(
                 Clients(
                     sdk.session(),
                     endpoint_url=endpoint_url,
-                    max_pool_connections=config.concurrency,
-                    request_timeout=config.request_timeout,
+                    max_pool_connections=config.rate.concurrency,
+                    request_timeout=config.retries.request_timeout,
                 )
             )
             if plan.regions:
@@ -706,7 +713,11 @@ async def _run_live(
             clients,
             by_key,
             Retrier(
-                RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_cap),
+                RetryPolicy(
+                    config.retries.max_attempts,
+                    config.retries.backoff_base,
+                    config.retries.backoff_cap,
+                ),
                 sleep=sleep,
             ),
             sink=sink,
@@ -717,8 +728,8 @@ async def _run_live(
         scheduler = LaneScheduler(
             by_key,
             lambda key: by_key[key].limiter.due(),
-            config.concurrency,
-            memory_rows=max(64, 2 * config.concurrency),
+            config.rate.concurrency,
+            memory_rows=max(64, 2 * config.rate.concurrency),
         )
         sink.summary.rates = {key: lane.limiter for key, lane in by_key.items()}
         pool = _Pool(scheduler, sender, triage=triage, sink=sink, policy=policy, log=log)
@@ -756,7 +767,7 @@ def run_batch_sync(
 
 async def run_batch_with_signals(source: Source, config: RunConfig, **kwargs: Any) -> RunSummary:
     """:func:`run_batch` with SIGINT/SIGTERM handlers: the first stops gracefully (in-flight
-    calls get ``config.grace_period`` seconds), the second stops at once.
+    calls get ``config.stop.grace_period`` seconds), the second stops at once.
 
     The handlers are plain ``signal`` handlers, not the loop's: they set the stop flag at
     once, so even synchronous work (validation, a dry run's report) sees it.

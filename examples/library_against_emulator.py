@@ -33,7 +33,7 @@ async def main() -> int:
             aws_access_key_id="example", aws_secret_access_key="example", region_name="us-east-1"
         )
         report = Path(tempfile.mkdtemp()) / "example-report.jsonl"
-        config = RunConfig(endpoint_url=server.url, rate=20, report_path=report)
+        config = RunConfig(endpoint_url=server.url, rate=20, output=report)
 
         def show(result: RowResult) -> None:
             print(f"line {result.line}: {result.app_id} {result.status} {result.error_code}")

@@ -76,14 +76,17 @@ def session() -> Any:
 
 
 def fast(tmp_path: Path, report: str = "report.csv", **kw: Any) -> RunConfig:
-    """A run config for tests: no client-side limit, near-zero backoff, reporting to tmp."""
+    """A run config for tests: no client-side limit, near-zero backoff, reporting to tmp.
+
+    Settings go by their flat names (``concurrency=2``), as ``RunConfig.from_flat`` takes them.
+    """
     base: dict[str, Any] = {
         "report_path": tmp_path / report,
         "rate": 0,
         "backoff_base": 0.001,
         "backoff_cap": 0.01,
     }
-    return RunConfig(**{**base, **kw})
+    return RunConfig.from_flat(**{**base, **kw})
 
 
 def read_report(path: Path) -> list[dict[str, Any]]:

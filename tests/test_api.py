@@ -96,7 +96,7 @@ async def test_the_library_leaves_global_logging_alone(tmp_path: Path) -> None:
     assert not structlog.is_configured()
     summary = await batch_updater.run_batch(
         ROOT / "inputs" / "example.csv",
-        batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "r.csv"),
+        batch_updater.RunConfig(dry_run=True, output=tmp_path / "r.csv"),
     )
     assert summary.counts[Status.DRY_RUN] == 50
     assert not structlog.is_configured()
@@ -125,7 +125,7 @@ async def test_a_caller_logger_gets_the_events(tmp_path: Path) -> None:
 
     await batch_updater.run_batch(
         ROOT / "inputs" / "example.csv",
-        batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "r.csv", run_id="mine-1"),
+        batch_updater.RunConfig(dry_run=True, output=tmp_path / "r.csv", run_id="mine-1"),
         logger=Collect(),
     )
     assert [e["event"] for e in events if e["level"] == "info"] == ["run_start", "run_end"]
@@ -161,22 +161,38 @@ async def test_a_caller_logger_gets_the_events(tmp_path: Path) -> None:
             lambda: batch_updater.run_batch_sync(EXAMPLE, on_result="print"),  # type: ignore[arg-type]
             "on_result: expected a function",
         ),
-        (lambda: batch_updater.RunConfig(rate="fast"), "RunConfig.rate: expected a number"),  # type: ignore[arg-type]
         (
-            lambda: batch_updater.RunConfig(concurrency=2.5),  # type: ignore[arg-type]
-            "RunConfig.concurrency: expected a whole number, got float 2.5",
+            lambda: batch_updater.RunConfig(rate="fast"),  # type: ignore[arg-type]
+            "RunConfig.rate: expected a Rate or a number, got str 'fast'",
+        ),
+        (
+            lambda: batch_updater.Rate(concurrency=2.5),  # type: ignore[arg-type]
+            "Rate.concurrency: expected a whole number, got float 2.5",
+        ),
+        (
+            lambda: batch_updater.RunConfig(stop=0.5),  # type: ignore[arg-type]
+            "RunConfig.stop: expected a StopRules, got float 0.5",
+        ),
+        (lambda: batch_updater.Retries(max_attempts=0), "Retries.max_attempts: must be at least 1"),
+        (
+            lambda: batch_updater.RunConfig.from_flat(concurency=2),
+            "RunConfig has no setting 'concurency'; did you mean 'concurrency'?",
         ),
         (
             lambda: batch_updater.RunConfig(dry_run="no"),  # type: ignore[arg-type]
             "RunConfig.dry_run: expected true or false",
         ),
         (
-            lambda: batch_updater.RunConfig(resume="old.csv"),  # type: ignore[arg-type]
-            "RunConfig.resume: expected a list or tuple",
+            lambda: batch_updater.Output(resume="old.csv"),  # type: ignore[arg-type]
+            "Output.resume: expected a list or tuple",
         ),
         (
-            lambda: batch_updater.RunConfig(report_path=7),  # type: ignore[arg-type]
-            "RunConfig.report_path: expected a path",
+            lambda: batch_updater.RunConfig(output=7),  # type: ignore[arg-type]
+            "RunConfig.output: expected an Output or a path (str or os.PathLike), got int 7",
+        ),
+        (
+            lambda: batch_updater.Output(report_path=7),  # type: ignore[arg-type]
+            "Output.report_path: expected a path",
         ),
     ],
 )
@@ -190,17 +206,16 @@ def test_arguments_of_the_wrong_type_raise_setup_error_naming_the_argument(
 
 def test_str_paths_are_accepted_wherever_a_path_is_meant(tmp_path: Path) -> None:
     first = str(tmp_path / "first.csv")
-    config = batch_updater.RunConfig(dry_run=True, report_path=first, rate=5)  # type: ignore[arg-type]
-    assert config.report_path == Path(first)
-    assert isinstance(config.rate, float)
+    config = batch_updater.RunConfig(dry_run=True, output=first, rate=5)  # type: ignore[arg-type]
+    assert config.output.report_path == Path(first)
+    assert isinstance(config.rate.rate, float)
     summary = batch_updater.run_batch_sync(str(EXAMPLE), config)
     assert summary.counts[Status.DRY_RUN] == 50
     resumed = batch_updater.RunConfig(
         dry_run=True,
-        report_path=tmp_path / "second.csv",
-        resume=[first],  # type: ignore[arg-type]
+        output=batch_updater.Output(tmp_path / "second.csv", resume=[first]),  # type: ignore[arg-type]
     )
-    assert resumed.resume == (Path(first),)
+    assert resumed.output.resume == (Path(first),)
     assert batch_updater.run_batch_sync(EXAMPLE, resumed).rows == 50
 
 
@@ -211,10 +226,10 @@ async def test_run_batch_sync_inside_a_running_loop_says_to_await_run_batch() ->
 
 async def test_a_run_control_serves_one_run(tmp_path: Path) -> None:
     control = batch_updater.RunControl()
-    config = batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "a.csv")
+    config = batch_updater.RunConfig(dry_run=True, output=tmp_path / "a.csv")
     await batch_updater.run_batch(EXAMPLE, config, control=control)
     control.stop(batch_updater.StopReason("cancelled", "done with it"))
-    again = batch_updater.RunConfig(dry_run=True, report_path=tmp_path / "b.csv")
+    again = batch_updater.RunConfig(dry_run=True, output=tmp_path / "b.csv")
     with pytest.raises(batch_updater.SetupError, match="already used by a run"):
         await batch_updater.run_batch(EXAMPLE, again, control=control)
     assert not (tmp_path / "b.csv").exists()
@@ -223,7 +238,7 @@ async def test_a_run_control_serves_one_run(tmp_path: Path) -> None:
 async def test_a_control_stopped_before_its_run_stops_the_run_at_once(tmp_path: Path) -> None:
     control = batch_updater.RunControl()
     control.stop(batch_updater.StopReason("cancelled", "changed my mind"))
-    config = batch_updater.RunConfig(report_path=tmp_path / "r.csv", region="us-east-1")
+    config = batch_updater.RunConfig(output=tmp_path / "r.csv", region="us-east-1")
     summary = await batch_updater.run_batch(EXAMPLE, config, control=control)
     assert summary.counts[Status.NOT_ATTEMPTED] == 50
     assert summary.requests == 0

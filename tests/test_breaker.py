@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog.testing
 
-from batch_updater import RunConfig, Status, run_batch
+from batch_updater import Rate, Retries, RunConfig, Status, StopRules, run_batch
 from batch_updater.breaker import (
     ENDPOINT_UNREACHABLE,
     Admission,
@@ -229,9 +229,9 @@ def test_an_endpoint_refusing_connections_from_the_start_stops_the_run_quickly(
     # Default rate, concurrency and backoff, as a user would run it; max_attempts=2 shows
     # that rows waiting for the breaker do not spend their attempts.
     config = RunConfig(
-        report_path=tmp_path / "report.csv",
+        output=tmp_path / "report.csv",
         endpoint_url=f"http://127.0.0.1:{closed_port()}",
-        max_attempts=2,
+        retries=2,
     )
     path = rows_csv(tmp_path, 300, regions)
 
@@ -266,7 +266,7 @@ def test_an_endpoint_refusing_connections_from_the_start_stops_the_run_quickly(
 def test_a_ten_second_outage_mid_run_is_ridden_out_without_a_failed_row(
     tmp_path: Path, session: Any
 ) -> None:
-    config = RunConfig(report_path=tmp_path / "report.csv", rate=20)
+    config = RunConfig(output=tmp_path / "report.csv", rate=20)
     path = rows_csv(tmp_path, 300)  # 15 s of work at 20/s
 
     async def scenario() -> tuple[Any, int, int]:
@@ -296,9 +296,9 @@ def test_a_signal_while_rows_wait_for_an_open_breaker_ends_the_run_without_the_g
     tmp_path: Path, session: Any
 ) -> None:
     config = RunConfig(
-        report_path=tmp_path / "report.csv",
+        output=tmp_path / "report.csv",
         endpoint_url=f"http://127.0.0.1:{closed_port()}",
-        grace_period=20,
+        stop=StopRules(grace_period=20),
     )
     path = rows_csv(tmp_path, 50)
 
@@ -330,7 +330,7 @@ def test_a_signal_while_rows_wait_for_an_open_breaker_ends_the_run_without_the_g
 def test_an_endpoint_answering_only_5xx_is_reachable_rows_fail_with_its_answers(
     tmp_path: Path, session: Any
 ) -> None:
-    config = RunConfig(report_path=tmp_path / "report.csv", rate=0, max_attempts=6)
+    config = RunConfig(output=tmp_path / "report.csv", rate=0, retries=6)
     path = rows_csv(tmp_path, 4)
 
     async def scenario() -> Any:
@@ -347,7 +347,7 @@ def test_an_endpoint_answering_only_5xx_is_reachable_rows_fail_with_its_answers(
 def test_connections_dropped_after_sending_count_as_unreachable_and_say_maybe_applied(
     tmp_path: Path, session: Any
 ) -> None:
-    config = RunConfig(report_path=tmp_path / "report.csv", rate=0, concurrency=2)
+    config = RunConfig(output=tmp_path / "report.csv", rate=Rate(0, concurrency=2))
     path = rows_csv(tmp_path, 6)
 
     async def scenario() -> tuple[Any, list[str]]:
@@ -376,7 +376,7 @@ def test_a_region_that_is_down_does_not_stop_the_others_and_the_resume_command_i
     # Every request for eu-west-1's apps is dropped (no answer at all); us-east-1 answers.
     path = rows_csv(tmp_path, 40, ("us-east-1", "eu-west-1"))
     dead = {f"d{i}abc": ["drop"] * 100 for i in range(1, 40, 2)}
-    config = RunConfig(report_path=tmp_path / "report.csv", rate=2, concurrency=4)
+    config = RunConfig(output=tmp_path / "report.csv", rate=Rate(2, concurrency=4))
 
     async def scenario() -> Any:
         async with EmulatorServer(EmulatorConfig(script=dead)) as server:
@@ -419,9 +419,9 @@ def test_an_endpoint_that_accepts_but_never_answers_times_out_into_the_breaker(
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         config = RunConfig(
-            report_path=tmp_path / "report.csv",
+            output=tmp_path / "report.csv",
             endpoint_url=f"http://127.0.0.1:{port}",
-            request_timeout=5,
+            retries=Retries(request_timeout=5),
         )
         start = loop.time()
         async with server:

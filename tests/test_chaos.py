@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from batch_updater import RowResult, RunConfig, RunSummary, Status, run_batch
+from batch_updater import Rate, Retries, RowResult, RunConfig, RunSummary, Status, run_batch
 from batch_updater.emulator import Emulator, EmulatorConfig, EmulatorServer, RequestRecord
 from batch_updater.rows import Row, RowPlan
 from batch_updater.runner import MAYBE_APPLIED
@@ -96,14 +96,12 @@ def test_chaos_every_row_reported_once_and_the_report_matches_the_service(
     async def scenario() -> tuple[RunSummary, Emulator]:
         async with EmulatorServer(config) as server:
             run = RunConfig(
-                report_path=report,
+                output=report,
                 endpoint_url=server.url,
-                rate=0,
-                concurrency=32,
-                max_attempts=MAX_ATTEMPTS,
-                request_timeout=TIMEOUT,
-                backoff_base=0.001,
-                backoff_cap=0.01,
+                rate=Rate(0, concurrency=32),
+                retries=Retries(
+                    MAX_ATTEMPTS, request_timeout=TIMEOUT, backoff_base=0.001, backoff_cap=0.01
+                ),
             )
             return await run_batch(source, run, session=session), server.emulator
 

@@ -14,9 +14,20 @@ from typing import Any
 
 import pytest
 
-from batch_updater import RowResult, Status, __version__
+from batch_updater import Rate, RowResult, RunConfig, SetupError, Status, __version__
 from batch_updater import report as report_module
-from batch_updater.cli import main
+from batch_updater.cli import build_parser, main, resume_command
+from batch_updater.config import settings
+from batch_updater.options import (
+    README_END,
+    README_START,
+    RUN_OPTIONS,
+    Option,
+    config_settings,
+    markdown_table,
+    resolve,
+)
+from batch_updater.options import main as options_main
 
 from .conftest import EXAMPLE, INVALID_EXAMPLE, ROOT, read_report, write_csv
 
@@ -373,3 +384,298 @@ def test_a_report_writer_on_a_full_disk_keeps_what_it_saved_and_never_raises(
     assert (writer.written, writer.saved) == (3, 3)
     assert [r["line"] for r in read_report(path)] == [2, 3, 4]
     assert "error=" in repr(writer)
+
+
+# -- the option table ------------------------------------------------------------------------
+
+CLI_ONLY_SETTINGS = {"backoff_base", "run_id", "progress_log", "collect_results"}  # no flag
+
+
+def test_the_run_parser_has_exactly_the_tables_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    usage = out[: out.index("\n\n")]
+    assert set(re.findall(r"\[(--[a-z-]+)", usage)) == {
+        o.flag for o in RUN_OPTIONS if not o.positional
+    }
+    for option in RUN_OPTIONS:
+        assert option.env in out.replace("\n", " ").replace("  ", "")
+
+
+def test_every_setting_but_the_librarys_own_has_a_flag() -> None:
+    flagged = {o.setting for o in RUN_OPTIONS if o.setting is not None}
+    assert flagged == set(settings()) - CLI_ONLY_SETTINGS
+
+
+def test_no_flag_and_no_variable_gives_the_librarys_default_config() -> None:
+    given = vars(build_parser().parse_args(["run", "x.csv"]))
+    values = resolve(given, {})
+    assert RunConfig.from_flat(**config_settings(values)) == RunConfig()
+    assert values["input"] == Path("x.csv")
+    assert (values["log_format"], values["log_level"], values["progress"]) == ("auto", "info", True)
+
+
+def test_help_shows_defaults_from_the_config_never_typed_into_the_help() -> None:
+    for option in RUN_OPTIONS:
+        assert "default" not in option.help, option.flag
+    by_flag = {o.flag: o for o in RUN_OPTIONS}
+    assert by_flag["--concurrency"].help_text() == (
+        f"workers (default {Rate().concurrency}) [env BATCH_UPDATER_CONCURRENCY]"
+    )
+    assert "(default 3600)" in by_flag["--role-duration"].help_text()
+    assert "(default 60)" in by_flag["--checkpoint-interval"].help_text()
+    assert "(default" not in by_flag["--dry-run"].help_text()
+
+
+def test_the_readme_flag_table_is_the_generated_one() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert README_START in text, "paste `python -m batch_updater.options --markdown` into README"
+    start = text.index(README_START) + len(README_START) + 1
+    assert text[start : text.index(README_END, start)] == markdown_table()
+
+
+def test_the_generator_prints_the_table_between_its_markers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert options_main(["--markdown"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == README_START
+    assert out[-1] == README_END
+    assert out[1] == "| flag | variable | default | meaning |"
+    assert "| `--rate N` | `BATCH_UPDATER_RATE` | `10` | requests per second" in "\n".join(out)
+    assert "| `--log-format auto\\|json\\|console` |" in "\n".join(out)
+    assert len(out) == len(RUN_OPTIONS) + 4
+
+
+def test_a_rule_reads_the_same_from_the_flag_the_variable_and_the_library(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reason = "must be at least 1, got 0"
+    with pytest.raises(SystemExit):
+        main(["run", "x.csv", "--burst", "0"])
+    assert f"argument --burst: {reason}" in capsys.readouterr().err
+    monkeypatch.setenv("BATCH_UPDATER_BURST", "0")
+    assert main(["run", "x.csv"]) == 2
+    assert f"BATCH_UPDATER_BURST='0': {reason}" in capsys.readouterr().err
+    with pytest.raises(SetupError, match=f"^Rate.burst: {reason}$"):
+        Rate(burst=0)
+
+
+# -- account flags -----------------------------------------------------------------------------
+
+ROLE_TEMPLATE = "arn:aws:iam::{account_id}:role/AmplifyMigration"
+
+
+def dry_run_settings(tmp_path: Path, *argv: str) -> dict[str, Any]:
+    report = tmp_path / "r.csv"
+    assert main(["run", "--dry-run", str(EXAMPLE), "--report", str(report), *argv]) == 0
+    return json.loads(Path(f"{report}.summary.json").read_text())["settings"]  # type: ignore[no-any-return]
+
+
+def test_account_flags_reach_the_config(tmp_path: Path) -> None:
+    settings_ = dry_run_settings(
+        tmp_path,
+        "--role-name",
+        "OrganizationAccountAccessRole",
+        "--external-id",
+        "ext-123",
+        "--role-session-name",
+        "migration-1",
+        "--role-duration",
+        "900",
+        "--check-access",
+        "--checkpoint-interval",
+        "5",
+    )
+    assert settings_["role_name"] == "OrganizationAccountAccessRole"
+    assert settings_["role_arn"] is None
+    assert settings_["external_id"] == "ext-123"
+    assert settings_["role_session_name"] == "migration-1"
+    assert settings_["role_duration"] == 900
+    assert settings_["check_access"] is True
+    assert settings_["checkpoint_interval"] == 5.0
+
+
+def test_account_variables_reach_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_UPDATER_ROLE_ARN", ROLE_TEMPLATE)
+    monkeypatch.setenv("BATCH_UPDATER_EXTERNAL_ID", "ext-123")
+    monkeypatch.setenv("BATCH_UPDATER_ROLE_SESSION_NAME", "migration-1")
+    monkeypatch.setenv("BATCH_UPDATER_ROLE_DURATION", "43200")
+    monkeypatch.setenv("BATCH_UPDATER_CHECK_ACCESS", "true")
+    monkeypatch.setenv("BATCH_UPDATER_CHECKPOINT_INTERVAL", "0.5")
+    settings_ = dry_run_settings(tmp_path, "--role-duration", "1800")
+    assert settings_["role_arn"] == ROLE_TEMPLATE
+    assert settings_["external_id"] == "ext-123"
+    assert settings_["role_session_name"] == "migration-1"
+    assert settings_["role_duration"] == 1800  # the flag wins over the variable
+    assert settings_["check_access"] is True
+    assert settings_["checkpoint_interval"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--role-duration", "600"], "argument --role-duration: must be 900 to 43200 seconds"),
+        (["--role-duration", "1h"], "argument --role-duration: '1h' is not a whole number"),
+        (["--role-arn", "AmplifyMigration"], "argument --role-arn: must be a role ARN"),
+        (["--role-name", "a b"], "argument --role-name: must be a role name"),
+        (["--external-id", "x"], "argument --external-id: must be 2 to 1224 letters"),
+        (["--role-session-name", "a:b"], "argument --role-session-name: must be 2 to 64"),
+        (["--checkpoint-interval", "0"], "argument --checkpoint-interval: must be more than 0"),
+    ],
+)
+def test_a_bad_account_flag_exits_2_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "x.csv", "--dry-run", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BATCH_UPDATER_ROLE_DURATION", "60", "BATCH_UPDATER_ROLE_DURATION='60': must be 900"),
+        ("BATCH_UPDATER_ROLE_ARN", "x", "BATCH_UPDATER_ROLE_ARN='x': must be a role ARN"),
+        ("BATCH_UPDATER_CHECK_ACCESS", "maybe", "BATCH_UPDATER_CHECK_ACCESS='maybe': use true"),
+    ],
+)
+def test_a_bad_account_variable_exits_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    line = run_setup_error(["run", str(EXAMPLE), "--dry-run"], capsys)
+    assert message in line
+
+
+def test_account_flags_that_do_not_go_together_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    both = ["run", str(EXAMPLE), "--dry-run", "--role-arn", ROLE_TEMPLATE, "--role-name", "R"]
+    assert "use either --role-arn or --role-name" in run_setup_error(both, capsys)
+    monkeypatch.setenv("BATCH_UPDATER_ROLE_NAME", "R")
+    from_env = ["run", str(EXAMPLE), "--dry-run", "--role-arn", ROLE_TEMPLATE]
+    assert "use either --role-arn or --role-name" in run_setup_error(from_env, capsys)
+    sending = ["run", str(EXAMPLE), "--check-access"]
+    assert "--check-access works with --dry-run only" in run_setup_error(sending, capsys)
+
+
+# -- the resume command --------------------------------------------------------------------------
+
+
+def test_the_resume_command_keeps_every_flag_but_the_report_ones() -> None:
+    argv = [
+        "run",
+        "in.csv",
+        "--role-arn",
+        ROLE_TEMPLATE,
+        "--external-id=ext-1",
+        "--report",
+        "old.csv",
+        "--resume",
+        "older.csv",
+        "--overwrite",
+        "--rate",
+        "5",
+        "--no-adaptive",
+        "--keep-column",
+        "notes",
+    ]
+    command = resume_command(argv, Path("old.csv"))
+    assert shlex.split(command) == [
+        "batch-updater",
+        "run",
+        "in.csv",
+        "--role-arn",
+        ROLE_TEMPLATE,
+        "--external-id=ext-1",
+        "--rate",
+        "5",
+        "--no-adaptive",
+        "--keep-column",
+        "notes",
+        "--resume",
+        "old.csv",
+    ]
+    nothing_saved = shlex.split(resume_command(argv, None))
+    assert "--report" not in nothing_saved
+    assert nothing_saved[6:8] == ["--resume", "older.csv"]  # its own, to a new report
+
+
+def test_the_resume_command_drops_abbreviated_and_joined_report_flags() -> None:
+    argv = ["run", "in.csv", "--rep", "old.csv", "--resume=a.csv", "--over", "--max-att", "3"]
+    assert shlex.split(resume_command(argv, Path("old.csv"))) == [
+        "batch-updater",
+        "run",
+        "in.csv",
+        "--max-att",
+        "3",
+        "--resume",
+        "old.csv",
+    ]
+
+
+def test_the_resume_command_parses_to_the_same_settings_plus_the_resume() -> None:
+    argv = ["run", "in.csv", "--role-name", "R", "--concurrency", "4", "--report", "r.csv"]
+    again = shlex.split(resume_command(argv, Path("r.csv")))[1:]
+    first = resolve(vars(build_parser().parse_args(argv)), {})
+    second = resolve(vars(build_parser().parse_args(again)), {})
+    assert {**first, "report_path": None} == {**second, "resume": []}
+    assert second["resume"] == [Path("r.csv")]
+
+
+SAMPLES = {  # a valid value for each option that takes one
+    "INPUT": "apps.csv",
+    "--report": "r.jsonl",
+    "--resume": "a.csv",
+    "--keep-column": "notes",
+    "--checkpoint-interval": "5",
+    "--region": "eu-west-1",
+    "--profile": "ops",
+    "--endpoint-url": "https://example.com",
+    "--role-arn": ROLE_TEMPLATE,
+    "--role-name": "OrganizationAccountAccessRole",
+    "--external-id": "ext-1",
+    "--role-session-name": "mine",
+    "--role-duration": "7200",
+    "--rate": "2.5",
+    "--burst": "3",
+    "--concurrency": "4",
+    "--shard": "1/3",
+    "--shard-count": "3",
+    "--max-attempts": "2",
+    "--request-timeout": "9",
+    "--backoff-cap": "7",
+    "--grace-period": "6",
+    "--max-failure-rate": "0.25",
+    "--failure-window": "50",
+    "--max-failures": "10",
+    "--progress-interval": "4",
+    "--log-format": "console",
+    "--log-level": "debug",
+}
+
+
+@pytest.mark.parametrize("option", RUN_OPTIONS, ids=lambda o: o.flag)
+def test_each_options_variable_sets_what_its_flag_sets(option: Option) -> None:
+    if option.takes_value:
+        argv = [SAMPLES[option.flag]] if option.positional else [option.flag, SAMPLES[option.flag]]
+        env = {option.env: SAMPLES[option.flag]}
+    else:
+        argv, env = [option.flag], {option.env: "yes"}
+    from_flag = resolve(vars(build_parser().parse_args(["run", *argv])), {})
+    from_env = resolve(vars(build_parser().parse_args(["run"])), env)
+    assert from_flag == from_env
+    assert from_flag[option.name] != option.default_value
+    if not option.takes_value:  # a switch's variable can say no too
+        assert resolve({}, {option.env: "false"}) == resolve({}, {})

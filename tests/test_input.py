@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batch_updater import RunConfig, Shard, run_batch, run_batch_sync
+from batch_updater import Output, RunConfig, Shard, run_batch, run_batch_sync
 from batch_updater.cli import main
 from batch_updater.emulator import EmulatorServer
 from batch_updater.errors import InputError, SetupError
@@ -182,7 +182,7 @@ def test_a_shard_without_rows_of_a_non_empty_input_exits_0(tmp_path: Path) -> No
     codes = [
         run_batch_sync(
             path,
-            RunConfig(dry_run=True, shard=Shard(k, 2), report_path=tmp_path / f"r{k}.csv"),
+            RunConfig(dry_run=True, shard=Shard(k, 2), output=tmp_path / f"r{k}.csv"),
         ).exit_code
         for k in range(2)
     ]
@@ -333,9 +333,9 @@ def test_a_kept_column_the_header_lacks_is_an_input_error(tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", ["run_id", "Status", "app_id", "AwsUserPoolsId", " "])
 def test_a_kept_column_needs_a_name_of_its_own(name: str) -> None:
     with pytest.raises(SetupError, match="--keep-column"):
-        RunConfig(keep_columns=(name,))
+        Output(keep_columns=(name,))
     with pytest.raises(SetupError, match="given twice"):
-        RunConfig(keep_columns=("notes", "Notes"))
+        Output(keep_columns=("notes", "Notes"))
 
 
 def test_keep_column_flag_and_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -360,12 +360,11 @@ async def test_resume_and_merge_read_reports_with_kept_columns(
     path.write_text(KEPT_INPUT)
     keep = ("notes", "owner")
     first = fast(tmp_path, "first.csv", endpoint_url=server.url, skip_invalid=True)
-    await run_batch(path, replace(first, keep_columns=keep), session=session)
+    kept = replace(first, output=replace(first.output, keep_columns=keep))
+    await run_batch(path, kept, session=session)
     again = replace(
         first,
-        report_path=tmp_path / "again.csv",
-        keep_columns=keep,
-        resume=(tmp_path / "first.csv",),
+        output=Output(tmp_path / "again.csv", keep_columns=keep, resume=[tmp_path / "first.csv"]),
     )
     summary = await run_batch(path, again, session=session)
     assert summary.requests == 0  # the first report's success was read back

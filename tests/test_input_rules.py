@@ -268,7 +268,7 @@ async def test_the_library_gets_the_first_invalid_rows_in_the_summary(
     assert [r.line for r in summary.first_invalid] == [4, 5, 6, 7, 8]
     assert all(r.status is Status.INVALID for r in summary.first_invalid)
     assert summary.first_invalid[3].error_message == "app_id: 23 characters, at most 20 allowed"
-    saved = json.loads(Path(f"{config.report_path}.summary.json").read_text())
+    saved = json.loads(Path(f"{config.output.report_path}.summary.json").read_text())
     assert saved["first_invalid"][3] == {
         "line": 7,
         "error_message": "app_id: 23 characters, at most 20 allowed",
@@ -296,7 +296,7 @@ def test_a_report_name_that_is_not_csv_or_jsonl_is_a_setup_error(
 ) -> None:
     report = tmp_path / name
     with pytest.raises(SetupError, match=r"--report .*; a report is written as CSV"):
-        RunConfig(report_path=report)
+        RunConfig(output=report)
     assert main(["run", "--dry-run", str(INVALID_EXAMPLE), "--report", str(report)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"batch-updater: error: --report {report}: the name ")

@@ -134,7 +134,7 @@ def write_shards(
 def job(tmp_path: Path) -> tuple[Path, list[RowResult]]:
     """An input and its rows' results, from a real (dry) run of the tool."""
     source = make_input(tmp_path / "apps.csv")
-    config = RunConfig(dry_run=True, report_path=tmp_path / "dry.csv", region="us-east-1")
+    config = RunConfig(dry_run=True, output=tmp_path / "dry.csv", region="us-east-1")
     summary = run_batch_sync(source, config)
     assert summary.results is not None
     statuses = Counter(r.status for r in summary.results)
@@ -209,7 +209,7 @@ def test_merge_of_real_shard_runs(
     shards = []
     for k in range(3):
         path = tmp_path / f"run-{k}-of-3{suffix}"
-        config = RunConfig(dry_run=True, report_path=path, region="us-east-1", shard=Shard(k, 3))
+        config = RunConfig(dry_run=True, output=path, region="us-east-1", shard=Shard(k, 3))
         run_batch_sync(source, config)
         shards.append(path)
     run_ids = [

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from batch_updater import RunConfig, RunSummary, Status, run_batch
+from batch_updater import Rate, RunConfig, RunSummary, Status, run_batch
 from batch_updater.cli import main
 from batch_updater.errors import SetupError
 from batch_updater.progress import BarStream, Progress, ProgressSnapshot, render_bar, tick
@@ -203,9 +203,7 @@ async def test_shards_split_the_rows_into_disjoint_parts_covering_every_row(
 ) -> None:
     seen: Counter[int] = Counter()
     for k in range(4):
-        config = RunConfig(
-            dry_run=True, shard=Shard(k, 4), rate=40, report_path=tmp_path / f"s{k}.csv"
-        )
+        config = RunConfig(dry_run=True, shard=Shard(k, 4), rate=40, output=tmp_path / f"s{k}.csv")
         summary = await run_batch(EXAMPLE, config)
         lines = [int(r["line"]) for r in read_report(tmp_path / f"s{k}.csv")]
         assert 0 < len(lines) < 50
@@ -252,7 +250,7 @@ def test_shard_membership_is_pinned_so_a_changed_hash_fails(count: int) -> None:
 def test_rate_per_shard_keeps_the_rate_and_a_bad_index_is_refused() -> None:
     shard = Shard(1, 3)
     assert Shard(0, 1).owns("any", "thing")
-    assert RunConfig(rate=30, shard=shard, rate_per_shard=True).effective_rate == 30
+    assert RunConfig(rate=Rate(30, rate_per_shard=True), shard=shard).effective_rate == 30
     assert RunConfig(rate=30, shard=shard).effective_rate == 10
     with pytest.raises(SetupError, match="index must be 0 to count - 1"):
         Shard(3, 3)

@@ -20,6 +20,7 @@ from batch_updater.cli import build_parser, main
 from batch_updater.control import FailureRules, RunControl, StopReason
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.errors import InputError
+from batch_updater.options import resolve
 from batch_updater.policy import StopPolicy
 from batch_updater.rows import RowPlan
 from benchmarks.generate_rows import write_rows
@@ -244,11 +245,11 @@ def test_resume_on_the_command_line_replaces_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BATCH_UPDATER_RESUME", "a.csv,b.csv")
-    parser = build_parser(os.environ)
-    args = parser.parse_args(["run", "x.csv", "--resume", "c.csv"])
-    assert [str(p) for p in args.resume] == ["c.csv"]
-    args = parser.parse_args(["run", "x.csv"])
-    assert [str(p) for p in args.env_resume] == ["a.csv", "b.csv"]
+    parser = build_parser()
+    given = vars(parser.parse_args(["run", "x.csv", "--resume", "c.csv"]))
+    assert [str(p) for p in resolve(given, os.environ)["resume"]] == ["c.csv"]
+    given = vars(parser.parse_args(["run", "x.csv"]))
+    assert [str(p) for p in resolve(given, os.environ)["resume"]] == ["a.csv", "b.csv"]
 
 
 async def test_a_gateway_timeout_says_the_update_may_have_been_applied(

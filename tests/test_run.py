@@ -57,7 +57,7 @@ async def test_example_runs_to_success_and_the_emulator_holds_exactly_its_settin
     assert summary.counts[Status.SUCCEEDED] == 50
     assert summary.requests == 50
     assert server.emulator.apps == expected_state(EXAMPLE)
-    records = assert_every_line_once(config.report_path, EXAMPLE)  # type: ignore[arg-type]
+    records = assert_every_line_once(config.output.report_path, EXAMPLE)  # type: ignore[arg-type]
     first = records[0]
     assert list(first) == [
         "line",
@@ -85,7 +85,7 @@ async def test_example_runs_to_success_and_the_emulator_holds_exactly_its_settin
     assert first["backend_manager_app_id"]
     assert first["started_at"].endswith("Z")
     assert first["finished_at"] >= first["started_at"]
-    summary_file = json.loads(Path(f"{config.report_path}.summary.json").read_text())
+    summary_file = json.loads(Path(f"{config.output.report_path}.summary.json").read_text())
     assert summary_file["counts"]["succeeded"] == 50
     assert summary_file["requests"] == 50
     assert summary_file["settings"]["concurrency"] == 8
@@ -183,7 +183,7 @@ async def test_invalid_input_makes_no_call_and_reports_every_row(
 
     assert server.emulator.request_count == 0
     assert summary.exit_code == 1
-    records = assert_every_line_once(config.report_path, INVALID_EXAMPLE)  # type: ignore[arg-type]
+    records = assert_every_line_once(config.output.report_path, INVALID_EXAMPLE)  # type: ignore[arg-type]
     statuses = Counter(r["status"] for r in records)
     assert statuses == {"invalid": 17, "not_attempted": 6, "skipped": 1}
     reasons = {int(r["line"]): r["error_message"] for r in records}
@@ -209,7 +209,7 @@ async def test_dry_run_sends_nothing(tmp_path: Path, server: EmulatorServer, ses
     assert server.emulator.request_count == 0
     assert summary.counts[Status.DRY_RUN] == 50
     assert summary.exit_code == 0
-    records = read_report(config.report_path)  # type: ignore[arg-type]
+    records = read_report(config.output.report_path)  # type: ignore[arg-type]
     assert {r["status"] for r in records} == {"dry_run"}
     assert all(len(r["settings_digest"]) == 16 for r in records)
 

@@ -108,7 +108,7 @@ async def test_an_existing_report_is_never_overwritten_unless_asked(tmp_path: Pa
     with pytest.raises(SetupError, match="already exists: choose another --report, or pass"):
         await run_batch(EXAMPLE, config)
     assert (tmp_path / "report.csv").read_text() == before
-    await run_batch(EXAMPLE, replace(config, overwrite=True))
+    await run_batch(EXAMPLE, config.with_settings(overwrite=True))
 
 
 # -- stop rules ---------------------------------------------------------------------------
