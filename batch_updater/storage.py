@@ -32,7 +32,7 @@ class Sink(Protocol):
     at the location untouched; a sink that is not staged writes in place from the start.
     """
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, /) -> object:
         """Append ``text`` (one whole record, or the header): one call per record."""
 
     def flush(self) -> None:
@@ -104,7 +104,7 @@ def open_text(path: Path, mode: str) -> IO[str]:
 class LocalSink:
     """A local report file being written; see :class:`Sink`."""
 
-    __slots__ = ("_file", "_overwrite", "_staged", "path")
+    __slots__ = ("_file", "_overwrite", "_staged", "path", "write")
 
     def __init__(self, path: Path, opener: Opener, *, overwrite: bool, staged: str | None) -> None:
         self.path = path
@@ -115,9 +115,7 @@ class LocalSink:
             self._file = opener(self._staged, "w")
         else:
             self._file = opener(path, "w" if overwrite else "x")
-
-    def write(self, text: str) -> None:
-        self._file.write(text)
+        self.write: Callable[[str], object] = self._file.write  # the hot path: no extra call
 
     def flush(self) -> None:
         self._file.flush()
