@@ -343,7 +343,7 @@ class Record(NamedTuple):
 _INTEGER: Final = re.compile(r"-?[0-9]+", re.ASCII)
 _MAX_LINE: Final = 1 << 22  # characters: a longer line is no report's
 _MAX_PENDING: Final = 1 << 22  # characters of a quoted cell that spans lines
-_COMPLETE_HEADER: Final = "not a batch-updater report: unexpected header"
+_BAD_HEADER: Final = "not a batch-updater report: unexpected header"
 
 
 def _integer(text: str) -> int | str | None:
@@ -450,7 +450,7 @@ class ReportReader:
     def _check_header(self, header: list[str] | None) -> None:
         """One version's columns, then distinct names of other columns."""
         if header is None:
-            raise InputError(self.name, 1, _COMPLETE_HEADER)
+            raise InputError(self.name, 1, _BAD_HEADER)
         known = 0
         for got, want in zip(header, REPORT_COLUMNS, strict=False):
             if got != want:
@@ -463,7 +463,7 @@ class ReportReader:
             or _KNOWN.intersection(others)
             or len(set(others)) != len(others)
         ):
-            raise InputError(self.name, 1, _COMPLETE_HEADER)
+            raise InputError(self.name, 1, _BAD_HEADER)
         self.header = tuple(header)
         self._known = known
 

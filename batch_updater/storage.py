@@ -71,7 +71,8 @@ class Location(Protocol):
         """Whether something is there now."""
 
     def open_read(self) -> IO[bytes]:
-        """Its content as a stream of bytes (read line by line, never whole)."""
+        """Its content as a buffered binary stream (like ``open(path, "rb")``), read line
+        by line, never whole."""
 
     def create(self, *, overwrite: bool = False, staged: str | None = None) -> Sink:
         """A sink that writes here. Without ``overwrite`` an existing location raises

@@ -468,11 +468,16 @@ def test_a_replacing_writer_leaves_the_old_report_until_commit() -> None:
     place.beside(".summary.json").data = b"{}"
     writer = ReportWriter(place, replacing=True)
     writer.write(BARE)
+    writer.checkpoint()
     assert place.data == b"old"
     writer.commit()
     assert place.data.startswith(b"line,")
     assert not place.beside(".summary.json").exists()  # the stale summary goes first
+    writer.write(BARE)
+    writer.checkpoint()  # once committed, a checkpoint reaches the location
+    assert place.data.count(b"\n") == 3
     writer.close()
+    assert (writer.written, writer.saved, writer.error) == (2, 2, None)
 
 
 # -- resume keys and account counts ----------------------------------------------------
