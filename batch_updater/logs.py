@@ -68,6 +68,16 @@ _BOTOCORE_SECRETS: Final = (
         r"\1[redacted]",
     ),
     (re.compile(r"(x-amz-security-token:)\S+", re.I), r"\1[redacted]"),
+    # STS answers (AssumeRole's XML body at debug level, before its credentials are
+    # registered) and their parsed form: the key, the secret and the token.
+    (
+        re.compile(r"(<(?:AccessKeyId|SecretAccessKey|SessionToken)>)[^<]*"),
+        r"\1[redacted]",
+    ),
+    (
+        re.compile(r"""((?:AccessKeyId|SecretAccessKey|SessionToken)['"]?\s*:\s*['"])[^'"]*"""),
+        r"\1[redacted]",
+    ),
     # Request bodies and parameters: the web client id is sensitive, keep its last 4.
     (
         re.compile(
