@@ -408,9 +408,9 @@ class _Role:
         """New credentials for the refreshable credentials (their ``refresh_using``).
 
         A refusal (account or run scope) is final for the run: it is raised again without
-        asking STS. After a transient failure STS is not asked again for ``retry_after``
-        seconds: the current credentials are given back while they are valid, else the
-        failure is raised again.
+        asking STS. After a transient failure the current credentials are given back while
+        they are valid (even in the mandatory window: they still work), else the failure is
+        raised; STS is not asked again before ``retry_after`` seconds.
         """
         error = self._error
         now = self._accounts.clock()
@@ -428,11 +428,19 @@ class _Role:
             data = await self._accounts.assume(self)
         except AssumeRoleError as exc:
             self._error, self._failed_at = exc, now
+            if exc.transient and self._last is not None and now < self._expiry:
+                return self._last  # still valid: used up to their expiry, whatever the window
             raise
         self._error = None
         self._last = data
         self._expiry = datetime.fromisoformat(data["expiry_time"])
         return data
+
+    @property
+    def refusal(self) -> AssumeRoleError | None:
+        """The account- or run-scope error this role failed with (final for the run)."""
+        error = self._error
+        return error if error is not None and not error.transient else None
 
     def __repr__(self) -> str:
         state = "failed" if self._error else "assumed" if self._last else "not assumed"
@@ -463,6 +471,7 @@ class Accounts:
         "_base",
         "_lock",
         "_own",
+        "_own_lock",
         "_retrier",
         "_roles",
         "_sessions",
@@ -496,6 +505,7 @@ class Accounts:
         self._sessions: dict[str, Any] = {}
         self._sts: dict[str, Any] = {}  # region -> STS client (base credentials)
         self._own: str | None = None
+        self._own_lock = asyncio.Lock()
         self._lock = asyncio.Lock()  # STS client creation
         self._stack = contextlib.AsyncExitStack()
 
@@ -606,9 +616,12 @@ class Accounts:
     async def own_account(self, region: str) -> str:
         """The base credentials' account (one ``GetCallerIdentity`` per run, through
         ``region``'s STS endpoint). Raises :class:`SetupError` when it cannot be had."""
-        if self._own is not None:
-            return self._own
+        async with self._own_lock:
+            if self._own is None:
+                self._own = await self._caller_account(region)
+        return self._own
 
+    async def _caller_account(self, region: str) -> str:
         async def once(_attempt: int) -> Any:
             with _sts_errors("(own)", "(base credentials)", region):
                 sts = await self._sts_client(region)
@@ -621,8 +634,13 @@ class Accounts:
                 f"cannot tell the base credentials' account (GetCallerIdentity): "
                 f"{exc.code}: {exc.message}"
             ) from None
-        self._own = str(response["Account"])
-        return self._own
+        return str(response["Account"])
+
+    def refused(self, key: str) -> AssumeRoleError | None:
+        """The refusal that stopped credentials ``key`` (a role ARN), if any: final for the
+        run, so callers fail its rows at once instead of signing (and logging) again."""
+        role = self._roles.get(key)
+        return role.refusal if role is not None else None
 
     async def check_access(self, targets: Iterable[tuple[str, str, str]]) -> list[AccessCheck]:
         """``--check-access``: get every account's credentials once; no update is sent.

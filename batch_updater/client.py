@@ -297,7 +297,10 @@ class Clients:
         """Send ``UpdateBackendConfig`` for ``row``; raises :class:`CallError` on failure."""
         key = self.lane_key(row)
         client = self._clients.get(key) or await self._lane_client(key, row)
-        with map_botocore_errors(row.account_id, assumed=bool(key[0])):
+        assumed = bool(key[0])
+        with map_botocore_errors(row.account_id, assumed=assumed):
+            if assumed and (refusal := self._accounts.refused(key[0])):
+                raise refusal.with_traceback(None)  # final: not signed (nor logged) again
             response = await client.update_backend_config(
                 AppId=row.app_id,
                 LoginAuthConfig=cast("LoginAuthConfigReqObjTypeDef", row.settings.to_api()),
