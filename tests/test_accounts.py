@@ -214,11 +214,15 @@ async def test_a_role_that_cannot_be_assumed_stops_its_account_only(
             assert not isinstance(outcome, BaseException), outcome
             continue
         assert isinstance(outcome, CallError)
-        assert outcome.account_fatal and outcome.account_id == refused
-        assert not outcome.retryable and not outcome.answered and not outcome.maybe_applied
+        assert outcome.account_fatal
+        assert outcome.account_id == refused
+        assert not outcome.retryable
+        assert not outcome.answered
+        assert not outcome.maybe_applied
         assert outcome.code == "AccessDenied"
         assert f"account {refused}: cannot assume {role(refused)}" in outcome.message
-        assert "trust policy" in outcome.message and "--external-id" in outcome.message
+        assert "trust policy" in outcome.message
+        assert "--external-id" in outcome.message
     assert {rec.access_key for rec in emulator.emulator.requests}.isdisjoint({""})
     assert len(emulator.emulator.requests) == 8  # the two other accounts' rows only
 
@@ -261,7 +265,8 @@ async def test_check_access_assumes_every_role_once_and_sends_no_update(
     assert by_account[ACCOUNTS[0]] == AccessCheck(ACCOUNTS[0], role(ACCOUNTS[0]), ok=True)
     assert by_account[ACCOUNTS[1]] == AccessCheck(ACCOUNTS[1], role(ACCOUNTS[1]), ok=True)
     refused = by_account[ACCOUNTS[2]]
-    assert not refused.ok and refused.reason.startswith(
+    assert not refused.ok
+    assert refused.reason.startswith(
         f"account {ACCOUNTS[2]}: cannot assume {role(ACCOUNTS[2])}: AccessDenied: "
     )
     assert by_account["123456789012"] == AccessCheck("123456789012", "", ok=True)  # own
@@ -277,10 +282,12 @@ async def test_base_credentials_refused_by_sts_stop_the_run_not_one_account(
         sts.refused[role(ACCOUNTS[0])] = (403, "InvalidClientTokenId")
         monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
         accounts = accounts_for(session)
-        async with EmulatorServer() as server:
-            async with Clients(session, endpoint_url=server.url, accounts=accounts) as clients:
-                with pytest.raises(CallError) as caught:
-                    await clients.update(row(ACCOUNTS[0]))
+        async with (
+            EmulatorServer() as server,
+            Clients(session, endpoint_url=server.url, accounts=accounts) as clients,
+        ):
+            with pytest.raises(CallError) as caught:
+                await clients.update(row(ACCOUNTS[0]))
     assert caught.value.code == "InvalidClientTokenId"  # one of control.FATAL_CODES
     assert not caught.value.account_fatal
     assert "refresh them" in caught.value.message
@@ -316,7 +323,8 @@ async def test_sts_throttling_past_the_retries_is_transient_and_retried_later(
         async with Clients(session, endpoint_url=emulator.url, accounts=accounts) as clients:
             with pytest.raises(CallError) as caught:
                 await clients.update(row(ACCOUNTS[0]))
-            assert caught.value.retryable and not caught.value.account_fatal
+            assert caught.value.retryable
+            assert not caught.value.account_fatal
             assert caught.value.code == "Throttling"
             # Asked again within retry_after: STS is left alone, the failure stands.
             with pytest.raises(CallError):
@@ -401,7 +409,8 @@ async def test_a_failed_refresh_keeps_the_current_credentials_and_retries_sparin
             clock.advance(25)  # now expired, and STS still down: the account's rows fail
             with pytest.raises(CallError) as caught:
                 await clients.update(row(ACCOUNTS[0]))
-            assert caught.value.retryable and caught.value.code == "InternalFailure"
+            assert caught.value.retryable
+            assert caught.value.code == "InternalFailure"
     assert len({rec.access_key for rec in emulator.emulator.requests}) == 1
     assert len(emulator.emulator.requests) == 41
 
@@ -443,10 +452,12 @@ async def test_sts_honours_aws_endpoint_url_sts_not_the_amplifybackend_endpoint(
     moto: MotoServer, session: Any
 ) -> None:
     accounts = accounts_for(session)
-    async with EmulatorServer() as server:
-        async with Clients(session, endpoint_url=server.url, accounts=accounts) as clients:
-            assert await accounts.sts_endpoint("us-west-2") == moto.url
-            await clients.update(row(ACCOUNTS[0], "us-west-2"))
+    async with (
+        EmulatorServer() as server,
+        Clients(session, endpoint_url=server.url, accounts=accounts) as clients,
+    ):
+        assert await accounts.sts_endpoint("us-west-2") == moto.url
+        await clients.update(row(ACCOUNTS[0], "us-west-2"))
     assert len(moto.assumed_roles()) == 1
 
 
