@@ -70,6 +70,8 @@ _LOCAL_SECRET: Final = "local-secret"
 # botocore's own refresh windows (seconds before expiry); ours never exceed them.
 _BOTOCORE_ADVISORY: Final = 15 * 60
 _BOTOCORE_MANDATORY: Final = 10 * 60
+# Seconds between AssumeRole attempts after a failure, when rows wait for credentials.
+_RETRY_UNASSUMED: Final = 5.0
 #: AssumeRole and GetCallerIdentity retries (throttling, 5xx, connection errors).
 STS_RETRY: Final = RetryPolicy(max_attempts=6, backoff_base=0.5, backoff_cap=10.0)
 #: Roles assumed at once by :meth:`Accounts.check_access`.
@@ -122,12 +124,14 @@ class RefreshWindows:
 
     From ``advisory`` on, one request refreshes them while the others go on with the current
     ones; from ``mandatory`` on, requests wait for fresh credentials. After a failed refresh,
-    STS is asked again only ``retry_after`` seconds later.
+    STS is asked again only ``retry_after`` seconds later, or ``retry_unassumed`` seconds
+    when no valid credentials are left (rows are waiting for them).
     """
 
     advisory: float
     mandatory: float
     retry_after: float
+    retry_unassumed: float
 
     @classmethod
     def for_duration(cls, seconds: float) -> RefreshWindows:
@@ -135,7 +139,8 @@ class RefreshWindows:
         900-second session is refreshed after 675 s (mandatory at 750 s), retried every 15 s."""
         advisory = min(float(_BOTOCORE_ADVISORY), seconds / 4)
         mandatory = min(float(_BOTOCORE_MANDATORY), seconds / 6)
-        return cls(advisory, mandatory, max(1.0, (advisory - mandatory) / 5))
+        retry_after = max(1.0, (advisory - mandatory) / 5)
+        return cls(advisory, mandatory, retry_after, min(retry_after, _RETRY_UNASSUMED))
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,19 +415,20 @@ class _Role:
         A refusal (account or run scope) is final for the run: it is raised again without
         asking STS. After a transient failure the current credentials are given back while
         they are valid (even in the mandatory window: they still work), else the failure is
-        raised; STS is not asked again before ``retry_after`` seconds.
+        raised; STS is not asked again before ``retry_after`` seconds (``retry_unassumed``
+        without valid credentials).
         """
         error = self._error
         now = self._accounts.clock()
         if error is not None:
             if not error.transient:
                 raise error.with_traceback(None)
-            retry_at = self._failed_at + timedelta(
-                seconds=self._accounts.settings.windows.retry_after
-            )
-            if now < retry_at:
-                if self._last is not None and now < self._expiry:
-                    return self._last
+            last = self._last if now < self._expiry else None  # still valid, if any
+            windows = self._accounts.settings.windows
+            wait = windows.retry_after if last is not None else windows.retry_unassumed
+            if now < self._failed_at + timedelta(seconds=wait):
+                if last is not None:
+                    return last
                 raise error.with_traceback(None)
         try:
             data = await self._accounts.assume(self)
@@ -469,6 +475,7 @@ class Accounts:
 
     __slots__ = (
         "_base",
+        "_loader",
         "_lock",
         "_own",
         "_own_lock",
@@ -505,6 +512,7 @@ class Accounts:
         self._sessions: dict[str, Any] = {}
         self._sts: dict[str, Any] = {}  # region -> STS client (base credentials)
         self._own: str | None = None
+        self._loader: Any = None  # the role sessions' shared data loader (see _new_session)
         self._own_lock = asyncio.Lock()
         self._lock = asyncio.Lock()  # STS client creation
         self._stack = contextlib.AsyncExitStack()
@@ -547,6 +555,13 @@ class Accounts:
         profile = self._base.profile_name
         core = AioSession(profile=profile if profile in self._base.available_profiles else None)
         core.register_component("credential_provider", _FixedCredentialResolver(role.credentials))
+        # One loader for every role session: it caches the service models and endpoint
+        # rules it has read, which each session would otherwise read and keep again
+        # (about 1 s and 8 MB per account).
+        if self._loader is None:
+            self._loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", self._loader)
         return aioboto3.Session(botocore_session=core, region_name=self._base.region_name)
 
     # -- STS -------------------------------------------------------------------------------
