@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from ._version import __version__
 from .errors import BatchUpdaterError, SetupError
-from .logs import register_secrets
+from .logs import default_logger, register_secrets
 from .retry import Retrier, RetryPolicy
 
 __all__ = [
@@ -435,7 +435,9 @@ class _Role:
         except AssumeRoleError as exc:
             self._error, self._failed_at = exc, now
             if exc.transient and self._last is not None and now < self._expiry:
-                return self._last  # still valid: used up to their expiry, whatever the window
+                # Still valid: used up to their expiry, whatever the window.
+                self._accounts.refresh_failed(self, exc, self._expiry - now)
+                return self._last
             raise
         self._error = None
         self._last = data
@@ -477,6 +479,7 @@ class Accounts:
         "_base",
         "_loader",
         "_lock",
+        "_log",
         "_own",
         "_own_lock",
         "_retrier",
@@ -501,8 +504,10 @@ class Accounts:
         retry: RetryPolicy = STS_RETRY,
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        log: Any = None,
     ) -> None:
         self._base = base_session
+        self._log = log if log is not None else default_logger()
         self.settings = settings if settings is not None else AssumeRoleSettings()
         self.local = local
         self.clock = clock
@@ -627,6 +632,17 @@ class Accounts:
             else str(expiration),
             "account_id": role.account_id,
         }
+
+    def refresh_failed(self, role: _Role, error: AssumeRoleError, left: timedelta) -> None:
+        """Log a failed refresh whose current credentials still serve."""
+        self._log.warning(
+            "role_refresh_failed",
+            account_id=role.account_id,
+            role_arn=role.role_arn,
+            error=f"{error.code}: {error.message}",
+            valid_seconds=int(left.total_seconds()),
+            retry_seconds=self.settings.windows.retry_after,
+        )
 
     async def own_account(self, region: str) -> str:
         """The base credentials' account (one ``GetCallerIdentity`` per run, through

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -516,3 +517,31 @@ def test_role_sessions_share_one_data_loader(session: Any) -> None:
     assert first is not second
     loaders = {id(s._session.get_component("data_loader")) for s in (first, second)}
     assert len(loaders) == 1
+
+
+async def test_credential_failures_are_json_log_lines_not_tracebacks(
+    emulator: EmulatorServer, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    configure_logging("json", "info", stream)
+    clock = Clock()
+    async with FakeSts(clock=clock) as sts:
+        sts.refused[role(ACCOUNTS[1])] = (403, "AccessDenied")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
+        accounts = accounts_for(session, clock=clock, retry=RetryPolicy(1))
+        async with Clients(session, endpoint_url=emulator.url, accounts=accounts) as clients:
+            await clients.update(row(ACCOUNTS[0]))
+            clock.advance(2800)  # advisory window of a one-hour session
+            sts.fail_next = 1
+            await clients.update(row(ACCOUNTS[0]))  # the refresh fails: old key serves
+            with pytest.raises(CallError):
+                await clients.update(row(ACCOUNTS[1]))  # refused on first use
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["role_refresh_failed", "sdk_warning"]
+    refresh, refused = lines
+    assert refresh["level"] == "warning"
+    assert refresh["account_id"] == ACCOUNTS[0]
+    assert refresh["error"] == "InternalFailure: An internal error occurred"
+    assert refresh["valid_seconds"] == 800
+    assert "mandatory refresh period" in refused["message"]  # aiobotocore's own words
+    assert refused["error"].startswith(f"AssumeRoleError: account {ACCOUNTS[1]}: ")
