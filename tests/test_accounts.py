@@ -229,23 +229,27 @@ async def test_a_role_that_cannot_be_assumed_stops_its_account_only(
     assert len(emulator.emulator.requests) == 8  # the two other accounts' rows only
 
 
-async def test_an_account_fatal_answer_from_amplifybackend_is_the_accounts_not_the_runs(
-    moto: MotoServer, session: Any
+async def test_an_access_denied_answer_stops_the_account_on_a_role_and_the_run_on_base(
+    moto: MotoServer, emulator: EmulatorServer, session: Any
 ) -> None:
-    # An emulator without SigV4 on one side is not possible through botocore; an
-    # AccessDeniedException from the service is the other account-fatal answer.
-    async with EmulatorServer() as server, Clients(session, endpoint_url=server.url) as clients:
-        failing = row(ACCOUNTS[0])
-        server.emulator.script(failing.app_id, ["400"])
-        with pytest.raises(CallError) as caught:
-            await clients.update(failing)
-        assert caught.value.code == "BadRequestException"
-        assert not caught.value.account_fatal  # only credential refusals are
-        base = row()
-        server.emulator.script(base.app_id, ["400"])
-        with pytest.raises(CallError) as base_error:
-            await clients.update(base)
-        assert not base_error.value.account_fatal
+    async with Clients(session, endpoint_url=emulator.url) as clients:
+        on_role, on_base, bad = row(ACCOUNTS[0]), row(), row(ACCOUNTS[1])
+        for r, outcome in ((on_role, "403"), (on_base, "403"), (bad, "400")):
+            emulator.emulator.script(r.app_id, [outcome])
+        errors = {}
+        for r in (on_role, on_base, bad):
+            with pytest.raises(CallError) as caught:
+                await clients.update(r)
+            errors[r.app_id] = caught.value
+    denied = errors[on_role.app_id]
+    assert denied.code == "AccessDeniedException"
+    assert denied.http_status == 403
+    assert denied.account_fatal  # that account's role lacks the permission
+    assert denied.account_id == ACCOUNTS[0]
+    base = errors[on_base.app_id]
+    assert base.code == "AccessDeniedException"
+    assert not base.account_fatal  # the base credentials': control.FATAL_CODES stop the run
+    assert not errors[bad.app_id].account_fatal  # not a credentials error
 
 
 async def test_check_access_assumes_every_role_once_and_sends_no_update(
