@@ -701,12 +701,20 @@ class Accounts:
         checks = await asyncio.gather(*(check(a, r, g) for (a, r), g in unique.items()))
         return sorted(checks, key=lambda c: (c.account_id, c.role_arn))
 
+    async def signs_without_role(self, account_id: str, region: str) -> bool:
+        """Whether rows of ``account_id`` need no role: ``--local`` (each account has its
+        dummy key), no account, or the base credentials' own account (asked once, through
+        ``region``'s STS; :class:`SetupError` when that fails)."""
+        if self.local or not account_id:
+            return True
+        return account_id == await self.own_account(region)
+
     async def _check_base(self, account_id: str, region: str) -> AccessCheck:
         try:
-            own = await self.own_account(region)
+            own = await self.signs_without_role(account_id, region)
         except SetupError as exc:
             return AccessCheck(account_id, "", ok=False, reason=str(exc))
-        if account_id and account_id != own:
+        if not own:
             return AccessCheck(
                 account_id,
                 "",

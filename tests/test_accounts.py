@@ -185,6 +185,11 @@ async def test_own_account_is_asked_once(moto: MotoServer, session: Any) -> None
     finally:
         await accounts.aclose()
     assert repr(accounts).endswith("own=123456789012>")
+    assert await accounts.signs_without_role("123456789012", "us-east-1")
+    assert not await accounts.signs_without_role("111122223333", "us-east-1")
+    assert await accounts.signs_without_role("", "us-east-1")
+    assert await Accounts(session, local=True).signs_without_role("111122223333", "us-east-1")
+    assert len(moto.data()["sts"]["AssumedRole"]) == 0
     assert accounts._sts.keys() == set()  # closed
 
 
