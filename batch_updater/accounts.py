@@ -38,7 +38,7 @@ from typing import Any, Final
 from ._version import __version__
 from .errors import BatchUpdaterError, SetupError
 from .logs import default_logger, register_secrets
-from .retry import Retrier, RetryPolicy
+from .retry import Retrier, RetryEvent, RetryPolicy
 
 __all__ = [
     "LOCAL_ACCESS_KEY_PREFIX",
@@ -617,7 +617,7 @@ class Accounts:
                 role.assume_calls += 1
                 return await sts.assume_role(**params)
 
-        response = await self._retrier.call(once, retry_on=_retry_sts)
+        response = await self._retrier.call(once, retry_on=_retry_sts, on_retry=self._retrying)
         credentials = response["Credentials"]
         register_secrets(
             credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]
@@ -632,6 +632,18 @@ class Accounts:
             else str(expiration),
             "account_id": role.account_id,
         }
+
+    def _retrying(self, event: RetryEvent) -> None:
+        error = event.error
+        if isinstance(error, AssumeRoleError):
+            self._log.info(
+                "sts_retry",
+                account_id=error.account_id,
+                role_arn=error.role_arn,
+                error=f"{error.code}: {error.message}",
+                attempt=event.attempt,
+                sleep=round(event.sleep, 3),
+            )
 
     def refresh_failed(self, role: _Role, error: AssumeRoleError, left: timedelta) -> None:
         """Log a failed refresh whose current credentials still serve."""
@@ -659,7 +671,7 @@ class Accounts:
                 return await sts.get_caller_identity()
 
         try:
-            response = await self._retrier.call(once, retry_on=_retry_sts)
+            response = await self._retrier.call(once, retry_on=_retry_sts, on_retry=self._retrying)
         except AssumeRoleError as exc:
             raise SetupError(
                 f"cannot tell the base credentials' account (GetCallerIdentity): "

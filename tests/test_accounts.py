@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from batch_updater.accounts import (
     AccessCheck,
@@ -314,11 +316,16 @@ async def test_sts_throttling_is_retried_with_backoff(
     async with FakeSts() as sts:
         sts.throttle_next = 3
         monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
-        accounts = accounts_for(session, sleep=sleeps)
-        async with Clients(session, endpoint_url=emulator.url, accounts=accounts) as clients:
-            await clients.update(row(ACCOUNTS[0]))
+        with structlog.testing.capture_logs() as events:
+            accounts = accounts_for(session, sleep=sleeps)
+            async with Clients(session, endpoint_url=emulator.url, accounts=accounts) as clients:
+                await clients.update(row(ACCOUNTS[0]))
         assert [c.answer for c in sts.assume_calls()] == [400, 400, 400, 200]
     assert len(sleeps.slept) == 3  # full jitter: each within its growing cap
+    assert [(e["event"], e["attempt"], e["account_id"]) for e in events] == [
+        ("sts_retry", n, ACCOUNTS[0]) for n in (1, 2, 3)
+    ]
+    assert events[0]["error"] == "Throttling: Rate exceeded"
     assert all(0 <= s <= cap for s, cap in zip(sleeps.slept, (0.5, 1.0, 2.0), strict=True))
     assert emulator.emulator.requests[0].access_key == sts.issued[0]["AccessKeyId"]
 
