@@ -1,4 +1,5 @@
-"""The only module that talks to aioboto3/botocore; it translates their errors into ours."""
+"""The AmplifyBackend boundary: the only module that calls it through aioboto3/botocore,
+and translates their errors into ours (STS, for the accounts' roles, is ``accounts.py``'s)."""
 
 from __future__ import annotations
 
