@@ -52,6 +52,7 @@ __all__ = [
     "AssumeRoleSettings",
     "FailureScope",
     "RefreshWindows",
+    "account_of_role",
     "partition_of",
     "role_arn_for",
     "role_session_name",
@@ -107,6 +108,12 @@ def role_arn_for(
     if role_name:
         return f"arn:{partition_of(region)}:iam::{account_id}:role/{role_name}"
     return ""
+
+
+def account_of_role(role_arn: str) -> str:
+    """The account id in ``arn:<partition>:iam::<account>:role/...`` ("" if not an ARN)."""
+    parts = role_arn.split(":", 5)
+    return parts[4] if len(parts) == 6 and parts[0] == "arn" else ""
 
 
 def role_session_name(text: str) -> str:
@@ -555,6 +562,8 @@ class Accounts:
                 aws_secret_access_key=_LOCAL_SECRET,
                 region_name=self._base.region_name,
             )
+        # A row with a role but no account_id cell: the account is the ARN's.
+        account_id = account_id or account_of_role(key)
         role = self._roles[key] = _Role(self, account_id, key, region)
         # The base profile's configuration (CA bundle, endpoints...), the role's credentials.
         profile = self._base.profile_name

@@ -25,7 +25,7 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from ._version import __version__
-from .accounts import Accounts, AssumeRoleError, FailureScope
+from .accounts import Accounts, AssumeRoleError, FailureScope, account_of_role
 from .control import FATAL_CODES
 from .errors import SetupError
 from .logs import register_secrets
@@ -299,7 +299,8 @@ class Clients:
         key = self.lane_key(row)
         client = self._clients.get(key) or await self._lane_client(key, row)
         assumed = bool(key[0])
-        with map_botocore_errors(row.account_id, assumed=assumed):
+        account_id = row.account_id or (account_of_role(row.role_arn) if assumed else "")
+        with map_botocore_errors(account_id, assumed=assumed):
             if assumed and (refusal := self._accounts.refused(key[0])):
                 raise refusal.with_traceback(None)  # final: not signed (nor logged) again
             response = await client.update_backend_config(

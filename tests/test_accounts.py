@@ -28,6 +28,7 @@ from batch_updater.accounts import (
     AssumeRoleSettings,
     FailureScope,
     RefreshWindows,
+    account_of_role,
     partition_of,
     role_arn_for,
     role_session_name,
@@ -136,6 +137,8 @@ def test_roles_follow_the_template_or_the_name_in_the_regions_partition() -> Non
         == "arn:aws-cn:iam::111122223333:role/Org"
     )
     assert partition_of("us-gov-west-1") == "aws-us-gov"
+    assert account_of_role("arn:aws-cn:iam::111122223333:role/path/Name") == "111122223333"
+    assert account_of_role("not-an-arn") == ""
     assert role_arn_for("111122223333", "us-east-1") == ""
 
 
@@ -232,6 +235,15 @@ async def test_a_role_that_cannot_be_assumed_stops_its_account_only(
         assert f"account {refused}: cannot assume {role(refused)}" in outcome.message
         assert "trust policy" in outcome.message
         assert "--external-id" in outcome.message
+    # A row with the role but no account_id cell: the ARN's account is named.
+    async with FakeSts(upstream=moto.url) as sts2:
+        sts2.refused[role(refused)] = (403, "AccessDenied")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts2.url)
+        async with Clients(session, endpoint_url=emulator.url) as clients:
+            with pytest.raises(CallError) as caught:
+                await clients.update(row("", role_arn=role(refused)))
+    assert caught.value.account_id == refused
+    assert caught.value.account_fatal
     assert {rec.access_key for rec in emulator.emulator.requests}.isdisjoint({""})
     assert len(emulator.emulator.requests) == 8  # the two other accounts' rows only
 
