@@ -33,7 +33,7 @@ from batch_updater.accounts import (
     role_arn_for,
     role_session_name,
 )
-from batch_updater.client import CallError, Clients
+from batch_updater.client import CallError, Clients, lane_of
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.logs import configure_logging, default_logger
 from batch_updater.retry import RetryPolicy
@@ -533,6 +533,12 @@ async def test_assume_role_error_names_account_role_cause_and_fix() -> None:
         " AccessDenied: not authorized; check the trust policy"
     )
     assert not error.transient
+
+
+def test_a_rows_lane_is_its_account_and_region() -> None:
+    assert lane_of(row(ACCOUNTS[0], "eu-west-1")) == (ACCOUNTS[0], "eu-west-1")
+    assert lane_of(row("", role_arn=role(ACCOUNTS[1]))) == (ACCOUNTS[1], "us-east-1")
+    assert lane_of(row()) == ("", "us-east-1")
 
 
 def test_role_sessions_share_one_data_loader(session: Any) -> None:
