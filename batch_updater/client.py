@@ -1,7 +1,9 @@
-"""The only module that talks to aioboto3/botocore; it translates their errors into ours."""
+"""The AmplifyBackend boundary: the only module that calls it through aioboto3/botocore,
+and translates their errors into ours (STS, for the accounts' roles, is ``accounts.py``'s)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from ._version import __version__
+from .accounts import Accounts, AssumeRoleError, FailureScope, account_of_role
+from .control import FATAL_CODES
 from .errors import SetupError
 from .logs import register_secrets
 from .rows import Row
@@ -31,12 +35,23 @@ if TYPE_CHECKING:
     from types_aiobotocore_amplifybackend import AmplifyBackendClient
     from types_aiobotocore_amplifybackend.type_defs import LoginAuthConfigReqObjTypeDef
 
-__all__ = ["CallError", "CallResult", "Clients", "make_session"]
+__all__ = ["CallError", "CallResult", "Clients", "Lane", "LaneKey", "lane_of", "make_session"]
 
 THROTTLE_CODES: Final = frozenset({"TooManyRequestsException", "ThrottlingException"})
 # Retried: throttling, gateway timeouts and other 5xx. The update is idempotent.
 RETRYABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 RETRYABLE_CODES: Final = THROTTLE_CODES | {"GatewayTimeoutException", "ServiceUnavailable"}
+#: A client's key: (credentials, region); credentials "" are the base ones, else the role
+#: ARN (see ``Accounts.credentials_key``).
+LaneKey = tuple[str, str]
+#: A rate lane: (account id, region); account "" is the base credentials' rows.
+Lane = tuple[str, str]
+
+
+def lane_of(row: Row) -> Lane:
+    """``row``'s rate lane: AWS limits each account's calls in each region separately. A row
+    with a role but no ``account_id`` is in the role's account."""
+    return (row.account_id or account_of_role(row.role_arn), row.region)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +67,8 @@ class CallError(Exception):
     """A failed call, translated from botocore at this module's boundary."""
 
     __slots__ = (
+        "account_fatal",
+        "account_id",
         "answered",
         "code",
         "http_status",
@@ -75,6 +92,8 @@ class CallError(Exception):
         retryable: bool = False,
         transport: bool = False,
         unreadable: bool = False,
+        account_fatal: bool = False,
+        account_id: str = "",
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -92,6 +111,11 @@ class CallError(Exception):
         #: The endpoint answered (any HTTP status, or a body that could not be read): it is
         #: reachable. False for transport failures and for errors raised before sending.
         self.answered = http_status is not None or unreadable
+        #: Every following call of this account would fail too (its role cannot be assumed,
+        #: or its credentials are refused): stop this account only. Never set for the base
+        #: credentials, whose fatal errors stop the run (``control.FATAL_CODES``).
+        self.account_fatal = account_fatal
+        self.account_id = account_id
 
     @property
     def throttled(self) -> bool:
@@ -116,12 +140,29 @@ def _from_client_error(exc: ClientError) -> CallError:
 
 
 @contextlib.contextmanager
-def map_botocore_errors() -> Iterator[None]:
-    """Translate botocore exceptions raised inside the block into :class:`CallError`."""
+def map_botocore_errors(account_id: str = "", *, assumed: bool = False) -> Iterator[None]:
+    """Translate botocore exceptions raised inside the block into :class:`CallError`.
+
+    ``assumed``: the call signs with an account's own credentials (an assumed role, or
+    ``--local`` dummy keys), so a fatal credentials error is that account's, not the run's.
+    """
     try:
         yield
     except ClientError as exc:
-        raise _from_client_error(exc) from exc
+        error = _from_client_error(exc)
+        if assumed and error.code in FATAL_CODES:
+            error.account_fatal, error.account_id = True, account_id
+        raise error from exc
+    except AssumeRoleError as exc:
+        # Raised while signing: nothing was sent. A refusal is the account's (or, for the
+        # base credentials, the run's: its code is one of control.FATAL_CODES).
+        raise CallError(
+            exc.code,
+            str(exc),
+            retryable=exc.transient,
+            account_fatal=exc.scope is FailureScope.ACCOUNT,
+            account_id=exc.account_id,
+        ) from exc
     except ResponseParserError as exc:
         # An answer came back but could not be read: it may say the update was applied.
         raise CallError(type(exc).__name__, str(exc), retryable=True, unreadable=True) from exc
@@ -160,12 +201,17 @@ def make_session(
 
 
 class Clients:
-    """One ``amplifybackend`` client per region, created once and shared by all workers.
+    """One ``amplifybackend`` client per (credentials, region), created once and shared by
+    all workers.
 
-    Use as an async context manager; clients are closed on exit.
+    Rows without a role (``role_arn`` "") use the base session's client of their region, as
+    before accounts existed; a row with a role uses its role's client of its region, made on
+    its first call, signing with the role's credentials (see :class:`Accounts`, which the
+    clients close with themselves). Use as an async context manager; clients are closed on
+    exit.
     """
 
-    __slots__ = ("_clients", "_config", "_endpoint_url", "_session", "_stack")
+    __slots__ = ("_accounts", "_clients", "_config", "_endpoint_url", "_lock", "_session", "_stack")
 
     def __init__(
         self,
@@ -175,10 +221,16 @@ class Clients:
         max_pool_connections: int = 16,
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        accounts: Accounts | None = None,
     ) -> None:
         from botocore.config import Config  # noqa: PLC0415 - see make_session
 
         self._session = session
+        self._accounts = (
+            accounts
+            if accounts is not None
+            else Accounts(session, request_timeout=request_timeout, connect_timeout=connect_timeout)
+        )
         self._endpoint_url = endpoint_url
         self._config = Config(
             # tenacity owns every retry; {"max_attempts": 1} would still retry once.
@@ -188,8 +240,14 @@ class Clients:
             connect_timeout=connect_timeout,
             user_agent_extra=f"batch-updater/{__version__}",
         )
-        self._clients: dict[str, AmplifyBackendClient] = {}
+        self._clients: dict[LaneKey, AmplifyBackendClient] = {}
+        self._lock = asyncio.Lock()  # clients made on first use: one per key
         self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def accounts(self) -> Accounts:
+        """The credentials per account these clients sign with."""
+        return self._accounts
 
     async def check_credentials(self) -> None:
         """Raise :class:`SetupError` when the credential chain yields no credentials."""
@@ -207,29 +265,52 @@ class Clients:
             )
 
     async def open(self, regions: Iterable[str]) -> None:
-        """Create the clients for ``regions``."""
+        """Create the base credentials' clients for ``regions``."""
         for region in sorted(regions):
-            if region in self._clients:
-                continue
-            try:
-                client = await self._stack.enter_async_context(
-                    self._session.client(
-                        "amplifybackend",
-                        region_name=region,
-                        endpoint_url=self._endpoint_url,
-                        config=self._config,
-                    )
+            if ("", region) not in self._clients:
+                await self._open(self._session, ("", region))
+
+    async def _open(self, session: Any, key: LaneKey) -> AmplifyBackendClient:
+        region = key[1]
+        try:
+            client: AmplifyBackendClient = await self._stack.enter_async_context(
+                session.client(
+                    "amplifybackend",
+                    region_name=region,
+                    endpoint_url=self._endpoint_url,
+                    config=self._config,
                 )
-            except (NoRegionError, BotoCoreError, ValueError) as exc:
-                raise SetupError(
-                    f"cannot create the AmplifyBackend client for {region}: {exc}"
-                ) from None
-            self._clients[region] = client
+            )
+        except (NoRegionError, BotoCoreError, ValueError) as exc:
+            raise SetupError(
+                f"cannot create the AmplifyBackend client for {region}: {exc}"
+            ) from None
+        self._clients[key] = client
+        return client
+
+    async def _lane_client(self, key: LaneKey, row: Row) -> AmplifyBackendClient:
+        """The client of ``key`` (made on first use; making it sends nothing: a role is
+        assumed when the first call is signed)."""
+        async with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                session = self._accounts.session_for(row.account_id, row.role_arn, row.region)
+                client = await self._open(session, key)
+        return client
+
+    def lane_key(self, row: Row) -> LaneKey:
+        """The key of ``row``'s client: (credentials, region)."""
+        return (self._accounts.credentials_key(row.account_id, row.role_arn), row.region)
 
     async def update(self, row: Row) -> CallResult:
         """Send ``UpdateBackendConfig`` for ``row``; raises :class:`CallError` on failure."""
-        client = self._clients[row.region]
-        with map_botocore_errors():
+        key = self.lane_key(row)
+        client = self._clients.get(key) or await self._lane_client(key, row)
+        assumed = bool(key[0])
+        account_id = row.account_id or (account_of_role(row.role_arn) if assumed else "")
+        with map_botocore_errors(account_id, assumed=assumed):
+            if assumed and (refusal := self._accounts.refused(key[0])):
+                raise refusal.with_traceback(None)  # final: not signed (nor logged) again
             response = await client.update_backend_config(
                 AppId=row.app_id,
                 LoginAuthConfig=cast("LoginAuthConfigReqObjTypeDef", row.settings.to_api()),
@@ -260,9 +341,17 @@ class Clients:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every client."""
+        """Close every client, and the accounts' STS clients."""
         self._clients.clear()
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        finally:
+            await self._accounts.aclose()
 
     def __repr__(self) -> str:
-        return f"<Clients regions={sorted(self._clients)} endpoint={self._endpoint_url!r}>"
+        regions = sorted({region for _, region in self._clients})
+        roles = len({key for key, _ in self._clients if key})
+        return (
+            f"<Clients regions={regions} roles={roles} clients={len(self._clients)} "
+            f"endpoint={self._endpoint_url!r}>"
+        )

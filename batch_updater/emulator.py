@@ -75,13 +75,15 @@ __all__ = [
 #:
 #: - ``"ok"``: the normal answer, without the random faults;
 #: - ``"400"``, ``"404"``, ``"429"``, ``"504"``: the service's modeled errors;
+#: - ``"403"``: 403 ``AccessDeniedException``, as for credentials without the permission
+#:   (or an account's role that lacks it);
 #: - ``"drop"``: the connection is closed with no answer (clients see it closed);
 #: - ``"slow"``: the settings are applied, then the 200 comes ``slow_seconds`` late (past a
 #:   client's read timeout, it models "applied, but the client gave up");
 #: - ``"500html"``, ``"503html"``: a load balancer's HTML error page, no ``x-amzn-ErrorType``;
 #: - ``"malformed"``: 200 with a truncated JSON body; settings not applied.
 OUTCOMES: Final = frozenset(
-    {"ok", "400", "404", "429", "504", "drop", "slow", "500html", "503html", "malformed"}
+    {"ok", "400", "403", "404", "429", "504", "drop", "slow", "500html", "503html", "malformed"}
 )
 #: Outcomes that go on to steps 7-8 (the held refusal, or applying the settings).
 _APPLYING: Final = frozenset({"ok", "slow"})
@@ -94,6 +96,7 @@ _CREDENTIAL: Final = re.compile(r"Credential=([^/,\s]*)/[^/,\s]*/([^/,\s]*)/")
 #: What one server-side rate limit covers (``EmulatorConfig.limit_per``).
 LIMIT_PER: Final = ("endpoint", "region", "access-key-region")
 _UNRECOGNIZED_CLIENT: Final = "UnrecognizedClientException"
+_ACCESS_DENIED: Final = "AccessDeniedException"
 _LIMIT_TYPE: Final = "requests"
 _RESOURCE_TYPE: Final = "app"
 _STORM: Final = "storm"
@@ -454,7 +457,7 @@ class Emulator:
     def script(self, app_id: str, outcomes: Iterable[str]) -> None:
         """Queue outcomes for ``app_id``'s next requests, after any already queued.
 
-        Each is one of :data:`OUTCOMES` (``"ok"``, ``"400"``, ``"404"``, ``"429"``,
+        Each is one of :data:`OUTCOMES` (``"ok"``, ``"400"``, ``"403"``, ``"404"``, ``"429"``,
         ``"504"``, ``"drop"``, ``"slow"``, ``"500html"``, ``"503html"``, ``"malformed"``) or
         ``"error:<text>"`` (200 with ``error`` set and the settings not applied). When the
         queue is empty the configured behaviour applies again.
@@ -636,6 +639,12 @@ class Emulator:
             reply = self._not_found(app_id)
         elif outcome == "400":
             reply = self._error("BadRequestException", "scripted bad request")
+        elif outcome == "403":
+            reply = self._error(
+                _ACCESS_DENIED,
+                "User is not authorized to perform: amplifybackend:UpdateBackendConfig",
+                status=HTTPStatus.FORBIDDEN,
+            )
         elif outcome == "drop":
             reply = _Reply(_DROPPED)
         elif outcome in _HTML_STATUS:

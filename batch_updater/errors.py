@@ -1,4 +1,5 @@
-"""Exceptions the library raises. Third-party errors are translated in ``client.py``."""
+"""Exceptions the library raises. Third-party errors are translated in ``client.py``
+(AmplifyBackend) and ``accounts.py`` (STS)."""
 
 from __future__ import annotations
 

@@ -68,6 +68,16 @@ _BOTOCORE_SECRETS: Final = (
         r"\1[redacted]",
     ),
     (re.compile(r"(x-amz-security-token:)\S+", re.I), r"\1[redacted]"),
+    # STS answers (AssumeRole's XML body at debug level, before its credentials are
+    # registered) and their parsed form: the key, the secret and the token.
+    (
+        re.compile(r"(<(?:AccessKeyId|SecretAccessKey|SessionToken)>)[^<]*"),
+        r"\1[redacted]",
+    ),
+    (
+        re.compile(r"""((?:AccessKeyId|SecretAccessKey|SessionToken)['"]?\s*:\s*['"])[^'"]*"""),
+        r"\1[redacted]",
+    ),
     # Request bodies and parameters: the web client id is sensitive, keep its last 4.
     (
         re.compile(
@@ -108,19 +118,36 @@ class _RedactingFilter(logging.Filter):
 SDK_HANDLER_NAME: Final = "batch_updater.sdk-debug"
 
 
-def _route_botocore_debug(stream: TextIO) -> None:
-    handler = logging.StreamHandler(stream)
+class _SdkWarnings(logging.Handler):
+    """The SDK's warnings (e.g. aiobotocore's "Refreshing temporary credentials failed") as
+    one scrubbed log event each, in the run's format: never a bare traceback on stderr,
+    which Python's last-resort handler would print between JSON lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        fields = {"error": scrub(f"{type(error).__name__}: {error}")} if error else {}
+        structlog.get_logger("batch_updater").warning(
+            "sdk_warning", source=record.name, message=scrub(record.getMessage()), **fields
+        )
+
+
+def _route_sdk(handler: logging.Handler, level: int) -> None:
     handler.set_name(SDK_HANDLER_NAME)
-    handler.addFilter(_RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("botocore", "aiobotocore"):
         sdk_logger = logging.getLogger(name)
-        sdk_logger.setLevel(logging.DEBUG)
+        sdk_logger.setLevel(level)
         # Configuring twice replaces our handler instead of stacking a second one.
         for old in [h for h in sdk_logger.handlers if h.get_name() == SDK_HANDLER_NAME]:
             sdk_logger.removeHandler(old)
         sdk_logger.addHandler(handler)
         sdk_logger.propagate = False
+
+
+def _route_botocore_debug(stream: TextIO) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _route_sdk(handler, logging.DEBUG)
     # botocore.auth prints canonical requests and strings to sign, token included: too close
     # to key material to show even scrubbed.
     logging.getLogger("botocore.auth").setLevel(logging.INFO)
@@ -175,6 +202,8 @@ def configure_logging(
         # The SDK's own debug logs help when a call misbehaves; they go through a filter
         # that removes signatures, tokens and key material first.
         _route_botocore_debug(stream)
+    else:
+        _route_sdk(_SdkWarnings(), logging.WARNING)
 
 
 def default_logger() -> Any:

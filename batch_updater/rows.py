@@ -223,6 +223,8 @@ class Row:
     settings: LoginSettings
     digest: str
     kept: tuple[str, ...] = ()  # the cells of the kept columns (RunConfig.keep_columns)
+    account_id: str = ""  # "": the base credentials' account
+    role_arn: str = ""  # "": the base credentials (see accounts.Accounts.credentials_key)
 
 
 @dataclass(frozen=True, slots=True)
