@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from .errors import SetupError
 from .report import REPORT_COLUMNS
-from .rows import COLUMNS, check_region
+from .rows import INPUT_COLUMNS, check_region
 from .shard import Shard
 
 __all__ = ["REPORT_SUFFIXES", "RunConfig", "check_endpoint", "check_report_path"]
@@ -129,7 +129,7 @@ class RunConfig:
 
 def _check_keep_columns(names: tuple[str, ...]) -> None:
     """A kept column needs a name of its own: not a report column, not an input column."""
-    taken = {c.lower() for c in (*REPORT_COLUMNS, *COLUMNS, *COLUMNS.values())}
+    taken = {c.lower() for c in (*REPORT_COLUMNS, *INPUT_COLUMNS, *INPUT_COLUMNS.values())}
     seen: set[str] = set()
     for name in names:
         key = name.strip().lower()
