@@ -68,7 +68,6 @@ __all__ = [
     "Row",
     "RowPlan",
     "ValidationInterrupted",
-    "_DuplicateIndex",
     "check_region",
     "read_csv",
     "read_mappings",

@@ -178,9 +178,9 @@ def check_region(value: str, *, allow_unknown: bool = False) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Field:
     """The rule of one column: a value matches ``pattern`` and has at most ``max_len``
-    characters. ``wrong`` words a value that does not match (``{value}`` is the value
-    shown, left out for a ``secret``); a pool id starts with its region up to
-    ``region_sep``, like ``example``."""
+    characters. ``wrong`` words a value that does not match (``{value}`` stands for the
+    value shown; a secret's wording leaves it out); a pool id starts with its region up
+    to ``region_sep``, like ``example``."""
 
     column: str
     pattern: re.Pattern[str]
@@ -402,17 +402,19 @@ class AccountRoles:
     def check(self, account: str, role: str, region: str, found: list[str]) -> tuple[str, str]:
         """(account, role ARN) of a row with an ``account_id`` or a ``role_arn`` (or
         both); appends the problems to ``found``. A role ARN alone gives the account."""
-        account_ok = not account or _ACCOUNT.problem(account) is None
-        if not account_ok:
-            found.append(f"{_ACCOUNT.problem(account)}")
+        why = _ACCOUNT.problem(account) if account else None
+        if why is not None:
+            found.append(why)
         if role:
-            if (why := _ROLE.problem(role)) is not None:
-                found.append(why)
+            if (wrong := _ROLE.problem(role)) is not None:
+                found.append(wrong)
                 return account, role
-            arn_account = _arn_problems(role, "role_arn", account if account_ok else "", region)
-            found.extend(arn_account[1])
-            return account or arn_account[0], role
-        if not account_ok:
+            arn_account, arn_problems = _arn_problems(
+                role, "role_arn", account if why is None else "", region
+            )
+            found.extend(arn_problems)
+            return account or arn_account, role
+        if why is not None:
             return account, ""
         if self.template is not None:
             partition = partition_of(region)
