@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_updater.errors import SetupError
 from batch_updater.rows import LoginSettings, Rejected, Row, RowPlan, validate
@@ -395,3 +397,99 @@ def test_an_unsharded_plan_never_divides_the_rate() -> None:
     one, _ = plan_items(fleet(1, ("us-east-1",), lambda k: 2), shard=Shard(0, 1))
     assert not one.rate_divided
     assert one.total == plan.total
+
+
+# -- random fleets against an oracle written out again -------------------------------------
+
+ROLES = {  # role_arn cell -> (account, partition), None when it is no role ARN
+    "": None,
+    ROLE1: (A1, "aws"),
+    f"arn:aws:iam::{A2}:role/path/R": (A2, "aws"),
+    f"arn:aws-cn:iam::{A2}:role/R": (A2, "aws-cn"),
+    "arn:aws:iam::1:role/R": None,
+}
+TEMPLATES = [None, "arn:{partition}:iam::{account_id}:role/R", "arn:aws:iam::{account_id}:role/R"]
+
+
+def expected_fates(
+    rows: list[dict[str, str]], template: str | None, own: str | None
+) -> dict[int, tuple[str, str, str]]:
+    """line -> (fate, account, role): fate is send, skipped or invalid."""
+    out: dict[int, tuple[str, str, str]] = {}
+    groups: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
+    for line, cells in enumerate(rows, start=2):
+        account, role, region = cells["account_id"], cells["role_arn"], cells["region"]
+        partition = "aws-cn" if region.startswith("cn-") else "aws"
+        ok = account == "" or (len(account) == 12 and account.isdigit())
+        if role:
+            parsed = ROLES[role]
+            ok = ok and parsed is not None and parsed[1] == partition
+            ok = ok and (not account or parsed is None or parsed[0] == account)
+            account = account or (parsed[0] if parsed else "")
+        elif account and ok and template is not None:
+            role = template.format(account_id=account, partition=partition)
+            ok = ok and role.startswith(f"arn:{partition}:")
+        elif account:
+            ok = ok and account == own
+        if not ok:
+            out[line] = ("invalid", account, role)
+            continue
+        groups.setdefault((account, region, cells["app_id"]), []).append(
+            (line, cells["user_pool_id"])
+        )
+        out[line] = ("send", account, role)
+    for members in groups.values():
+        if len({pool for _, pool in members}) > 1:
+            out.update((line, ("invalid", *out[line][1:])) for line, _ in members)
+        else:
+            out.update((line, ("skipped", *out[line][1:])) for line, _ in members[1:])
+    return out
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(
+    cells=st.lists(
+        st.tuples(
+            st.sampled_from(["", A1, A2, A3, "12345"]),
+            st.sampled_from(list(ROLES)),
+            st.sampled_from(["us-east-1", "eu-west-1", "cn-north-1"]),
+            st.sampled_from(["d1abc", "d2abc"]),
+            st.sampled_from(["AbC", "XyZ"]),
+        ),
+        max_size=25,
+    ),
+    template=st.sampled_from(TEMPLATES),
+    own=st.sampled_from([None, A3]),
+    count=st.integers(2, 5),
+)
+def test_random_fleets_are_read_as_the_oracle_says_whole_and_sharded(
+    cells: list[tuple[str, str, str, str, str]], template: str | None, own: str | None, count: int
+) -> None:
+    rows = [
+        {
+            "account_id": account,
+            "role_arn": role,
+            "region": region,
+            "app_id": app,
+            "user_pool_id": f"{region}_{pool}",
+        }
+        for account, role, region, app, pool in cells
+    ]
+    kw = {"role_template": template, "own_account": own}
+    plan, items = plan_items(rows, **kw)
+    expected = expected_fates(rows, template, own)
+    got = {
+        i.line: (i.status if isinstance(i, Rejected) else "send", i.account_id, i.role_arn)
+        for i in items
+    }
+    assert got == expected
+    assert plan.invalid == sum(fate == "invalid" for fate, _, _ in expected.values())
+    shards = [plan_items(rows, shard=Shard(k, count), **kw) for k in range(count)]
+    lines = sorted(i.line for _, part in shards for i in part)
+    assert lines == sorted(expected)  # every row in exactly one shard
+    for part_plan, part in shards:
+        assert all(
+            got[i.line][0] == (i.status if isinstance(i, Rejected) else "send") for i in part
+        )
+        assert part_plan.total == len(part)
+        assert part_plan.invalid == sum(got[i.line][0] == "invalid" for i in part)
