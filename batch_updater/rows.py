@@ -417,7 +417,8 @@ class RowPlan:
         key, add = index.key, index.add
         if shard is not None and shard.count == 1:
             shard = None  # one shard of one: the whole input, as unsharded
-        lanes: set[Lane] = set()  # unsharded: every valid row's lane
+        regions: set[str] = set()  # unsharded: the regions of valid rows without account
+        lanes: set[Lane] = set()  # unsharded: the lanes of valid rows with an account
         lane_rows: dict[Lane, int] = {}  # sharded: valid rows per lane
         hashed: set[Lane] = set()  # sharded: lanes of the valid rows this shard hashes to
         repeated: dict[int, tuple[Lane, bool]] = {}  # sharded: keys given more than once
@@ -439,7 +440,10 @@ class RowPlan:
             # Duplicates are found over the whole input: they belong to one shard anyway.
             k = key(region, app_id, account)
             if shard is None:
-                lanes.add((account, region))
+                if account:
+                    lanes.add((account, region))
+                else:
+                    regions.add(region)  # no tuple per row for the common case
                 add(k, line, number)
                 continue
             lane = (account, region)
@@ -454,6 +458,7 @@ class RowPlan:
         conflicting = index.conflicting_rows()
         self.input_rows, self.input_invalid = total, invalid + conflicting
         if shard is None:
+            lanes.update(("", region) for region in regions)
             self.lanes, self.total, self.invalid = lanes, total, self.input_invalid
         else:
             self._count_mine(shard, lane_rows, (hashed, hashed_mine), repeated, invalid_mine)
