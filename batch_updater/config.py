@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from .errors import SetupError
 from .report import REPORT_COLUMNS
-from .rows import COLUMNS, check_region
+from .rows import INPUT_COLUMNS, check_region
 from .shard import Shard
 
 __all__ = [
@@ -435,7 +435,7 @@ def _check_fields(obj: Any) -> None:
 
 def _check_keep_columns(names: tuple[str, ...]) -> None:
     """A kept column needs a name of its own: not a report column, not an input column."""
-    taken = {c.lower() for c in (*REPORT_COLUMNS, *COLUMNS, *COLUMNS.values())}
+    taken = {c.lower() for c in (*REPORT_COLUMNS, *INPUT_COLUMNS, *INPUT_COLUMNS.values())}
     seen: set[str] = set()
     for name in names:
         key = name.strip().lower()

@@ -1,8 +1,15 @@
-"""Sharding: split one input over N workers by a stable hash of (region, app_id)."""
+"""Sharding: split one input over N workers, by lane or by a stable hash of the app.
+
+A lane is (account, region): what AWS limits separately. With at least as many lanes as
+shards, :func:`assign_lanes` gives each lane whole to one shard, so N shards together
+reach ``--rate`` on every lane without exceeding it. With fewer lanes than shards, rows
+are split by a stable hash of (account, region, app_id) and each shard's rate is divided.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import re
 from collections.abc import Mapping
@@ -10,7 +17,9 @@ from dataclasses import dataclass
 
 from .errors import SetupError
 
-__all__ = ["Shard", "shard_from_environment"]
+__all__ = ["Lane", "Shard", "assign_lanes", "shard_from_environment"]
+
+Lane = tuple[str, str]  # (account_id, region); account "" means the base credentials
 
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
@@ -37,18 +46,40 @@ class Shard:
             raise SetupError(f"--shard: {spec!r} is not K/N, e.g. 0/4 for the first of 4 shards")
         return cls(int(match[1]), int(match[2]))
 
-    def owns(self, region: str, app_id: str) -> bool:
-        """True when the row with this (region, app_id) belongs to this shard.
+    def owns(self, region: str, app_id: str, account: str = "") -> bool:
+        """True when the row with this (account, region, app_id) belongs to this shard
+        by hash (used when there are fewer lanes than shards, and for invalid rows).
 
-        The hash is stable across processes and machines (unlike Python's ``hash``).
+        The hash is stable across processes and machines (unlike Python's ``hash``); the
+        account is hashed only when set, so rows without one hash as before accounts.
         """
         if self.count == 1:
             return True
-        raw = hashlib.blake2b(f"{region} {app_id}".encode(), digest_size=8).digest()
+        text = f"{account} {region} {app_id}" if account else f"{region} {app_id}"
+        raw = hashlib.blake2b(text.encode(), digest_size=8).digest()
         return int.from_bytes(raw, "big") % self.count == self.index
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+def assign_lanes(rows: Mapping[Lane, int], shard: Shard) -> frozenset[Lane] | None:
+    """The lanes ``shard`` owns, given the valid rows of every lane; None when there are
+    fewer lanes than shards (then rows are split by hash).
+
+    Balanced by row count and the same in every shard process: lanes from the busiest
+    (ties by name) each go to the least loaded shard so far (ties to the lowest index).
+    """
+    if len(rows) < shard.count:
+        return None
+    loads = [(0, index) for index in range(shard.count)]  # a heap of (rows, shard index)
+    mine: set[Lane] = set()
+    for lane in sorted(rows, key=lambda lane: (-rows[lane], lane)):
+        load, index = loads[0]
+        if index == shard.index:
+            mine.add(lane)
+        heapq.heapreplace(loads, (load + rows[lane], index))
+    return frozenset(mine)
 
 
 def _int(env: Mapping[str, str], name: str) -> int:

@@ -145,7 +145,7 @@ def test_a_full_disk_while_spooling_is_a_one_line_setup_error_before_any_call(
     def full_disk(**_kw: object) -> object:
         return open("/dev/full", "w+b")
 
-    monkeypatch.setattr("batch_updater.rows.tempfile.TemporaryFile", full_disk)
+    monkeypatch.setattr("batch_updater.csvinput.tempfile.TemporaryFile", full_disk)
     path = tmp_path / "in.csv"
     path.write_text(csv_text(20_000))  # more than one read chunk
     with pytest.raises(SetupError, match="cannot keep a private copy of the input") as info:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from batch_updater import RunConfig, SetupError, Status, rows, run_batch
+from batch_updater import RunConfig, SetupError, Status, rules, run_batch
 from batch_updater.cli import main
 from batch_updater.emulator import EmulatorServer
 from batch_updater.rows import Rejected, Row, RowPlan, _DuplicateIndex, region_rule, validate
@@ -134,7 +134,7 @@ def test_an_old_botocore_without_partitions_json_is_read_from_endpoints_json(
     }
     (tmp_path / "data" / "endpoints.json").write_text(json.dumps(endpoints))
     fake_botocore(monkeypatch, tmp_path)
-    known, version = rows._botocore_regions.__wrapped__()
+    known, version = rules._botocore_regions.__wrapped__()
     assert known == {"us-east-1", "eu-west-1"}
     assert version == BOTOCORE
 
@@ -146,12 +146,12 @@ def test_an_unreadable_region_list_is_a_setup_error_unless_unknown_regions_are_a
     (tmp_path / "data" / "partitions.json").write_text("{not json")
     fake_botocore(monkeypatch, tmp_path)
     with pytest.raises(SetupError, match=r"cannot read botocore.s region list .*partitions"):
-        rows._botocore_regions.__wrapped__()
+        rules._botocore_regions.__wrapped__()
 
-    monkeypatch.setattr(rows, "_botocore_regions", rows._botocore_regions.__wrapped__)
+    monkeypatch.setattr(rules, "_botocore_regions", rules._botocore_regions.__wrapped__)
     with pytest.raises(SetupError, match="pass --allow-unknown-region to check only the shape"):
-        rows.RegionRule()
-    lenient = rows.RegionRule(allow_unknown=True)
+        rules.RegionRule()
+    lenient = rules.RegionRule(allow_unknown=True)
     assert lenient.ok("us-east-9")
     assert lenient.problem("useast1") is not None
 

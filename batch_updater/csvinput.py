@@ -1,0 +1,383 @@
+"""Reading the input: decoding, the header's columns, the private spool copy.
+
+:func:`read_csv` and :func:`read_mappings` yield ``(line, {column: cell})`` for each
+row; the cells are validated elsewhere (:mod:`batch_updater.rules`). A file is read
+through :class:`_Tee`, which copies every byte read into a :class:`_Spool` that the
+second pass of :class:`~batch_updater.rows.RowPlan` reads.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+from .errors import InputError, SetupError
+from .rules import ALIASES, INPUT_COLUMNS, _shown
+
+__all__ = ["STDIN", "read_csv", "read_mappings"]
+
+# A valid row is a few hundred bytes. Lines are read with this limit, so a file without
+# line ends (a binary file, one giant cell) is refused instead of being read whole.
+_MAX_LINE_BYTES: Final = 1 << 20
+_CHUNK: Final = 1 << 18  # bytes read from the input (and written to the spool) at a time
+_CR_HINT: Final = "line ends must be LF or CRLF (CR-only line ends, old Mac style, are not read)"
+_UTF16_HINT: Final = "the file looks like UTF-16: save it as UTF-8"
+_KEEPABLE: Final = re.compile(r"[\w .-]{1,64}", re.ASCII)  # a name worth suggesting to keep
+STDIN: Final = "-"  # the input path that means standard input
+
+
+def _looks_utf16(text: str | bytes) -> bool:
+    """UTF-16 without a BOM, read as UTF-8: every other byte of ASCII text is NUL."""
+    nul = text.count("\x00") if isinstance(text, str) else text.count(b"\x00")
+    return len(text) >= 4 and nul * 3 >= len(text)
+
+
+def _separator_hint(cells: list[str]) -> str | None:
+    """A hint when a one-cell header is a header written with another separator."""
+    if len(cells) != 1:
+        return None
+    for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        parts = cells[0].split(sep)
+        if len(parts) > 1 and any(part.strip().lower() in ALIASES for part in parts):
+            return f"the file looks like {name}-separated: save it comma-separated"
+    return None
+
+
+class _Header:
+    """The header's column names in order, and how wide its rows are.
+
+    ``names`` holds each named cell's column (a kept column under its header name);
+    ``width`` counts the empty cells after the last name too (spreadsheets write them),
+    which rows may hold as long as they are empty there.
+    """
+
+    __slots__ = ("names", "width")
+
+    def __init__(self, names: list[str], width: int) -> None:
+        self.names, self.width = names, width
+
+    def __repr__(self) -> str:
+        return f"<_Header names={self.names} width={self.width}>"
+
+    def count_problem(self, cells: list[str]) -> str | None:
+        """Why a row whose cell count is not ``len(names)`` is invalid, or None."""
+        named = len(self.names)
+        if named < len(cells) <= self.width:
+            for position, cell in enumerate(cells[named:], start=named + 1):
+                if cell.strip():
+                    return (
+                        f"a value at position {position}, where the header has no column "
+                        "name (an empty header cell)"
+                    )
+            return None
+        empty = self.width - named
+        trailing = f" and {empty} empty cells after them" if empty else ""
+        return f"has {len(cells)} cells, the header has {named}{trailing}"
+
+
+def _map_header(
+    path: str, cells: list[str], line: int = 1, keep: Iterable[str] = (), require: bool = True
+) -> _Header:
+    width = len(cells)
+    while len(cells) > 1 and not cells[-1].strip():
+        cells = cells[:-1]  # a spreadsheet's empty cells after the last column
+    kept = {name.strip().lower(): name.strip() for name in keep}
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for position, raw in enumerate(cells, start=1):
+        key = raw.strip().lower()
+        name = ALIASES.get(key) or kept.get(key)
+        if name is None:
+            shown = _shown(raw.strip()) if raw.strip() else "an empty name"
+            hint = _separator_hint(cells) or (
+                _UTF16_HINT if _looks_utf16(",".join(cells)) else None
+            )
+            if hint is not None:
+                raise InputError(
+                    path, line, f"unknown column {shown} at position {position}: {hint}"
+                )
+            accepted = ", ".join(f"{n} (or {a})" for n, a in INPUT_COLUMNS.items())
+            carry = (
+                f"; to carry it into the report, pass --keep-column {raw.strip()}"
+                if _KEEPABLE.fullmatch(raw.strip())
+                else ""
+            )
+            raise InputError(
+                path,
+                line,
+                f"unknown column {shown} at position {position}; accepted columns: "
+                f"{accepted}{carry}",
+            )
+        if name in seen:
+            raise InputError(
+                path,
+                line,
+                f"column {name!r} appears twice (positions {seen[name]} and {position})",
+            )
+        seen[name] = position
+        names.append(name)
+    if "app_id" not in seen:
+        raise InputError(path, line, "the header has no app_id (or AppId) column")
+    for name in kept.values():
+        if require and name not in seen:
+            raise InputError(
+                path, line, f"the header has no column {_shown(name)} to keep (--keep-column)"
+            )
+    return _Header(names, width)
+
+
+def _decoded_lines(path: str, raw_lines: Iterable[bytes]) -> Iterator[str]:
+    # Decode line by line so an encoding error names its line exactly.
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    number = 0
+    for number, raw in enumerate(raw_lines, start=1):
+        if len(raw) > _MAX_LINE_BYTES:
+            hint = f"; it holds carriage returns: {_CR_HINT}" if b"\r" in raw else ""
+            raise InputError(
+                path,
+                number,
+                f"line longer than {_MAX_LINE_BYTES} bytes: not a CSV of apps and settings "
+                f"(a valid row is a few hundred bytes){hint}",
+            )
+        try:
+            text = decoder.decode(raw)
+        except UnicodeDecodeError as exc:
+            why = exc.reason
+            if number == 1 and (
+                raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(raw)
+            ):
+                why = _UTF16_HINT
+            raise InputError(
+                path, number, f"not valid UTF-8 ({why}, at byte {exc.start + 1} of the line)"
+            ) from None
+        if number == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        yield text
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise InputError(path, number, f"not valid UTF-8 ({exc.reason} at the end)") from None
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's message, in an operator's words where it is cryptic."""
+    text = str(exc)
+    if text.startswith("field larger than field limit"):
+        limit = csv.field_size_limit()
+        return f"a cell is longer than {limit} characters (a valid cell has at most 128)"
+    if text == "unexpected end of data":
+        return 'a quoted cell is never closed (the file ends before its closing ")'
+    if text.startswith("new-line character seen in unquoted field"):
+        return f"a carriage return (CR) in the middle of a line: {_CR_HINT}"
+    if text.endswith("expected after '\"'"):
+        return f'{text} (a " inside a quoted cell is written "")'
+    return text
+
+
+class _Lines(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+def _parse(
+    name: str, handle: _Lines, keep: Iterable[str] = (), require: bool = True
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line, {column: cell})`` for each non-blank data row read from ``handle``.
+
+    ``keep`` names extra columns to read too; each must be in the header if ``require``.
+
+    A row whose cell count does not fit the header holds the cells that have a column
+    and its problem under the key ``__cells__``.
+    """
+    raw_lines = iter(partial(handle.readline, _MAX_LINE_BYTES + 1), b"")
+    reader = csv.reader(_decoded_lines(name, raw_lines), strict=True)
+    header: _Header | None = None
+    names: list[str] = []
+    named = 0
+    next_line = 1
+    while True:
+        start = next_line
+        try:
+            cells = next(reader, None)
+        except csv.Error as exc:
+            raise InputError(name, start, f"broken CSV: {_csv_problem(exc)}") from None
+        except OSError as exc:
+            raise InputError(name, start, f"cannot read: {exc.strerror or exc}") from None
+        if cells is None:
+            break
+        next_line = reader.line_num + 1
+        if not cells or (len(cells) == 1 and not cells[0].strip()):
+            continue  # blank line
+        if header is None:
+            header = _map_header(name, cells, start, keep, require)
+            names, named = header.names, len(header.names)
+            continue
+        if len(cells) == named:
+            yield start, dict(zip(names, cells, strict=True))
+            continue
+        row = dict(zip(names, cells, strict=False))  # keep what can be read
+        if (problem := header.count_problem(cells)) is not None:
+            row["__cells__"] = problem
+        yield start, row
+    if header is None:
+        what = "is empty" if next_line == 1 else "has only blank lines"
+        raise InputError(name, None, f"the file {what}: a header row is required")
+
+
+def _open_input(path: Path) -> io.FileIO:
+    """The input's raw file; ``-`` is standard input (binary, left open when closed)."""
+    if str(path) == STDIN:
+        return io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
+    try:
+        return io.FileIO(path, "rb")
+    except OSError as exc:
+        raise InputError(str(path), None, f"cannot open: {exc.strerror or exc}") from None
+
+
+def read_csv(
+    path: Path, keep: Iterable[str] = (), *, require: bool = True
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line, {column: cell})`` for each non-blank data row of the CSV at ``path``.
+
+    ``line`` is the physical line the row starts on (the header is line 1); ``keep``
+    names extra columns to read (see ``RunConfig.keep_columns``), each of which must be
+    in the header if ``require``.
+    """
+    with io.BufferedReader(_open_input(path), _CHUNK) as handle:
+        yield from _parse(str(path), handle, keep, require)
+
+
+class _Spool:
+    """A private copy of the input, written while pass 1 reads it; pass 2 reads the copy.
+
+    An anonymous temporary file in the system temp directory (never visible by name
+    where the OS allows, and gone when closed or when the process ends).
+    """
+
+    __slots__ = ("_file", "size")
+
+    def __init__(self) -> None:
+        try:
+            # SIM115 ignored: the spool outlives this call; close() closes it
+            self._file = tempfile.TemporaryFile(prefix="batch-updater-input-")  # noqa: SIM115
+        except OSError as exc:
+            raise self._error(exc) from None
+        self.size = 0
+
+    @staticmethod
+    def _error(exc: OSError) -> SetupError:
+        return SetupError(
+            f"cannot keep a private copy of the input in {tempfile.gettempdir()}: "
+            f"{exc.strerror or exc} (free some space there, or set TMPDIR to a roomier "
+            "directory); nothing was sent"
+        )
+
+    def write(self, data: memoryview) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise self._error(exc) from None
+        self.size += len(data)
+
+    def finish(self) -> None:
+        """Flush what pass 1 read to the file."""
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def reader(self) -> io.BufferedReader:
+        """A new reader from the copy's start (each has its own position)."""
+        return io.BufferedReader(_SpoolReader(self._file.fileno(), self.size), _CHUNK)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._file.closed else "open"
+        return f"<_Spool {state} size={self.size}>"
+
+
+class _Tee(io.RawIOBase):
+    """Reads the input and copies every byte read into the spool."""
+
+    __slots__ = ("_source", "_spool")
+
+    def __init__(self, source: io.FileIO, spool: _Spool) -> None:
+        self._source, self._spool = source, spool
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        n = self._source.readinto(buffer) or 0
+        if n:
+            self._spool.write(memoryview(buffer)[:n])
+        return n
+
+
+class _SpoolReader(io.RawIOBase):
+    """Reads the spool's first ``size`` bytes at its own offset (``os.pread``)."""
+
+    __slots__ = ("_fd", "_pos", "_size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd, self._size, self._pos = fd, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer)
+        data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
+        n = len(data)
+        view[:n] = data
+        self._pos += n
+        return n
+
+
+def read_mappings(
+    rows: Iterable[Mapping[str, str | None]], keep: Iterable[str] = ()
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield rows given as mappings (library use); row *i* is numbered line *i + 2*."""
+    kept = {name.strip().lower(): name.strip() for name in keep}
+    for index, mapping in enumerate(rows):
+        out: dict[str, str] = {}
+        for key, value in mapping.items():
+            if not isinstance(key, str):  # csv.DictReader files extra cells under None
+                raise InputError(
+                    "<rows>", index + 2, "the row has more cells than the header has columns"
+                )
+            name = ALIASES.get(key.strip().lower()) or kept.get(key.strip().lower())
+            if name is None:
+                accepted = ", ".join(INPUT_COLUMNS)
+                raise InputError(
+                    "<rows>",
+                    index + 2,
+                    f"unknown column {_shown(key)}; accepted columns: {accepted}",
+                )
+            out[name] = "" if value is None else str(value)
+        yield index + 2, out
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells that a file changed: device, inode, size, modification time."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _expected_rows(sample: bytes, size: int) -> int:
+    """A guess of the row count, to size the duplicate index once: the sample's lines per
+    byte times the file size (a pipe has no size: the index grows as needed)."""
+    lines = sample.count(b"\n")
+    return int(size * lines / len(sample) * 1.05) + 16 if lines and size else 1024
