@@ -27,20 +27,33 @@ from typing import IO
 
 from .rows import LoginSettings, Row
 
-__all__ = ["LaneQueue", "LaneScheduler"]
+__all__ = ["LaneKey", "LaneQueue", "LaneScheduler", "lane_name"]
+
+
+LaneKey = tuple[str, str]  # (account_id, region); account "" = the base credentials
+
+
+def lane_name(key: LaneKey) -> str:
+    """How a lane is named in logs and the summary: ``us-east-1``, or
+    ``111122223333/us-east-1`` for an account's lane."""
+    account, region = key
+    return f"{account}/{region}" if account else region
 
 
 def _encode(row: Row) -> str:
     s = row.settings
     fields = [row.line, row.app_id, row.region, row.digest]
     fields += [s.identity_pool_id, s.cognito_region, s.user_pool_id, s.web_client_id]
-    return json.dumps([*fields, list(row.kept)], separators=(",", ":")) + "\n"
+    fields += [list(row.kept), row.account_id, row.role_arn]
+    return json.dumps(fields, separators=(",", ":")) + "\n"
 
 
 def _decode(text: str) -> Row:
-    line, app_id, region, digest, pool, cognito, user_pool, client, kept = json.loads(text)
+    (line, app_id, region, digest, pool, cognito, user_pool, client, kept, account, role) = (
+        json.loads(text)
+    )
     settings = LoginSettings(pool, cognito, user_pool, client)
-    return Row(line, app_id, region, settings, digest, tuple(kept))
+    return Row(line, app_id, region, settings, digest, tuple(kept), account, role)
 
 
 class LaneQueue:
@@ -121,16 +134,26 @@ class LaneScheduler:
     back every row not handed out.
     """
 
-    __slots__ = ("_changed", "_closed", "_concurrency", "_due", "_out", "_queues", "_stopped")
+    __slots__ = (
+        "_changed",
+        "_closed",
+        "_concurrency",
+        "_due",
+        "_memory_rows",
+        "_out",
+        "_queues",
+        "_stopped",
+    )
 
     def __init__(
         self,
-        lanes: Iterable[str],
-        due: Callable[[str], float],
+        lanes: Iterable[LaneKey],
+        due: Callable[[LaneKey], float],
         concurrency: int,
         *,
         memory_rows: int = 256,
     ) -> None:
+        self._memory_rows = memory_rows
         self._queues = {lane: LaneQueue(memory_rows) for lane in lanes}
         self._out = dict.fromkeys(self._queues, 0)  # rows handed out and not yet released
         self._due = due
@@ -139,9 +162,13 @@ class LaneScheduler:
         self._closed = False
         self._stopped = False
 
-    def push(self, lane: str, row: Row) -> None:
+    def push(self, lane: LaneKey, row: Row) -> None:
         """Queue ``row`` for ``lane``."""
-        self._queues[lane].push(row)
+        queue = self._queues.get(lane)
+        if queue is None:  # a lane first seen now
+            queue = self._queues[lane] = LaneQueue(self._memory_rows)
+            self._out[lane] = 0
+        queue.push(row)
         self._changed.set()
 
     def close(self) -> None:
@@ -154,12 +181,12 @@ class LaneScheduler:
         self._stopped = True
         self._changed.set()
 
-    def release(self, lane: str) -> None:
+    def release(self, lane: LaneKey) -> None:
         """A row of ``lane`` that :meth:`take` handed out is final."""
         self._out[lane] -= 1
         self._changed.set()
 
-    def _pick(self) -> str | None:
+    def _pick(self) -> LaneKey | None:
         queues, out = self._queues, self._out
         busy = sum(1 for lane, queue in queues.items() if queue or out[lane])
         cap = max(1, self._concurrency - (busy - 1))  # one worker left for every other lane
@@ -172,7 +199,7 @@ class LaneScheduler:
                     best, chosen = rank, lane
         return chosen
 
-    async def take(self) -> tuple[str, Row] | None:
+    async def take(self) -> tuple[LaneKey, Row] | None:
         """The next (lane, row) to send, or None once stopped, or once every row is out."""
         while not self._stopped:
             lane = self._pick()
@@ -197,6 +224,8 @@ class LaneScheduler:
         return sum(len(queue) for queue in self._queues.values())
 
     def __repr__(self) -> str:
-        lanes = ", ".join(f"{lane}={len(q)}/{self._out[lane]}" for lane, q in self._queues.items())
+        lanes = ", ".join(
+            f"{lane_name(lane)}={len(q)}/{self._out[lane]}" for lane, q in self._queues.items()
+        )
         state = "stopped" if self._stopped else "closed" if self._closed else "reading"
         return f"<LaneScheduler {state} queued/out: {lanes}>"

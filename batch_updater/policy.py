@@ -29,7 +29,7 @@ class StopPolicy:
     log ``run_stopping`` once and never override an earlier reason.
     """
 
-    __slots__ = ("_breaker", "_log", "_rules", "control")
+    __slots__ = ("_breaker", "_log", "_rules", "accounts_stopped", "control")
 
     def __init__(
         self,
@@ -43,9 +43,25 @@ class StopPolicy:
         self._rules = rules
         self._breaker = breaker
         self._log = log
+        self.accounts_stopped: dict[str, str] = {}  # account -> why its rows are not sent
+
+    def stop_account(self, account: str, message: str) -> bool:
+        """Send no more rows of ``account`` (its role was refused, or an answer said its
+        credentials cannot work); the other accounts go on. True the first time."""
+        if account in self.accounts_stopped:
+            return False
+        self.accounts_stopped[account] = message
+        self._log.error("account_stopped", account_id=account, message=message)
+        return True
+
+    def account_note(self, account: str) -> str | None:
+        """Why rows of ``account`` are not sent, or None while it runs."""
+        return self.accounts_stopped.get(account) if self.accounts_stopped else None
 
     def record(self, result: RowResult) -> None:
         """A row is final: sent rows count towards the stop rules."""
+        if result.account_id in self.accounts_stopped:
+            return  # the account's own failure: handled by stopping the account
         if result.status is Status.SUCCEEDED or result.status is Status.FAILED:
             reason = self._rules.record(result.status is Status.FAILED, result.error_code)
             if reason is not None:

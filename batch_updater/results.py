@@ -56,6 +56,7 @@ def exit_code(
     stop_reason: StopReason | None = None,
     output_error: str | None = None,
     input_problem: str | None = None,
+    access_denied: bool = False,
 ) -> int:
     """The exit code of a run (or of merged runs) with these row ``counts`` by status.
 
@@ -74,6 +75,8 @@ def exit_code(
         return 1  # the report may be incomplete
     if input_problem is not None:
         return 1  # nothing to do, or rows that may not be the file's rows any more
+    if access_denied:
+        return 1  # --check-access: some account's credentials cannot be had
     return 1 if any(counts.get(s, 0) for s in _NOT_DONE) else 0
 
 
@@ -156,6 +159,8 @@ class RunSummary:
     lanes_down: list[str] = field(default_factory=list)  # rate domains found unreachable
     # {account_id: {status: n}} for rows that name an account; empty when none does
     counts_by_account: dict[str, dict[str, int]] = field(default_factory=dict)
+    accounts_stopped: dict[str, str] = field(default_factory=dict)  # account -> why
+    access_checks: list[dict[str, Any]] | None = None  # --check-access: one entry an account
 
     @property
     def rows(self) -> int:
@@ -175,6 +180,7 @@ class RunSummary:
             stop_reason=self.stop_reason,
             output_error=self.output_error,
             input_problem=self.input_problem,
+            access_denied=any(not c["ok"] for c in self.access_checks or ()),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -204,5 +210,7 @@ class RunSummary:
             ],
             "output_error": self.output_error,
             "lanes_down": self.lanes_down,
+            "accounts_stopped": self.accounts_stopped,
+            **({"access_checks": self.access_checks} if self.access_checks is not None else {}),
             "settings": self.settings,
         }

@@ -363,6 +363,8 @@ _ACCOUNT: Final = FIELDS["account_id"]
 _ROLE: Final = FIELDS["role_arn"]
 _TEMPLATE_LABEL: Final = "role_arn (from --role-arn)"
 OwnAccount = str | Callable[[], str | None] | None
+#: ``own_account`` for ``--local``: every account signs with its own dummy keys, no role.
+EVERY_ACCOUNT: Final = "*"
 
 
 class AccountRoles:
@@ -427,7 +429,7 @@ class AccountRoles:
                 self._filled[account, partition] = filled
             found.extend(filled[1])
             return account, filled[0]
-        if account != self.own_account():
+        if (own := self.own_account()) != EVERY_ACCOUNT and account != own:
             found.append(
                 f"no role to assume for account {account}: add a role_arn column or --role-arn"
             )

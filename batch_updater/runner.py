@@ -11,6 +11,7 @@ and are then cancelled, and every row not sent is recorded ``not_attempted``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -20,13 +21,14 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from .accounts import Accounts, AssumeRoleSettings
 from .adaptive import AdaptiveRate, RateChange
 from .breaker import Breaker, BreakerSettings, BreakerState
-from .client import Clients, make_session
+from .client import Clients, lane_of, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
 from .errors import BatchUpdaterError, SetupError
-from .lanes import LaneScheduler
+from .lanes import LaneKey, LaneScheduler, lane_name
 from .logs import default_logger
 from .policy import StopPolicy
 from .progress import ProgressSnapshot, tick
@@ -35,6 +37,7 @@ from .results import RowResult, RunSummary, Status
 from .resume import ResumeIndex
 from .retry import Retrier, RetryPolicy
 from .rows import Rejected, Row, RowPlan, ValidationInterrupted
+from .rules import EVERY_ACCOUNT
 from .sender import MAYBE_APPLIED, Lane, Sender
 from .sink import ResultHook, ResultSink
 
@@ -57,6 +60,7 @@ def _rejected(item: Rejected) -> RowResult:
         error_message=item.reason,
         settings_digest=item.digest,
         kept=item.kept,
+        account_id=item.account_id,
     )
 
 
@@ -69,12 +73,8 @@ def _unsent(row: Row, status: Status, message: str) -> RowResult:
         error_message=message,
         settings_digest=row.digest,
         kept=row.kept,
+        account_id=row.account_id,
     )
-
-
-def lane_key(row: Row) -> str:
-    """The rate domain of ``row``: AWS limits each region (of an account) separately."""
-    return row.region
 
 
 class _Triage:
@@ -149,56 +149,66 @@ def _emit_unsent(
 
 
 class _Lanes:
-    """Makes each rate domain's :class:`Lane` (limiter and breaker), with their log events."""
+    """Each rate domain's :class:`Lane` (limiter and breaker, with their log events), made
+    when its first row comes."""
 
-    __slots__ = ("_config", "_log", "breaker", "lanes")
+    __slots__ = ("_config", "_log", "_rate", "breaker", "lanes")
 
-    def __init__(self, config: RunConfig, log: Any) -> None:
+    def __init__(self, config: RunConfig, rate: float, log: Any) -> None:
         self._config = config
+        self._rate = rate  # each lane's --rate (divided among shards when they share lanes)
         self._log = log
         self.breaker = BreakerSettings()
-        self.lanes: dict[str, Lane] = {}
+        self.lanes: dict[LaneKey, Lane] = {}
 
-    def open(self, keys: Iterable[str]) -> dict[str, Lane]:
-        for key in sorted(keys):
-            self.lanes[key] = Lane(key, self._limiter(key), self._breaker(key))
-        return self.lanes
+    def get(self, key: LaneKey) -> Lane:
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane(key, self._limiter(key), self._breaker(key))
+        return lane
 
     @property
     def down(self) -> list[str]:
-        return sorted(key for key, lane in self.lanes.items() if lane.breaker.down)
+        return sorted(lane_name(key) for key, lane in self.lanes.items() if lane.breaker.down)
 
-    def _limiter(self, key: str) -> AdaptiveRate:
-        log = self._log
+    @property
+    def rates(self) -> dict[str, AdaptiveRate]:
+        """Each lane's limiter, by lane name (the summary's settled rates)."""
+        return {lane_name(key): self.lanes[key].limiter for key in sorted(self.lanes)}
+
+    def _fields(self, key: LaneKey) -> dict[str, str]:
+        account, region = key
+        return {"region": region, "account_id": account} if account else {"region": region}
+
+    def _limiter(self, key: LaneKey) -> AdaptiveRate:
+        log, fields = self._log, self._fields(key)
 
         def changed(change: RateChange) -> None:
             log.info(
                 "rate_changed",
-                region=key,
+                **fields,
                 old_rate=round(change.old_rate, 2),
                 new_rate=round(change.new_rate, 2),
                 reason=change.reason,
             )
 
         c = self._config
-        return AdaptiveRate(
-            c.effective_rate, c.rate.burst, adaptive=c.rate.adaptive, on_change=changed
-        )
+        return AdaptiveRate(self._rate, c.rate.burst, adaptive=c.rate.adaptive, on_change=changed)
 
-    def _breaker(self, key: str) -> Breaker:
-        log = self._log
+    def _breaker(self, key: LaneKey) -> Breaker:
+        log, fields = self._log, self._fields(key)
 
         def changed(old: BreakerState, new: BreakerState) -> None:
             probing = BreakerState.HALF_OPEN
             if new is probing or (old is probing and new is BreakerState.OPEN):
                 return  # a probe going out, or failing: the breaker stays open
             level = log.info if new is BreakerState.CLOSED else log.warning
-            level("breaker", region=key, state=str(new), previous=str(old))
+            level("breaker", **fields, state=str(new), previous=str(old))
 
         return Breaker(self.breaker, on_change=changed)
 
     def __repr__(self) -> str:
-        return f"<Lanes {sorted(self.lanes)} down={self.down}>"
+        return f"<Lanes {[lane_name(key) for key in sorted(self.lanes)]} down={self.down}>"
 
 
 class _Pool:
@@ -229,9 +239,7 @@ class _Pool:
         """An unexpected error that ended the run early (a bug, or the input changed)."""
         return self._failure
 
-    async def run(
-        self, rows: Iterator[Row | Rejected], lanes: Mapping[str, Lane], config: RunConfig
-    ) -> None:
+    async def run(self, rows: Iterator[Row | Rejected], lanes: _Lanes, config: RunConfig) -> None:
         """Send every row of ``rows``; see the module docstring for how it stops."""
         control, scheduler, sink = self._policy.control, self._scheduler, self._sink
         reader = asyncio.create_task(self._guarded(self._route(rows)))
@@ -295,7 +303,7 @@ class _Pool:
         for n, item in enumerate(rows, start=1):
             triaged = triage(item)
             if isinstance(triaged, Row):
-                scheduler.push(lane_key(triaged), triaged)
+                scheduler.push(lane_of(triaged), triaged)
             elif triaged is not None:
                 sink.emit(triaged)
             if n % 256 == 0:
@@ -304,12 +312,12 @@ class _Pool:
                     break  # the rows left are recorded as not attempted
         scheduler.close()
 
-    async def _work(self, lanes: Mapping[str, Lane]) -> None:
+    async def _work(self, lanes: _Lanes) -> None:
         scheduler, sender, policy = self._scheduler, self._sender, self._policy
         while not policy.stopping and (taken := await scheduler.take()) is not None:
             key, row = taken
             try:
-                await sender.send(lanes[key], row)  # its result goes to the sink, whatever happens
+                await sender.send(lanes.get(key), row)  # its result goes to the sink, always
             finally:
                 scheduler.release(key)
 
@@ -331,6 +339,45 @@ class _Sdk:
             c = self._config
             self._session = make_session(c.profile, c.region, local=c.local)
         return self._session
+
+    def accounts(self, run_id: str, log: Any) -> Accounts:
+        """Credentials per account for the run (roles assumed on first use)."""
+        c = self._config
+        try:
+            settings = AssumeRoleSettings.for_run(
+                run_id,
+                external_id=c.accounts.external_id,
+                session_name=c.accounts.role_session_name,
+                duration_seconds=c.accounts.role_duration,
+            )
+        except ValueError as exc:
+            raise SetupError(str(exc)) from None
+        return Accounts(
+            self.session(),
+            settings,
+            local=c.local,
+            request_timeout=c.retries.request_timeout,
+            log=log,
+        )
+
+    def own_account(self, log: Any) -> Callable[[], str | None]:
+        """A function that finds the base credentials' account (one GetCallerIdentity),
+        for validation, which is synchronous: it asks from a thread with its own loop."""
+
+        def find() -> str | None:
+            region = self._config.region or self.region() or "us-east-1"
+
+            async def ask() -> str:
+                accounts = self.accounts("own-account", log)
+                try:
+                    return await accounts.own_account(region)
+                finally:
+                    await accounts.aclose()
+
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                return pool.submit(asyncio.run, ask()).result()
+
+        return find
 
     def region(self) -> str | None:
         # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is the newer name.
@@ -436,7 +483,7 @@ async def _run_plan(
         input_invalid=plan.input_invalid,
         **summary.settings,
     )
-    lanes = _Lanes(config, log)
+    lanes = _Lanes(config, _lane_rate(config, plan), log)
     policy = StopPolicy(
         control,
         FailureRules(
@@ -450,7 +497,11 @@ async def _run_plan(
     )
     progress = _ProgressReporter(sink, on_progress, log, config)
     try:
-        if config.dry_run:
+        if config.dry_run and config.accounts.check_access:
+            targets: set[tuple[str, str, str]] = set()
+            _emit_unsent(_collect_targets(plan, targets), triage, sink, Status.DRY_RUN, "")
+            summary.access_checks = await _check_access(targets, sdk, run_id, log)
+        elif config.dry_run:
             _emit_unsent(plan, triage, sink, Status.DRY_RUN, "")
         elif not plan.ok and not config.skip_invalid:
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
@@ -484,7 +535,10 @@ async def _run_plan(
             progress.close()
             summary.input_problem = _input_problem(plan, report_path, log)
             sink.finish(
-                time.perf_counter() - t0, lanes_down=lanes.down, resume_command=resume_command
+                time.perf_counter() - t0,
+                lanes_down=lanes.down,
+                rates=lanes.rates,
+                resume_command=resume_command,
             )
     # The settings are already in run_start and the summary file.
     log.info("run_end", **{k: v for k, v in summary.to_json().items() if k != "settings"})
@@ -573,10 +627,49 @@ def _check_arguments(
     return _rows_of(source)
 
 
+def _collect_targets(
+    plan: Iterable[Row | Rejected], targets: set[tuple[str, str, str]]
+) -> Iterator[Row | Rejected]:
+    """``plan``'s rows, noting each valid row's (account, role, region) in ``targets``."""
+    for item in plan:
+        if isinstance(item, Row):
+            targets.add((item.account_id, item.role_arn, item.region))
+        yield item
+
+
+async def _check_access(
+    targets: set[tuple[str, str, str]], sdk: _Sdk, run_id: str, log: Any
+) -> list[dict[str, Any]]:
+    """``--check-access``: get every account's credentials once (no update is sent)."""
+    accounts = sdk.accounts(run_id, log)
+    try:
+        checks = await accounts.check_access(sorted(targets))
+    finally:
+        await accounts.aclose()
+    out = []
+    for check in checks:
+        entry = {
+            "account_id": check.account_id,
+            "role_arn": check.role_arn,
+            "ok": check.ok,
+            "reason": check.reason,
+        }
+        (log.info if check.ok else log.error)("access_check", **entry)
+        out.append(entry)
+    return out
+
+
+def _lane_rate(config: RunConfig, plan: RowPlan) -> float:
+    """Each lane's rate: ``--rate``, divided among the shards only when they share lanes
+    (fewer lanes than shards), unless ``--rate-per-shard``."""
+    return config.effective_rate if plan.rate_divided else config.rate.rate
+
+
 def _new_summary(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> RunSummary:
     summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
     summary.settings = {
         **config.describe(),
+        "effective_rate": _lane_rate(config, plan),
         "input": plan.source_name,
         "report_path": str(report_path),
         "regions": sorted(plan.regions),
@@ -612,6 +705,8 @@ def _validate(
             interrupted=lambda: control.stopping,
             keep=config.output.keep_columns,
             allow_unknown_region=config.allow_unknown_region,
+            role_template=config.accounts.role_arn_template,
+            own_account=EVERY_ACCOUNT if config.local else sdk.own_account(log),
         )
     except ValidationInterrupted as exc:
         reason = control.reason
@@ -695,6 +790,7 @@ async def _run_live(
                     endpoint_url=endpoint_url,
                     max_pool_connections=config.rate.concurrency,
                     request_timeout=config.retries.request_timeout,
+                    accounts=sdk.accounts(sink.summary.run_id, log),
                 )
             )
             if plan.regions:
@@ -708,10 +804,9 @@ async def _run_live(
             raise
         if len(triage.resume) > 0:
             triage.carry_forward(plan, sink, policy)
-        by_key = lanes.open(plan.regions)
         sender = Sender(
             clients,
-            by_key,
+            lanes.lanes,
             Retrier(
                 RetryPolicy(
                     config.retries.max_attempts,
@@ -726,14 +821,13 @@ async def _run_live(
         )
         # Each worker takes its next row from the lane that can send soonest.
         scheduler = LaneScheduler(
-            by_key,
-            lambda key: by_key[key].limiter.due(),
+            (),
+            lambda key: lanes.get(key).limiter.due(),
             config.rate.concurrency,
             memory_rows=max(64, 2 * config.rate.concurrency),
         )
-        sink.summary.rates = {key: lane.limiter for key, lane in by_key.items()}
         pool = _Pool(scheduler, sender, triage=triage, sink=sink, policy=policy, log=log)
-        await pool.run(rows, by_key, config)
+        await pool.run(rows, lanes, config)
         if pool.failure is not None:
             raise pool.failure
 

@@ -20,6 +20,7 @@ from .adaptive import AdaptiveRate
 from .breaker import ENDPOINT_UNREACHABLE, Admission, Breaker, BreakerState
 from .client import CallError, CallResult, Clients
 from .control import StopReason
+from .lanes import LaneKey, lane_name
 from .logs import mask
 from .policy import StopPolicy, unreachable_note
 from .results import RowResult, Status
@@ -44,9 +45,9 @@ _STOPPED_AT_BREAKER: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Lane:
-    """One rate domain (today a region): its rate limiter and its circuit breaker."""
+    """One rate domain, (account, region): its rate limiter and its circuit breaker."""
 
-    key: str
+    key: LaneKey
     limiter: AdaptiveRate
     breaker: Breaker
 
@@ -62,6 +63,11 @@ class _Stopped(Exception):
 
 class _Unreachable(Exception):
     """Raised inside an attempt that must not be sent because its lane is down."""
+
+
+class _AccountStopped(Exception):
+    """Raised inside an attempt that must not be sent because its account is stopped; the
+    argument says why (the not_attempted row's message)."""
 
 
 class _Attempts:
@@ -119,7 +125,7 @@ class Sender:
     def __init__(
         self,
         clients: Clients,
-        lanes: Mapping[str, Lane],
+        lanes: Mapping[LaneKey, Lane],
         retrier: Retrier,
         *,
         sink: ResultSink,
@@ -151,6 +157,8 @@ class Sender:
         if self._policy.stopping:  # asked while the row waited for a worker
             note = self._policy.not_started()
             return _result(row, attempts, Status.NOT_ATTEMPTED, note, timed=False)
+        if (why := self._policy.account_note(row.account_id)) is not None:
+            return _result(row, attempts, Status.NOT_ATTEMPTED, f"not sent: {why}", timed=False)
         log, sink = self._log, self._sink
 
         async def attempt(_number: int) -> CallResult:
@@ -182,7 +190,13 @@ class Sender:
             return self._failed(row, attempts, attempts.last_error, _NO_RETRY)
         except _Unreachable:
             return self._unreachable(lane, row, attempts)
+        except _AccountStopped as stopped:
+            return _result(row, attempts, Status.NOT_ATTEMPTED, str(stopped))
         except CallError as exc:
+            if exc.account_fatal:
+                self._policy.stop_account(exc.account_id or row.account_id, exc.message)
+                if not exc.answered:  # refused before sending (the role): not attempted
+                    return _result(row, attempts, Status.NOT_ATTEMPTED, f"not sent: {exc.message}")
             return self._failed(row, attempts, exc)
         except Exception as exc:  # a bug must not lose the row: report it and go on
             log.exception("row_error", app_id=row.app_id, line=row.line)
@@ -264,6 +278,9 @@ class Sender:
                 # Waited in the limiter while the run was told to stop: do not send.
                 breaker.release(admission)
                 raise _Stopped(_STOPPED_BEFORE_SENDING)
+            if (why := policy.account_note(row.account_id)) is not None:
+                breaker.release(admission)  # its account was stopped meanwhile
+                raise _AccountStopped(f"not sent: {why}")
             if not breaker.admits(admission):
                 continue  # the breaker opened meanwhile: wait for it, do not send
             attempts.count += 1
@@ -309,7 +326,8 @@ class Sender:
             self._policy.halt(
                 StopReason(
                     ENDPOINT_UNREACHABLE,
-                    f"{settings.unreachable()}, in every region ({', '.join(lanes)}): "
+                    f"{settings.unreachable()}, in every region "
+                    f"({', '.join(lane_name(key) for key in lanes)}): "
                     "check the endpoint and the network, then resume",
                 )
             )
@@ -342,6 +360,7 @@ def _result(
         attempts=attempts.count,
         error_message=error_message,
         settings_digest=row.digest,
+        account_id=row.account_id,
         started_at=attempts.started_at if timed else None,
         finished_at=now() if timed else None,
         duration_ms=round((time.perf_counter() - attempts.t0) * 1000) if timed else None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ from .control import StopReason
 from .policy import StopPolicy
 from .progress import Progress
 from .report import ReportWriter, write_summary
-from .results import RowResult, RunSummary, Status
+from .results import RateSource, RowResult, RunSummary, Status
 
 __all__ = ["ResultHook", "ResultSink"]
 
@@ -54,6 +54,11 @@ class ResultSink:
         if writer.error is not None and summary.output_error is None:
             self.output_failed(writer.error)
         summary.counts[result.status] += 1
+        if result.account_id:
+            by_status = summary.counts_by_account.get(result.account_id)
+            if by_status is None:
+                by_status = summary.counts_by_account[result.account_id] = {}
+            by_status[result.status] = by_status.get(result.status, 0) + 1
         if result.status is Status.INVALID:
             summary.note_invalid(result)
         self.progress.record(result.status)
@@ -104,6 +109,7 @@ class ResultSink:
         elapsed: float,
         *,
         lanes_down: list[str],
+        rates: Mapping[str, RateSource],
         resume_command: ResumeCommand | None,
     ) -> None:
         """Close the report, complete the summary and write it; never raises on a full disk."""
@@ -118,6 +124,8 @@ class ResultSink:
         summary.stop_reason = self.policy.reason
         summary.elapsed_seconds = elapsed
         summary.lanes_down = lanes_down
+        summary.rates = rates
+        summary.accounts_stopped = dict(sorted(self.policy.accounts_stopped.items()))
         unfinished = summary.counts[Status.NOT_ATTEMPTED] and (
             summary.stop_reason is not None or summary.lanes_down
         )

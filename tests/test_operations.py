@@ -208,7 +208,10 @@ async def test_shards_split_the_rows_into_disjoint_parts_covering_every_row(
         lines = [int(r["line"]) for r in read_report(tmp_path / f"s{k}.csv")]
         assert 0 < len(lines) < 50
         assert summary.rows == len(lines)
-        assert summary.settings["effective_rate"] == 10.0
+        # Four regions (lanes) over four shards: each shard owns one whole lane, so its
+        # rate is not divided (the shards never share a lane).
+        assert summary.settings["effective_rate"] == 40.0
+        assert len({r["region"] for r in read_report(tmp_path / f"s{k}.csv")}) == 1
         assert summary.settings["shard"] == f"{k}/4"
         seen.update(lines)
     assert sorted(seen) == list(range(2, 52))
