@@ -221,6 +221,12 @@ def _print_summary(summary: RunSummary) -> None:
             f"{', '.join(summary.lanes_down)}",
             file=sys.stderr,
         )
+    for account, why in summary.accounts_stopped.items():
+        print(f"  account {account} stopped (its rows not sent): {why}", file=sys.stderr)
+    for check in summary.access_checks or ():
+        verdict = "ok" if check["ok"] else f"FAILED: {check['reason']}"
+        role = f" ({check['role_arn']})" if check["role_arn"] else " (base credentials)"
+        print(f"  access {check['account_id'] or '-'}{role}: {verdict}", file=sys.stderr)
     error = summary.output_error
     if error is not None and (summary.stop_reason is None or error != summary.stop_reason.message):
         print(f"  error: {error}", file=sys.stderr)

@@ -127,7 +127,7 @@ class ResultSink:
         summary.rates = rates
         summary.accounts_stopped = dict(sorted(self.policy.accounts_stopped.items()))
         unfinished = summary.counts[Status.NOT_ATTEMPTED] and (
-            summary.stop_reason is not None or summary.lanes_down
+            summary.stop_reason is not None or summary.lanes_down or summary.accounts_stopped
         )
         if resume_command is not None and (writer.error is not None or unfinished):
             summary.resume_command = resume_command(summary.report_path if writer.saved else None)

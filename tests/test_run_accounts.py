@@ -7,6 +7,7 @@ STS in front of it (``tests/fake_sts.py``) where a role must be refused.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -178,8 +179,6 @@ async def test_check_access_assumes_every_role_once_and_reports_each_account(
 
 async def _main_async(argv: list[str]) -> int:
     """The CLI in a thread: it runs its own event loop."""
-    import asyncio  # noqa: PLC0415
-
     return await asyncio.to_thread(main, argv)
 
 
@@ -187,3 +186,32 @@ def test_accounts_is_a_public_settings_group() -> None:
     assert RunConfig(accounts=Accounts(role_name="X")).accounts.role_arn_template == (
         "arn:{partition}:iam::{account_id}:role/X"
     )
+
+
+def test_the_human_summary_names_stopped_accounts_and_the_resume_command(
+    tmp_path: Path,
+    moto: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    refused = ACCOUNTS[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-secret-secret")
+
+    async def scenario() -> int:
+        async with FakeSts(upstream=moto.url) as sts, EmulatorServer() as server:
+            sts.refused[role(refused)] = (403, "AccessDenied")
+            monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
+            return await _main_async(
+                [
+                    "run", str(fleet(tmp_path)), "--endpoint-url", server.url, "--rate", "0",
+                    "--role-name", "AmplifyMigration", "--report", str(tmp_path / "r.csv"),
+                    "--log-format", "console", "--no-progress",
+                ]
+            )  # fmt: skip
+
+    assert asyncio.run(scenario()) == 1
+    err = capsys.readouterr().err
+    assert f"account {refused} stopped (its rows not sent): account {refused}: cannot assume" in err
+    assert "to finish the job: batch-updater run" in err
+    assert "--resume" in err.split("to finish the job:")[1]
