@@ -552,6 +552,19 @@ class Accounts:
             session = self._sessions[key] = self._new_session(key, account_id, region)
         return session
 
+    async def ready(self, account_id: str, role_arn: str, region: str) -> None:
+        """Have ``role_arn``'s credentials in hand (assumed, or refreshed if they must be):
+        a lane's rate limiter starts pacing only once they are, so the rows of a lane whose
+        role is being assumed do not leave together when it arrives. Raises
+        :class:`AssumeRoleError` when they cannot be had. No-op for the base credentials."""
+        key = self.credentials_key(account_id, role_arn)
+        if not key or self.local:
+            return
+        self.session_for(account_id, role_arn, region)
+        role = self._roles.get(key)
+        if role is not None:
+            await role.credentials.get_frozen_credentials()
+
     def _new_session(self, key: str, account_id: str, region: str) -> Any:
         import aioboto3  # noqa: PLC0415 - see client.make_session
         from aiobotocore.session import AioSession  # noqa: PLC0415

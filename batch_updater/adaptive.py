@@ -264,6 +264,10 @@ class AdaptiveRate:
             self._paced[-1] = now > start  # the rate, not the workers, held it back
         return ticket
 
+    def hold(self) -> None:
+        """Pace the next request from now (see :meth:`RateLimiter.hold`)."""
+        self._limiter.hold(self._clock())
+
     def on_success(self, ticket: int | None = None) -> None:
         """A request got an answer that was not a 429; ``ticket`` is what acquire returned."""
         if not self._adaptive:

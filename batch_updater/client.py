@@ -302,6 +302,21 @@ class Clients:
         """The key of ``row``'s client: (credentials, region)."""
         return (self._accounts.credentials_key(row.account_id, row.role_arn), row.region)
 
+    async def ready(self, row: Row) -> None:
+        """Have ``row``'s lane ready to send: its client made and its credentials in hand
+        (see :meth:`Accounts.ready`), so the lane's rate limiter starts pacing only then
+        (its first rows would otherwise leave together once both are there). Raises
+        :class:`CallError` when its role cannot be assumed."""
+        key = self.lane_key(row)
+        if key not in self._clients:
+            await self._lane_client(key, row)
+        if not key[0] or self._accounts.local:
+            return
+        with map_botocore_errors(row.account_id or account_of_role(row.role_arn), assumed=True):
+            if refusal := self._accounts.refused(key[0]):
+                raise refusal.with_traceback(None)
+            await self._accounts.ready(row.account_id, row.role_arn, row.region)
+
     async def update(self, row: Row) -> CallResult:
         """Send ``UpdateBackendConfig`` for ``row``; raises :class:`CallError` on failure."""
         key = self.lane_key(row)

@@ -93,6 +93,12 @@ class RateLimiter:
         if wait > 0:
             await self._sleep(wait)
 
+    def hold(self, now: float) -> None:
+        """No slot before ``now + 1/rate``: pace the next request from a request that left
+        late (its slot was earlier than it could go)."""
+        if self._rate > 0:
+            self._tat = max(self._tat, now + self._interval)
+
     def try_acquire(self, now: float) -> bool:
         """Take the next slot if it is due at ``now``; never waits. False: too early, not taken.
 

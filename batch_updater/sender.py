@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -43,13 +42,44 @@ _STOPPED_AT_BREAKER: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Lane:
-    """One rate domain, (account, region): its rate limiter and its circuit breaker."""
+    """One rate domain, (account, region): its rate limiter and its circuit breaker.
 
-    key: LaneKey
-    limiter: AdaptiveRate
-    breaker: Breaker
+    A lane's first request goes alone: its first call is slow (a new connection, the
+    client's first use), so a second request paced right behind it would reach the service
+    right after it, and a service that admits one request every ``1/rate`` seconds would
+    refuse it. The others wait until the first is answered; pacing then starts from there
+    (a lane without a rate limit does not wait).
+    """
+
+    __slots__ = ("_opened", "_taken", "breaker", "key", "limiter")
+
+    def __init__(self, key: LaneKey, limiter: AdaptiveRate, breaker: Breaker) -> None:
+        self.key = key
+        self.limiter = limiter
+        self.breaker = breaker
+        self._opened = asyncio.Event()
+        self._taken = False
+
+    async def first(self) -> bool:
+        """True for the lane's first request; later ones wait here until it is answered.
+        No wait on an unlimited lane: there is no pacing to protect."""
+        if self._opened.is_set() or self.limiter.max_rate <= 0:
+            return False
+        if not self._taken:
+            self._taken = True
+            return True
+        await self._opened.wait()
+        return False
+
+    def opened(self) -> None:
+        """The first request is answered (or gave up): pace the next ones from now."""
+        self.limiter.hold()
+        self._opened.set()
+
+    def __repr__(self) -> str:
+        state = "open" if self._opened.is_set() else "opening" if self._taken else "new"
+        return f"<Lane {lane_name(self.key)} {state} {self.limiter!r} {self.breaker!r}>"
 
 
 def now() -> datetime:
@@ -269,50 +299,67 @@ class Sender:
             )
             if admission is None:
                 raise _Unreachable
+            first = False
             try:
+                await clients.ready(row)  # client and credentials first: then pacing
+                first = await lane.first()
                 ticket = await limiter.acquire()
             except BaseException:
+                if first:
+                    lane.opened()
                 breaker.release(admission)
                 raise
-            if policy.stopping:
-                # Waited in the limiter while the run was told to stop: do not send.
-                breaker.release(admission)
-                raise _Stopped(_STOPPED_BEFORE_SENDING)
-            if (why := policy.account_note(row.account_id)) is not None:
-                breaker.release(admission)  # its account was stopped meanwhile
-                raise _AccountStopped(f"not sent: {why}")
-            if not breaker.admits(admission):
-                continue  # the breaker opened meanwhile: wait for it, do not send
-            attempts.count += 1
-            sink.sent()
-            attempts.in_flight = True
             try:
-                result = await clients.update(row)
-            except CallError as exc:
+                if policy.stopping:
+                    # Waited in the limiter while the run was told to stop: do not send.
+                    breaker.release(admission)
+                    raise _Stopped(_STOPPED_BEFORE_SENDING)
+                if (why := policy.account_note(row.account_id)) is not None:
+                    breaker.release(admission)  # its account was stopped meanwhile
+                    raise _AccountStopped(f"not sent: {why}")
+                if not breaker.admits(admission):
+                    continue  # the breaker opened meanwhile: wait for it, do not send
+                attempts.count += 1
+                sink.sent()
+                attempts.in_flight = True
+                try:
+                    result = await clients.update(row)
+                except CallError as exc:
+                    attempts.in_flight = False
+                    if self._failed_attempt(exc, attempts, lane, admission, ticket):
+                        continue  # the lane's breaker is open: wait for it like its other rows
+                    raise
+                except BaseException:
+                    breaker.release(admission)
+                    raise
                 attempts.in_flight = False
-                attempts.last_error = exc
-                attempts.maybe_applied |= exc.maybe_applied
-                if exc.throttled:
-                    sink.throttled()
-                    limiter.on_throttle(ticket)
-                elif exc.http_status is not None:
-                    limiter.on_success(ticket)  # answered: it passed the service's limit
-                if exc.answered:
-                    breaker.answered()
-                elif not exc.transport:
-                    breaker.release(admission)  # not sent: says nothing of the endpoint
-                elif breaker.unanswered(admission):
-                    # Opened, or still open: this failure does not cost the row an
-                    # attempt; it waits for the breaker like the lane's other rows.
-                    continue
-                raise
-            except BaseException:
-                breaker.release(admission)
-                raise
-            attempts.in_flight = False
+                breaker.answered()
+                limiter.on_success(ticket)
+                return result
+            finally:
+                if first:
+                    lane.opened()
+
+    def _failed_attempt(
+        self, exc: CallError, attempts: _Attempts, lane: Lane, admission: Admission, ticket: int
+    ) -> bool:
+        """Record a failed attempt with the limiter and the breaker; True when it opened the
+        breaker (or came while it was open): then it does not cost the row an attempt."""
+        limiter, breaker = lane.limiter, lane.breaker
+        attempts.last_error = exc
+        attempts.maybe_applied |= exc.maybe_applied
+        if exc.throttled:
+            self._sink.throttled()
+            limiter.on_throttle(ticket)
+        elif exc.http_status is not None:
+            limiter.on_success(ticket)  # answered: it passed the service's limit
+        if exc.answered:
             breaker.answered()
-            limiter.on_success(ticket)
-            return result
+        elif not exc.transport:
+            breaker.release(admission)  # not sent: says nothing of the endpoint
+        else:
+            return breaker.unanswered(admission)
+        return False
 
     def _unreachable(self, lane: Lane, row: Row, attempts: _Attempts) -> RowResult:
         """The row's lane is down: the row is not sent (again); once every lane is down,

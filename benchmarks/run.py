@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,6 +77,8 @@ class Sizes:
     outage: int = 600
     lanes_per_region: int = 500  # 4 regions, sorted; 16 lanes get a fifth each
     low: int = 300
+    accounts_per_lane: int = 300  # 3 accounts x 2 regions: 30 s at 60 rows/s
+    accounts_many: int = 100
 
 
 QUICK: Final = Sizes(
@@ -93,6 +96,8 @@ QUICK: Final = Sizes(
     outage=300,
     lanes_per_region=100,
     low=60,
+    accounts_per_lane=50,
+    accounts_many=10,
 )
 
 
@@ -342,8 +347,15 @@ def _report_window(report: Path) -> float:
     ).total_seconds()
 
 
-def run_cli(bench: Bench, name: str, input_path: Path, *flags: str) -> CliRun:
-    """``python -m batch_updater run INPUT --report R --log-format json FLAGS``."""
+def run_cli(
+    bench: Bench,
+    name: str,
+    input_path: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+) -> CliRun:
+    """``python -m batch_updater run INPUT --report R --log-format json FLAGS`` (``env``:
+    variables added to the child's environment)."""
     report = bench.tmp / f"{name}.csv.report.csv"
     report.unlink(missing_ok=True)
     args = (
@@ -357,7 +369,9 @@ def run_cli(bench: Bench, name: str, input_path: Path, *flags: str) -> CliRun:
         "json",
         *flags,
     )
-    child = run_child(args, bench.env, bench.tmp, stderr_path=bench.tmp / f"{name}.stderr")
+    child = run_child(
+        args, {**bench.env, **(env or {})}, bench.tmp, stderr_path=bench.tmp / f"{name}.stderr"
+    )
     summary_file = report.with_name(report.name + ".summary.json")
     try:
         summary = json.loads(summary_file.read_text())
@@ -1025,6 +1039,159 @@ def scenario_slow_lane(bench: Bench) -> None:
     )
 
 
+class MotoSts:
+    """moto's standalone server in its own process on 127.0.0.1: STS for the accounts
+    scenarios (it assumes any role; ``/moto-api/data.json`` lists the assumed roles)."""
+
+    def __init__(self, bench: Bench) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = (sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port))
+        self.log_path = bench.tmp / "moto.log"
+        self.env = bench.env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> MotoSts:
+        with self.log_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                self.args, stdout=subprocess.DEVNULL, stderr=err, env=self.env
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.assumed_roles()
+            except OSError:
+                time.sleep(0.05)
+            else:
+                return self
+        self.__exit__()
+        raise RuntimeError(f"moto did not start: {self.log_path.read_text()[-500:]}")
+
+    def assumed_roles(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=10) as answer:
+            data = json.loads(answer.read())
+        roles: list[dict[str, Any]] = data.get("sts", {}).get("AssumedRole", [])
+        return roles
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _first_request_after(report: Path, launched: float) -> float:
+    """Seconds from ``launched`` (epoch) to the first request's start in the report."""
+    starts = [
+        datetime.fromisoformat(r["started_at"].replace("Z", "+00:00")).timestamp()
+        for r in _report_rows(report)
+        if r.get("started_at")
+    ]
+    return min(starts) - launched if starts else float("nan")
+
+
+def write_accounts(
+    bench: Bench, name: str, accounts: Sequence[str], regions: Sequence[str], per_lane: int
+) -> Path:
+    """Rows sorted by account, as an Organizations export is."""
+    path = bench.tmp / f"{name}.csv"
+    with path.open("w", encoding="utf-8") as out:
+        out.write("account_id,app_id,region,user_pool_id\n")
+        for a, account in enumerate(accounts):
+            for r, region in enumerate(regions):
+                for i in range(per_lane):
+                    out.write(f"{account},d{a}x{r}x{i}abc,{region},us-east-1_AbC123xyz\n")
+    return path
+
+
+def scenario_accounts(bench: Bench) -> None:
+    """12: many accounts: a lane per (account, region), a role per account through STS."""
+    name = "12 Accounts"
+    role = ("--role-name", "AmplifyMigration")
+    with MotoSts(bench) as sts:
+        sts_env = {"AWS_ENDPOINT_URL_STS": sts.url}
+        accounts = [f"{100000000000 + i}" for i in range(3)]
+        per_lane = bench.sizes.accounts_per_lane
+        rows = write_accounts(bench, "accounts-3x2", accounts, LANE_REGIONS[:2], per_lane)
+        with Emulator(bench, "accounts", rate=10, limit_per="access-key-region") as emu:
+            run = run_cli(
+                bench, "12-accounts-3x2", rows, "--endpoint-url", emu.url, "--rate", "10",
+                *role, env=sts_env,
+            )  # fmt: skip
+        total = len(accounts) * 2 * per_lane
+        if run.summary:
+            s = run.summary
+            ok_rate = run.count("succeeded") / float(s["elapsed_seconds"])
+            share = int(s["throttles"]) / max(1, int(s["requests"]))
+            bench.add(
+                Line(
+                    name,
+                    f"3 accounts x 2 regions x {per_lane} rows sorted by account, --rate 10, "
+                    "server 10/s per (access key, region): succeeded rows/s",
+                    f"{ok_rate:.1f}",
+                    ">= 57",
+                    verdict(ok_rate >= 57),
+                    f"elapsed {s['elapsed_seconds']} s; {run.count('succeeded')}/{total} "
+                    f"succeeded; first call->last answer "
+                    f"{run.count('succeeded') / run.window if run.window else 0:.1f} rows/s",
+                ),
+                Line(
+                    name,
+                    "3 accounts x 2 regions: throttled requests (throttles / requests)",
+                    f"{share:.1%} ({s['throttles']}/{s['requests']})",
+                    "<= 1%",
+                    verdict(share <= 0.01),
+                ),
+            )
+        else:
+            bench.add(Line(name, "3 accounts x 2 regions", "no summary", result="ERROR"))
+        many = [f"{200000000000 + i}" for i in range(bench.sizes.accounts_many)]
+        rows = write_accounts(bench, "accounts-many", many, (REGION,), 20)
+        before = len(sts.assumed_roles())
+        with Emulator(bench, "accounts-many", rate=10, limit_per="access-key-region") as emu:
+            launched = time.time()
+            run = run_cli(
+                bench, "12-accounts-many", rows, "--endpoint-url", emu.url, "--rate", "5",
+                *role, env=sts_env,
+            )  # fmt: skip
+        assumed = len(sts.assumed_roles()) - before
+    if not run.summary:
+        bench.add(Line(name, f"{len(many)} accounts", "no summary", result="ERROR"))
+        return
+    s = run.summary
+    report = bench.tmp / "12-accounts-many.csv.report.csv"
+    setup = _first_request_after(report, launched)
+    bound = 1.1 * (20 / 5 + setup)
+    bench.add(
+        Line(
+            name,
+            f"{len(many)} accounts x 1 region x 20 rows, --rate 5: wall time (within 1.1 x "
+            "(20 rows at 5/s + set-up))",
+            f"{run.child.wall:.1f} s",
+            f"<= {bound:.1f} s",
+            verdict(run.child.wall <= bound and run.count("succeeded") == 20 * len(many)),
+            f"set-up (start to first request) {setup:.2f} s; "
+            f"{run.count('succeeded')}/{20 * len(many)} succeeded; {_brief_summary(s)}",
+        ),
+        Line(
+            name,
+            f"{len(many)} accounts: AssumeRole calls",
+            str(assumed),
+            f"= {len(many)}",
+            verdict(assumed == len(many)),
+        ),
+        Line(
+            name,
+            f"{len(many)} accounts: start to first request; peak RSS",
+            f"{setup:.2f} s; {run.child.maxrss_mb:.1f} MB",
+            "",
+            "info",
+        ),
+    )
+
+
 SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     1: scenario_overhead,
     2: scenario_accuracy,
@@ -1036,6 +1203,7 @@ SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     8: scenario_lanes,
     9: scenario_low,
     10: scenario_slow_lane,
+    12: scenario_accounts,
 }
 
 

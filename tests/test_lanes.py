@@ -192,3 +192,30 @@ def test_a_slow_region_does_not_hold_the_workers_the_others_need(
         # each fast region's 20 rows at its 20/s, as if the slow one were not there
         assert last[region] == pytest.approx((per_region - 1) / rate, abs=0.01)
     assert last["eu-west-1"] > max(last.values()) - 1e-9  # the slow one takes its own time
+
+
+def test_a_lanes_first_request_goes_alone_and_pacing_starts_from_its_answer(
+    tmp_path: Path, session: Any
+) -> None:
+    # A lane's first call is slow (a new connection, the client's first use, a role being
+    # assumed): a second request paced right behind it would reach a service admitting one
+    # every 1/rate seconds right after it, and be refused. So the others wait for its answer.
+    source = write_csv(
+        tmp_path / "in.csv",
+        "app_id,region,user_pool_id",
+        *(f"d{i}abc,us-east-1,{UP}" for i in range(6)),
+    )
+
+    async def scenario() -> list[float]:
+        loop = asyncio.get_running_loop()
+        async with EmulatorServer(EmulatorConfig(latency_ms=100)) as server:
+            start = loop.time()
+            await run_batch(
+                source, fast(tmp_path, endpoint_url=server.url, rate=20), session=session
+            )
+            return [record.time - start for record in server.emulator.requests]
+
+    arrivals = virtual_time.run(scenario())
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(arrivals)]
+    assert gaps[0] == pytest.approx(0.1 + 1 / 20, abs=0.002)  # the answer, then one slot
+    assert gaps[1:] == pytest.approx([1 / 20] * 4, abs=0.002)
