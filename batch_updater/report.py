@@ -239,6 +239,15 @@ class ReportWriter:
             self._file.flush()
             self.saved = self.written
 
+    def flush(self) -> None:
+        """Hand every record written so far to the file (an S3 checkpoint reads it); a
+        failure sets ``error``."""
+        if self.error is None and not self._file.closed:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
+
     def _fail(self, exc: OSError) -> None:
         self.error = _cannot_write("report", self.path, exc)
         with contextlib.suppress(OSError):  # closing flushes again, and fails again

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -38,6 +38,7 @@ from .shard import Shard
 
 __all__ = [
     "COLUMNS",
+    "InputCopy",
     "LoginSettings",
     "RegionRule",
     "Rejected",
@@ -527,6 +528,23 @@ class _Spool:
         return f"<_Spool {state} size={self.size}>"
 
 
+@runtime_checkable
+class InputCopy(Protocol):
+    """An input its reader already copied to a private file (an S3 object, see
+    ``s3.S3Input``): a :class:`RowPlan` given one reads that copy in both passes."""
+
+    @property
+    def name(self) -> str: ...  # the input's name in messages
+
+    size: int
+
+    def reader(self) -> io.BufferedReader: ...  # a new reader from the copy's start
+
+    def changed(self) -> bool: ...  # whether the original changed since it was copied
+
+    def close(self) -> None: ...
+
+
 class _Tee(io.RawIOBase):
     """Reads the input and copies every byte read into the spool."""
 
@@ -901,8 +919,8 @@ DefaultRegion = str | Callable[[], str | None] | None
 class RowPlan:
     """Validates all rows up front, then yields each row's fate in input order.
 
-    ``source`` is a CSV path (``-`` for standard input) or an iterable of mappings
-    (column name -> cell); an iterable is materialized into a list because it is read
+    ``source`` is a CSV path (``-`` for standard input), an :class:`InputCopy`, or an
+    iterable of mappings (column name -> cell); an iterable is materialized into a list because it is read
     twice. A file is read once: the first pass copies its bytes into a private spool
     file that the second pass reads, so later changes to the file change nothing here
     (:meth:`input_changed` tells whether there were any). ``default_region`` is the
@@ -921,6 +939,7 @@ class RowPlan:
         "_identity",
         "_index",
         "_interrupted",
+        "_copy",
         "_keep",
         "_resolve_region",
         "_rows",
@@ -937,7 +956,7 @@ class RowPlan:
 
     def __init__(
         self,
-        source: Path | Iterable[Mapping[str, str | None]],
+        source: Path | InputCopy | Iterable[Mapping[str, str | None]],
         default_region: DefaultRegion,
         *,
         shard: Shard | None = None,
@@ -946,9 +965,12 @@ class RowPlan:
         keep: Iterable[str] = (),
     ) -> None:
         self._rule = region_rule(allow_unknown_region)
+        self._copy: InputCopy | None = None
         if isinstance(source, Path):
             self.path: Path | None = source
             self._rows: list[Mapping[str, str | None]] | None = None
+        elif isinstance(source, InputCopy):
+            self.path, self._rows, self._copy = None, None, source
         else:
             self.path = None
             self._rows = list(source)
@@ -961,7 +983,7 @@ class RowPlan:
         self.shard = shard
         self._interrupted = interrupted
         self._keep = tuple(name.strip() for name in keep)
-        self._spool: _Spool | None = None
+        self._spool: _Spool | InputCopy | None = None
         self._identity: tuple[int, int, int, int] | None = None
         self._index = _DuplicateIndex()
         self.total = 0  # rows this plan yields (this shard's, when sharded)
@@ -989,6 +1011,8 @@ class RowPlan:
     @property
     def source_name(self) -> str:
         """The input's name for messages: its path, ``<stdin>`` or ``<rows>``."""
+        if self._copy is not None:
+            return self._copy.name
         if self.path is None:
             return "<rows>"
         return "<stdin>" if str(self.path) == STDIN else str(self.path)
@@ -1001,6 +1025,8 @@ class RowPlan:
     @property
     def stem(self) -> str:
         """The input's name in a default report name: the file's name, stdin or rows."""
+        if self._copy is not None:
+            return self._copy.name.rsplit("/", 1)[-1]
         if self.path is None:
             return "rows"
         return "stdin" if str(self.path) == STDIN else self.path.name
@@ -1008,6 +1034,8 @@ class RowPlan:
     def input_changed(self) -> bool:
         """True when the input file is no longer the one the first pass read (another
         size, modification time or inode, or gone). Only a regular file is checked."""
+        if self._copy is not None:
+            return self._copy.changed()
         if self._identity is None or self.path is None:
             return False
         try:
@@ -1052,6 +1080,13 @@ class RowPlan:
         )
 
     def _first_pass(self) -> None:
+        if self._copy is not None:
+            self._spool = self._copy  # read by the second pass, closed with the plan
+            with self._copy.reader() as reader:
+                sample = reader.peek(_CHUNK)
+                self._index = _DuplicateIndex(_expected_rows(sample, self._copy.size))
+                self._scan(_parse(self.source_name, reader, self._keep))
+            return
         if self.path is None:
             assert self._rows is not None
             self._index = _DuplicateIndex(len(self._rows))

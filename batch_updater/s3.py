@@ -1,0 +1,817 @@
+"""Input and reports on S3: ``s3://bucket/key`` wherever a path is accepted.
+
+The only module that talks to S3 (aiobotocore's client, through the run's aioboto3
+session: the base credentials and the standard settings, ``AWS_ENDPOINT_URL_S3`` among
+them). Every S3 error is translated here, at :meth:`S3Store._error`, into one line that
+names the bucket and key and says what to fix.
+
+- :class:`S3Location` parses ``s3://bucket/key`` (a key ending in ``/`` is a prefix).
+- :class:`S3Input` reads the input object as one version (HEAD for its ETag and version
+  id, then a GET pinned to them) into a private file; :class:`~batch_updater.rows.RowPlan`
+  reads that copy in both passes, and :meth:`S3Input.recheck` tells whether the object
+  changed during the run.
+- :class:`S3Report` keeps the report's records in a local spool file (the
+  :class:`~batch_updater.report.ReportWriter` writes it as it writes a local report),
+  uploads the file at every checkpoint interval and at the end, then the summary object
+  ``<report>.summary.json``. The first upload claims the key with a conditional put
+  (``If-None-Match: *``), so an existing report is never overwritten without
+  ``--overwrite``; it happens before the first row is sent.
+- :func:`fetch_reports` copies reports (``--resume``, ``merge`` inputs, prefixes
+  expanded) to private local files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from .errors import SetupError
+
+if TYPE_CHECKING:
+    from collections.abc import Buffer
+
+    from .results import RunSummary
+
+__all__ = [
+    "Location",
+    "S3Error",
+    "S3Input",
+    "S3Location",
+    "S3Report",
+    "S3Store",
+    "default_s3_report",
+    "fetch_reports",
+    "is_s3",
+    "to_location",
+]
+
+SCHEME: Final = "s3://"
+SUMMARY_SUFFIX: Final = ".summary.json"
+REPORT_SUFFIXES: Final = (".csv", ".jsonl")  # what a prefix expands to (merge, --resume)
+_CHUNK: Final = 1 << 20  # bytes per read when copying an object to a local file
+_FETCH_TRIES: Final = 3  # HEAD+GET rounds when the object changes between the two
+
+
+class S3Error(SetupError):
+    """An S3 request failed; the message names the bucket and key and what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    """``s3://bucket/key``; a key that is empty or ends in ``/`` is a prefix."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, text: str) -> S3Location:
+        """``s3://bucket/key`` as a location, or a :class:`SetupError` saying why not."""
+        if not text.startswith(SCHEME):
+            raise SetupError(f"{text[:200]!r} is not an S3 URL (s3://bucket/key)")
+        bucket, _, key = text[len(SCHEME) :].partition("/")
+        if not bucket or "\\" in bucket or not 3 <= len(bucket) <= 63:
+            raise SetupError(
+                f"{text[:200]}: no valid bucket name (3 to 63 characters) after s3://; "
+                "write s3://bucket/key"
+            )
+        return cls(bucket, key)
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.key == "" or self.key.endswith("/")
+
+    @property
+    def name(self) -> str:
+        """The key's last part: ``apps.csv`` of ``s3://b/jobs/apps.csv``."""
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem
+
+    @property
+    def prefix(self) -> str:
+        """The key up to its last ``/`` (included): the object's "folder"."""
+        return self.key[: self.key.rfind("/") + 1]
+
+    def with_name(self, name: str) -> S3Location:
+        """The object of that name beside this one."""
+        return S3Location(self.bucket, self.prefix + name)
+
+    def summary(self) -> S3Location:
+        """Where this report's summary goes: ``<report>.summary.json``."""
+        return S3Location(self.bucket, self.key + SUMMARY_SUFFIX)
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.key}"
+
+
+Location = Path | S3Location  # where an input or a report is: a local path or an S3 object
+
+
+def is_s3(value: object) -> bool:
+    """True for an :class:`S3Location` or a string starting with ``s3://``."""
+    return isinstance(value, S3Location) or (isinstance(value, str) and value.startswith(SCHEME))
+
+
+def to_location(value: str | os.PathLike[str] | S3Location) -> Location:
+    """A path as given on the command line or to :class:`RunConfig`: ``s3://...`` is an
+    :class:`S3Location`, anything else a :class:`~pathlib.Path`."""
+    if isinstance(value, S3Location):
+        return value
+    if isinstance(value, str) and value.startswith(SCHEME):
+        return S3Location.parse(value)
+    return Path(value)
+
+
+def default_s3_report(input_location: S3Location, stem: str, now: datetime | None = None) -> S3Location:
+    """``s3://<bucket>/<input's prefix>reports/<stem>-<UTC>.csv``: beside the input, as a
+    local input gets ``reports/<stem>-<UTC>.csv`` (``stem`` may carry a shard's suffix)."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return S3Location(input_location.bucket, f"{input_location.prefix}reports/{stem}-{stamp}.csv")
+
+
+# -- the one boundary ------------------------------------------------------------------
+
+_NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound"})
+_DENIED: Final = frozenset({"403", "AccessDenied", "AllAccessDisabled", "Forbidden"})
+_EXPIRED: Final = frozenset(
+    {"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired"}
+)
+_BAD_KEYS: Final = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"})
+_CHANGED: Final = frozenset({"PreconditionFailed", "412"})
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code") or "")
+
+
+class _Exists(Exception):
+    """The conditional put found an object at the key (``If-None-Match: *``)."""
+
+
+class _Changed(Exception):
+    """The object is no longer the version read before (``If-Match``)."""
+
+
+class S3Store:
+    """An S3 client of the run's session; an async context manager.
+
+    ``requests`` counts the requests sent (a test and benchmark aid).
+    """
+
+    __slots__ = ("_client", "_session", "_stack", "requests")
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self.requests = 0
+
+    async def __aenter__(self) -> S3Store:
+        from aiobotocore.config import AioConfig  # noqa: PLC0415 - the SDK only when S3 is used
+
+        stack = contextlib.AsyncExitStack()
+        # The bucket's region: botocore follows S3's redirect to it when the session's
+        # region is another one; us-east-1 when the session has none.
+        region = self._session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
+        config = AioConfig(
+            retries={"mode": "standard", "max_attempts": 5},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self._client = await stack.enter_async_context(
+            self._session.client("s3", region_name=region, config=config)
+        )
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._stack is not None else "closed"
+        return f"<S3Store {state} requests={self.requests}>"
+
+    async def _call(self, what: str, location: S3Location, call: Awaitable[Any]) -> Any:
+        self.requests += 1
+        try:
+            return await call
+        except ClientError as exc:
+            code = _code(exc)
+            if what == "put" and code in _CHANGED:
+                raise _Exists from None
+            if what == "get" and code in _CHANGED:
+                raise _Changed from None
+            if code in _NOT_FOUND and what in ("head", "get"):
+                raise await self._missing(location) from None
+            raise self._error(what, location, exc) from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._error(what, location, exc) from None
+
+    async def _missing(self, location: S3Location) -> S3Error:
+        """The error for a key that is not there: no bucket, a prefix, or no object."""
+        try:
+            self.requests += 1
+            await self._client.head_bucket(Bucket=location.bucket)
+        except ClientError as exc:
+            if _code(exc) in (*_NOT_FOUND, "NoSuchBucket"):
+                return self._no_bucket(location)
+        except (BotoCoreError, OSError):
+            pass
+        if not location.is_prefix:
+            self.requests += 1
+            with contextlib.suppress(ClientError, BotoCoreError, OSError):
+                listed = await self._client.list_objects_v2(
+                    Bucket=location.bucket, Prefix=location.key + "/", MaxKeys=1
+                )
+                if listed.get("KeyCount", 0):
+                    return self._prefix(location)
+        return S3Error(f"{location}: no such object; check the key (S3 keys are case-sensitive)")
+
+    @staticmethod
+    def _no_bucket(location: S3Location) -> S3Error:
+        return S3Error(
+            f"{location}: no such bucket {location.bucket!r}; check its name, or create it "
+            "first (and AWS_ENDPOINT_URL_S3 if you use an S3-compatible service)"
+        )
+
+    @staticmethod
+    def _prefix(location: S3Location) -> S3Error:
+        return S3Error(
+            f"{location} is a prefix (a folder), not an object: name one object under it"
+        )
+
+    def _error(self, what: str, location: S3Location, exc: BaseException) -> S3Error:
+        """The one translation of an S3 failure into a one-line message."""
+        doing = {
+            "head": "read",
+            "get": "read",
+            "put": "write",
+            "delete": "delete",
+            "list": "list",
+        }.get(what, what)
+        if isinstance(exc, ClientError):
+            code = _code(exc)
+            message = str(exc.response.get("Error", {}).get("Message") or code)
+            if code == "NoSuchBucket":
+                return self._no_bucket(location)
+            if code in _DENIED:
+                return S3Error(
+                    f"cannot {doing} {location}: access denied; the credentials need "
+                    f"s3:{_ACTIONS[what]} on arn:aws:s3:::{location.bucket}/"
+                    f"{location.key if what != 'list' else location.key + '*'}"
+                )
+            if code in _EXPIRED:
+                return S3Error(
+                    f"cannot {doing} {location}: the credentials expired ({code}); "
+                    "refresh them (aws sso login, new session token) and run again"
+                )
+            if code in _BAD_KEYS:
+                return S3Error(
+                    f"cannot {doing} {location}: the credentials are not accepted ({code}); "
+                    "check the access key, secret key and session token"
+                )
+            return S3Error(f"cannot {doing} {location}: {code}: {message}")
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return S3Error(
+                f"cannot {doing} {location}: no AWS credentials; set AWS_PROFILE or "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or give the task a role"
+            )
+        return S3Error(f"cannot {doing} {location}: {exc}")
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def head(self, location: S3Location) -> dict[str, Any]:
+        """The object's metadata (``ETag``, ``VersionId``, ``ContentLength``)."""
+        if location.is_prefix:
+            raise self._prefix(location)
+        head: dict[str, Any] = await self._call(
+            "head", location, self._client.head_object(Bucket=location.bucket, Key=location.key)
+        )
+        return head
+
+    async def exists(self, location: S3Location) -> bool:
+        """Whether an object is at ``location`` (a missing bucket is an error)."""
+        try:
+            await self.head(location)
+        except S3Error as exc:
+            if str(exc).startswith(f"{location}: no such object"):
+                return False
+            raise
+        return True
+
+    async def download(self, location: S3Location, into: io.RawIOBase | Any) -> dict[str, Any]:
+        """Copy one version of the object into the binary file ``into``; its HEAD.
+
+        The GET is pinned to the ETag (and version id, in a versioned bucket) that HEAD
+        saw; if the object is replaced in between, the copy starts over.
+        """
+        for _ in range(_FETCH_TRIES):
+            head = await self.head(location)
+            pinned: dict[str, Any] = {"IfMatch": head["ETag"]}
+            if head.get("VersionId") and head["VersionId"] != "null":
+                pinned["VersionId"] = head["VersionId"]
+            into.seek(0)
+            into.truncate()
+            try:
+                answer = await self._call(
+                    "get",
+                    location,
+                    self._client.get_object(Bucket=location.bucket, Key=location.key, **pinned),
+                )
+                body = answer["Body"]
+                async with body:  # releases the connection
+                    async for chunk in body.iter_chunks(_CHUNK):
+                        into.write(chunk)
+            except _Changed:
+                continue
+            except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+                    raise SetupError(
+                        f"cannot copy {location} to {tempfile.gettempdir()}: "
+                        f"{exc.strerror or exc} (free some space there, or set TMPDIR)"
+                    ) from None
+                raise self._error("get", location, exc) from None
+            into.flush()
+            return head
+        raise S3Error(f"{location} keeps changing while it is read; try again when it is stable")
+
+    async def put_file(
+        self, location: S3Location, path: Path, size: int, *, create: bool
+    ) -> str:
+        """Upload the first ``size`` bytes of the file at ``path``; its new ETag.
+
+        ``create``: only if no object is at the key (``If-None-Match: *``); raises
+        :class:`_Exists` when one is.
+        """
+        extra = {"IfNoneMatch": "*"} if create else {}
+        with _Slice(path, size) as body:
+            answer = await self._call(
+                "put",
+                location,
+                self._client.put_object(
+                    Bucket=location.bucket,
+                    Key=location.key,
+                    Body=body,
+                    ContentLength=size,
+                    ContentType=_content_type(location),
+                    **extra,
+                ),
+            )
+        return str(answer.get("ETag", ""))
+
+    async def put_bytes(self, location: S3Location, data: bytes) -> None:
+        await self._call(
+            "put",
+            location,
+            self._client.put_object(
+                Bucket=location.bucket,
+                Key=location.key,
+                Body=data,
+                ContentType=_content_type(location),
+            ),
+        )
+
+    async def delete(self, location: S3Location) -> None:
+        await self._call(
+            "delete",
+            location,
+            self._client.delete_object(Bucket=location.bucket, Key=location.key),
+        )
+
+    async def list_reports(self, prefix: S3Location) -> list[S3Location]:
+        """Every report (``.csv``, ``.jsonl``) under ``prefix``, in key order."""
+        found: list[S3Location] = []
+        token: dict[str, str] = {}
+        while True:
+            page = await self._call(
+                "list",
+                prefix,
+                self._client.list_objects_v2(Bucket=prefix.bucket, Prefix=prefix.key, **token),
+            )
+            for item in page.get("Contents", ()):
+                key = str(item["Key"])
+                if key.lower().endswith(REPORT_SUFFIXES):
+                    found.append(S3Location(prefix.bucket, key))
+            if not page.get("IsTruncated"):
+                return sorted(found, key=lambda loc: loc.key)
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+
+_ACTIONS: Final = {
+    "head": "GetObject",
+    "get": "GetObject",
+    "put": "PutObject",
+    "delete": "DeleteObject",
+    "list": "ListBucket",
+}
+
+
+def _content_type(location: S3Location) -> str:
+    name = location.key.lower()
+    if name.endswith(".jsonl"):
+        return "application/x-ndjson"
+    if name.endswith(".json"):
+        return "application/json"
+    return "text/csv; charset=utf-8"
+
+
+class _Slice(io.RawIOBase):
+    """The first ``size`` bytes of a file, read at its own offset (``os.pread``), seekable:
+    the body of an upload while the writer appends behind it."""
+
+    __slots__ = ("_fd", "_pos", "_size")
+
+    def __init__(self, path: Path, size: int) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._size, self._pos = size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
+        n = len(data)
+        view[:n] = data
+        self._pos += n
+        return n
+
+    def __len__(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+# -- input -----------------------------------------------------------------------------
+
+
+class S3Input:
+    """The input object, copied once to a private file that both validation passes read.
+
+    The hook :class:`~batch_updater.rows.RowPlan` takes as its source (see
+    ``rows.InputCopy``): ``name``, ``size``, :meth:`reader`, :meth:`changed`,
+    :meth:`close`.
+    """
+
+    __slots__ = ("_changed", "_file", "etag", "location", "size", "version_id")
+
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+        self.etag = ""
+        self.version_id: str | None = None
+        self.size = 0
+        self._changed = False
+        try:
+            # SIM115 ignored: the copy outlives this call; close() closes it
+            self._file = tempfile.TemporaryFile(prefix="batch-updater-input-")  # noqa: SIM115
+        except OSError as exc:
+            raise SetupError(
+                f"cannot keep a private copy of {location} in {tempfile.gettempdir()}: "
+                f"{exc.strerror or exc} (set TMPDIR to a roomier directory); nothing was sent"
+            ) from None
+
+    @classmethod
+    async def fetch(cls, store: S3Store, location: S3Location) -> S3Input:
+        """Copy one version of the object at ``location``."""
+        copy = cls(location)
+        try:
+            head = await store.download(location, copy._file)
+        except BaseException:
+            copy.close()
+            raise
+        copy.etag = str(head["ETag"])
+        version = head.get("VersionId")
+        copy.version_id = str(version) if version and version != "null" else None
+        copy.size = copy._file.tell()
+        return copy
+
+    @property
+    def name(self) -> str:
+        return str(self.location)
+
+    def reader(self) -> io.BufferedReader:
+        """A new reader from the copy's start."""
+        return io.BufferedReader(_FdSlice(self._file.fileno(), self.size), _CHUNK)
+
+    async def recheck(self, store: S3Store) -> bool:
+        """Ask S3 whether the object is still the version copied; a missing object or a
+        failed request counts as changed (the run cannot tell it is not)."""
+        try:
+            head = await store.head(self.location)
+        except S3Error:
+            self._changed = True
+        else:
+            version = head.get("VersionId")
+            self._changed = head.get("ETag") != self.etag or (
+                self.version_id is not None and version != self.version_id
+            )
+        return self._changed
+
+    def changed(self) -> bool:
+        """What the last :meth:`recheck` found."""
+        return self._changed
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<S3Input {self.location} etag={self.etag} size={self.size} "
+            f"changed={self._changed}>"
+        )
+
+
+class _FdSlice(io.RawIOBase):
+    """Reads a descriptor's first ``size`` bytes at its own offset (``os.pread``)."""
+
+    __slots__ = ("_fd", "_pos", "_size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd, self._size, self._pos = fd, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
+        n = len(data)
+        view[:n] = data
+        self._pos += n
+        return n
+
+
+# -- reports read (--resume, merge) ----------------------------------------------------
+
+
+class LocalCopies:
+    """Private local copies of S3 reports (and their summaries, when there are any), in a
+    temporary directory removed by :meth:`close`. ``names`` maps each copy to its URL."""
+
+    __slots__ = ("_dir", "names")
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="batch-updater-reports-"))
+        self.names: dict[Path, str] = {}
+
+    def path_for(self, location: S3Location) -> Path:
+        n = len(self.names)
+        folder = self._dir / str(n)
+        folder.mkdir()
+        return folder / location.name
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"<LocalCopies {self._dir} reports={len(self.names)}>"
+
+
+async def expand(store: S3Store, locations: Iterable[Location]) -> list[Location]:
+    """Each location, with an S3 prefix replaced by the reports under it (key order)."""
+    out: list[Location] = []
+    for location in locations:
+        if isinstance(location, S3Location) and location.is_prefix:
+            found = await store.list_reports(location)
+            if not found:
+                raise S3Error(f"{location}: no report (.csv or .jsonl) under this prefix")
+            out.extend(found)
+        else:
+            out.append(location)
+    return out
+
+
+async def fetch_reports(
+    store: S3Store, locations: Sequence[Location], copies: LocalCopies, *, summaries: bool
+) -> list[Path]:
+    """Local paths of ``locations`` (prefixes expanded): S3 objects are copied into
+    ``copies`` (with ``<report>.summary.json`` beside each when ``summaries`` and it
+    exists); local paths are kept as they are."""
+    out: list[Path] = []
+    for location in await expand(store, locations):
+        if isinstance(location, Path):
+            out.append(location)
+            continue
+        path = copies.path_for(location)
+        with path.open("wb") as handle:
+            await store.download(location, handle)
+        if summaries:
+            summary = location.summary()
+            if await store.exists(summary):
+                with path.with_name(path.name + SUMMARY_SUFFIX).open("wb") as handle:
+                    await store.download(summary, handle)
+        copies.names[path] = str(location)
+        out.append(path)
+    return out
+
+
+# -- the report ------------------------------------------------------------------------
+
+
+class Flushable(Protocol):
+    """What a checkpoint needs of the report writer: records handed to the file."""
+
+    def flush(self) -> None: ...
+
+
+class S3Report:
+    """A report object written from a local spool file: uploaded at each checkpoint
+    (every ``interval`` seconds, when records were added), at the end, then its summary.
+
+    :meth:`claim` (before the first row is sent) makes the object with a conditional put,
+    so an existing one is refused unless ``overwrite``; :meth:`start` runs checkpoints;
+    :meth:`finish` uploads the last records (a failure goes to ``error``, the spool file
+    is kept and named in it); :meth:`upload_summary` writes ``<report>.summary.json``.
+    """
+
+    __slots__ = (
+        "_dir",
+        "_stop",
+        "_task",
+        "_uploaded",
+        "_writer",
+        "checkpoints",
+        "error",
+        "interval",
+        "local",
+        "location",
+        "on_error",
+        "store",
+    )
+
+    def __init__(self, store: S3Store, location: S3Location, interval: float) -> None:
+        self.store = store
+        self.location = location
+        self.interval = interval
+        self._dir = Path(tempfile.mkdtemp(prefix="batch-updater-report-"))
+        self.local = self._dir / location.name  # the spool: the writer's file
+        self._writer: Flushable | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._uploaded = -1  # bytes of the spool in S3 (-1: nothing uploaded yet)
+        self.checkpoints = 0
+        self.error: str | None = None
+        self.on_error: Callable[[str], None] | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._task is not None and not self._task.done() else "idle"
+        return (
+            f"<S3Report {self.location} {state} uploaded={self._uploaded} "
+            f"checkpoints={self.checkpoints} error={self.error!r}>"
+        )
+
+    async def claim(self, *, overwrite: bool, pick_name: bool = False) -> None:
+        """Upload the spool as it is (the header) to make the object, before any row.
+
+        Refused when an object is there, unless ``overwrite``; with ``pick_name`` (a
+        default name) the next free name ``-2``, ``-3``... is taken instead.
+        """
+        size = self.local.stat().st_size if self.local.exists() else 0
+        if not self.local.exists():
+            self.local.touch()
+        n = 1
+        base = self.location
+        while True:
+            try:
+                await self.store.put_file(self.location, self.local, size, create=not overwrite)
+            except _Exists:
+                if not pick_name:
+                    self.discard_local()
+                    raise SetupError(
+                        f"the report {self.location} already exists: choose another --report, "
+                        "or pass --overwrite to replace it"
+                    ) from None
+                n += 1
+                stem, suffix = PurePosixPath(base.name).stem, PurePosixPath(base.name).suffix
+                self.location = base.with_name(f"{stem}-{n}{suffix}")
+                new_local = self._dir / self.location.name
+                self.local.rename(new_local)
+                self.local = new_local
+                continue
+            except BaseException:
+                self.discard_local()
+                raise
+            self._uploaded = size
+            return
+
+    def start(self, writer: Flushable, on_error: Callable[[str], None] | None = None) -> None:
+        """Upload at every checkpoint from now on; ``on_error`` hears of a lost claim."""
+        self._writer, self.on_error = writer, on_error
+        self._task = asyncio.create_task(self._checkpoints(), name=f"checkpoints {self.location}")
+
+    async def _checkpoints(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+            if self._stop.is_set():
+                return
+            await self.checkpoint()
+
+    async def checkpoint(self) -> bool:
+        """Upload the records written so far, if any were added; True when it did."""
+        if self._writer is not None:
+            try:
+                self._writer.flush()
+            except OSError:
+                return False  # the writer has recorded its own error
+        try:
+            size = self.local.stat().st_size
+        except OSError:
+            return False
+        if size == self._uploaded:
+            return False
+        try:
+            await self.store.put_file(self.location, self.local, size, create=False)
+        except S3Error as exc:
+            self.error = f"{exc}; the report so far is kept at {self.local}"
+            if self.on_error is not None:
+                self.on_error(self.error)
+            return False
+        self._uploaded = size
+        self.checkpoints += 1
+        self.error = None  # a later upload made up for an earlier failure
+        return True
+
+    async def finish(self) -> str | None:
+        """Stop the checkpoints (one in flight completes) and upload the last records;
+        the one-line error if that failed."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+            self._task = None
+        self._writer = None  # closed by now
+        await self.checkpoint()
+        if self.error is None and self._uploaded < 0:  # pragma: no cover - claimed first
+            self.error = f"the report {self.location} was never uploaded"
+        return self.error
+
+    async def upload_summary(self, summary: RunSummary) -> str | None:
+        """Write ``<report>.summary.json`` (last: its presence says the report is
+        complete); the one-line error if that failed (also set on the summary)."""
+        if self.error is None:
+            data = (json.dumps(summary.to_json(), indent=2) + "\n").encode()
+            try:
+                await self.store.put_bytes(self.location.summary(), data)
+            except S3Error as exc:
+                message = str(exc)
+                if summary.output_error is None:
+                    summary.output_error = message
+                return message
+            self.discard_local()
+            return None
+        return self.error
+
+    async def discard(self) -> None:
+        """The run never started: remove the claimed object and the spool."""
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._uploaded >= 0:
+            with contextlib.suppress(S3Error):
+                await self.store.delete(self.location)
+        self.discard_local()
+
+    def discard_local(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
