@@ -23,6 +23,7 @@ from .report import summary_path
 from .results import RunSummary, Status
 from .rows import ValidationInterrupted
 from .runner import RunConfig, run_batch_with_signals
+from .s3 import S3Location, to_location
 from .shard import Shard, shard_from_environment
 
 __all__ = ["main"]
@@ -99,6 +100,14 @@ def _probability(text: str) -> float:
     return value
 
 
+def _location(text: str) -> Path | S3Location:
+    """A path or ``s3://bucket/key`` (argparse's type)."""
+    try:
+        return to_location(text)
+    except SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """The ``batch-updater`` argument parser; ``env`` supplies ``BATCH_UPDATER_*`` defaults."""
     parser = _Parser(
@@ -122,23 +131,30 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     run.add_argument(
         "input",
         metavar="INPUT",
-        type=Path,
+        type=_location,
         nargs="?",
-        help="CSV of apps and settings; - reads standard input",
+        help="CSV of apps and settings (a path or s3://bucket/key); - reads standard input",
     )
     run.add_argument(
         "--report",
-        type=Path,
+        type=_location,
         metavar="PATH",
-        help="report file (.csv, or .jsonl for JSON lines); "
-        "default reports/<input stem>-<UTC time>.csv",
+        help="report file or s3://bucket/key (.csv, or .jsonl for JSON lines); "
+        "default reports/<input stem>-<UTC time>.csv beside the input",
+    )
+    run.add_argument(
+        "--checkpoint-interval",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between uploads of a report on S3 (default 60)",
     )
     run.add_argument(
         "--overwrite", action="store_true", help="replace the report if it already exists"
     )
     run.add_argument(
         "--resume",
-        type=Path,
+        type=_location,
         action="append",
         default=[],
         metavar="REPORT",
@@ -461,8 +477,13 @@ def _print_summary(summary: RunSummary) -> None:
         file=sys.stderr,
     )
     assert summary.report_path is not None
-    written = summary_path(summary.report_path)
-    if written.is_file():
+    written: Path | S3Location | None
+    if isinstance(summary.report_path, S3Location):  # uploaded unless an output failed
+        written = summary.report_path.summary() if summary.output_error is None else None
+    else:
+        local = summary_path(summary.report_path)
+        written = local if local.is_file() else None
+    if written is not None:
         print(f"  summary: {written}", file=sys.stderr)
     _print_invalid(summary)
     if summary.stop_reason is not None:
@@ -478,7 +499,7 @@ def _print_summary(summary: RunSummary) -> None:
     error = summary.output_error
     if error is not None and (summary.stop_reason is None or error != summary.stop_reason.message):
         print(f"  error: {error}", file=sys.stderr)
-    if not written.is_file():
+    if written is None:
         print(f"  summary (not written): {json.dumps(summary.to_json())}", file=sys.stderr)
     if summary.resume_command:
         print(f"  to finish the job: {summary.resume_command}", file=sys.stderr)
@@ -525,6 +546,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         overwrite=args.overwrite,
         resume=tuple(args.resume or getattr(args, "env_resume", ())),
         keep_columns=tuple(args.keep_column or getattr(args, "env_keep_column", ())),
+        checkpoint_interval=args.checkpoint_interval,
         allow_insecure_endpoint=args.allow_insecure_endpoint,
         grace_period=args.grace_period,
         max_failure_rate=args.max_failure_rate,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 import os
 import re
 import types
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from .errors import SetupError
 from .report import REPORT_COLUMNS
 from .rows import COLUMNS, check_region
+from .s3 import Location, S3Location, to_location
 from .shard import Shard
 
 __all__ = ["REPORT_SUFFIXES", "RunConfig", "check_endpoint", "check_report_path"]
@@ -33,7 +35,7 @@ class RunConfig:
     are stored as :class:`~pathlib.Path`; whole numbers are accepted for float fields.
     """
 
-    report_path: Path | None = None
+    report_path: Location | None = None
     overwrite: bool = False
     region: str | None = None
     allow_unknown_region: bool = False
@@ -51,7 +53,7 @@ class RunConfig:
     backoff_cap: float = 20.0
     dry_run: bool = False
     skip_invalid: bool = False
-    resume: tuple[Path, ...] = ()
+    resume: tuple[Location, ...] = ()
     grace_period: float = 20.0
     max_failure_rate: float = 0.5
     failure_window: int = 100
@@ -63,6 +65,7 @@ class RunConfig:
     progress_log: bool = False
     collect_results: bool = True
     keep_columns: tuple[str, ...] = ()
+    checkpoint_interval: float = 60.0  # seconds between uploads of a report on S3
 
     def __post_init__(self) -> None:
         for name, hint in _field_types().items():  # types first: the checks below compare
@@ -89,6 +92,7 @@ class RunConfig:
             ),
             (not (self.local and self.endpoint_url), "use either --local or --endpoint-url"),
             (self.progress_interval > 0, "progress interval must be more than 0 seconds"),
+            (self.checkpoint_interval > 0, "checkpoint interval must be more than 0 seconds"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,7 +102,7 @@ class RunConfig:
         ):
             raise SetupError(f"--region: {why}")
         if self.report_path is not None:
-            check_report_path(self.report_path)
+            check_report_path(str(self.report_path))
         if self.run_id is not None and not _RUN_ID.fullmatch(self.run_id):
             raise SetupError(
                 f"run id {self.run_id[:80]!r}: use 1 to 64 letters, digits, '_', '.', ':' or "
@@ -181,10 +185,17 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
     iterable (not a single string); ``bool`` is not taken for a number.
     """
     args = typing.get_args(hint)
+    if hint == Location:  # a local path, or s3://bucket/key
+        if not isinstance(value, str | os.PathLike | S3Location):
+            raise SetupError(
+                f"RunConfig.{name}: expected a path (str, os.PathLike or s3://bucket/key), "
+                f"got {type(value).__name__} {value!r:.60}"
+            )
+        return to_location(value)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
         if value is None and type(None) in args:
             return None
-        (inner,) = (a for a in args if a is not type(None))
+        inner = functools.reduce(operator.or_, (a for a in args if a is not type(None)))
         return _convert(name, value, inner)
     if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
         if isinstance(value, str | bytes | os.PathLike) or not isinstance(value, Iterable):

@@ -317,8 +317,8 @@ def write_summary(summary: RunSummary) -> str | None:
     On failure no ``.tmp`` file is left behind, and ``summary.output_error`` is set (when
     no earlier output failed) before returning.
     """
-    if summary.report_path is None:
-        return None
+    if not isinstance(summary.report_path, Path):
+        return None  # no report, or one on S3: s3.S3Report uploads its summary
     path = summary_path(summary.report_path)
     tmp = path.with_name(path.name + ".tmp")
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,13 +20,14 @@ SUCCEEDED_IN: Final = "succeeded in "
 _FIRST_COLUMNS: Final = 14  # line ... duration_ms: the columns of the first release
 
 
-def read_report(path: Path, warn: Any = None) -> Iterator[dict[str, Any]]:
+def read_report(path: Path, warn: Any = None, name: str | None = None) -> Iterator[dict[str, Any]]:
     """Yield the records of a CSV or JSON-lines report written by this tool.
 
     A last line without its newline is a torn write (the run was killed mid-row): it is
     ignored, with ``warn(message)`` called. Anything else malformed is an :class:`InputError`.
+    ``name`` is the report's name in messages (a local copy's URL), by default its path.
     """
-    name = str(path)
+    name = name or str(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -81,12 +82,16 @@ class ResumeIndex:
         self.reports: list[str] = []
 
     @classmethod
-    def load(cls, paths: Iterable[Path], warn: Any = None) -> ResumeIndex:
-        """Read every report in ``paths``; later reports do not override earlier ones."""
+    def load(
+        cls, paths: Iterable[Path], warn: Any = None, names: Mapping[Path, str] | None = None
+    ) -> ResumeIndex:
+        """Read every report in ``paths``; later reports do not override earlier ones.
+        ``names`` gives the name to show of a path (an S3 report's local copy: its URL)."""
         index = cls()
-        for path in paths:
-            index.reports.append(str(path))
-            for record in read_report(path, warn):
+        for local in paths:
+            path = (names or {}).get(local, str(local))
+            index.reports.append(path)
+            for record in read_report(local, warn, path):
                 status = record.get("status")
                 message = str(record.get("error_message") or "")
                 if status == "succeeded":

@@ -920,9 +920,10 @@ class RowPlan:
     """Validates all rows up front, then yields each row's fate in input order.
 
     ``source`` is a CSV path (``-`` for standard input), an :class:`InputCopy`, or an
-    iterable of mappings (column name -> cell); an iterable is materialized into a list because it is read
-    twice. A file is read once: the first pass copies its bytes into a private spool
-    file that the second pass reads, so later changes to the file change nothing here
+    iterable of mappings (column name -> cell); an iterable is materialized into a list
+    because it is read twice. A file is read once: the first pass copies its bytes into
+    a private spool file that the second pass reads, so later changes to the file change
+    nothing here
     (:meth:`input_changed` tells whether there were any). ``default_region`` is the
     region of rows without one, or a function that finds it (called only if such a row
     exists). ``allow_unknown_region`` accepts region names botocore does not know (see
@@ -935,11 +936,11 @@ class RowPlan:
     """
 
     __slots__ = (
+        "_copy",
         "_default_region",
         "_identity",
         "_index",
         "_interrupted",
-        "_copy",
         "_keep",
         "_resolve_region",
         "_rows",

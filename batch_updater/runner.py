@@ -27,17 +27,18 @@ from .report import ReportWriter, default_report_path, write_summary
 from .results import RowResult, RunSummary, Status
 from .resume import ResumeIndex
 from .retry import Retrier, RetryEvent, RetryPolicy
-from .rows import Rejected, Row, RowPlan, ValidationInterrupted
+from .rows import InputCopy, Rejected, Row, RowPlan, ValidationInterrupted
+from .s3 import Location, S3Location, S3Run, to_location
 
 __all__ = ["RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
-Source = str | os.PathLike[str] | Iterable[Mapping[str, str | None]]
+Source = str | os.PathLike[str] | S3Location | Iterable[Mapping[str, str | None]]
 MAYBE_APPLIED = (
     "[an attempt's outcome is unknown (no answer, an unreadable answer, or a gateway "
     "timeout): the update may have been applied; re-running the row is safe]"
 )
 ResultHook = Callable[[RowResult], None]
-ResumeCommand = Callable[[Path | None], str]
+ResumeCommand = Callable[[Location | None], str]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -250,7 +251,7 @@ class _Job:
             summary.stop_reason is not None or summary.lanes_down
         )
         if resume_command is not None and (writer.error is not None or unfinished):
-            summary.resume_command = resume_command(writer.path if writer.saved else None)
+            summary.resume_command = resume_command(summary.report_path if writer.saved else None)
         if (error := write_summary(summary)) is not None:
             log.error("summary_write_failed", error=error)
         if writer.error is None and writer.written != self.progress.total:  # pragma: no cover
@@ -750,21 +751,28 @@ async def run_batch(
     if config.endpoint_url is None and not config.local:
         check_endpoint_environment(config.allow_insecure_endpoint)
     sdk = _Sdk(config, session)
-    plan = _validate(source, config, sdk, control, log)
-    with plan:  # removes the plan's private copy of the input, whatever happens
-        return await _run_plan(
-            plan,
-            config,
-            sdk,
-            control,
-            log,
-            run_id=run_id,
-            t0=t0,
-            on_result=on_result,
-            on_progress=on_progress,
-            sleep=sleep,
-            resume_command=resume_command,
-        )
+    s3 = S3Run(
+        lambda: session or make_session(config.profile, config.region), config.checkpoint_interval
+    )
+    try:
+        plan = _validate(await s3.open_input(source), config, sdk, control, log)
+        with plan:  # removes the plan's private copy of the input, whatever happens
+            return await _run_plan(
+                plan,
+                config,
+                sdk,
+                control,
+                log,
+                run_id=run_id,
+                t0=t0,
+                on_result=on_result,
+                on_progress=on_progress,
+                sleep=sleep,
+                resume_command=resume_command,
+                s3=s3,
+            )
+    finally:
+        await s3.aclose()
 
 
 async def _run_plan(
@@ -780,16 +788,20 @@ async def _run_plan(
     on_progress: Callable[[ProgressSnapshot], None] | None,
     sleep: Sleep,
     resume_command: ResumeCommand | None,
+    s3: S3Run,
 ) -> RunSummary:
+    resume_paths, resume_names = await s3.local_reports(config.resume)
     resume = ResumeIndex.load(
-        config.resume, warn=lambda m: log.warning("resume_warning", message=m)
+        resume_paths, warn=lambda m: log.warning("resume_warning", message=m), names=resume_names
     )
-    report_path = config.report_path or default_report_path(
-        plan.stem,
-        shard=str(config.shard) if config.shard else None,
+    report_path = config.report_path or s3.default_report(
+        default_report_path(plan.stem, shard=str(config.shard) if config.shard else None)
+    )
+    writer_path = await s3.open_report(
+        report_path, overwrite=config.overwrite, default=config.report_path is None
     )
     summary = _new_summary(report_path, plan, config, run_id)
-    writer = _open_report(report_path, plan, config, run_id)
+    writer = _open_report(writer_path, plan, config, run_id, resume_paths)
     log.info(
         "run_start",
         rows=plan.total,
@@ -812,6 +824,10 @@ async def _run_plan(
         job.output_failed(writer.error)
     progress = _ProgressReporter(job, on_progress, log, config)
     try:
+        await s3.start(writer, job.output_failed)  # claims an S3 report's object
+        if report_path != (claimed := s3.report_location(report_path)):  # -2, -3...
+            report_path = summary.report_path = claimed
+            summary.settings["report_path"] = str(claimed)
         if config.dry_run:
             job.emit_unsent(plan, Status.DRY_RUN, "")
         elif not plan.ok and not config.skip_invalid:
@@ -832,18 +848,22 @@ async def _run_plan(
             # Nothing was sent: leave no report behind, so the same command can run again.
             progress.cancel()
             writer.discard()
+            await s3.discard()
         raise
     finally:
         if not writer.discarded:
             progress.close()
+            await s3.recheck_input()
             summary.input_problem = _input_problem(plan, report_path, log)
+            await s3.close_report(writer, summary)
             job.finish(time.perf_counter() - t0, resume_command)
+            await s3.upload_summary(summary)
     # The settings are already in run_start and the summary file.
     log.info("run_end", **{k: v for k, v in summary.to_json().items() if k != "settings"})
     return summary
 
 
-def _input_problem(plan: RowPlan, report_path: Path, log: Any) -> str | None:
+def _input_problem(plan: RowPlan, report_path: Location, log: Any) -> str | None:
     """Why the input makes this run no success although its rows may be: it has no rows,
     or it changed during the run (the run used the rows of its private copy)."""
     if plan.input_rows == 0:
@@ -884,7 +904,7 @@ def _check_arguments(
     on_result: object,
     control: object,
     on_progress: object,
-) -> Path | Iterable[Mapping[str, str | None]]:
+) -> Location | Iterable[Mapping[str, str | None]]:
     """Refuse arguments of the wrong type with a message naming the argument; returns the
     source as a Path (``str`` and ``os.PathLike`` accepted) or as checked rows."""
     checks = (
@@ -913,8 +933,8 @@ def _check_arguments(
     for ok, name, expected, value in checks:
         if not ok:
             raise SetupError(f"{name}: expected {expected}, got {_kind(value)}")
-    if isinstance(source, str | os.PathLike):
-        return Path(source)
+    if isinstance(source, str | os.PathLike | S3Location):
+        return to_location(source)
     if isinstance(source, Mapping):
         raise SetupError("source: got one row (a mapping); pass a list of rows: [row]")
     if isinstance(source, bytes) or not isinstance(source, Iterable):
@@ -925,7 +945,9 @@ def _check_arguments(
     return _rows_of(source)
 
 
-def _new_summary(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> RunSummary:
+def _new_summary(
+    report_path: Location, plan: RowPlan, config: RunConfig, run_id: str
+) -> RunSummary:
     summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
     summary.settings = {
         **config.describe(),
@@ -936,12 +958,14 @@ def _new_summary(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
     return summary
 
 
-def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> ReportWriter:
+def _open_report(
+    report_path: Path, plan: RowPlan, config: RunConfig, run_id: str, resume: Iterable[Path]
+) -> ReportWriter:
     if plan.path is not None and _same_file(plan.path, report_path):
         raise SetupError(f"--report {report_path} is the input file: choose another path")
     # Resuming into the report resumed from: the new report replaces it once it holds
     # every earlier success (see _Job.carry_forward), so a crash never loses one.
-    in_place = any(_same_file(path, report_path) for path in config.resume)
+    in_place = any(_same_file(path, report_path) for path in resume)
     return ReportWriter(
         report_path,
         overwrite=config.overwrite,
@@ -952,7 +976,11 @@ def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
 
 
 def _validate(
-    source: Source, config: RunConfig, sdk: _Sdk, control: RunControl, log: Any
+    source: Path | InputCopy | Iterable[Mapping[str, str | None]],
+    config: RunConfig,
+    sdk: _Sdk,
+    control: RunControl,
+    log: Any,
 ) -> RowPlan:
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
     log.debug("validation_started")  # from here on, a stop request ends validation cleanly

@@ -33,19 +33,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Final, Protocol
-
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .errors import SetupError
 
 if TYPE_CHECKING:
-    from collections.abc import Buffer
+    from _typeshed import WriteableBuffer
+    from botocore.exceptions import ClientError
 
     from .results import RunSummary
 
@@ -128,6 +122,7 @@ class S3Location:
 
 
 Location = Path | S3Location  # where an input or a report is: a local path or an S3 object
+_Rows = TypeVar("_Rows")
 
 
 def is_s3(value: object) -> bool:
@@ -145,7 +140,9 @@ def to_location(value: str | os.PathLike[str] | S3Location) -> Location:
     return Path(value)
 
 
-def default_s3_report(input_location: S3Location, stem: str, now: datetime | None = None) -> S3Location:
+def default_s3_report(
+    input_location: S3Location, stem: str, now: datetime | None = None
+) -> S3Location:
     """``s3://<bucket>/<input's prefix>reports/<stem>-<UTC>.csv``: beside the input, as a
     local input gets ``reports/<stem>-<UTC>.csv`` (``stem`` may carry a shard's suffix)."""
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -217,6 +214,8 @@ class S3Store:
         return f"<S3Store {state} requests={self.requests}>"
 
     async def _call(self, what: str, location: S3Location, call: Awaitable[Any]) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - lazy SDK
+
         self.requests += 1
         try:
             return await call
@@ -234,6 +233,8 @@ class S3Store:
 
     async def _missing(self, location: S3Location) -> S3Error:
         """The error for a key that is not there: no bucket, a prefix, or no object."""
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - lazy SDK
+
         try:
             self.requests += 1
             await self._client.head_bucket(Bucket=location.bucket)
@@ -267,6 +268,12 @@ class S3Store:
 
     def _error(self, what: str, location: S3Location, exc: BaseException) -> S3Error:
         """The one translation of an S3 failure into a one-line message."""
+        from botocore.exceptions import (  # noqa: PLC0415 - lazy SDK
+            ClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
         doing = {
             "head": "read",
             "get": "read",
@@ -330,6 +337,8 @@ class S3Store:
         The GET is pinned to the ETag (and version id, in a versioned bucket) that HEAD
         saw; if the object is replaced in between, the copy starts over.
         """
+        from botocore.exceptions import BotoCoreError  # noqa: PLC0415 - lazy SDK
+
         for _ in range(_FETCH_TRIES):
             head = await self.head(location)
             pinned: dict[str, Any] = {"IfMatch": head["ETag"]}
@@ -349,7 +358,7 @@ class S3Store:
                         into.write(chunk)
             except _Changed:
                 continue
-            except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, BotoCoreError, OSError) as exc:
                 if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
                     raise SetupError(
                         f"cannot copy {location} to {tempfile.gettempdir()}: "
@@ -360,9 +369,7 @@ class S3Store:
             return head
         raise S3Error(f"{location} keeps changing while it is read; try again when it is stable")
 
-    async def put_file(
-        self, location: S3Location, path: Path, size: int, *, create: bool
-    ) -> str:
+    async def put_file(self, location: S3Location, path: Path, size: int, *, create: bool) -> str:
         """Upload the first ``size`` bytes of the file at ``path``; its new ETag.
 
         ``create``: only if no object is at the key (``If-None-Match: *``); raises
@@ -384,7 +391,9 @@ class S3Store:
             )
         return str(answer.get("ETag", ""))
 
-    async def put_bytes(self, location: S3Location, data: bytes) -> None:
+    async def put_bytes(self, location: S3Location, data: bytes, *, create: bool = False) -> None:
+        """Upload ``data``; ``create`` as for :meth:`put_file`."""
+        extra = {"IfNoneMatch": "*"} if create else {}
         await self._call(
             "put",
             location,
@@ -393,6 +402,7 @@ class S3Store:
                 Key=location.key,
                 Body=data,
                 ContentType=_content_type(location),
+                **extra,
             ),
         )
 
@@ -464,7 +474,7 @@ class _Slice(io.RawIOBase):
         self._pos = max(0, min(self._size, base + offset))
         return self._pos
 
-    def readinto(self, buffer: Buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = memoryview(buffer).cast("B")
         data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
         n = len(data)
@@ -555,8 +565,7 @@ class S3Input:
 
     def __repr__(self) -> str:
         return (
-            f"<S3Input {self.location} etag={self.etag} size={self.size} "
-            f"changed={self._changed}>"
+            f"<S3Input {self.location} etag={self.etag} size={self.size} changed={self._changed}>"
         )
 
 
@@ -571,7 +580,7 @@ class _FdSlice(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = memoryview(buffer).cast("B")
         data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
         n = len(data)
@@ -664,6 +673,7 @@ class S3Report:
     """
 
     __slots__ = (
+        "_claimed",
         "_dir",
         "_stop",
         "_task",
@@ -688,6 +698,7 @@ class S3Report:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._uploaded = -1  # bytes of the spool in S3 (-1: nothing uploaded yet)
+        self._claimed = False  # this run made the object (discard removes it)
         self.checkpoints = 0
         self.error: str | None = None
         self.on_error: Callable[[str], None] | None = None
@@ -700,14 +711,16 @@ class S3Report:
         )
 
     async def claim(self, *, overwrite: bool, pick_name: bool = False) -> None:
-        """Upload the spool as it is (the header) to make the object, before any row.
+        """Upload the spool as it is (the report's header) to make the object, before any
+        row is sent; with ``overwrite``, an old report's summary is removed (it would say
+        the new report is complete).
 
         Refused when an object is there, unless ``overwrite``; with ``pick_name`` (a
         default name) the next free name ``-2``, ``-3``... is taken instead.
         """
-        size = self.local.stat().st_size if self.local.exists() else 0
-        if not self.local.exists():
-            self.local.touch()
+        if self._writer is not None:
+            self._writer.flush()
+        size = self.local.stat().st_size
         n = 1
         base = self.location
         while True:
@@ -715,7 +728,6 @@ class S3Report:
                 await self.store.put_file(self.location, self.local, size, create=not overwrite)
             except _Exists:
                 if not pick_name:
-                    self.discard_local()
                     raise SetupError(
                         f"the report {self.location} already exists: choose another --report, "
                         "or pass --overwrite to replace it"
@@ -723,19 +735,35 @@ class S3Report:
                 n += 1
                 stem, suffix = PurePosixPath(base.name).stem, PurePosixPath(base.name).suffix
                 self.location = base.with_name(f"{stem}-{n}{suffix}")
-                new_local = self._dir / self.location.name
-                self.local.rename(new_local)
-                self.local = new_local
                 continue
-            except BaseException:
-                self.discard_local()
-                raise
-            self._uploaded = size
+            self._uploaded, self._claimed = size, True
+            if overwrite:
+                await self.store.delete(self.location.summary())
             return
 
-    def start(self, writer: Flushable, on_error: Callable[[str], None] | None = None) -> None:
-        """Upload at every checkpoint from now on; ``on_error`` hears of a lost claim."""
+    def adopt(self, copy: Path) -> None:
+        """Resuming into this very report: the spool starts as the local copy of the
+        object (a hard link to it: the writer sees the two as one file and replaces it
+        once the new report holds every earlier success); nothing to upload until then."""
+        try:
+            os.link(copy, self.local)
+        except OSError:  # another file system: write beside the copy
+            self.local = copy
+        self._uploaded = self.local.stat().st_size
+
+    async def start(
+        self,
+        writer: Flushable,
+        on_error: Callable[[str], None] | None = None,
+        *,
+        overwrite: bool = False,
+        pick_name: bool = False,
+    ) -> None:
+        """Claim the object (unless adopted), then upload at every checkpoint; ``on_error``
+        hears of a failed upload (the run stops, as when a local report fails)."""
         self._writer, self.on_error = writer, on_error
+        if self._uploaded < 0:
+            await self.claim(overwrite=overwrite, pick_name=pick_name)
         self._task = asyncio.create_task(self._checkpoints(), name=f"checkpoints {self.location}")
 
     async def _checkpoints(self) -> None:
@@ -808,10 +836,150 @@ class S3Report:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
-        if self._uploaded >= 0:
+        if self._claimed:
             with contextlib.suppress(S3Error):
                 await self.store.delete(self.location)
         self.discard_local()
 
     def discard_local(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# -- the S3 side of one run ------------------------------------------------------------
+
+
+class S3Run:
+    """What a run does on S3, behind a few calls the runner makes whatever its paths: with
+    no S3 location among them, each call is a no-op and no client is made.
+
+    Order of calls: :meth:`open_input` (the input), :meth:`local_reports` (``--resume``),
+    :meth:`open_report` (before the first row), :meth:`start` (checkpoints),
+    :meth:`recheck_input`, :meth:`close_report` (the last upload, before the summary is
+    composed), :meth:`upload_summary`; :meth:`discard` when the run never started;
+    :meth:`aclose` always.
+    """
+
+    __slots__ = (
+        "_copies",
+        "_input",
+        "_make_session",
+        "_stack",
+        "_start",
+        "_store",
+        "checkpoint_interval",
+        "report",
+    )
+
+    def __init__(self, make_session: Callable[[], Any], checkpoint_interval: float = 60.0) -> None:
+        self._make_session = make_session
+        self.checkpoint_interval = checkpoint_interval
+        self._stack = contextlib.AsyncExitStack()
+        self._store: S3Store | None = None
+        self._copies: LocalCopies | None = None
+        self._input: S3Input | None = None
+        self.report: S3Report | None = None
+        self._start: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        return f"<S3Run store={self._store!r} input={self._input!r} report={self.report!r}>"
+
+    async def store(self) -> S3Store:
+        if self._store is None:
+            self._store = await self._stack.enter_async_context(S3Store(self._make_session()))
+        return self._store
+
+    async def open_input(self, source: Location | _Rows) -> Path | S3Input | _Rows:
+        """An :class:`S3Input` (a private copy of one version) for an S3 location; any
+        other source as it is."""
+        if not isinstance(source, S3Location):
+            return source
+        if source.is_prefix:
+            raise S3Error(f"{source} is a prefix (a folder), not an object: name the CSV")
+        self._input = await S3Input.fetch(await self.store(), source)
+        return self._input
+
+    @property
+    def input_location(self) -> S3Location | None:
+        return self._input.location if self._input is not None else None
+
+    async def local_reports(
+        self, locations: Sequence[Location]
+    ) -> tuple[list[Path], dict[Path, str]]:
+        """Local paths of the reports at ``locations`` (S3 prefixes expanded, objects
+        copied) and the name to show for each copy (its URL)."""
+        if not any(isinstance(loc, S3Location) for loc in locations):
+            return [loc for loc in locations if isinstance(loc, Path)], {}
+        if self._copies is None:
+            self._copies = LocalCopies()
+            self._stack.callback(self._copies.close)
+        paths = await fetch_reports(await self.store(), locations, self._copies, summaries=False)
+        return paths, dict(self._copies.names)
+
+    def default_report(self, local_default: Path) -> Location:
+        """Where the report goes by default: beside an S3 input, under its prefix's
+        ``reports/``, with the name a local default would get; else ``local_default``."""
+        if self._input is None:
+            return local_default
+        loc = self._input.location
+        return S3Location(loc.bucket, f"{loc.prefix}reports/{local_default.name}")
+
+    async def open_report(self, location: Location, *, overwrite: bool, default: bool) -> Path:
+        """The path the report writer writes: the location itself when local; for an S3
+        object a local spool, after the object was claimed (refused when it exists and
+        not ``overwrite``; a ``default`` name moves on to ``-2``, ``-3``...). Resuming
+        into the report resumed from, the spool is the copy of that report."""
+        if not isinstance(location, S3Location):
+            return location
+        if location.is_prefix:
+            raise S3Error(f"--report {location} is a prefix: name the report object (.csv)")
+        if self._input is not None and location == self._input.location:
+            raise SetupError(f"--report {location} is the input object: choose another key")
+        report = S3Report(await self.store(), location, self.checkpoint_interval)
+        in_place = next(
+            (
+                path
+                for path, name in (self._copies.names if self._copies else {}).items()
+                if name == str(location)
+            ),
+            None,
+        )
+        if in_place is not None:
+            report.adopt(in_place)
+        self._start = {"overwrite": overwrite, "pick_name": default}
+        self.report = report
+        return report.local
+
+    async def start(self, writer: Flushable, on_error: Callable[[str], None]) -> None:
+        """Once the writer has opened the spool (and written the header): claim the
+        object, then checkpoint. Raises :class:`SetupError` when the report exists."""
+        if self.report is not None:
+            await self.report.start(writer, on_error, **self._start)
+
+    def report_location(self, given: Location) -> Location:
+        """Where the report is: ``given``, or the free name the claim took instead."""
+        return self.report.location if self.report is not None else given
+
+    async def recheck_input(self) -> None:
+        if self._input is not None:
+            await self._input.recheck(await self.store())
+
+    async def close_report(self, writer: Any, summary: RunSummary) -> None:
+        """Close the writer and upload the last records; a failure becomes the summary's
+        ``output_error`` (the spool is kept and named)."""
+        if self.report is None:
+            return
+        writer.close()
+        error = await self.report.finish()
+        if error is not None and summary.output_error is None:
+            summary.output_error = error
+
+    async def upload_summary(self, summary: RunSummary) -> None:
+        if self.report is not None:
+            await self.report.upload_summary(summary)
+
+    async def discard(self) -> None:
+        if self.report is not None:
+            await self.report.discard()
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
