@@ -790,9 +790,9 @@ async def _run_plan(
     resume_command: ResumeCommand | None,
     s3: S3Run,
 ) -> RunSummary:
-    resume_paths, resume_names = await s3.local_reports(config.resume)
+    resume_reports = await s3.local_reports(config.resume)
     resume = ResumeIndex.load(
-        resume_paths, warn=lambda m: log.warning("resume_warning", message=m), names=resume_names
+        resume_reports, warn=lambda m: log.warning("resume_warning", message=m)
     )
     report_path = config.report_path or s3.default_report(
         default_report_path(plan.stem, shard=str(config.shard) if config.shard else None)
@@ -801,7 +801,13 @@ async def _run_plan(
         report_path, overwrite=config.overwrite, default=config.report_path is None
     )
     summary = _new_summary(report_path, plan, config, run_id)
-    writer = _open_report(writer_path, plan, config, run_id, resume_paths)
+    writer = _open_report(
+        writer_path,
+        plan,
+        config,
+        run_id,
+        [r if isinstance(r, Path) else r.path for r in resume_reports],
+    )
     log.info(
         "run_start",
         rows=plan.total,

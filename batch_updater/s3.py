@@ -29,13 +29,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .errors import SetupError
+from .storage import LocalFile
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -592,6 +593,30 @@ class _FdSlice(io.RawIOBase):
 # -- reports read (--resume, merge) ----------------------------------------------------
 
 
+class FetchedObject(LocalFile):
+    """A local copy of an S3 object, read through the storage seam under its URL (so
+    messages and resume notes name the object, not the copy)."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, path: Path, url: str) -> None:
+        super().__init__(path)
+        self.url = url
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+    def key(self) -> Hashable:
+        return self.url
+
+    def beside(self, suffix: str) -> FetchedObject:
+        return FetchedObject(self.path.with_name(self.path.name + suffix), self.url + suffix)
+
+    def __repr__(self) -> str:
+        return f"<FetchedObject {self.url} at {str(self.path)!r}>"
+
+
 class LocalCopies:
     """Private local copies of S3 reports (and their summaries, when there are any), in a
     temporary directory removed by :meth:`close`. ``names`` maps each copy to its URL."""
@@ -631,11 +656,11 @@ async def expand(store: S3Store, locations: Iterable[Location]) -> list[Location
 
 async def fetch_reports(
     store: S3Store, locations: Sequence[Location], copies: LocalCopies, *, summaries: bool
-) -> list[Path]:
+) -> list[Path | FetchedObject]:
     """Local paths of ``locations`` (prefixes expanded): S3 objects are copied into
     ``copies`` (with ``<report>.summary.json`` beside each when ``summaries`` and it
     exists); local paths are kept as they are."""
-    out: list[Path] = []
+    out: list[Path | FetchedObject] = []
     for location in await expand(store, locations):
         if isinstance(location, Path):
             out.append(location)
@@ -649,7 +674,7 @@ async def fetch_reports(
                 with path.with_name(path.name + SUMMARY_SUFFIX).open("wb") as handle:
                     await store.download(summary, handle)
         copies.names[path] = str(location)
-        out.append(path)
+        out.append(FetchedObject(path, str(location)))
     return out
 
 
@@ -657,9 +682,9 @@ async def fetch_reports(
 
 
 class Flushable(Protocol):
-    """What a checkpoint needs of the report writer: records handed to the file."""
+    """What a checkpoint needs of the report writer: every record written in the file."""
 
-    def flush(self) -> None: ...
+    def checkpoint(self) -> None: ...
 
 
 class S3Report:
@@ -675,7 +700,9 @@ class S3Report:
     __slots__ = (
         "_claimed",
         "_dir",
-        "_stop",
+        "_sleep",
+        "_sleeping",
+        "_stale_summary",
         "_task",
         "_uploaded",
         "_writer",
@@ -688,7 +715,13 @@ class S3Report:
         "store",
     )
 
-    def __init__(self, store: S3Store, location: S3Location, interval: float) -> None:
+    def __init__(
+        self,
+        store: S3Store,
+        location: S3Location,
+        interval: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.store = store
         self.location = location
         self.interval = interval
@@ -696,7 +729,9 @@ class S3Report:
         self.local = self._dir / location.name  # the spool: the writer's file
         self._writer: Flushable | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
+        self._sleep = sleep  # the clock of the checkpoints (a testing seam)
+        self._sleeping = False
+        self._stale_summary = False  # resuming in place: the old summary goes first
         self._uploaded = -1  # bytes of the spool in S3 (-1: nothing uploaded yet)
         self._claimed = False  # this run made the object (discard removes it)
         self.checkpoints = 0
@@ -719,7 +754,7 @@ class S3Report:
         default name) the next free name ``-2``, ``-3``... is taken instead.
         """
         if self._writer is not None:
-            self._writer.flush()
+            self._writer.checkpoint()
         size = self.local.stat().st_size
         n = 1
         base = self.location
@@ -750,6 +785,7 @@ class S3Report:
         except OSError:  # another file system: write beside the copy
             self.local = copy
         self._uploaded = self.local.stat().st_size
+        self._stale_summary = True
 
     async def start(
         self,
@@ -768,19 +804,22 @@ class S3Report:
 
     async def _checkpoints(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-            if self._stop.is_set():
-                return
+            self._sleeping = True
+            try:
+                await self._sleep(self.interval)
+            finally:
+                self._sleeping = False
             await self.checkpoint()
+            if self._task is None:  # finish() or discard() is waiting for this upload
+                return
 
     async def checkpoint(self) -> bool:
         """Upload the records written so far, if any were added; True when it did."""
         if self._writer is not None:
             try:
-                self._writer.flush()
-            except OSError:
-                return False  # the writer has recorded its own error
+                self._writer.checkpoint()  # sets the writer's error on failure, never raises
+            except OSError:  # pragma: no cover - a writer that raises after all
+                return False
         try:
             size = self.local.stat().st_size
         except OSError:
@@ -788,6 +827,9 @@ class S3Report:
         if size == self._uploaded:
             return False
         try:
+            if self._stale_summary:
+                await self.store.delete(self.location.summary())
+                self._stale_summary = False
             await self.store.put_file(self.location, self.local, size, create=False)
         except S3Error as exc:
             self.error = f"{exc}; the report so far is kept at {self.local}"
@@ -802,11 +844,7 @@ class S3Report:
     async def finish(self) -> str | None:
         """Stop the checkpoints (one in flight completes) and upload the last records;
         the one-line error if that failed."""
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
-            self._task = None
+        await self._stop_checkpoints()
         self._writer = None  # closed by now
         await self.checkpoint()
         if self.error is None and self._uploaded < 0:  # pragma: no cover - claimed first
@@ -829,13 +867,19 @@ class S3Report:
             return None
         return self.error
 
+    async def _stop_checkpoints(self) -> None:
+        """Cancel the checkpoint task while it waits; an upload in flight completes first
+        (so no older upload can land after the last one)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if self._sleeping:
+            task.cancel()
+        await asyncio.wait([task])
+
     async def discard(self) -> None:
         """The run never started: remove the claimed object and the spool."""
-        self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await self._stop_checkpoints()
         if self._claimed:
             with contextlib.suppress(S3Error):
                 await self.store.delete(self.location)
@@ -902,18 +946,15 @@ class S3Run:
     def input_location(self) -> S3Location | None:
         return self._input.location if self._input is not None else None
 
-    async def local_reports(
-        self, locations: Sequence[Location]
-    ) -> tuple[list[Path], dict[Path, str]]:
-        """Local paths of the reports at ``locations`` (S3 prefixes expanded, objects
-        copied) and the name to show for each copy (its URL)."""
+    async def local_reports(self, locations: Sequence[Location]) -> list[Path | FetchedObject]:
+        """The reports at ``locations``, readable locally: S3 prefixes expanded, objects
+        copied (each copy named by its URL)."""
         if not any(isinstance(loc, S3Location) for loc in locations):
-            return [loc for loc in locations if isinstance(loc, Path)], {}
+            return [loc for loc in locations if isinstance(loc, Path)]
         if self._copies is None:
             self._copies = LocalCopies()
             self._stack.callback(self._copies.close)
-        paths = await fetch_reports(await self.store(), locations, self._copies, summaries=False)
-        return paths, dict(self._copies.names)
+        return await fetch_reports(await self.store(), locations, self._copies, summaries=False)
 
     def default_report(self, local_default: Path) -> Location:
         """Where the report goes by default: beside an S3 input, under its prefix's
