@@ -324,9 +324,15 @@ def _add_merge(commands: Any) -> None:
         description="Merge the reports of a sharded run into one report (sorted by line) "
         "and its summary; with --input, check that every input line appears exactly once.",
     )
-    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT")
-    merge.add_argument("--output", "-o", type=Path, required=True, metavar="PATH")
-    merge.add_argument("--input", type=Path, dest="input_path", metavar="INPUT")
+    merge.add_argument(
+        "reports",
+        nargs="+",
+        type=_location,
+        metavar="REPORT",
+        help="a report (path or s3://bucket/key), or s3://bucket/prefix/ for every report under it",
+    )
+    merge.add_argument("--output", "-o", type=_location, required=True, metavar="PATH")
+    merge.add_argument("--input", type=_location, dest="input_path", metavar="INPUT")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
@@ -588,16 +594,36 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from .merge import merge_reports  # noqa: PLC0415 - merge only
 
-    result = merge_reports(
-        args.reports,
-        args.output,
-        input_path=args.input_path,
-        overwrite=args.overwrite,
-        warn=lambda message: print(f"batch-updater: warning: {message}", file=sys.stderr),
-    )
+    def warn(message: str) -> None:
+        print(f"batch-updater: warning: {message}", file=sys.stderr)
+
+    given = [*args.reports, args.output, args.input_path]
+    if any(isinstance(location, S3Location) for location in given):
+        from .client import make_session  # noqa: PLC0415 - the SDK only for S3
+        from .s3 import merge_on_s3  # noqa: PLC0415 - merge only
+
+        result, merged = asyncio.run(
+            merge_on_s3(
+                args.reports,
+                args.output,
+                input_path=args.input_path,
+                overwrite=args.overwrite,
+                warn=warn,
+                session=make_session(),
+            )
+        )
+    else:
+        merged = len(args.reports)
+        result = merge_reports(
+            args.reports,
+            args.output,
+            input_path=args.input_path,
+            overwrite=args.overwrite,
+            warn=warn,
+        )
     counts = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n)
     print(
-        f"batch-updater: merged {len(args.reports)} reports, {result.rows} rows: "
+        f"batch-updater: merged {merged} reports, {result.rows} rows: "
         f"{counts or 'no rows'}\n  report:  {result.output}\n  summary: {result.summary_path}",
         file=sys.stderr,
     )

@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
     from botocore.exceptions import ClientError
 
+    from .merge import MergeResult
     from .results import RunSummary
 
 __all__ = [
@@ -613,6 +614,9 @@ class FetchedObject(LocalFile):
     def beside(self, suffix: str) -> FetchedObject:
         return FetchedObject(self.path.with_name(self.path.name + suffix), self.url + suffix)
 
+    def __str__(self) -> str:
+        return self.url
+
     def __repr__(self) -> str:
         return f"<FetchedObject {self.url} at {str(self.path)!r}>"
 
@@ -1024,3 +1028,83 @@ class S3Run:
 
     async def aclose(self) -> None:
         await self._stack.aclose()
+
+
+# -- merge -----------------------------------------------------------------------------
+
+
+async def merge_on_s3(
+    reports: Sequence[Location],
+    output: Location,
+    *,
+    input_path: Location | None,
+    overwrite: bool,
+    warn: Callable[[str], None] | None,
+    session: Any,
+) -> tuple[MergeResult, int]:
+    """:func:`~batch_updater.merge.merge_reports` where some of the reports (an S3 prefix:
+    every report under it), the input or the output are on S3.
+
+    S3 reports and their summaries, and the input, are copied to private local files
+    first; the merged report and its summary are written to a local spool, then uploaded
+    (report first; a new output with a conditional put, so an object that appeared
+    meanwhile is not overwritten without ``overwrite``). Returns the result and how many
+    reports were merged.
+    """
+    from .merge import MergeError, merge_reports  # noqa: PLC0415 - merge only
+
+    copies = LocalCopies()
+    try:
+        async with S3Store(session) as store:
+            sources = await fetch_reports(store, reports, copies, summaries=True)
+            local_input: Path | None = None
+            names: dict[str, str] = {}
+            if isinstance(input_path, S3Location):
+                local_input = copies.path_for(input_path)
+                with local_input.open("wb") as handle:
+                    await store.download(input_path, handle)
+                copies.names[local_input] = names[str(local_input)] = str(input_path)
+            elif input_path is not None:
+                local_input = input_path
+            target: Path | FetchedObject
+            if isinstance(output, S3Location):
+                if output.is_prefix:
+                    raise S3Error(f"--output {output} is a prefix: name the merged report")
+                if not overwrite and await store.exists(output):
+                    raise MergeError(
+                        f"the merged report {output} already exists: choose another --output, "
+                        "or pass --overwrite to replace it"
+                    )
+                target = FetchedObject(copies.path_for(output), str(output))
+            else:
+                target = output
+            try:
+                result = merge_reports(
+                    sources, target, input_path=local_input, overwrite=overwrite, warn=warn
+                )
+            except SetupError as exc:
+                message = str(exc)
+                for local, url in names.items():
+                    message = message.replace(local, url)
+                raise (
+                    MergeError(message) if isinstance(exc, MergeError) else SetupError(message)
+                ) from None
+            if not isinstance(output, S3Location):
+                return result, len(sources)
+            assert isinstance(target, FetchedObject)
+            size = target.path.stat().st_size
+            try:
+                await store.put_file(output, target.path, size, create=not overwrite)
+            except _Exists:
+                raise MergeError(
+                    f"the merged report {output} appeared while merging: not overwritten; "
+                    "choose another --output, or pass --overwrite"
+                ) from None
+            summary = target.path.with_name(target.path.name + SUMMARY_SUFFIX)
+            data = json.loads(summary.read_bytes())
+            if isinstance(input_path, S3Location):
+                data["input"] = str(input_path)
+            await store.put_bytes(output.summary(), (json.dumps(data, indent=2) + "\n").encode())
+            return replace(result, summary_path=target.beside(SUMMARY_SUFFIX)), len(sources)
+    finally:
+        copies.close()
