@@ -752,7 +752,9 @@ async def run_batch(
         check_endpoint_environment(config.allow_insecure_endpoint)
     sdk = _Sdk(config, session)
     s3 = S3Run(
-        lambda: session or make_session(config.profile, config.region), config.checkpoint_interval
+        lambda: session or make_session(config.profile, config.region),
+        config.checkpoint_interval,
+        log,
     )
     try:
         plan = _validate(await s3.open_input(source), config, sdk, control, log)

@@ -715,6 +715,7 @@ class S3Report:
         "interval",
         "local",
         "location",
+        "log",
         "on_error",
         "store",
     )
@@ -725,8 +726,10 @@ class S3Report:
         location: S3Location,
         interval: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        log: Any = None,
     ) -> None:
         self.store = store
+        self.log = log  # a structlog logger: a report_uploaded event per upload
         self.location = location
         self.interval = interval
         self._dir = Path(tempfile.mkdtemp(prefix="batch-updater-report-"))
@@ -843,6 +846,8 @@ class S3Report:
         self._uploaded = size
         self.checkpoints += 1
         self.error = None  # a later upload made up for an earlier failure
+        if self.log is not None:
+            self.log.info("report_uploaded", report=str(self.location), bytes=size)
         return True
 
     async def finish(self) -> str | None:
@@ -915,10 +920,14 @@ class S3Run:
         "_start",
         "_store",
         "checkpoint_interval",
+        "log",
         "report",
     )
 
-    def __init__(self, make_session: Callable[[], Any], checkpoint_interval: float = 60.0) -> None:
+    def __init__(
+        self, make_session: Callable[[], Any], checkpoint_interval: float = 60.0, log: Any = None
+    ) -> None:
+        self.log = log
         self._make_session = make_session
         self.checkpoint_interval = checkpoint_interval
         self._stack = contextlib.AsyncExitStack()
@@ -979,7 +988,7 @@ class S3Run:
             raise S3Error(f"--report {location} is a prefix: name the report object (.csv)")
         if self._input is not None and location == self._input.location:
             raise SetupError(f"--report {location} is the input object: choose another key")
-        report = S3Report(await self.store(), location, self.checkpoint_interval)
+        report = S3Report(await self.store(), location, self.checkpoint_interval, log=self.log)
         in_place = next(
             (
                 path
