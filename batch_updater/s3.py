@@ -705,10 +705,10 @@ class S3Report:
         "_claimed",
         "_dir",
         "_sleep",
-        "_sleeping",
         "_stale_summary",
         "_task",
         "_uploaded",
+        "_uploading",
         "_writer",
         "checkpoints",
         "error",
@@ -737,7 +737,7 @@ class S3Report:
         self._writer: Flushable | None = None
         self._task: asyncio.Task[None] | None = None
         self._sleep = sleep  # the clock of the checkpoints (a testing seam)
-        self._sleeping = False
+        self._uploading = False
         self._stale_summary = False  # resuming in place: the old summary goes first
         self._uploaded = -1  # bytes of the spool in S3 (-1: nothing uploaded yet)
         self._claimed = False  # this run made the object (discard removes it)
@@ -811,12 +811,12 @@ class S3Report:
 
     async def _checkpoints(self) -> None:
         while True:
-            self._sleeping = True
+            await self._sleep(self.interval)
+            self._uploading = True
             try:
-                await self._sleep(self.interval)
+                await self.checkpoint()
             finally:
-                self._sleeping = False
-            await self.checkpoint()
+                self._uploading = False
             if self._task is None:  # finish() or discard() is waiting for this upload
                 return
 
@@ -855,6 +855,7 @@ class S3Report:
         the one-line error if that failed."""
         await self._stop_checkpoints()
         self._writer = None  # closed by now
+        self.on_error = None  # the run is over: the error is returned
         await self.checkpoint()
         if self.error is None and self._uploaded < 0:  # pragma: no cover - claimed first
             self.error = f"the report {self.location} was never uploaded"
@@ -882,7 +883,7 @@ class S3Report:
         task, self._task = self._task, None
         if task is None:
             return
-        if self._sleeping:
+        if not self._uploading:
             task.cancel()
         await asyncio.wait([task])
 

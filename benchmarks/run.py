@@ -18,7 +18,9 @@ Scenarios: 1 overhead against bare aiobotocore and boto3 threads, 2 rate accurac
 side by side), 4 slow service, 5 memory and validation speed, 6 start-up, 7 outage (an
 endpoint refusing connections from the start; an emulator killed mid-run and restarted),
 8 lanes (input sorted by region against a limit per region), 9 adaptive rate at low limits
-(2/s and 5/s, burst 1, at the default ``--rate`` and at ``--rate 100``).
+(2/s and 5/s, burst 1, at the default ``--rate`` and at ``--rate 100``), 10 S3 (report on S3
+against a local report, resume from an S3 report, memory with S3 input and report; moto's
+server in its own process stands in for S3).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import os
 import platform
 import re
@@ -76,6 +79,8 @@ class Sizes:
     outage: int = 600
     lanes_per_region: int = 500  # 4 regions, sorted; 16 lanes get a fifth each
     low: int = 300
+    s3_rows: int = 100_000
+    s3_memory: int = 200_000
 
 
 QUICK: Final = Sizes(
@@ -93,6 +98,8 @@ QUICK: Final = Sizes(
     outage=300,
     lanes_per_region=100,
     low=60,
+    s3_rows=10_000,
+    s3_memory=20_000,
 )
 
 
@@ -958,6 +965,187 @@ def scenario_low(bench: Bench) -> None:
                 )
 
 
+class MotoS3:
+    """moto's server (``python -m moto.server``) in a child process on 127.0.0.1, with one
+    bucket; children reach it through ``AWS_ENDPOINT_URL_S3``."""
+
+    BUCKET: Final = "bench-bucket"
+
+    def __init__(self, bench: Bench) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.bench = bench
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> MotoS3:
+        args = (PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port))
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.bench.env
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            time.sleep(0.05)
+        self.client = self._client()
+        self.client.create_bucket(Bucket=self.BUCKET)
+        return self
+
+    def _client(self) -> Any:
+        import boto3  # noqa: PLC0415 - the benchmark's own look at the bucket (dev extra)
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=self.bench.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.bench.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def env(self) -> dict[str, str]:
+        return {**self.bench.env, "AWS_ENDPOINT_URL_S3": self.url}
+
+    def put(self, key: str, path: Path) -> str:
+        self.client.upload_file(str(path), self.BUCKET, key)
+        return f"s3://{self.BUCKET}/{key}"
+
+    def json(self, key: str) -> dict[str, Any]:
+        with contextlib.suppress(Exception):
+            body = self.client.get_object(Bucket=self.BUCKET, Key=key)["Body"].read()
+            loaded: dict[str, Any] = json.loads(body)
+            return loaded
+        return {}
+
+    def download(self, key: str, path: Path) -> Path:
+        self.client.download_file(self.BUCKET, key, str(path))
+        return path
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _s3_run(
+    bench: Bench, s3: MotoS3, name: str, source: str, report: str, *flags: str
+) -> tuple[Child, dict[str, Any], float]:
+    """``run SOURCE --report REPORT --local --rate 0`` (either may be on S3): the child, its
+    summary, and the wall-clock time it started at."""
+    args = (*CLI, "run", source, "--report", report, "--overwrite", "--local", "--rate", "0")
+    args += ("--log-format", "json", "--no-progress", *flags)
+    started = time.time()
+    child = run_child(args, s3.env(), bench.tmp, stderr_path=bench.tmp / f"{name}.stderr")
+    if report.startswith("s3://"):
+        summary = s3.json(report.removeprefix(f"s3://{s3.BUCKET}/") + ".summary.json")
+    else:
+        try:
+            summary = json.loads(Path(report + ".summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+    if child.returncode != 0 or not summary:
+        log(f"  {name}: exit {child.returncode}: {child.stderr_tail}")
+    bench.detail(
+        f"- `{name}`: `{_short(args)}` -> exit {child.returncode}, wall {child.wall:.2f} s, "
+        f"CPU {child.cpu:.2f} s, peak RSS {child.maxrss_mb:.1f} MB; summary: "
+        f"{_brief_summary(summary)}"
+    )
+    return child, summary, started
+
+
+def _first_request(report: Path, started: float) -> float:
+    """Seconds from the child's start to the first ``started_at`` in its CSV report."""
+    first = ""
+    with report.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if (at := row.get("started_at") or "") and (not first or at < first):
+                first = at
+    if not first:
+        return float("nan")
+    return datetime.fromisoformat(first.replace("Z", "+00:00")).timestamp() - started
+
+
+def scenario_s3(bench: Bench) -> None:
+    """10: report on S3 vs local (rows/s), resume from an S3 report, RSS with S3 in and out."""
+    n, big, name = bench.sizes.s3_rows, bench.sizes.s3_memory, "10 S3"
+    rows = write_input(bench, "s3-rows", n)
+    more = write_input(bench, "s3-rows-more", n + 1_000)  # the same n rows, then 1,000 new
+    with MotoS3(bench) as s3:
+        report = f"s3://{s3.BUCKET}/reports/r.csv"
+        local = str(bench.tmp / "10-local.csv")
+        rates: dict[str, list[float]] = {"local": [], "s3": []}
+        for round_ in range(2):  # alternated, so a slow spell of the machine hits both
+            for where, target in (("local", local), ("s3", report)):
+                child, summary, _ = _s3_run(bench, s3, f"10-{where}-{round_}", str(rows), target)
+                if child.returncode == 0 and summary:
+                    rates[where].append(float(summary["rows_per_second"]))
+        ok = len(rates["local"]) == len(rates["s3"]) == 2
+        best_local = max(rates["local"], default=float("nan"))
+        best_s3 = max(rates["s3"], default=float("nan"))
+        ratio = best_s3 / best_local if ok else float("nan")
+        bench.add(
+            Line(
+                name,
+                f"{n:,} rows --rate 0 --local: rows/s, report on S3 / local report",
+                f"{ratio:.3f}x ({best_s3:.0f} vs {best_local:.0f} rows/s)",
+                ">= 0.95x",
+                verdict(ratio >= 0.95) if ok else "ERROR",
+                "best of 2 each, alternated; every round: "
+                f"S3 {', '.join(f'{r:.0f}' for r in rates['s3'])}; "
+                f"local {', '.join(f'{r:.0f}' for r in rates['local'])}",
+            )
+        )
+        # Resume from the report of n rows: time from start to the first request.
+        firsts: dict[str, float] = {}
+        for where, resume in (("local", local), ("s3", report)):
+            out = bench.tmp / f"10-resumed-{where}.csv"
+            child, summary, started = _s3_run(
+                bench, s3, f"10-resume-{where}", str(more), str(out), "--resume", resume
+            )
+            skipped = summary.get("counts", {}).get("skipped")
+            if child.returncode == 0 and skipped == n:
+                firsts[where] = _first_request(out, started)
+        ok, nan = len(firsts) == 2, float("nan")
+        bench.add(
+            Line(
+                name,
+                f"resume from a report of {n:,} rows: start to first request, S3 vs local",
+                f"{firsts.get('s3', nan):.2f} s vs {firsts.get('local', nan):.2f} s",
+                "recorded",
+                "info" if ok else "ERROR",
+                f"input {n + 1_000:,} rows, {n:,} skipped; process start to the first started_at",
+            )
+        )
+        # Memory: S3 input and report against local files, same rows.
+        large = write_input(bench, "s3-memory", big)
+        source = s3.put("in/memory.csv", large)
+        local_rss = s3_rss = float("nan")
+        child, summary, _ = _s3_run(
+            bench, s3, "10-memory-local", str(large), str(bench.tmp / "10-memory.csv")
+        )
+        if child.returncode == 0 and summary:
+            local_rss = child.maxrss_mb
+        child, summary, _ = _s3_run(
+            bench, s3, "10-memory-s3", source, f"s3://{s3.BUCKET}/reports/memory.csv"
+        )
+        if child.returncode == 0 and summary:
+            s3_rss = child.maxrss_mb
+        diff = s3_rss - local_rss
+        ok = not math.isnan(diff)
+        bench.add(
+            Line(
+                name,
+                f"{big:,} rows, peak RSS: S3 input and report minus local files",
+                f"{diff:+.1f} MB ({s3_rss:.1f} vs {local_rss:.1f})",
+                "<= 20 MB",
+                verdict(diff <= 20) if ok else "ERROR",
+            )
+        )
+
+
 SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     1: scenario_overhead,
     2: scenario_accuracy,
@@ -968,6 +1156,7 @@ SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     7: scenario_outage,
     8: scenario_lanes,
     9: scenario_low,
+    10: scenario_s3,
 }
 
 
