@@ -157,7 +157,12 @@ def iso(value: datetime | None) -> str | None:
 
 
 class _LastLine:
-    """A file for :func:`csv.writer` that keeps the one line written last."""
+    """A file for :func:`csv.writer` that keeps the one line written last.
+
+    The writer ends lines with ``\r\n``, so that it quotes every cell holding a ``\r``
+    (with ``\n`` alone it leaves a lone ``\r`` bare, and the line cannot be read back);
+    the line is kept with ``\n``, the report's line end.
+    """
 
     __slots__ = ("text",)
 
@@ -165,7 +170,7 @@ class _LastLine:
         self.text = ""
 
     def write(self, text: str) -> int:
-        self.text = text
+        self.text = text[:-2] + "\n"
         return len(text)
 
 
@@ -184,7 +189,7 @@ class RecordEncoder:
         self.extra_columns = tuple(extra_columns)
         self._run_id_cell = neutralize(run_id)
         self._line = _LastLine()
-        self._csv = csv.writer(self._line, lineterminator="\n")
+        self._csv = csv.writer(self._line, lineterminator="\r\n")
 
     def header(self) -> str:
         """The report's first line: the CSV header; nothing for JSON lines."""
