@@ -739,7 +739,7 @@ class S3Report:
         self._sleep = sleep  # the clock of the checkpoints (a testing seam)
         self._uploading = False
         self._stale_summary = False  # resuming in place: the old summary goes first
-        self._uploaded = -1  # bytes of the spool in S3 (-1: nothing uploaded yet)
+        self._uploaded: tuple[int, int] | None = None  # (inode, bytes) of the spool in S3
         self._claimed = False  # this run made the object (discard removes it)
         self.checkpoints = 0
         self.error: str | None = None
@@ -778,7 +778,7 @@ class S3Report:
                 stem, suffix = PurePosixPath(base.name).stem, PurePosixPath(base.name).suffix
                 self.location = base.with_name(f"{stem}-{n}{suffix}")
                 continue
-            self._uploaded, self._claimed = size, True
+            self._uploaded, self._claimed = (self.local.stat().st_ino, size), True
             if overwrite:
                 await self.store.delete(self.location.summary())
             return
@@ -791,7 +791,8 @@ class S3Report:
             os.link(copy, self.local)
         except OSError:  # another file system: write beside the copy
             self.local = copy
-        self._uploaded = self.local.stat().st_size
+        info = self.local.stat()
+        self._uploaded = (info.st_ino, info.st_size)
         self._stale_summary = True
 
     async def start(
@@ -805,7 +806,7 @@ class S3Report:
         """Claim the object (unless adopted), then upload at every checkpoint; ``on_error``
         hears of a failed upload (the run stops, as when a local report fails)."""
         self._writer, self.on_error = writer, on_error
-        if self._uploaded < 0:
+        if self._uploaded is None:
             await self.claim(overwrite=overwrite, pick_name=pick_name)
         self._task = asyncio.create_task(self._checkpoints(), name=f"checkpoints {self.location}")
 
@@ -828,22 +829,27 @@ class S3Report:
             except OSError:  # pragma: no cover - a writer that raises after all
                 return False
         try:
-            size = self.local.stat().st_size
+            info = self.local.stat()
         except OSError:
             return False
-        if size == self._uploaded:
+        # The same bytes of the same file (a report resumed in place is another file
+        # once the writer put it in the old one's place) are in S3 already.
+        if (info.st_ino, info.st_size) == self._uploaded:
             return False
+        size = info.st_size
         try:
-            if self._stale_summary:
+            if self._stale_summary:  # before anything replaces the report it describes
                 await self.store.delete(self.location.summary())
                 self._stale_summary = False
+                info = self.local.stat()
+                size = info.st_size
             await self.store.put_file(self.location, self.local, size, create=False)
         except S3Error as exc:
             self.error = f"{exc}; the report so far is kept at {self.local}"
             if self.on_error is not None:
                 self.on_error(self.error)
             return False
-        self._uploaded = size
+        self._uploaded = (info.st_ino, size)
         self.checkpoints += 1
         self.error = None  # a later upload made up for an earlier failure
         if self.log is not None:
@@ -857,7 +863,7 @@ class S3Report:
         self._writer = None  # closed by now
         self.on_error = None  # the run is over: the error is returned
         await self.checkpoint()
-        if self.error is None and self._uploaded < 0:  # pragma: no cover - claimed first
+        if self.error is None and self._uploaded is None:  # pragma: no cover - claimed first
             self.error = f"the report {self.location} was never uploaded"
         return self.error
 
