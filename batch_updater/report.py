@@ -21,7 +21,7 @@ from .codec import (
 )
 from .errors import SetupError
 from .results import RowResult, RunSummary, Status
-from .storage import LocalFile, Location, Sink, location_of, open_text
+from .storage import Location, Sink, location_of, open_text
 
 __all__ = [
     "REPORT_COLUMNS",
@@ -73,9 +73,7 @@ def _open_local(path: Path, mode: str) -> IO[str]:
 
 def report_location(target: Path | str | Location) -> Location:
     """The location of a report given as a path, a URL or a location."""
-    if isinstance(target, Path):
-        return LocalFile(target, _open_local)
-    return location_of(target)
+    return location_of(target, _open_local)
 
 
 def _cannot_write(what: str, name: str, exc: OSError) -> str:
@@ -103,6 +101,7 @@ class ReportWriter:
         "_encoder",
         "_replacing",
         "_sink",
+        "_write",
         "discarded",
         "error",
         "kept_columns",
@@ -125,9 +124,6 @@ class ReportWriter:
         self.path = path
         self.location = report_location(path)
         self.kept_columns = kept_columns  # the input's extra columns, after REPORT_COLUMNS
-        self._encoder = RecordEncoder(
-            jsonl=is_jsonl(self.location.name), run_id=run_id, extra_columns=kept_columns
-        )
         self._replacing = replacing
         self._closed = False
         self.discarded = False
@@ -146,6 +142,13 @@ class ReportWriter:
             ) from None
         except OSError as exc:
             raise SetupError(_cannot_write("report", self.location.name, exc)) from None
+        self._encoder = RecordEncoder(
+            jsonl=is_jsonl(self.location.name),
+            run_id=run_id,
+            extra_columns=kept_columns,
+            out=self._sink,
+        )
+        self._write = self._encoder.write
         if header := self._encoder.header():
             try:
                 self._sink.write(header)
@@ -163,7 +166,7 @@ class ReportWriter:
         if self.error is not None:
             return
         try:
-            self._sink.write(self._encoder.encode(result))
+            self._write(result)
             self.written += 1
             if result.status in _DURABLE:
                 self._sink.flush()

@@ -41,7 +41,7 @@ FULL = RowResult(
     attempts=3,
     error_code="ThrottlingException",
     http_status=429,
-    error_message="slow down,\n\"please\"",  # a comma, a line break, quotes
+    error_message='slow down,\n"please"',  # a comma, a line break, quotes
     request_id="req-1",
     backend_manager_app_id="bm-1",
     settings_digest="abc123",
@@ -63,7 +63,7 @@ FULL_VALUES = [
     3,
     "ThrottlingException",
     429,
-    "slow down,\n\"please\"",
+    'slow down,\n"please"',
     "req-1",
     "bm-1",
     "abc123",
@@ -165,7 +165,7 @@ def test_a_multi_line_cell_survives_a_csv_round_trip_and_lines_are_counted(
 ) -> None:
     path = write(tmp_path / "r.csv", FULL, BARE)
     got = records(path)
-    assert got[0].get("error_message") == "slow down,\n\"please\""
+    assert got[0].get("error_message") == 'slow down,\n"please"'
     assert [r.number for r in got] == [3, 4]  # FULL spans lines 2 and 3
 
 
@@ -447,7 +447,7 @@ def test_the_writer_resume_and_merge_work_on_any_location() -> None:
     index = ResumeIndex.load([first])
     assert index.reports == ["mem://a.jsonl"]
     row = Row(2, "d1abc", "us-east-1", None, "x")  # type: ignore[arg-type]
-    assert index.lookup(row) == f"succeeded in mem://a.jsonl at ?"
+    assert index.lookup(row) == "succeeded in mem://a.jsonl at ?"
 
     first.beside(".summary.json").replace_with(
         json.dumps({"requests": 1, "retries": 0, "throttles": 0, "elapsed_seconds": 1}).encode()
@@ -455,7 +455,8 @@ def test_the_writer_resume_and_merge_work_on_any_location() -> None:
     out = Memory("mem://merged.csv", store)
     result = merge_reports([first], out)
     assert result.rows == 2
-    assert out.data is not None and out.data.decode().count("\n") == 3
+    assert out.data is not None
+    assert out.data.decode().count("\n") == 3
     written = json.loads(store["mem://merged.csv.summary.json"].data or b"")
     assert written["requests"] == 1
     assert summary.to_json()["counts_by_account"] == {}
@@ -467,11 +468,16 @@ def test_a_replacing_writer_leaves_the_old_report_until_commit() -> None:
     place.beside(".summary.json").data = b"{}"
     writer = ReportWriter(place, replacing=True)
     writer.write(BARE)
+    writer.checkpoint()
     assert place.data == b"old"
     writer.commit()
     assert place.data.startswith(b"line,")
     assert not place.beside(".summary.json").exists()  # the stale summary goes first
+    writer.write(BARE)
+    writer.checkpoint()  # once committed, a checkpoint reaches the location
+    assert place.data.count(b"\n") == 3
     writer.close()
+    assert (writer.written, writer.saved, writer.error) == (2, 2, None)
 
 
 # -- resume keys and account counts ----------------------------------------------------
@@ -532,10 +538,51 @@ def test_one_exit_code_rule_for_runs_and_merges(
     assert summary.exit_code == code
     results = [
         RowResult(line, f"d{line}abc", "us-east-1", Status(status))
-        for line, status in enumerate(
-            (s for s, n in counts.items() for _ in range(n)), start=2
-        )
+        for line, status in enumerate((s for s, n in counts.items() for _ in range(n)), start=2)
     ]
     if results:
         report = write(tmp_path / "r.csv", *results)
         assert merge_reports([report], tmp_path / "m.csv").exit_code == code
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        FULL,
+        BARE,
+        replace(BARE, error_message="lone\rcarriage return"),
+        replace(FULL, kept=("x\ry", "=z")),
+    ],
+)
+@pytest.mark.parametrize("jsonl", [False, True])
+def test_writing_into_a_sink_gives_the_line_encode_gives(result: RowResult, jsonl: bool) -> None:
+    out = io.StringIO()
+    kept = KEPT[: len(result.kept)]
+    writing = RecordEncoder(jsonl=jsonl, run_id="=r", extra_columns=kept, out=out)
+    writing.write(result)
+    writing.write(result)
+    line = RecordEncoder(jsonl=jsonl, run_id="=r", extra_columns=kept).encode(result)
+    assert out.getvalue() == line * 2
+
+
+def test_a_cell_with_a_lone_carriage_return_reads_back(tmp_path: Path) -> None:
+    """csv quotes a bare CR only when it ends lines: the report's writer quotes it anyway."""
+    odd = replace(BARE, error_message="lone\rcarriage return", kept=("a\rb",))
+    (got,) = records(write(tmp_path / "r.csv", odd, kept=("k",)))
+    assert got.get("error_message") == "lone\rcarriage return"
+    assert got.get("k") == "a\rb"
+
+
+def test_a_url_of_a_registered_scheme_is_its_location_and_anything_else_a_local_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batch_updater import storage  # noqa: PLC0415 - its scheme table
+
+    monkeypatch.setitem(storage.SCHEMES, "mem", Memory)
+    assert isinstance(storage.location_of("mem://bucket/r.csv"), Memory)
+    local = storage.location_of(str(tmp_path / "r.csv"))
+    assert isinstance(local, LocalFile)
+    assert local.name == str(tmp_path / "r.csv")
+    assert isinstance(storage.location_of("other://x"), LocalFile)  # no such scheme: a path
+    place = Memory("mem://x.csv")
+    assert storage.location_of(place) is place
