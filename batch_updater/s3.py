@@ -61,7 +61,7 @@ __all__ = [
 SCHEME: Final = "s3://"
 SUMMARY_SUFFIX: Final = ".summary.json"
 REPORT_SUFFIXES: Final = (".csv", ".jsonl")  # what a prefix expands to (merge, --resume)
-_CHUNK: Final = 1 << 20  # bytes per read when copying an object to a local file
+_CHUNK: Final = 1 << 18  # bytes per read when copying an object to a local file
 _FETCH_TRIES: Final = 3  # HEAD+GET rounds when the object changes between the two
 
 
