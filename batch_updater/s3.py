@@ -17,7 +17,14 @@ names the bucket and key and says what to fix.
   (``If-None-Match: *``), so an existing report is never overwritten without
   ``--overwrite``; it happens before the first row is sent.
 - :func:`fetch_reports` copies reports (``--resume``, ``merge`` inputs, prefixes
-  expanded) to private local files.
+  expanded) to private local files, read through the storage seam as
+  :class:`FetchedObject` locations named by their URL.
+- :class:`S3Run` is all the runner calls (a no-op when no path is on S3);
+  :func:`merge_on_s3` is ``merge`` with S3 reports, input or output.
+
+The storage seam (``storage.Location``) is synchronous, so S3 objects are never read or
+written through it directly: they are copied to local files first and uploaded after,
+with aiobotocore, on the event loop.
 """
 
 from __future__ import annotations
@@ -31,10 +38,10 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
+from .codec import SUMMARY_SUFFIX
 from .errors import SetupError
 from .storage import LocalFile
 
@@ -46,27 +53,32 @@ if TYPE_CHECKING:
     from .results import RunSummary
 
 __all__ = [
+    "FetchedObject",
     "Location",
     "S3Error",
     "S3Input",
     "S3Location",
+    "S3NotFound",
     "S3Report",
+    "S3Run",
     "S3Store",
-    "default_s3_report",
     "fetch_reports",
     "is_s3",
+    "merge_on_s3",
     "to_location",
 ]
 
 SCHEME: Final = "s3://"
-SUMMARY_SUFFIX: Final = ".summary.json"
-REPORT_SUFFIXES: Final = (".csv", ".jsonl")  # what a prefix expands to (merge, --resume)
 _CHUNK: Final = 1 << 18  # bytes per read when copying an object to a local file
 _FETCH_TRIES: Final = 3  # HEAD+GET rounds when the object changes between the two
 
 
 class S3Error(SetupError):
     """An S3 request failed; the message names the bucket and key and what to fix."""
+
+
+class S3NotFound(S3Error):
+    """No object at the key (the bucket exists)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +154,6 @@ def to_location(value: str | os.PathLike[str] | S3Location) -> Location:
     return Path(value)
 
 
-def default_s3_report(
-    input_location: S3Location, stem: str, now: datetime | None = None
-) -> S3Location:
-    """``s3://<bucket>/<input's prefix>reports/<stem>-<UTC>.csv``: beside the input, as a
-    local input gets ``reports/<stem>-<UTC>.csv`` (``stem`` may carry a shard's suffix)."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return S3Location(input_location.bucket, f"{input_location.prefix}reports/{stem}-{stamp}.csv")
-
-
 # -- the one boundary ------------------------------------------------------------------
 
 _NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -160,6 +163,8 @@ _EXPIRED: Final = frozenset(
 )
 _BAD_KEYS: Final = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"})
 _CHANGED: Final = frozenset({"PreconditionFailed", "412"})
+# A conditional put racing another write to the same key (S3 answers 409 to one of them).
+_RACED: Final = frozenset({"ConditionalRequestConflict", "409"})
 
 
 def _code(exc: ClientError) -> str:
@@ -223,7 +228,7 @@ class S3Store:
             return await call
         except ClientError as exc:
             code = _code(exc)
-            if what == "put" and code in _CHANGED:
+            if what == "put" and code in _CHANGED | _RACED:
                 raise _Exists from None
             if what == "get" and code in _CHANGED:
                 raise _Changed from None
@@ -253,7 +258,7 @@ class S3Store:
                 )
                 if listed.get("KeyCount", 0):
                     return self._prefix(location)
-        return S3Error(f"{location}: no such object; check the key (S3 keys are case-sensitive)")
+        return S3NotFound(f"{location}: no such object; check the key (S3 keys are case-sensitive)")
 
     @staticmethod
     def _no_bucket(location: S3Location) -> S3Error:
@@ -327,10 +332,8 @@ class S3Store:
         """Whether an object is at ``location`` (a missing bucket is an error)."""
         try:
             await self.head(location)
-        except S3Error as exc:
-            if str(exc).startswith(f"{location}: no such object"):
-                return False
-            raise
+        except S3NotFound:
+            return False
         return True
 
     async def download(self, location: S3Location, into: io.RawIOBase | Any) -> dict[str, Any]:
@@ -339,6 +342,7 @@ class S3Store:
         The GET is pinned to the ETag (and version id, in a versioned bucket) that HEAD
         saw; if the object is replaced in between, the copy starts over.
         """
+        from aiohttp import ClientError as AiohttpError  # noqa: PLC0415 - lazy SDK
         from botocore.exceptions import BotoCoreError  # noqa: PLC0415 - lazy SDK
 
         for _ in range(_FETCH_TRIES):
@@ -360,7 +364,7 @@ class S3Store:
                         into.write(chunk)
             except _Changed:
                 continue
-            except (TimeoutError, BotoCoreError, OSError) as exc:
+            except (TimeoutError, BotoCoreError, OSError, AiohttpError) as exc:
                 if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
                     raise SetupError(
                         f"cannot copy {location} to {tempfile.gettempdir()}: "
@@ -417,6 +421,8 @@ class S3Store:
 
     async def list_reports(self, prefix: S3Location) -> list[S3Location]:
         """Every report (``.csv``, ``.jsonl``) under ``prefix``, in key order."""
+        from .config import REPORT_SUFFIXES  # noqa: PLC0415 - config imports this module
+
         found: list[S3Location] = []
         token: dict[str, str] = {}
         while True:
