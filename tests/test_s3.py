@@ -468,10 +468,14 @@ def test_merge_reads_every_report_under_a_prefix_and_writes_to_s3(
                 "--report",
                 f"s3://{BUCKET}/shards/part-{k}.csv",
                 "--no-progress",
+                "--log-format",
+                "console",
             ]
         )
-        assert code == 0, capsys.readouterr().err
-    capsys.readouterr()
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert f"report:  s3://{BUCKET}/shards/part-{k}.csv\n" in err
+        assert f"summary: s3://{BUCKET}/shards/part-{k}.csv.summary.json\n" in err
     code = main(
         [
             "merge",
