@@ -923,8 +923,7 @@ class RowPlan:
     iterable of mappings (column name -> cell); an iterable is materialized into a list
     because it is read twice. A file is read once: the first pass copies its bytes into
     a private spool file that the second pass reads, so later changes to the file change
-    nothing here
-    (:meth:`input_changed` tells whether there were any). ``default_region`` is the
+    nothing here (:meth:`input_changed` tells whether there were any). ``default_region`` is the
     region of rows without one, or a function that finds it (called only if such a row
     exists). ``allow_unknown_region`` accepts region names botocore does not know (see
     :class:`RegionRule`); ``keep`` names extra columns to read. After construction,
