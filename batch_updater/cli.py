@@ -25,6 +25,7 @@ from .report import summary_path
 from .results import RunSummary, Status
 from .rows import ValidationInterrupted
 from .runner import run_batch_with_signals
+from .s3 import S3Location
 from .shard import shard_from_environment
 
 __all__ = ["main"]
@@ -88,9 +89,15 @@ def _add_merge(commands: Any) -> None:
         description="Merge the reports of a sharded run into one report (sorted by line) "
         "and its summary; with --input, check that every input line appears exactly once.",
     )
-    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT")
-    merge.add_argument("--output", "-o", type=Path, required=True, metavar="PATH")
-    merge.add_argument("--input", type=Path, dest="input_path", metavar="INPUT")
+    merge.add_argument(
+        "reports",
+        nargs="+",
+        type=options.location,
+        metavar="REPORT",
+        help="a report (path or s3://bucket/key), or s3://bucket/prefix/ for every report under it",
+    )
+    merge.add_argument("--output", "-o", type=options.location, required=True, metavar="PATH")
+    merge.add_argument("--input", type=options.location, dest="input_path", metavar="INPUT")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
@@ -207,8 +214,13 @@ def _print_summary(summary: RunSummary) -> None:
         file=sys.stderr,
     )
     assert summary.report_path is not None
-    written = summary_path(summary.report_path)
-    if written.is_file():
+    written: Path | S3Location | None
+    if isinstance(summary.report_path, S3Location):  # uploaded unless an output failed
+        written = summary.report_path.summary() if summary.output_error is None else None
+    else:
+        local = summary_path(summary.report_path)
+        written = local if local.is_file() else None
+    if written is not None:
         print(f"  summary: {written}", file=sys.stderr)
     _print_invalid(summary)
     if summary.stop_reason is not None:
@@ -230,7 +242,7 @@ def _print_summary(summary: RunSummary) -> None:
     error = summary.output_error
     if error is not None and (summary.stop_reason is None or error != summary.stop_reason.message):
         print(f"  error: {error}", file=sys.stderr)
-    if not written.is_file():
+    if written is None:
         print(f"  summary (not written): {json.dumps(summary.to_json())}", file=sys.stderr)
     if summary.resume_command:
         print(f"  to finish the job: {summary.resume_command}", file=sys.stderr)
@@ -296,16 +308,36 @@ def _run(values: dict[str, Any], argv: Sequence[str], env: Mapping[str, str]) ->
 def _merge(args: argparse.Namespace) -> int:
     from .merge import merge_reports  # noqa: PLC0415 - merge only
 
-    result = merge_reports(
-        args.reports,
-        args.output,
-        input_path=args.input_path,
-        overwrite=args.overwrite,
-        warn=lambda message: print(f"batch-updater: warning: {message}", file=sys.stderr),
-    )
+    def warn(message: str) -> None:
+        print(f"batch-updater: warning: {message}", file=sys.stderr)
+
+    given = [*args.reports, args.output, args.input_path]
+    if any(isinstance(location, S3Location) for location in given):
+        from .client import make_session  # noqa: PLC0415 - the SDK only for S3
+        from .s3 import merge_on_s3  # noqa: PLC0415 - merge only
+
+        result, merged = asyncio.run(
+            merge_on_s3(
+                args.reports,
+                args.output,
+                input_path=args.input_path,
+                overwrite=args.overwrite,
+                warn=warn,
+                session=make_session(),
+            )
+        )
+    else:
+        merged = len(args.reports)
+        result = merge_reports(
+            args.reports,
+            args.output,
+            input_path=args.input_path,
+            overwrite=args.overwrite,
+            warn=warn,
+        )
     counts = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n)
     print(
-        f"batch-updater: merged {len(args.reports)} reports, {result.rows} rows: "
+        f"batch-updater: merged {merged} reports, {result.rows} rows: "
         f"{counts or 'no rows'}\n  report:  {result.output}\n  summary: {result.summary_path}",
         file=sys.stderr,
     )

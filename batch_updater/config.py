@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import operator
 import os
 import re
 import types
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 from .errors import SetupError
 from .report import REPORT_COLUMNS
 from .rows import INPUT_COLUMNS, check_region
+from .s3 import Location, S3Location, to_location
 from .shard import Shard
 
 __all__ = [
@@ -206,17 +208,17 @@ class Output:
     the input's extra columns to keep, and the seconds between checkpoints of a report
     written to S3."""
 
-    report_path: Path | None = None
+    report_path: Location | None = None  # a local path, or s3://bucket/key
     _: KW_ONLY
     overwrite: bool = False
-    resume: tuple[Path, ...] = ()
+    resume: tuple[Location, ...] = ()
     keep_columns: tuple[str, ...] = ()
     checkpoint_interval: Annotated[float, MORE_THAN_0] = 60.0
 
     def __post_init__(self) -> None:
         _check_fields(self)
         if self.report_path is not None:
-            check_report_path(self.report_path)
+            check_report_path(str(self.report_path))
         _check_keep_columns(self.keep_columns)
 
 
@@ -330,7 +332,7 @@ def _plain(value: Any) -> Any:
     """A setting as JSON shows it: paths and shards as strings, tuples as lists."""
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
-    if isinstance(value, PurePath | Shard):
+    if isinstance(value, PurePath | Shard | S3Location):
         return str(value)
     return value
 
@@ -392,8 +394,8 @@ def _optional(hint: Any) -> bool:
 def _without_none(hint: Any) -> Any:
     if not _optional(hint):
         return hint
-    (inner,) = (a for a in typing.get_args(hint) if a is not type(None))
-    return inner
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    return functools.reduce(operator.or_, inner)  # Location | None: Path | S3Location
 
 
 _HINTS: dict[type[Any], dict[str, tuple[Any, tuple[Rule, ...]]]] = {}
@@ -471,6 +473,8 @@ def _expected(hint: Any) -> str:
         return names[hint]
     if hint is Path:
         return "a path (str or os.PathLike)"
+    if hint == Location:
+        return "a path (str, os.PathLike or s3://bucket/key)"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -512,6 +516,13 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
     """
     if _optional(hint):  # X | None
         return None if value is None else _convert(name, value, _without_none(hint))
+    if hint == Location:  # a local path, or s3://bucket/key
+        if not isinstance(value, str | os.PathLike | S3Location):
+            raise SetupError(
+                f"{name}: expected a path (str, os.PathLike or s3://bucket/key), "
+                f"got {type(value).__name__} {value!r:.60}"
+            )
+        return to_location(value)
     if hint in _GROUPS.values():
         return _convert_group(name, value, hint)
     args = typing.get_args(hint)

@@ -22,6 +22,7 @@ from typing import Any
 from .config import AT_LEAST_1, Rule, Setting, settings
 from .errors import SetupError
 from .logs import LEVELS
+from .s3 import Location, to_location
 from .shard import Shard
 
 __all__ = [
@@ -63,10 +64,20 @@ def number(kind: type[int] | type[float], rule: Rule | None = None) -> Callable[
     return convert
 
 
+def location(text: str) -> Location:
+    """A path or ``s3://bucket/key`` (argparse's type)."""
+    try:
+        return to_location(text)
+    except SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _from_text(kind: Any) -> Callable[[str], Any]:
     """How the text of a flag or variable becomes a value of the setting's type."""
     if kind is int or kind is float:
         return number(kind)
+    if kind == Location:
+        return location
     if kind is Path:
         return Path
     if kind is Shard:
@@ -183,16 +194,16 @@ def _run_sections() -> tuple[tuple[str, tuple[Option, ...]], ...]:
             (
                 Option(
                     "INPUT",
-                    "CSV of apps and settings; - reads standard input",
+                    "CSV of apps and settings (a path or s3://bucket/key); - reads standard input",
                     dest="input",
-                    parse=Path,
+                    parse=location,
                 ),
                 Option(
                     "--report",
-                    "report file: .csv, or .jsonl for JSON lines",
+                    "report file or s3://bucket/key: .csv, or .jsonl for JSON lines",
                     setting="report_path",
                     metavar="PATH",
-                    shown="reports/<input stem>-<UTC time>.csv",
+                    shown="reports/<input stem>-<UTC time>.csv beside the input",
                 ),
                 Option(
                     "--overwrite",

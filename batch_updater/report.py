@@ -251,8 +251,8 @@ def write_summary(summary: RunSummary) -> str | None:
     On failure nothing half-written is left behind, and ``summary.output_error`` is set
     (when no earlier output failed) before returning.
     """
-    if summary.report_path is None:
-        return None
+    if not isinstance(summary.report_path, Path):
+        return None  # no report, or one on S3: s3.S3Report uploads its summary
     location = summary_location(report_location(summary.report_path))
     try:
         write_json(location, summary.to_json())

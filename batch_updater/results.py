@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .control import StopReason
+
+if TYPE_CHECKING:
+    from .s3 import S3Location
 
 
 class RateSource(Protocol):
@@ -135,7 +138,7 @@ class RowResult:
 class RunSummary:
     """Totals of a finished run, written beside the report as ``<report>.summary.json``."""
 
-    report_path: Path | None
+    report_path: Path | S3Location | None
     run_id: str = ""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Status, 0))
     requests: int = 0

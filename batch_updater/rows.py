@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, runtime_checkable
 
 from .csvinput import (
     _CHUNK,
@@ -61,6 +62,7 @@ __all__ = [
     "INPUT_COLUMNS",
     "SETTING_COLUMNS",
     "STDIN",
+    "InputCopy",
     "Lane",
     "LoginSettings",
     "RegionRule",
@@ -212,6 +214,23 @@ class ValidationInterrupted(BatchUpdaterError):
         self.signal: int | None = None  # set by the runner from the stop request
 
 
+@runtime_checkable
+class InputCopy(Protocol):
+    """An input its reader already copied to a private file (an S3 object, see
+    ``s3.S3Input``): a :class:`RowPlan` given one reads that copy in both passes."""
+
+    @property
+    def name(self) -> str: ...  # the input's name in messages
+
+    size: int
+
+    def reader(self) -> io.BufferedReader: ...  # a new reader from the copy's start
+
+    def changed(self) -> bool: ...  # whether the original changed since it was copied
+
+    def close(self) -> None: ...
+
+
 DefaultRegion = str | Callable[[], str | None] | None
 
 
@@ -246,6 +265,7 @@ class RowPlan:
     """
 
     __slots__ = (
+        "_copy",
         "_default_region",
         "_identity",
         "_index",
@@ -270,7 +290,7 @@ class RowPlan:
 
     def __init__(
         self,
-        source: Path | Iterable[Mapping[str, str | None]],
+        source: Path | InputCopy | Iterable[Mapping[str, str | None]],
         default_region: DefaultRegion,
         *,
         shard: Shard | None = None,
@@ -282,9 +302,12 @@ class RowPlan:
     ) -> None:
         self._rule = region_rule(allow_unknown_region)
         self._roles = AccountRoles(role_template, own_account)
+        self._copy: InputCopy | None = None
         if isinstance(source, Path):
             self.path: Path | None = source
             self._rows: list[Mapping[str, str | None]] | None = None
+        elif isinstance(source, InputCopy):
+            self.path, self._rows, self._copy = None, None, source
         else:
             self.path = None
             self._rows = list(source)
@@ -297,7 +320,7 @@ class RowPlan:
         self.shard = shard
         self._interrupted = interrupted
         self._keep = tuple(name.strip() for name in keep)
-        self._spool: _Spool | None = None
+        self._spool: _Spool | InputCopy | None = None
         self._identity: tuple[int, int, int, int] | None = None
         self._index = _DuplicateIndex()
         self.total = 0  # rows this plan yields (this shard's, when sharded)
@@ -328,6 +351,8 @@ class RowPlan:
     @property
     def source_name(self) -> str:
         """The input's name for messages: its path, ``<stdin>`` or ``<rows>``."""
+        if self._copy is not None:
+            return self._copy.name
         if self.path is None:
             return "<rows>"
         return "<stdin>" if str(self.path) == STDIN else str(self.path)
@@ -340,6 +365,8 @@ class RowPlan:
     @property
     def stem(self) -> str:
         """The input's name in a default report name: the file's name, stdin or rows."""
+        if self._copy is not None:
+            return self._copy.name.rsplit("/", 1)[-1]
         if self.path is None:
             return "rows"
         return "stdin" if str(self.path) == STDIN else self.path.name
@@ -347,6 +374,8 @@ class RowPlan:
     def input_changed(self) -> bool:
         """True when the input file is no longer the one the first pass read (another
         size, modification time or inode, or gone). Only a regular file is checked."""
+        if self._copy is not None:
+            return self._copy.changed()
         if self._identity is None or self.path is None:
             return False
         try:
@@ -392,6 +421,13 @@ class RowPlan:
         )
 
     def _first_pass(self) -> None:
+        if self._copy is not None:
+            self._spool = self._copy  # read by the second pass, closed with the plan
+            with self._copy.reader() as reader:
+                sample = reader.peek(_CHUNK)
+                self._index = _DuplicateIndex(_expected_rows(sample, self._copy.size))
+                self._scan(_parse(self.source_name, reader, self._keep))
+            return
         if self.path is None:
             assert self._rows is not None
             self._index = _DuplicateIndex(len(self._rows))

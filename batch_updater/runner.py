@@ -36,15 +36,16 @@ from .report import ReportWriter, default_report_path
 from .results import RowResult, RunSummary, Status
 from .resume import ResumeIndex
 from .retry import Retrier, RetryPolicy
-from .rows import Rejected, Row, RowPlan, ValidationInterrupted
+from .rows import InputCopy, Rejected, Row, RowPlan, ValidationInterrupted
 from .rules import EVERY_ACCOUNT
+from .s3 import Location, S3Location, S3Run, to_location
 from .sender import MAYBE_APPLIED, Lane, Sender
 from .sink import ResultHook, ResultSink
 
 __all__ = ["MAYBE_APPLIED", "RunConfig", "RunControl", "run_batch", "run_batch_sync"]
 
-Source = str | os.PathLike[str] | Iterable[Mapping[str, str | None]]
-ResumeCommand = Callable[[Path | None], str]
+Source = str | os.PathLike[str] | S3Location | Iterable[Mapping[str, str | None]]
+ResumeCommand = Callable[[Location | None], str]
 Sleep = Callable[[float], Awaitable[None]]
 _EVERY_LINE: Final = 1 << 62  # carry_forward went through the whole plan
 _POLL_EVERY: Final = 1024  # rows between two looks at the stop flag in synchronous loops
@@ -433,21 +434,26 @@ async def run_batch(
     if config.endpoint_url is None and not config.local:
         check_endpoint_environment(config.allow_insecure_endpoint)
     sdk = _Sdk(config, session)
-    plan = _validate(source, config, sdk, control, log)
-    with plan:  # removes the plan's private copy of the input, whatever happens
-        return await _run_plan(
-            plan,
-            config,
-            sdk,
-            control,
-            log,
-            run_id=run_id,
-            t0=t0,
-            on_result=on_result,
-            on_progress=on_progress,
-            sleep=sleep,
-            resume_command=resume_command,
-        )
+    s3 = S3Run(sdk.session, config.output.checkpoint_interval, log)
+    try:
+        plan = _validate(await s3.open_input(source), config, sdk, control, log)
+        with plan:  # removes the plan's private copy of the input, whatever happens
+            return await _run_plan(
+                plan,
+                config,
+                sdk,
+                control,
+                log,
+                run_id=run_id,
+                t0=t0,
+                on_result=on_result,
+                on_progress=on_progress,
+                sleep=sleep,
+                resume_command=resume_command,
+                s3=s3,
+            )
+    finally:
+        await s3.aclose()
 
 
 async def _run_plan(
@@ -463,18 +469,26 @@ async def _run_plan(
     on_progress: Callable[[ProgressSnapshot], None] | None,
     sleep: Sleep,
     resume_command: ResumeCommand | None,
+    s3: S3Run,
 ) -> RunSummary:
+    resume_reports = await s3.local_reports(config.output.resume)
     triage = _Triage(
-        ResumeIndex.load(
-            config.output.resume, warn=lambda m: log.warning("resume_warning", message=m)
-        )
+        ResumeIndex.load(resume_reports, warn=lambda m: log.warning("resume_warning", message=m))
     )
-    report_path = config.output.report_path or default_report_path(
-        plan.stem,
-        shard=str(config.shard) if config.shard else None,
+    report_path = config.output.report_path or s3.default_report(
+        default_report_path(plan.stem, shard=str(config.shard) if config.shard else None)
+    )
+    writer_path = await s3.open_report(
+        report_path, overwrite=config.output.overwrite, default=config.output.report_path is None
     )
     summary = _new_summary(report_path, plan, config, run_id)
-    writer = _open_report(report_path, plan, config, run_id)
+    writer = _open_report(
+        writer_path,
+        plan,
+        config,
+        run_id,
+        [r if isinstance(r, Path) else r.path for r in resume_reports],
+    )
     log.info(
         "run_start",
         rows=plan.total,
@@ -497,6 +511,10 @@ async def _run_plan(
     )
     progress = _ProgressReporter(sink, on_progress, log, config)
     try:
+        await s3.start(writer, sink.output_failed)  # claims an S3 report's object
+        if report_path != (claimed := s3.report_location(report_path)):  # -2, -3...
+            report_path = summary.report_path = claimed
+            summary.settings["report_path"] = str(claimed)
         if config.dry_run and config.accounts.check_access:
             targets: set[tuple[str, str, str]] = set()
             _emit_unsent(_collect_targets(plan, targets), triage, sink, Status.DRY_RUN, "")
@@ -529,23 +547,27 @@ async def _run_plan(
             # Nothing was sent: leave no report behind, so the same command can run again.
             progress.cancel()
             sink.discard()
+            await s3.discard()
         raise
     finally:
         if not sink.discarded:
             progress.close()
+            await s3.recheck_input()
             summary.input_problem = _input_problem(plan, report_path, log)
+            await s3.close_report(writer, summary)
             sink.finish(
                 time.perf_counter() - t0,
                 lanes_down=lanes.down,
                 rates=lanes.rates,
                 resume_command=resume_command,
             )
+            await s3.upload_summary(summary)
     # The settings are already in run_start and the summary file.
     log.info("run_end", **{k: v for k, v in summary.to_json().items() if k != "settings"})
     return summary
 
 
-def _input_problem(plan: RowPlan, report_path: Path, log: Any) -> str | None:
+def _input_problem(plan: RowPlan, report_path: Location, log: Any) -> str | None:
     """Why the input makes this run no success although its rows may be: it has no rows,
     or it changed during the run (the run used the rows of its private copy)."""
     if plan.input_rows == 0:
@@ -586,7 +608,7 @@ def _check_arguments(
     on_result: object,
     control: object,
     on_progress: object,
-) -> Path | Iterable[Mapping[str, str | None]]:
+) -> Location | Iterable[Mapping[str, str | None]]:
     """Refuse arguments of the wrong type with a message naming the argument; returns the
     source as a Path (``str`` and ``os.PathLike`` accepted) or as checked rows."""
     checks = (
@@ -615,8 +637,8 @@ def _check_arguments(
     for ok, name, expected, value in checks:
         if not ok:
             raise SetupError(f"{name}: expected {expected}, got {_kind(value)}")
-    if isinstance(source, str | os.PathLike):
-        return Path(source)
+    if isinstance(source, str | os.PathLike | S3Location):
+        return to_location(source)
     if isinstance(source, Mapping):
         raise SetupError("source: got one row (a mapping); pass a list of rows: [row]")
     if isinstance(source, bytes) or not isinstance(source, Iterable):
@@ -665,7 +687,9 @@ def _lane_rate(config: RunConfig, plan: RowPlan) -> float:
     return config.effective_rate if plan.rate_divided else config.rate.rate
 
 
-def _new_summary(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> RunSummary:
+def _new_summary(
+    report_path: Location, plan: RowPlan, config: RunConfig, run_id: str
+) -> RunSummary:
     summary = RunSummary(report_path, run_id=run_id, results=[] if config.collect_results else None)
     summary.settings = {
         **config.describe(),
@@ -677,12 +701,14 @@ def _new_summary(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
     return summary
 
 
-def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: str) -> ReportWriter:
+def _open_report(
+    report_path: Path, plan: RowPlan, config: RunConfig, run_id: str, resume: Iterable[Path]
+) -> ReportWriter:
     if plan.path is not None and _same_file(plan.path, report_path):
         raise SetupError(f"--report {report_path} is the input file: choose another path")
     # Resuming into the report resumed from: the new report replaces it once it holds
     # every earlier success (see _Triage.carry_forward), so a crash never loses one.
-    in_place = any(_same_file(path, report_path) for path in config.output.resume)
+    in_place = any(_same_file(path, report_path) for path in resume)
     return ReportWriter(
         report_path,
         overwrite=config.output.overwrite,
@@ -693,13 +719,17 @@ def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
 
 
 def _validate(
-    source: Source, config: RunConfig, sdk: _Sdk, control: RunControl, log: Any
+    source: Path | InputCopy | Iterable[Mapping[str, str | None]],
+    config: RunConfig,
+    sdk: _Sdk,
+    control: RunControl,
+    log: Any,
 ) -> RowPlan:
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
     log.debug("validation_started")  # from here on, a stop request ends validation cleanly
     try:
         return RowPlan(
-            Path(source) if isinstance(source, str | os.PathLike) else source,
+            source,
             config.region or sdk.region,
             shard=config.shard,
             interrupted=lambda: control.stopping,

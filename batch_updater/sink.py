@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from .control import StopReason
@@ -11,11 +10,12 @@ from .policy import StopPolicy
 from .progress import Progress
 from .report import ReportWriter, write_summary
 from .results import RateSource, RowResult, RunSummary, Status
+from .s3 import Location
 
 __all__ = ["ResultHook", "ResultSink"]
 
 ResultHook = Callable[[RowResult], None]
-ResumeCommand = Callable[[Path | None], str]
+ResumeCommand = Callable[[Location | None], str]
 
 
 class ResultSink:
