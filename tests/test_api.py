@@ -188,7 +188,8 @@ async def test_a_caller_logger_gets_the_events(tmp_path: Path) -> None:
         ),
         (
             lambda: batch_updater.RunConfig(output=7),  # type: ignore[arg-type]
-            "RunConfig.output: expected an Output or a path (str, os.PathLike or s3://bucket/key), got int 7",
+            "RunConfig.output: expected an Output or a path (str, os.PathLike or "
+            "s3://bucket/key), got int 7",
         ),
         (
             lambda: batch_updater.Output(report_path=7),  # type: ignore[arg-type]
