@@ -12,43 +12,40 @@ Records are held in memory, already serialized, until they are sorted: plan on a
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import json
-import os
-import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from .errors import InputError, SetupError
-from .report import REPORT_COLUMNS, neutralize, summary_path
-from .results import Status, rows_per_second
-from .resume import read_report
+from .codec import (
+    ACCOUNT_ID,
+    APP_ID,
+    LINE,
+    REGION,
+    STATUS,
+    RecordEncoder,
+    ReportReader,
+    is_jsonl,
+    read_json,
+    summary_location,
+    write_json,
+)
+from .errors import SetupError
+from .report import report_location, summary_path
+from .results import Status, exit_code, summary_totals
 from .rows import read_csv
+from .storage import Location
 
 __all__ = ["MergeError", "MergeResult", "merge_reports"]
 
 Warn = Callable[[str], None]
+Target = Path | Location  # a report as given: a local path, or a location
 
-# Statuses that leave the exit code at 0, as in RunSummary.exit_code.
-_OK: Final = frozenset({Status.SUCCEEDED.value, Status.SKIPPED.value, Status.DRY_RUN.value})
 _STATUSES: Final = frozenset(s.value for s in Status)
-_KNOWN: Final = frozenset(REPORT_COLUMNS)
-# Typed cells: a CSV report writes them as text, a JSONL report as numbers or null.
-_INT_COLUMNS: Final = frozenset({"line", "attempts", "http_status", "duration_ms"})
-_EMPTY_IS_NULL: Final = _INT_COLUMNS | {"started_at", "finished_at"}
-_INTEGER: Final = re.compile(r"-?[0-9]+", re.ASCII)
-_LINE: Final = REPORT_COLUMNS.index("line")
-_APP_ID: Final = REPORT_COLUMNS.index("app_id")
-_REGION: Final = REPORT_COLUMNS.index("region")
-_STATUS: Final = REPORT_COLUMNS.index("status")
 _SHOWN: Final = 5  # lines named in a check's message
-_MAX_HEADER_BYTES: Final = 1 << 16
+_STAGED: Final = ".tmp"  # the merged report is written here, then moved into place
 
 
 class MergeError(SetupError):
@@ -62,8 +59,8 @@ class MergeError(SetupError):
 class MergeResult:
     """What :func:`merge_reports` wrote: totals of the merged report and where it is."""
 
-    output: Path
-    summary_path: Path
+    output: Target
+    summary_path: Target
     rows: int
     counts: Mapping[str, int]
     requests: int
@@ -71,7 +68,7 @@ class MergeResult:
     throttles: int
     elapsed_seconds: float
     exit_code: int
-    summaries_missing: tuple[Path, ...]
+    summaries_missing: tuple[Target, ...]
     warnings: tuple[str, ...]
 
 
@@ -81,46 +78,9 @@ class _Record(NamedTuple):
     app_id: Any
     region: Any
     status: str
-    text: str  # the record as written to the output, REPORT_COLUMNS only, no line end
+    account: str  # "" when the row names no account
+    text: str  # the record's line in the output, REPORT_COLUMNS only
     extras: dict[str, Any] | None  # columns this version does not know, if any
-
-
-class _Format:
-    """Serializes records for the output: CSV with defused cells, or JSON lines."""
-
-    __slots__ = ("_buffer", "_writer", "jsonl")
-
-    def __init__(self, output: Path) -> None:
-        self.jsonl = output.suffix.lower() == ".jsonl"
-        self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="")
-
-    def _csv(self, cells: Sequence[Any]) -> str:
-        buffer = self._buffer
-        buffer.seek(0)
-        buffer.truncate()
-        self._writer.writerow([_csv_value(v) for v in cells])
-        return buffer.getvalue()
-
-    def header(self, columns: Sequence[str]) -> str:
-        """The report's first line: the CSV header; nothing for JSON lines."""
-        return "" if self.jsonl else self._csv(columns) + "\n"
-
-    def record(self, values: Sequence[Any]) -> str:
-        """One record's REPORT_COLUMNS values, serialized without line end."""
-        if self.jsonl:
-            return json.dumps(dict(zip(REPORT_COLUMNS, values, strict=True)), ensure_ascii=False)
-        return self._csv(values)
-
-    def line(self, record: _Record, extra_columns: Sequence[str]) -> str:
-        """The output line of ``record``, with the columns this version does not know."""
-        if not extra_columns:
-            return record.text + "\n"
-        extras = record.extras or {}
-        if self.jsonl:
-            tail = json.dumps({c: extras.get(c) for c in extra_columns}, ensure_ascii=False)
-            return f"{record.text[:-1]}, {tail[1:]}\n"
-        return f"{record.text},{self._csv([extras.get(c) for c in extra_columns])}\n"
 
 
 @dataclass(slots=True)
@@ -132,8 +92,8 @@ class _ShardTotals:
 
 
 def merge_reports(
-    reports: Sequence[Path],
-    output: Path,
+    reports: Sequence[Target],
+    output: Target,
     *,
     input_path: Path | None = None,
     overwrite: bool = False,
@@ -155,59 +115,75 @@ def merge_reports(
         if warn is not None:
             warn(message)
 
-    paths = [Path(p) for p in reports]
-    output = Path(output)
-    _check_paths(paths, output, overwrite)
+    given = [Path(p) if isinstance(p, str) else p for p in reports]
+    sources = [report_location(p) for p in given]
+    output = Path(output) if isinstance(output, str) else output
+    target = report_location(output)
+    _check_paths(sources, target, overwrite)
 
-    form = _Format(output)
+    encoder = RecordEncoder(jsonl=is_jsonl(target.name))
     records: list[_Record] = []
     extra_columns: dict[str, None] = {}  # an ordered set
     shard_rows: list[int] = []
-    for index, path in enumerate(paths):
+    for index, source in enumerate(sources):
         before = len(records)
-        _load(path, index, form=form, records=records, extra_columns=extra_columns, warn=note)
+        _load(
+            source, index, encoder=encoder, records=records, extra_columns=extra_columns, warn=note
+        )
         shard_rows.append(len(records) - before)
     records.sort(key=lambda r: r.line)
-    _check_duplicates(records, paths)
+    names = [s.name for s in sources]
+    _check_duplicates(records, names)
     if input_path is not None:
-        _check_input(records, paths, Path(input_path), tuple(extra_columns))
+        _check_input(records, names, Path(input_path), tuple(extra_columns))
 
     counts = {s.value: 0 for s in Status}
+    by_account: dict[str, dict[str, int]] = {}
     for record in records:
         counts[record.status] += 1
-    exit_code = 1 if any(n for status, n in counts.items() if status not in _OK) else 0
-    totals, shards, missing = _shard_summaries(paths, shard_rows, note)
+        if record.account:
+            tally = by_account.setdefault(record.account, dict.fromkeys(counts, 0))
+            tally[record.status] += 1
+    code = exit_code(counts)
+    totals, shards, missing = _shard_summaries(sources, shard_rows, note)
 
-    _write_report(output, form, records, tuple(extra_columns), overwrite)
-    rows = len(records)
-    elapsed = totals.elapsed_seconds
+    columns = tuple(extra_columns)
+    _write_report(
+        target, RecordEncoder(jsonl=encoder.jsonl, extra_columns=columns), records, overwrite
+    )
     summary = {
-        "report": str(output),
-        "rows": rows,
-        "counts": counts,
-        "requests": totals.requests,
-        "retries": totals.retries,
-        "throttles": totals.throttles,
-        "elapsed_seconds": round(elapsed, 3),
-        "rows_per_second": round(rows_per_second(counts, elapsed), 2),
-        "exit_code": exit_code,
+        **summary_totals(
+            report=target.name,
+            counts=counts,
+            requests=totals.requests,
+            retries=totals.retries,
+            throttles=totals.throttles,
+            elapsed_seconds=totals.elapsed_seconds,
+            exit_code=code,
+            counts_by_account=by_account,
+        ),
         "input": str(input_path) if input_path is not None else None,
         "shards": shards,
-        "summaries_missing": [str(p) for p in missing],
+        "summaries_missing": [sources[i].name for i in missing],
     }
-    summary_file = summary_path(output)
-    _write_json(summary_file, summary)
+    summary_file = summary_location(target)
+    try:
+        write_json(summary_file, summary)
+    except OSError as exc:
+        raise MergeError(
+            f"cannot write the summary {summary_file.name}: {exc.strerror or exc}"
+        ) from None
     return MergeResult(
         output=output,
-        summary_path=summary_file,
-        rows=rows,
+        summary_path=summary_path(output) if isinstance(output, Path) else summary_file,
+        rows=len(records),
         counts=counts,
         requests=totals.requests,
         retries=totals.retries,
         throttles=totals.throttles,
-        elapsed_seconds=elapsed,
-        exit_code=exit_code,
-        summaries_missing=tuple(missing),
+        elapsed_seconds=totals.elapsed_seconds,
+        exit_code=code,
+        summaries_missing=tuple(given[i] for i in missing),
         warnings=tuple(notes),
     )
 
@@ -215,25 +191,25 @@ def merge_reports(
 # -- checks ----------------------------------------------------------------------------
 
 
-def _exists_message(output: Path) -> str:
+def _exists_message(output: Location) -> str:
     return (
-        f"the merged report {output} already exists: choose another --output, "
+        f"the merged report {output.name} already exists: choose another --output, "
         "or pass --overwrite to replace it"
     )
 
 
-def _check_paths(paths: list[Path], output: Path, overwrite: bool) -> None:
+def _check_paths(sources: list[Location], output: Location, overwrite: bool) -> None:
     """Fail fast, before reading anything: no reports, a report twice, output taken."""
-    if not paths:
+    if not sources:
         raise MergeError("no report to merge: give the report of every shard")
-    seen: dict[Path, Path] = {}
-    for path in paths:
-        key = path.resolve()
+    seen: dict[object, Location] = {}
+    for source in sources:
+        key = source.key()
         if key in seen:
-            raise MergeError(f"the report {path} is given twice (also as {seen[key]})")
-        seen[key] = path
-    if output.resolve() in seen:
-        raise MergeError(f"the output {output} is one of the reports to merge")
+            raise MergeError(f"the report {source.name} is given twice (also as {seen[key].name})")
+        seen[key] = source
+    if output.key() in seen:
+        raise MergeError(f"the output {output.name} is one of the reports to merge")
     if output.exists() and not overwrite:
         raise MergeError(_exists_message(output))
 
@@ -242,7 +218,7 @@ def _first(values: list[int]) -> str:
     return ", ".join(str(v) for v in values[:_SHOWN])
 
 
-def _check_duplicates(records: list[_Record], paths: list[Path]) -> None:
+def _check_duplicates(records: list[_Record], paths: list[str]) -> None:
     """Every line once across all reports (``records`` sorted by line)."""
     first: tuple[_Record, _Record] | None = None
     count = 0
@@ -267,7 +243,7 @@ def _shown(value: object, limit: int = 30) -> str:
 
 
 def _check_input(
-    records: list[_Record], paths: list[Path], input_path: Path, kept: tuple[str, ...] = ()
+    records: list[_Record], paths: list[str], input_path: Path, kept: tuple[str, ...] = ()
 ) -> None:
     """The reports hold every data line of the input once and no other line; rows that
     were valid name the input's app (and region, when the input gives one)."""
@@ -325,112 +301,40 @@ def _check_input(
 # -- reading ---------------------------------------------------------------------------
 
 
-def _csv_header(path: Path) -> list[str] | None:
-    """The first line of a CSV report, parsed; None when it cannot be read here."""
-    try:
-        with path.open("rb") as handle:
-            first = handle.readline(_MAX_HEADER_BYTES)
-        text = first.decode("utf-8").rstrip("\r\n")
-        return next(csv.reader([text]), None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None  # read_report says what is wrong
-
-
-def _newer(header: list[str]) -> bool:
-    """A newer version's header: REPORT_COLUMNS followed by columns unknown here.
-
-    (:func:`read_report` itself reads older headers, prefixes of REPORT_COLUMNS.)
-    """
-    known = len(REPORT_COLUMNS)
-    return (
-        len(header) > known
-        and tuple(header[:known]) == REPORT_COLUMNS
-        and all(header[known:])
-        and len(set(header)) == len(header)
-    )
-
-
-def _read_csv_other_version(path: Path, header: list[str], warn: Warn) -> Iterator[dict[str, Any]]:
-    """:func:`read_report` for a CSV report with columns this version does not know."""
-    name = str(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise InputError(name, None, f"cannot read the report: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(name, None, "not a report: not valid UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] != "":
-        warn(f"{name}, line {len(lines)}: incomplete last line ignored (torn write)")
-        lines = lines[:-1]
-    lines = lines[:-1] if lines and lines[-1] == "" else lines
-    reader = csv.reader(lines)
-    next(reader, None)  # the header, checked by the caller
-    for cells in reader:
-        if len(cells) != len(header):
-            raise InputError(name, reader.line_num, "not a report line: wrong number of cells")
-        yield dict(zip(header, cells, strict=True))
-
-
-def _records(path: Path, warn: Warn) -> tuple[Iterator[dict[str, Any]], bool]:
-    """The raw records of a report, and whether they come from CSV (text cells)."""
-    if path.suffix.lower() == ".jsonl":
-        return read_report(path, warn), False
-    header = _csv_header(path)
-    if header is not None and _newer(header):
-        return _read_csv_other_version(path, header, warn), True
-    return read_report(path, warn), True
-
-
-def _cell(column: str, value: str) -> Any:
-    """A CSV cell as the JSONL report types it: numbers as int, empty times as null."""
-    if value == "" and column in _EMPTY_IS_NULL:
-        return None
-    if column in _INT_COLUMNS and _INTEGER.fullmatch(value):
-        return int(value)
-    return value
-
-
 def _load(
-    path: Path,
-    source: int,
+    source: Location,
+    index: int,
     *,
-    form: _Format,
+    encoder: RecordEncoder,
     records: list[_Record],
     extra_columns: dict[str, None],
     warn: Warn,
 ) -> None:
-    """Append the records of the report at ``path`` to ``records``."""
-    raw_records, from_csv = _records(path, warn)
+    """Append the records of the report at ``source`` to ``records``."""
     intern = sys.intern
-    for number, raw in enumerate(raw_records, start=1):
-        where = f"{path}, record {number}"
-        if from_csv:
-            values = tuple(
-                _cell(column, raw[column]) if column in raw else None for column in REPORT_COLUMNS
-            )
-        else:
-            values = tuple(raw.get(column) for column in REPORT_COLUMNS)
-        line = values[_LINE]
+    encode = encoder.encode_values
+    for number, (values, extras, _) in enumerate(ReportReader(source, warn), start=1):
+        line = values[LINE]
         if isinstance(line, bool) or not isinstance(line, int) or line < 1:
+            where = f"{source.name}, record {number}"
             raise MergeError(f"{where}: {_shown(line)} is not an input line number")
-        status = values[_STATUS]
+        status = values[STATUS]
         if status not in _STATUSES:
+            where = f"{source.name}, record {number}"
             raise MergeError(f"{where} (input line {line}): unknown status {_shown(status)}")
-        region = values[_REGION]
-        extras: dict[str, Any] | None = None
-        if not _KNOWN.issuperset(raw):
-            extras = {k: v for k, v in raw.items() if k not in _KNOWN}
+        if extras:
             for key in extras:
                 extra_columns.setdefault(key)
+        region, account = values[REGION], values[ACCOUNT_ID]
         records.append(
             _Record(
                 line,
-                source,
-                values[_APP_ID],
+                index,
+                values[APP_ID],
                 intern(region) if isinstance(region, str) else region,  # few distinct values
                 intern(status),
-                form.record(values),
+                intern(account) if isinstance(account, str) else "",
+                encode(values, None),
                 extras or None,
             )
         )
@@ -441,17 +345,21 @@ def _number(value: object) -> bool:
 
 
 def _shard_summaries(
-    paths: list[Path], shard_rows: list[int], warn: Warn
-) -> tuple[_ShardTotals, list[dict[str, Any]], list[Path]]:
-    """Sum requests, retries and throttles over the shard summaries; the longest elapsed."""
+    sources: list[Location], shard_rows: list[int], warn: Warn
+) -> tuple[_ShardTotals, list[dict[str, Any]], list[int]]:
+    """Sum requests, retries and throttles over the shard summaries; the longest elapsed.
+    Also: each shard's entry in the merged summary, and which shards have no summary."""
     totals = _ShardTotals()
     shards: list[dict[str, Any]] = []
-    missing: list[Path] = []
-    for path, rows in zip(paths, shard_rows, strict=True):
-        data, problem = _read_summary(summary_path(path))
+    missing: list[int] = []
+    for index, (source, rows) in enumerate(zip(sources, shard_rows, strict=True)):
+        data, problem = _read_summary(summary_location(source))
         if data is None:
-            missing.append(path)
-            warn(f"{path}: {problem}; its requests, retries, throttles and time are not counted")
+            missing.append(index)
+            warn(
+                f"{source.name}: {problem}; its requests, retries, throttles and time are "
+                "not counted"
+            )
         else:
             totals.requests += int(data["requests"])
             totals.retries += int(data["retries"])
@@ -460,12 +368,12 @@ def _shard_summaries(
             said = data.get("rows")
             if isinstance(said, int) and said != rows:
                 warn(
-                    f"{path}: {rows} record(s), but its summary counts {said} row(s) "
+                    f"{source.name}: {rows} record(s), but its summary counts {said} row(s) "
                     "(a report cut short?)"
                 )
         shards.append(
             {
-                "report": str(path),
+                "report": source.name,
                 "summary_found": data is not None,
                 "rows": rows,
                 "run_id": data.get("run_id") if data is not None else None,
@@ -474,78 +382,46 @@ def _shard_summaries(
     return totals, shards, missing
 
 
-def _read_summary(path: Path) -> tuple[dict[str, Any] | None, str]:
+def _read_summary(location: Location) -> tuple[dict[str, Any] | None, str]:
     """A shard's summary, or None and why it is not usable."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(location)
     except FileNotFoundError:
-        return None, f"no summary {path}"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"unreadable summary {path} ({exc})"
+        return None, f"no summary {location.name}"
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable summary {location.name} ({exc})"
     keys = ("requests", "retries", "throttles", "elapsed_seconds")
     if not isinstance(data, dict) or not all(_number(data.get(k)) for k in keys):
-        return None, f"summary {path} lacks {', '.join(keys)}"
+        return None, f"summary {location.name} lacks {', '.join(keys)}"
     return data, ""
 
 
 # -- writing ---------------------------------------------------------------------------
 
 
-def _csv_value(value: Any) -> Any:
-    """A cell as the tool writes it: empty for null, formulas defused (idempotent, so
-    cells read from a CSV report, already defused, stay as they were)."""
-    if value is None:
-        return ""
-    return neutralize(value)
-
-
 def _write_report(
-    output: Path,
-    form: _Format,
-    records: list[_Record],
-    extra_columns: tuple[str, ...],
-    overwrite: bool,
+    output: Location, encoder: RecordEncoder, records: list[_Record], overwrite: bool
 ) -> None:
-    """Write the merged report next to ``output``, then move it into place."""
-    tmp = output.with_name(output.name + ".tmp")
+    """Write the merged report beside ``output``, then move it into place; without
+    ``overwrite`` never replace a report that appeared meanwhile."""
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8", newline="") as handle:
-            handle.write(form.header(REPORT_COLUMNS + extra_columns))
-            line = form.line
-            handle.writelines(line(r, extra_columns) for r in records)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _publish(tmp, output, overwrite)
+        sink = output.create(overwrite=overwrite, staged=_STAGED)
     except OSError as exc:
         raise MergeError(
-            f"cannot write the merged report {output}: {exc.strerror or exc}"
+            f"cannot write the merged report {output.name}: {exc.strerror or exc}"
         ) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-
-
-def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
-    """Move ``tmp`` to ``output``; without ``overwrite``, never replace an existing file."""
-    if overwrite:
-        os.replace(tmp, output)
-        return
     try:
-        os.link(tmp, output)  # atomic, and fails if output appeared meanwhile
+        if header := encoder.header():
+            sink.write(header)
+        write, extend = sink.write, encoder.extend
+        for record in records:
+            write(extend(record.text, record.extras))
+        sink.close()
     except FileExistsError:
+        sink.discard()
         raise MergeError(_exists_message(output)) from None
-    except OSError:  # no hard links on this file system
-        if output.exists():
-            raise MergeError(_exists_message(output)) from None
-        os.replace(tmp, output)
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write a summary atomically, as :func:`report.write_summary` does."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
     except OSError as exc:
-        raise MergeError(f"cannot write the summary {path}: {exc.strerror or exc}") from None
+        sink.discard()
+        raise MergeError(
+            f"cannot write the merged report {output.name}: {exc.strerror or exc}"
+        ) from None

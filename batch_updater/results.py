@@ -19,7 +19,7 @@ class RateSource(Protocol):
     def rate(self) -> float: ...
 
 
-__all__ = ["FIRST_INVALID_KEPT", "RowResult", "RunSummary", "Status"]
+__all__ = ["FIRST_INVALID_KEPT", "RowResult", "RunSummary", "Status", "exit_code", "summary_totals"]
 
 FIRST_INVALID_KEPT = 5  # invalid rows a summary lists (the report has them all)
 
@@ -46,6 +46,66 @@ def rows_per_second(counts: Mapping[str, int], elapsed: float) -> float:
     return processed / elapsed if elapsed > 0 else 0.0
 
 
+#: Statuses that make the exit code 1 (see :func:`exit_code`).
+_NOT_DONE: Final = (Status.FAILED, Status.INVALID, Status.NOT_ATTEMPTED)
+
+
+def exit_code(
+    counts: Mapping[str, int],
+    *,
+    stop_reason: StopReason | None = None,
+    output_error: str | None = None,
+    input_problem: str | None = None,
+) -> int:
+    """The exit code of a run (or of merged runs) with these row ``counts`` by status.
+
+    0 when every row succeeded, was skipped or was a dry run and the input had rows and did
+    not change during the run; 1 otherwise (also when the report or summary could not be
+    written); 2 when setup failed after the report was opened; 128 + the signal number
+    when a signal stopped the run (130 SIGINT, 143 SIGTERM).
+    """
+    if stop_reason is not None and stop_reason.signal is not None:
+        return 128 + stop_reason.signal
+    if stop_reason is not None and stop_reason.kind == "setup_error":
+        return 2
+    if output_error is not None or (
+        stop_reason is not None and stop_reason.kind == "internal_error"
+    ):
+        return 1  # the report may be incomplete
+    if input_problem is not None:
+        return 1  # nothing to do, or rows that may not be the file's rows any more
+    return 1 if any(counts.get(s, 0) for s in _NOT_DONE) else 0
+
+
+def summary_totals(
+    *,
+    report: str | None,
+    counts: Mapping[str, int],
+    requests: int,
+    retries: int,
+    throttles: int,
+    elapsed_seconds: float,
+    exit_code: int,
+    counts_by_account: Mapping[str, Mapping[str, int]],
+) -> dict[str, Any]:
+    """The totals every summary file starts with (a run's, and a merge's), in order."""
+    return {
+        "report": report,
+        "rows": sum(counts.values()),
+        "counts": {str(k): v for k, v in counts.items()},
+        "requests": requests,
+        "retries": retries,
+        "throttles": throttles,
+        "elapsed_seconds": round(elapsed_seconds, 3),
+        "rows_per_second": round(rows_per_second(counts, elapsed_seconds), 2),
+        "exit_code": exit_code,
+        "counts_by_account": {
+            account: {str(k): v for k, v in by_status.items()}
+            for account, by_status in sorted(counts_by_account.items())
+        },
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class RowResult:
     """The outcome of one input row; one report record."""
@@ -65,6 +125,7 @@ class RowResult:
     finished_at: datetime | None = None
     duration_ms: int | None = None
     kept: tuple[str, ...] = ()  # the input's kept columns (RunConfig.keep_columns)
+    account_id: str = ""  # the row's AWS account, "" when the input names none
 
 
 @dataclass(slots=True)
@@ -93,6 +154,8 @@ class RunSummary:
 
     output_error: str | None = None  # the report or summary could not be written
     lanes_down: list[str] = field(default_factory=list)  # rate domains found unreachable
+    # {account_id: {status: n}} for rows that name an account; empty when none does
+    counts_by_account: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -106,36 +169,28 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every row succeeded, was skipped or was a dry run and the input had rows
-        and did not change during the run; 1 otherwise (also when the report or summary
-        could not be written); 2 when setup failed after the report was opened; 128 + the
-        signal number when a signal stopped the run (130 SIGINT, 143 SIGTERM)."""
-        if self.stop_reason is not None and self.stop_reason.signal is not None:
-            return 128 + self.stop_reason.signal
-        if self.stop_reason is not None and self.stop_reason.kind == "setup_error":
-            return 2
-        if self.output_error is not None or (
-            self.stop_reason is not None and self.stop_reason.kind == "internal_error"
-        ):
-            return 1  # the report may be incomplete
-        if self.input_problem is not None:
-            return 1  # nothing to do, or rows that may not be the file's rows any more
-        bad = (Status.FAILED, Status.INVALID, Status.NOT_ATTEMPTED)
-        return 1 if any(self.counts[s] for s in bad) else 0
+        """See :func:`exit_code`."""
+        return exit_code(
+            self.counts,
+            stop_reason=self.stop_reason,
+            output_error=self.output_error,
+            input_problem=self.input_problem,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The summary file's content."""
         return {
             "run_id": self.run_id,
-            "report": str(self.report_path) if self.report_path else None,
-            "rows": self.rows,
-            "counts": {str(k): v for k, v in self.counts.items()},
-            "requests": self.requests,
-            "retries": self.retries,
-            "throttles": self.throttles,
-            "elapsed_seconds": round(self.elapsed_seconds, 3),
-            "rows_per_second": round(self.rows_per_second, 2),
-            "exit_code": self.exit_code,
+            **summary_totals(
+                report=str(self.report_path) if self.report_path else None,
+                counts=self.counts,
+                requests=self.requests,
+                retries=self.retries,
+                throttles=self.throttles,
+                elapsed_seconds=self.elapsed_seconds,
+                exit_code=self.exit_code,
+                counts_by_account=self.counts_by_account,
+            ),
             "rate_per_region": {region: round(r.rate, 2) for region, r in self.rates.items()},
             "stopped": (
                 {"reason": self.stop_reason.kind, "message": self.stop_reason.message}

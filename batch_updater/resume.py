@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -11,67 +9,37 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from .errors import InputError
-from .report import REPORT_COLUMNS, _iso
+from .codec import (
+    ACCOUNT_ID,
+    APP_ID,
+    ERROR_MESSAGE,
+    FINISHED_AT,
+    REGION,
+    SETTINGS_DIGEST,
+    STATUS,
+    ReportReader,
+    Warn,
+    iso,
+)
+from .report import report_location
 from .rows import Row
+from .storage import LocalFile, Location
 
 __all__ = ["ResumeIndex", "read_report"]
 
 # A row skipped because an earlier report had it succeeded carries this prefix, so resuming
 # from the newest report alone is enough: it is a complete record of the job.
 SUCCEEDED_IN: Final = "succeeded in "
-_FIRST_COLUMNS: Final = 14  # line ... duration_ms: the columns of the first release
 
 
-def read_report(path: Path, warn: Any = None) -> Iterator[dict[str, Any]]:
-    """Yield the records of a CSV or JSON-lines report written by this tool.
+def read_report(path: Path | Location, warn: Warn | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the records of a CSV or JSON-lines report written by this tool, as written
+    (CSV cells as text; see :class:`codec.ReportReader` for typed records).
 
-    A last line without its newline is a torn write (the run was killed mid-row): it is
-    ignored, with ``warn(message)`` called. Anything else malformed is an :class:`InputError`.
+    A torn last line is ignored, with ``warn(message)`` called. Anything else malformed is
+    an :class:`InputError`.
     """
-    name = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(name, None, f"cannot read the report: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(name, None, "not a report: not valid UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] != "":
-        if warn is not None:
-            warn(f"{name}, line {len(lines)}: incomplete last line ignored (torn write)")
-        lines = lines[:-1]
-    lines = lines[:-1] if lines and lines[-1] == "" else lines
-    if path.suffix.lower() == ".jsonl":
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(name, number, f"not a JSON report line: {exc.msg}") from None
-            if not isinstance(record, dict):
-                raise InputError(name, number, "not a JSON report line: not an object")
-            yield record
-        return
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    # Reports written before a column was appended have a prefix of today's columns;
-    # kept input columns (--keep-column) follow today's columns.
-    known = len(REPORT_COLUMNS)
-    if (
-        header is None
-        or len(header) < _FIRST_COLUMNS
-        or tuple(header[:known]) != REPORT_COLUMNS[: len(header)]
-        or (len(header) > known and not all(header[known:]))
-    ):
-        raise InputError(name, 1, "not a batch-updater report: unexpected header")
-    for cells in reader:
-        if len(cells) != len(header):
-            raise InputError(name, reader.line_num, "not a report line: wrong number of cells")
-        yield dict(zip(header, cells, strict=True))
+    return ReportReader(report_location(path), warn).raw()
 
 
 # -- the index ---------------------------------------------------------------------------
@@ -84,6 +52,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 _HEX64: Final = re.compile(r"[0-9a-f]{16}", re.ASCII)
 _MASK: Final = 0xFFFF_FFFF_FFFF_FFFF
+_SUCCESS: Final = ("succeeded", "skipped")  # statuses that may tell of one (any JSON value)
 _EXPECT_SAMPLE: Final = 1 << 16  # bytes of a report read to guess its record count
 
 
@@ -100,7 +69,7 @@ def _epoch_ms(text: str) -> int | None:
 
 def _time_text(ms: int) -> str:
     """The inverse of :func:`_epoch_ms`: the report's own time text, ``?`` when absent."""
-    return "?" if ms == _NO_TIME else _iso(_EPOCH + ms * _MS) or "?"
+    return "?" if ms == _NO_TIME else iso(_EPOCH + ms * _MS) or "?"
 
 
 def _keys(account: str, region: str, app_id: str) -> tuple[int, int]:
@@ -117,17 +86,19 @@ def _account(row: Row) -> str:
     return account
 
 
-def _expected_records(paths: Iterable[Path]) -> int:
-    """A guess of the records in ``paths``, to size the table once: the first bytes' lines
-    per byte times the file size (a report that cannot be sized: the table grows)."""
+def _expected_records(locations: Iterable[Location]) -> int:
+    """A guess of the records in local reports, to size the table once: the first bytes'
+    lines per byte times the file size (a report elsewhere: the table grows as needed)."""
     total = 0
-    for path in paths:
-        try:
-            size = path.stat().st_size
-            with path.open("rb") as handle:
-                sample = handle.read(_EXPECT_SAMPLE)
-        except (OSError, AttributeError):
+    for location in locations:
+        if not isinstance(location, LocalFile):
             continue
+        try:
+            size = location.path.stat().st_size
+            with location.path.open("rb") as handle:
+                sample = handle.read(_EXPECT_SAMPLE)
+        except OSError:
+            continue  # the reader says what is wrong
         lines = sample.count(b"\n")
         if lines and size:
             total += int(size * lines / len(sample) * 1.05) + 16
@@ -234,22 +205,28 @@ class ResumeIndex:
         self.reports: list[str] = []
 
     @classmethod
-    def load(cls, paths: Iterable[Path], warn: Any = None) -> ResumeIndex:
+    def load(cls, paths: Iterable[Path | Location], warn: Warn | None = None) -> ResumeIndex:
         """Read every report in ``paths``; later reports do not override earlier ones."""
-        paths = list(paths)
-        index = cls(_expected_records(paths))
-        for path in paths:
-            index.reports.append(str(path))
-            for record in read_report(path, warn):
-                index.add(
-                    str(record.get("status")),
-                    message=str(record.get("error_message") or ""),
-                    finished_at=str(record.get("finished_at") or ""),
-                    account=str(record.get("account_id") or ""),
-                    region=str(record.get("region")),
-                    app_id=str(record.get("app_id")),
-                    digest=str(record.get("settings_digest")),
-                    report=str(path),
+        locations = [report_location(p) for p in paths]
+        index = cls(_expected_records(locations))
+        add = index.add
+        for location in locations:
+            reader = ReportReader(location, warn)
+            name = reader.name
+            index.reports.append(name)
+            for values, _, _ in reader:
+                status = values[STATUS]
+                if status not in _SUCCESS:
+                    continue
+                add(
+                    status,
+                    message=str(values[ERROR_MESSAGE] or ""),
+                    finished_at=str(values[FINISHED_AT] or ""),
+                    account=str(values[ACCOUNT_ID] or ""),
+                    region=str(values[REGION]),
+                    app_id=str(values[APP_ID]),
+                    digest=str(values[SETTINGS_DIGEST]),
+                    report=name,
                 )
         return index
 

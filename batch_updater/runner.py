@@ -250,7 +250,7 @@ class _Job:
             summary.stop_reason is not None or summary.lanes_down
         )
         if resume_command is not None and (writer.error is not None or unfinished):
-            summary.resume_command = resume_command(writer.path if writer.saved else None)
+            summary.resume_command = resume_command(summary.report_path if writer.saved else None)
         if (error := write_summary(summary)) is not None:
             log.error("summary_write_failed", error=error)
         if writer.error is None and writer.written != self.progress.total:  # pragma: no cover

@@ -1,0 +1,498 @@
+"""The report format, in one place.
+
+Records: the columns and the version that added each, a :class:`RowResult` encoded as a
+CSV or JSON line (:class:`RecordEncoder`), a line of either format decoded back to a typed
+record (:class:`ReportReader`), the header check for older versions and kept columns, the
+torn-last-line rule, and formula defusing for CSV. Summaries: where a report's summary
+lives, its atomic write and its reading. The writer (``report.py``), ``--resume`` and
+``merge`` all go through here, and through the storage seam (``storage.py``) beneath.
+
+Versions (a header is one version's columns, then any kept input columns):
+
+1. the first release: ``line`` ... ``duration_ms`` (14 columns);
+2. ``run_id`` appended;
+3. ``account_id`` appended: blank in CSV, null in JSON lines, for a row with no account.
+
+Typed cells: ``line``, ``attempts``, ``http_status`` and ``duration_ms`` are numbers;
+they, ``started_at``, ``finished_at`` and ``account_id`` are None when empty. Decoding
+gives the same typed values for a CSV line and a JSON line of the same record.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import IO, Any, Final, NamedTuple
+
+from .errors import InputError
+from .results import RowResult
+from .storage import Location
+
+__all__ = [
+    "COLUMNS",
+    "REPORT_COLUMNS",
+    "SUMMARY_SUFFIX",
+    "VERSION",
+    "Column",
+    "Record",
+    "RecordEncoder",
+    "ReportReader",
+    "is_jsonl",
+    "neutralize",
+    "read_json",
+    "summary_location",
+    "write_json",
+]
+
+Warn = Callable[[str], None]
+
+
+class Column(NamedTuple):
+    """A report column: its name, the report version that added it, and its kind."""
+
+    name: str
+    since: int
+    kind: str  # "int": a number; "optional": text; "text": text, never None
+
+
+_INT: Final = "int"  # a number, None when empty
+_OPTIONAL: Final = "optional"  # text, None when empty
+_TEXT: Final = "text"  # text, empty stays ""
+
+COLUMNS: Final = (
+    Column("line", 1, _INT),
+    Column("app_id", 1, _TEXT),
+    Column("region", 1, _TEXT),
+    Column("status", 1, _TEXT),
+    Column("attempts", 1, _INT),
+    Column("error_code", 1, _TEXT),
+    Column("http_status", 1, _INT),
+    Column("error_message", 1, _TEXT),
+    Column("request_id", 1, _TEXT),
+    Column("backend_manager_app_id", 1, _TEXT),
+    Column("settings_digest", 1, _TEXT),
+    Column("started_at", 1, _OPTIONAL),
+    Column("finished_at", 1, _OPTIONAL),
+    Column("duration_ms", 1, _INT),
+    Column("run_id", 2, _TEXT),
+    Column("account_id", 3, _OPTIONAL),
+)
+REPORT_COLUMNS: Final = tuple(c.name for c in COLUMNS)
+VERSION: Final = max(c.since for c in COLUMNS)
+#: How many columns each version's report has: a header starts with one of these prefixes.
+WIDTHS: Final = tuple(
+    sum(1 for c in COLUMNS if c.since <= version) for version in range(1, VERSION + 1)
+)
+_KNOWN: Final = frozenset(REPORT_COLUMNS)
+_INDEX: Final = {name: i for i, name in enumerate(REPORT_COLUMNS)}
+_INTS: Final = tuple(i for i, c in enumerate(COLUMNS) if c.kind == _INT)
+_NULLABLE: Final = tuple(i for i, c in enumerate(COLUMNS) if c.kind != _TEXT)
+LINE: Final = _INDEX["line"]
+APP_ID: Final = _INDEX["app_id"]
+REGION: Final = _INDEX["region"]
+STATUS: Final = _INDEX["status"]
+ERROR_MESSAGE: Final = _INDEX["error_message"]
+SETTINGS_DIGEST: Final = _INDEX["settings_digest"]
+FINISHED_AT: Final = _INDEX["finished_at"]
+ACCOUNT_ID: Final = _INDEX["account_id"]
+_STARTED_AT: Final = _INDEX["started_at"]
+_RUN_ID: Final = _INDEX["run_id"]
+
+# A RowResult's fields in column order (the run id is the writer's, not the row's).
+_ROW_FIELDS: Final = attrgetter(*(c.name for c in COLUMNS if c.name != "run_id"))
+# CSV cells a network or an input fills in: defused when they start like a formula.
+_FREE_TEXT: Final = tuple(
+    _INDEX[name]
+    for name in (
+        "app_id",
+        "region",
+        "error_code",
+        "error_message",
+        "request_id",
+        "backend_manager_app_id",
+        "account_id",
+    )
+)
+
+
+def is_jsonl(name: str) -> bool:
+    """Whether a report named ``name`` is JSON lines (``.jsonl``); anything else is CSV."""
+    return name.lower().endswith(".jsonl")
+
+
+# -- encoding --------------------------------------------------------------------------
+
+# A spreadsheet runs a cell starting with one of these as a formula; error messages come
+# from the network, so the CSV report defuses them with a leading apostrophe (OWASP).
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize(value: object) -> object:
+    """Defuse a string cell a spreadsheet would run as a formula (idempotent: a defused
+    cell starts with an apostrophe)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_value(value: Any) -> Any:
+    """A cell as the CSV report writes it: empty for None, formulas defused."""
+    if value is None:
+        return ""
+    return neutralize(value)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time as the report writes it: UTC, milliseconds, ``Z``."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _LastLine:
+    """A file for :func:`csv.writer` that keeps the one line written last."""
+
+    __slots__ = ("text",)
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text = text
+        return len(text)
+
+
+class RecordEncoder:
+    """Encodes records as lines of one report: CSV (formulas defused) or JSON lines.
+
+    ``extra_columns`` follow the known columns: the input's kept columns (a row's
+    ``kept`` cells), or, in a merged report, columns of a newer version.
+    """
+
+    __slots__ = ("_csv", "_line", "_run_id_cell", "extra_columns", "jsonl", "run_id")
+
+    def __init__(self, *, jsonl: bool, run_id: str = "", extra_columns: Sequence[str] = ()) -> None:
+        self.jsonl = jsonl
+        self.run_id = run_id
+        self.extra_columns = tuple(extra_columns)
+        self._run_id_cell = neutralize(run_id)
+        self._line = _LastLine()
+        self._csv = csv.writer(self._line, lineterminator="\n")
+
+    def header(self) -> str:
+        """The report's first line: the CSV header; nothing for JSON lines."""
+        if self.jsonl:
+            return ""
+        self._csv.writerow((*REPORT_COLUMNS, *self.extra_columns))
+        return self._line.text
+
+    def encode(self, result: RowResult) -> str:
+        """One row's record, as a line (with its line end)."""
+        values = list(_ROW_FIELDS(result))
+        values[STATUS] = values[STATUS].value
+        started, finished = values[_STARTED_AT], values[FINISHED_AT]
+        if started is not None:
+            values[_STARTED_AT] = iso(started)
+        if finished is not None:
+            values[FINISHED_AT] = iso(finished)
+        values.insert(_RUN_ID, self.run_id)
+        if self.jsonl:
+            if not values[ACCOUNT_ID]:
+                values[ACCOUNT_ID] = None
+            record = dict(zip(REPORT_COLUMNS, values, strict=True))
+            if self.extra_columns:
+                record.update(zip(self.extra_columns, result.kept, strict=True))
+            return json.dumps(record, ensure_ascii=False) + "\n"
+        for i in _FREE_TEXT:
+            if values[i].startswith(_FORMULA_START):
+                values[i] = "'" + values[i]
+        values[_RUN_ID] = self._run_id_cell
+        if self.extra_columns:
+            values += map(neutralize, result.kept)
+        self._csv.writerow(values)  # None is written as an empty cell
+        return self._line.text
+
+    def encode_values(self, values: Sequence[Any], extras: Mapping[str, Any] | None) -> str:
+        """A decoded record's line (see :class:`Record`): ``values`` in column order,
+        then ``extras`` for the extra columns (None for those it lacks)."""
+        if self.jsonl:
+            record = dict(zip(REPORT_COLUMNS, values, strict=True))
+            if self.extra_columns:
+                got = extras or {}
+                record.update((c, got.get(c)) for c in self.extra_columns)
+            return json.dumps(record, ensure_ascii=False) + "\n"
+        cells = [_csv_value(v) for v in values]
+        if self.extra_columns:
+            got = extras or {}
+            cells += (_csv_value(got.get(c)) for c in self.extra_columns)
+        self._csv.writerow(cells)
+        return self._line.text
+
+    def extend(self, line: str, extras: Mapping[str, Any] | None) -> str:
+        """``line``, encoded with no extra columns, with this encoder's extra columns
+        appended (None for those ``extras`` lacks)."""
+        if not self.extra_columns:
+            return line
+        got = extras or {}
+        if self.jsonl:
+            tail = json.dumps({c: got.get(c) for c in self.extra_columns}, ensure_ascii=False)
+            return f"{line[:-2]}, {tail[1:]}\n"  # "{...known}\n" + '"extra": ...}'
+        self._csv.writerow([_csv_value(got.get(c)) for c in self.extra_columns])
+        return f"{line[:-1]},{self._line.text}"
+
+    def __repr__(self) -> str:
+        kind = "jsonl" if self.jsonl else "csv"
+        return f"<RecordEncoder {kind} run_id={self.run_id!r} extra={self.extra_columns!r}>"
+
+
+# -- decoding --------------------------------------------------------------------------
+
+
+class Record(NamedTuple):
+    """One decoded report record.
+
+    ``values`` holds the known columns in :data:`REPORT_COLUMNS` order, typed (see the
+    module docstring): None for an empty typed cell or a column the report's version
+    lacks. ``extras`` holds the other columns (kept input columns, a newer version's),
+    as read, or is None.
+    """
+
+    values: list[Any]
+    extras: dict[str, Any] | None
+    number: int  # the report line it ends on
+
+    def get(self, column: str) -> Any:
+        """The value of ``column`` (known or extra), None when absent."""
+        index = _INDEX.get(column)
+        if index is not None:
+            return self.values[index]
+        return None if self.extras is None else self.extras.get(column)
+
+
+_INTEGER: Final = re.compile(r"-?[0-9]+", re.ASCII)
+_MAX_LINE: Final = 1 << 22  # characters: a longer line is no report's
+_MAX_PENDING: Final = 1 << 22  # characters of a quoted cell that spans lines
+_COMPLETE_HEADER: Final = "not a batch-updater report: unexpected header"
+
+
+def _integer(text: str) -> int | str | None:
+    """A CSV number cell typed: an int, None when empty, the text when no number (for the
+    caller to refuse, naming it)."""
+    if not text:
+        return None
+    if text.isdecimal() and text.isascii():
+        return int(text)
+    return int(text) if _INTEGER.fullmatch(text) else text
+
+
+class ReportReader:
+    """The records of one report (CSV or JSON lines) written by any version of the tool.
+
+    Reads as a stream, line by line. A last line without its line end (for CSV: a last
+    record that ends inside a quoted cell or without a line end) is a torn write, the
+    run was killed mid-row: it is ignored, with ``warn(message)`` called. Anything else
+    malformed is an :class:`InputError` naming the report and line.
+
+    Iterate for typed :class:`Record` s; :meth:`raw` gives the records as written (CSV
+    cells as text). A CSV report's ``header`` is known once iteration has begun.
+    """
+
+    __slots__ = ("_known", "_warn", "header", "jsonl", "location", "name")
+
+    def __init__(self, location: Location, warn: Warn | None = None) -> None:
+        self.location = location
+        self.name = location.name
+        self.jsonl = is_jsonl(self.name)
+        self._warn = warn
+        self.header: tuple[str, ...] | None = None
+        self._known = 0  # how many of the header's columns are known ones
+
+    # The lines of the report, numbered from 1, each with its "\n" (but a torn last).
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        name = self.name
+        try:
+            stream: IO[bytes] = self.location.open_read()
+        except OSError as exc:
+            raise InputError(name, None, f"cannot read the report: {_why(exc)}") from None
+        number = 0
+        try:
+            with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as text:
+                readline = text.readline
+                while line := readline(_MAX_LINE):
+                    number += 1
+                    if len(line) == _MAX_LINE and not line.endswith("\n"):
+                        raise InputError(name, number, "not a report line: too long")
+                    yield number, line
+        except OSError as exc:
+            raise InputError(name, None, f"cannot read the report: {_why(exc)}") from None
+        except UnicodeDecodeError:
+            raise InputError(name, None, "not a report: not valid UTF-8") from None
+
+    def _torn(self, number: int) -> None:
+        if self._warn is not None:
+            self._warn(f"{self.name}, line {number}: incomplete last line ignored (torn write)")
+
+    def _csv_lines(self) -> Iterator[str]:
+        """The lines of whole CSV records: a record ends at a line end outside quotes; a
+        record still open at the end of the report is torn."""
+        pending: list[str] = []
+        quotes = size = first = 0
+        for number, line in self._lines():
+            quotes += line.count('"')
+            if not pending and not quotes & 1 and line.endswith("\n"):
+                quotes = 0
+                yield line  # the usual case: a record on one line
+                continue
+            if not pending:
+                first = number
+            pending.append(line)
+            size += len(line)
+            if not quotes & 1 and line.endswith("\n"):
+                yield from pending
+                pending.clear()
+                quotes = size = 0
+            elif size > _MAX_PENDING:
+                raise InputError(self.name, first, "not a report line: a quoted cell never ends")
+        if pending:
+            self._torn(first)
+
+    def _csv_rows(self) -> Iterator[tuple[int, list[str]]]:
+        """Each record's line number and cells, once the header is checked."""
+        reader = csv.reader(self._csv_lines())
+        try:
+            header = next(reader, None)
+            self._check_header(header)
+            width = len(self.header or ())
+            for cells in reader:
+                if len(cells) != width:
+                    raise InputError(
+                        self.name, reader.line_num, "not a report line: wrong number of cells"
+                    )
+                yield reader.line_num, cells
+        except csv.Error as exc:
+            raise InputError(self.name, reader.line_num, f"not a report line: {exc}") from None
+
+    def _check_header(self, header: list[str] | None) -> None:
+        """One version's columns, then distinct names of other columns."""
+        if header is None:
+            raise InputError(self.name, 1, _COMPLETE_HEADER)
+        known = 0
+        for got, want in zip(header, REPORT_COLUMNS, strict=False):
+            if got != want:
+                break
+            known += 1
+        others = header[known:]
+        if (
+            known not in WIDTHS
+            or not all(others)
+            or _KNOWN.intersection(others)
+            or len(set(others)) != len(others)
+        ):
+            raise InputError(self.name, 1, _COMPLETE_HEADER)
+        self.header = tuple(header)
+        self._known = known
+
+    def _json_objects(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        loads = json.loads
+        for number, line in self._lines():
+            if not line.endswith("\n"):
+                self._torn(number)
+                return
+            if not line.strip():
+                continue
+            try:
+                record = loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(self.name, number, f"not a JSON report line: {exc.msg}") from None
+            if not isinstance(record, dict):
+                raise InputError(self.name, number, "not a JSON report line: not an object")
+            yield number, record
+
+    def raw(self) -> Iterator[dict[str, Any]]:
+        """The records as written: CSV cells as text under the header's names, JSON
+        objects as parsed."""
+        if self.jsonl:
+            for _, record in self._json_objects():
+                yield record
+            return
+        header: tuple[str, ...] = ()
+        for _, cells in self._csv_rows():
+            if not header:
+                header = self.header or ()
+            yield dict(zip(header, cells, strict=True))
+
+    def __iter__(self) -> Iterator[Record]:
+        if self.jsonl:
+            return self._json_records()
+        return self._csv_records()
+
+    def _json_records(self) -> Iterator[Record]:
+        known = _KNOWN
+        for number, raw in self._json_objects():
+            values = [raw.get(column) for column in REPORT_COLUMNS]
+            for i in _NULLABLE:
+                if values[i] == "":
+                    values[i] = None
+            extras = None
+            if not known.issuperset(raw):
+                extras = {k: v for k, v in raw.items() if k not in known}
+            yield Record(values, extras, number)
+
+    def _csv_records(self) -> Iterator[Record]:
+        total = len(REPORT_COLUMNS)
+        known = 0
+        others: tuple[str, ...] = ()
+        ints: tuple[int, ...] = ()
+        optional: tuple[int, ...] = ()
+        missing: list[None] = []
+        for number, cells in self._csv_rows():
+            if not known:  # the header is checked now
+                known = self._known
+                others = (self.header or ())[known:]
+                ints = tuple(i for i in _INTS if i < known)
+                optional = tuple(i for i in _NULLABLE if i < known and i not in _INTS)
+                missing = [None] * (total - known)
+            values: list[Any] = cells[:known] if others else cells
+            for i in ints:
+                values[i] = _integer(values[i])
+            for i in optional:
+                if not values[i]:
+                    values[i] = None
+            if missing:
+                values += missing
+            extras = dict(zip(others, cells[known:], strict=True)) if others else None
+            yield Record(values, extras, number)
+
+
+def _why(exc: OSError) -> str:
+    return str(exc.strerror or exc)
+
+
+# -- summaries -------------------------------------------------------------------------
+
+SUMMARY_SUFFIX: Final = ".summary.json"
+
+
+def summary_location(report: Location) -> Location:
+    """Where the summary of ``report`` lives: ``<report>.summary.json`` beside it."""
+    return report.beside(SUMMARY_SUFFIX)
+
+
+def write_json(location: Location, data: Mapping[str, Any]) -> None:
+    """Write a summary atomically (readers see the old one or the new one, whole); raises
+    :class:`OSError` (nothing half-written is left behind)."""
+    location.replace_with((json.dumps(data, indent=2) + "\n").encode("utf-8"))
+
+
+def read_json(location: Location) -> Any:
+    """A summary's content; :class:`OSError` (``FileNotFoundError`` when there is none)
+    or :class:`ValueError` (not UTF-8 JSON) when it cannot be read."""
+    with location.open_read() as stream:
+        return json.load(stream)
