@@ -231,11 +231,10 @@ def _shown(value: object, limit: int = 30) -> str:
 class _Duplicates:
     """Every line once across all reports: records seen in line order."""
 
-    __slots__ = ("count", "first", "last", "names")
+    __slots__ = ("count", "first", "names")
 
     def __init__(self, names: list[str]) -> None:
         self.names = names
-        self.last: tuple[int, int] = (0, 0)  # line and source of the record seen last
         self.first: tuple[int, int, int] | None = None  # line, source, source: the first
         self.count = 0
 
@@ -328,7 +327,8 @@ class _Coverage:
 
     def _skip(self, line: int) -> None:
         """Input lines before ``line`` are in no report."""
-        while self._line < line:
+        end = self._END
+        while self._line < line and self._line != end:
             self.n_missing += 1
             if len(self.missing) < _SHOWN:
                 self.missing.append(self._line)

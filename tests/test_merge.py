@@ -615,3 +615,12 @@ def test_checks_hold_when_the_records_spill(tmp_path: Path) -> None:
 
 def _first5(lines: list[int]) -> str:
     return ", ".join(map(str, lines[:5]))
+
+
+def test_a_line_past_any_input_is_a_stray_line(tmp_path: Path) -> None:
+    source = make_input(tmp_path / "apps.csv", valid=1)
+    rows = [RowResult(line, "d000000abc", "us-east-1", Status.INVALID) for line in (2, 10**20)]
+    with pytest.raises(MergeError, match=r"1 reported line\(s\) not in the input \(first: 1000"):
+        merge_reports(
+            [write_report(tmp_path / "a.jsonl", rows)], tmp_path / "m.csv", input_path=source
+        )
