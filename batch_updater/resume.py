@@ -44,14 +44,12 @@ def read_report(path: Path | Location, warn: Warn | None = None) -> Iterator[dic
 
 # -- the index ---------------------------------------------------------------------------
 
-_NO_TIME: Final = -(1 << 63)  # a succeeded record without finished_at: its note says "at ?"
-_TIME: Final = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.ASCII
-)
+_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.A)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
-_HEX64: Final = re.compile(r"[0-9a-f]{16}", re.ASCII)
 _MASK: Final = 0xFFFF_FFFF_FFFF_FFFF
+_NO_TIME: Final = 0xFFFF_FFFF  # a success without finished_at: its note says "at ?"
+_SPAN: Final = 1 << 31  # ms a slot's time may lie either side of its report's first (24 days)
 _SUCCESS: Final = ("succeeded", "skipped")  # statuses that may tell of one (any JSON value)
 _EXPECT_SAMPLE: Final = 1 << 16  # bytes of a report read to guess its record count
 
@@ -67,16 +65,11 @@ def _epoch_ms(text: str) -> int | None:
         return None
 
 
-def _time_text(ms: int) -> str:
-    """The inverse of :func:`_epoch_ms`: the report's own time text, ``?`` when absent."""
-    return "?" if ms == _NO_TIME else iso(_EPOCH + ms * _MS) or "?"
-
-
-def _keys(account: str, region: str, app_id: str) -> tuple[int, int]:
-    """Two independent 64-bit hashes of a row's key (Python's keyed string hash, stable
-    within this process): the first never 0, which marks an empty slot."""
-    first = hash(f"{account}\x1f{region}\x1f{app_id}") & _MASK
-    second = hash(f"{app_id}\x1e{region}\x1e{account}\x1e") & _MASK
+def _keys(account: str, region: str, app_id: str, digest: str) -> tuple[int, int]:
+    """Two independent 64-bit hashes of a success's key (Python's keyed string hash,
+    stable within this process): the first never 0, which marks an empty slot."""
+    first = hash(f"{account}\x1f{region}\x1f{app_id}\x1f{digest}") & _MASK
+    second = hash(f"{digest}\x1e{app_id}\x1e{region}\x1e{account}\x1e") & _MASK
     return first or 1, second
 
 
@@ -101,30 +94,21 @@ def _expected_records(locations: Iterable[Location]) -> int:
             continue  # the reader says what is wrong
         lines = sample.count(b"\n")
         if lines and size:
-            total += int(size * lines / len(sample) * 1.05) + 16
+            total += int(size * lines / len(sample) * 1.02) + 16
     return total
 
 
 class _Succeeded:
-    """Rows that succeeded, in flat arrays: an open-addressing table (linear probing, at
-    most 70% full) of fixed-size slots, like the input's duplicate index.
-
-    A slot holds two independent 64-bit hashes of the row's key (account_id, region,
-    app_id), its 64-bit settings digest, when it succeeded (epoch milliseconds) and where
-    (an index into :attr:`names`, the reports named in the notes): 36 bytes, about 52 MB
-    for a million succeeded rows. A note that is not "succeeded in <report> at <time as
-    the tool writes it>" (a hand-edited report) is kept whole in :attr:`notes`.
-
-    A slot matches a row only when both hashes and the digest match. A wrong match (a
-    row skipped that never succeeded) needs two rows whose keys differ to agree on 128
-    hash bits and to have the same settings: with Python's keyed SipHash about
-    ``2**-128`` per pair of (input row, succeeded record), under ``10**-26`` for a
-    million rows against a million records.
+    """Successes in flat arrays: an open-addressing table (linear probing, at most 75%
+    full) of 24-byte slots, like the input's duplicate index: two independent 64-bit
+    hashes of the key (account_id, region, app_id, settings digest), when it succeeded
+    (milliseconds from its report's base time) and where (see :class:`ResumeIndex`).
+    About 32 bytes per success, 34 MB for a million.
     """
 
-    __slots__ = ("_digests", "_firsts", "_seconds", "_size", "_slots", "_sources", "_times")
+    __slots__ = ("_firsts", "_seconds", "_size", "_slots", "_sources", "_times")
 
-    LOAD: Final = 0.7
+    LOAD: Final = 0.75
 
     def __init__(self, expected: int = 1024) -> None:
         self._alloc(max(16, int(expected / self.LOAD) + 1))
@@ -133,46 +117,44 @@ class _Succeeded:
     def _alloc(self, slots: int) -> None:
         self._firsts = array("Q", bytes(8 * slots))
         self._seconds = array("Q", bytes(8 * slots))
-        self._digests = array("Q", bytes(8 * slots))
-        self._times = array("q", bytes(8 * slots))
+        self._times = array("I", bytes(4 * slots))
         self._sources = array("I", bytes(4 * slots))
         self._slots = slots
 
-    def _slot(self, first: int, second: int, digest: int) -> int:
+    def _slot(self, first: int, second: int) -> int:
         """The slot holding the key, or the empty slot where it would go."""
-        firsts, seconds, digests, slots = self._firsts, self._seconds, self._digests, self._slots
-        i = (first ^ digest) % slots
-        while (f := firsts[i]) and (f != first or seconds[i] != second or digests[i] != digest):
+        firsts, seconds, slots = self._firsts, self._seconds, self._slots
+        i = first % slots
+        while (f := firsts[i]) and (f != first or seconds[i] != second):
             i = i + 1 if i + 1 < slots else 0
         return i
 
-    def add(self, first: int, second: int, digest: int, when: int, source: int) -> None:
+    def add(self, first: int, second: int, when: int, source: int) -> None:
         """Remember a success; a key already held keeps its note (earlier reports win)."""
-        i = self._slot(first, second, digest)
+        i = self._slot(first, second)
         if self._firsts[i]:
             return
-        self._firsts[i], self._seconds[i], self._digests[i] = first, second, digest
+        self._firsts[i], self._seconds[i] = first, second
         self._times[i], self._sources[i] = when, source
         self._size += 1
         if self._size > self.LOAD * self._slots:
             self._grow()
 
-    def find(self, first: int, second: int, digest: int) -> tuple[int, int] | None:
-        """(when, source) of a success with this key and digest, or None."""
-        i = self._slot(first, second, digest)
+    def find(self, first: int, second: int) -> tuple[int, int] | None:
+        """(when, source) of the success with this key, or None."""
+        i = self._slot(first, second)
         if not self._firsts[i]:
             return None
         return self._times[i], self._sources[i]
 
     def _grow(self) -> None:
-        old = self._firsts, self._seconds, self._digests, self._times, self._sources
+        firsts, seconds, times, sources = self._firsts, self._seconds, self._times, self._sources
         self._alloc(2 * self._slots + 1)
-        for j, first in enumerate(old[0]):
+        for j, first in enumerate(firsts):
             if first:
-                second, digest = old[1][j], old[2][j]
-                i = self._slot(first, second, digest)
-                self._firsts[i], self._seconds[i], self._digests[i] = first, second, digest
-                self._times[i], self._sources[i] = old[3][j], old[4][j]
+                i = self._slot(first, seconds[j])
+                self._firsts[i], self._seconds[i] = first, seconds[j]
+                self._times[i], self._sources[i] = times[j], sources[j]
 
     def __len__(self) -> int:
         return self._size
@@ -182,26 +164,32 @@ class _Succeeded:
 
 
 class ResumeIndex:
-    """Rows that succeeded in earlier reports: (account_id, region, app_id, settings
-    digest) and the note a skipped row gets, "succeeded in <report> at <time>".
+    """Rows that succeeded in earlier reports: their (account_id, region, app_id,
+    settings digest) and the note a skipped row gets, "succeeded in <report> at <time>".
 
-    Held in fixed-size slots (see :class:`_Succeeded`), not strings: about 52 bytes per
-    succeeded row. Several reports make one index; a row in more than one keeps the note
-    of the first report that has it.
+    Held in fixed-size slots (:class:`_Succeeded`), not strings. A slot's source is
+    ``2 * i`` for the i-th report name of the notes, its time in milliseconds from that
+    name's base time (a note whose time is absent says "at ?"), or ``2 * i + 1`` for the
+    i-th note kept whole: one not in the tool's own words (a hand-edited report), or with
+    a time more than 24 days from the first of its report. Several reports make one
+    index; a row in more than one keeps the note of the first report that has it.
+
+    A slot matches a row only when both 64-bit hashes of the key match. A wrong match
+    (a row skipped that never succeeded) needs a row and a success whose keys differ to
+    agree on 128 hash bits: with Python's keyed SipHash about ``2**-128`` per pair, under
+    ``10**-26`` for a million rows against a million successes.
     """
 
-    __slots__ = ("_index", "_strings", "_table", "_unmatchable", "reports")
+    __slots__ = ("_bases", "_index", "_strings", "_table", "reports")
 
     # The key hashes (a seam: tests force collisions).
-    hashes: Callable[[str, str, str], tuple[int, int]] = staticmethod(_keys)
+    hashes: Callable[[str, str, str, str], tuple[int, int]] = staticmethod(_keys)
 
     def __init__(self, expected: int = 1024) -> None:
         self._table = _Succeeded(expected)
-        # Report names of notes, and notes kept whole: a slot's source is 2 * the index
-        # of its report's name, or 2 * the index of its note + 1.
-        self._strings: list[str] = []
-        self._index: dict[str, int] = {}
-        self._unmatchable = 0  # successes whose digest no input row can have
+        self._strings: list[str] = []  # report names of notes, and notes kept whole
+        self._index: dict[str, int] = {}  # the index of each in _strings
+        self._bases: list[int | None] = []  # per string: its report's base time (ms)
         self.reports: list[str] = []
 
     @classmethod
@@ -252,38 +240,50 @@ class ResumeIndex:
             note = message
         else:
             return
-        if _HEX64.fullmatch(digest) is None:
-            self._unmatchable += 1  # no row's digest looks like this: never a match
-            return
-        when = _NO_TIME if time == "?" else _epoch_ms(time)
-        if when is None or not name:  # not in the tool's own words: kept as it is
-            source, when = self._intern(note) * 2 + 1, _NO_TIME
-        else:
-            source = self._intern(name) * 2
-        first, second = self.hashes(account, region, app_id)
-        self._table.add(first, second, int(digest, 16), when, source)
+        source, when = self._place(name, time, note)
+        first, second = self.hashes(account, region, app_id, digest)
+        self._table.add(first, second, when, source)
+
+    def _place(self, name: str, time: str, note: str) -> tuple[int, int]:
+        """A slot's (source, when) for a note that names ``name`` and ``time``."""
+        if name:
+            i = self._intern(name)
+            if time == "?":
+                return 2 * i, _NO_TIME
+            ms = _epoch_ms(time)
+            if ms is not None:
+                base = self._bases[i]
+                if base is None:
+                    base = self._bases[i] = ms - _SPAN
+                if 0 <= ms - base < _NO_TIME:
+                    return 2 * i, ms - base
+        return 2 * self._intern(note) + 1, 0  # kept as it is
 
     def _intern(self, text: str) -> int:
-        index = self._index.get(text)
-        if index is None:
-            index = self._index[text] = len(self._strings)
+        i = self._index.get(text)
+        if i is None:
+            i = self._index[text] = len(self._strings)
             self._strings.append(text)
-        return index
+            self._bases.append(None)
+        return i
 
     def lookup(self, row: Row) -> str | None:
         """Why ``row`` need not be sent again, or None when it must run."""
-        first, second = self.hashes(_account(row), row.region, row.app_id)
-        found = self._table.find(first, second, int(row.digest, 16))
+        first, second = self.hashes(_account(row), row.region, row.app_id, row.digest)
+        found = self._table.find(first, second)
         if found is None:
             return None
         when, source = found
-        text = self._strings[source >> 1]
+        i = source >> 1
         if source & 1:
-            return text
-        return f"{SUCCEEDED_IN}{text} at {_time_text(when)}"
+            return self._strings[i]
+        base = self._bases[i]
+        if when == _NO_TIME or base is None:
+            return f"{SUCCEEDED_IN}{self._strings[i]} at ?"
+        return f"{SUCCEEDED_IN}{self._strings[i]} at {iso(_EPOCH + (base + when) * _MS)}"
 
     def __len__(self) -> int:
-        return len(self._table) + self._unmatchable
+        return len(self._table)
 
     def __repr__(self) -> str:
         return (
