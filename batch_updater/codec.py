@@ -26,8 +26,8 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from operator import attrgetter
-from typing import IO, Any, Final, NamedTuple
+from operator import attrgetter, itemgetter
+from typing import IO, Any, Final, NamedTuple, Protocol
 
 from .errors import InputError
 from .results import RowResult
@@ -106,7 +106,7 @@ _RUN_ID: Final = _INDEX["run_id"]
 # A RowResult's fields in column order (the run id is the writer's, not the row's).
 _ROW_FIELDS: Final = attrgetter(*(c.name for c in COLUMNS if c.name != "run_id"))
 # CSV cells a network or an input fills in: defused when they start like a formula.
-_FREE_TEXT: Final = tuple(
+_FREE_TEXT_AT: Final = tuple(
     _INDEX[name]
     for name in (
         "app_id",
@@ -118,6 +118,7 @@ _FREE_TEXT: Final = tuple(
         "account_id",
     )
 )
+_FREE_TEXT: Final = itemgetter(*_FREE_TEXT_AT)
 
 
 def is_jsonl(name: str) -> bool:
@@ -130,6 +131,9 @@ def is_jsonl(name: str) -> bool:
 # A spreadsheet runs a cell starting with one of these as a formula; error messages come
 # from the network, so the CSV report defuses them with a leading apostrophe (OWASP).
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+# In "\0".join(cells): each cell that starts like a formula (and, rarely, one holding
+# "\0="), and any "\r": a fast test for the rare row that needs a closer look.
+_SPECIAL: Final = re.compile("\0[" + re.escape("".join(_FORMULA_START)) + "]|\r")
 
 
 def neutralize(value: object) -> object:
@@ -157,7 +161,12 @@ def iso(value: datetime | None) -> str | None:
 
 
 class _LastLine:
-    """A file for :func:`csv.writer` that keeps the one line written last."""
+    """A file for :func:`csv.writer` that keeps the one line written last.
+
+    The writer ends lines with ``\r\n``, so that it quotes every cell holding a ``\r``
+    (with ``\n`` alone it leaves a lone ``\r`` bare, and the line cannot be read back);
+    the line is kept with ``\n``, the report's line end.
+    """
 
     __slots__ = ("text",)
 
@@ -165,26 +174,52 @@ class _LastLine:
         self.text = ""
 
     def write(self, text: str) -> int:
-        self.text = text
+        self.text = text[:-2] + "\n"
         return len(text)
+
+
+class Writable(Protocol):
+    """Where encoded lines go: a text file, a :class:`storage.Sink`."""
+
+    def write(self, text: str, /) -> object: ...
 
 
 class RecordEncoder:
     """Encodes records as lines of one report: CSV (formulas defused) or JSON lines.
 
     ``extra_columns`` follow the known columns: the input's kept columns (a row's
-    ``kept`` cells), or, in a merged report, columns of a newer version.
+    ``kept`` cells), or, in a merged report, columns of a newer version. With ``out``,
+    :meth:`write` encodes straight into it, one ``out.write`` call per record.
     """
 
-    __slots__ = ("_csv", "_line", "_run_id_cell", "extra_columns", "jsonl", "run_id")
+    __slots__ = (
+        "_csv",
+        "_direct",
+        "_line",
+        "_out",
+        "_run_id_cell",
+        "extra_columns",
+        "jsonl",
+        "run_id",
+    )
 
-    def __init__(self, *, jsonl: bool, run_id: str = "", extra_columns: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        jsonl: bool,
+        run_id: str = "",
+        extra_columns: Sequence[str] = (),
+        out: Writable | None = None,
+    ) -> None:
         self.jsonl = jsonl
         self.run_id = run_id
         self.extra_columns = tuple(extra_columns)
         self._run_id_cell = neutralize(run_id)
         self._line = _LastLine()
-        self._csv = csv.writer(self._line, lineterminator="\n")
+        self._csv = csv.writer(self._line, lineterminator="\r\n")
+        self._out = out
+        # The usual row needs no \r quoting: written by csv itself into out, no detour.
+        self._direct = csv.writer(out, lineterminator="\n") if out is not None else None
 
     def header(self) -> str:
         """The report's first line: the CSV header; nothing for JSON lines."""
@@ -193,31 +228,60 @@ class RecordEncoder:
         self._csv.writerow((*REPORT_COLUMNS, *self.extra_columns))
         return self._line.text
 
-    def encode(self, result: RowResult) -> str:
-        """One row's record, as a line (with its line end)."""
-        values = list(_ROW_FIELDS(result))
-        values[STATUS] = values[STATUS].value
-        started, finished = values[_STARTED_AT], values[FINISHED_AT]
-        if started is not None:
-            values[_STARTED_AT] = iso(started)
-        if finished is not None:
-            values[FINISHED_AT] = iso(finished)
-        values.insert(_RUN_ID, self.run_id)
-        if self.jsonl:
-            if not values[ACCOUNT_ID]:
-                values[ACCOUNT_ID] = None
-            record = dict(zip(REPORT_COLUMNS, values, strict=True))
-            if self.extra_columns:
-                record.update(zip(self.extra_columns, result.kept, strict=True))
-            return json.dumps(record, ensure_ascii=False) + "\n"
-        for i in _FREE_TEXT:
-            if values[i].startswith(_FORMULA_START):
-                values[i] = "'" + values[i]
+    def _values(self, result: RowResult) -> list[Any]:
+        """A row's values in column order: status and times as the report writes them."""
+        fields = _ROW_FIELDS(result)
+        values = [*fields[:_RUN_ID], self.run_id, *fields[_RUN_ID:]]
+        values[STATUS] = fields[STATUS].value
+        if fields[_STARTED_AT] is not None:
+            values[_STARTED_AT] = iso(fields[_STARTED_AT])
+        if fields[FINISHED_AT] is not None:
+            values[FINISHED_AT] = iso(fields[FINISHED_AT])
+        return values
+
+    def _json(self, values: list[Any], kept: tuple[str, ...]) -> str:
+        if not values[ACCOUNT_ID]:
+            values[ACCOUNT_ID] = None
+        record = dict(zip(REPORT_COLUMNS, values, strict=True))
+        if self.extra_columns:
+            record.update(zip(self.extra_columns, kept, strict=True))
+        return json.dumps(record, ensure_ascii=False) + "\n"
+
+    def _csv_cells(self, values: list[Any], kept: tuple[str, ...]) -> bool:
+        """Turn ``values`` into the CSV row's cells (defused, kept cells appended); True
+        when a cell holds a ``\r`` (a rare row, for the writer that quotes it)."""
+        text = "\0" + "\0".join(_FREE_TEXT(values))
+        if self.extra_columns:
+            text += "\0" + "\0".join(kept)
+        special = _SPECIAL.search(text) is not None
+        if special:
+            for i in _FREE_TEXT_AT:
+                values[i] = neutralize(values[i])
         values[_RUN_ID] = self._run_id_cell
         if self.extra_columns:
-            values += map(neutralize, result.kept)
+            values += map(neutralize, kept) if special else kept
+        return special and "\r" in text
+
+    def encode(self, result: RowResult) -> str:
+        """One row's record, as a line (with its line end)."""
+        values = self._values(result)
+        if self.jsonl:
+            return self._json(values, result.kept)
+        self._csv_cells(values, result.kept)
         self._csv.writerow(values)  # None is written as an empty cell
         return self._line.text
+
+    def write(self, result: RowResult) -> None:
+        """Write one row's record into ``out``: the same line :meth:`encode` gives."""
+        assert self._out is not None, "an encoder made without out"
+        values = self._values(result)
+        if self.jsonl:
+            self._out.write(self._json(values, result.kept))
+        elif self._csv_cells(values, result.kept) or self._direct is None:
+            self._csv.writerow(values)
+            self._out.write(self._line.text)
+        else:
+            self._direct.writerow(values)
 
     def encode_values(self, values: Sequence[Any], extras: Mapping[str, Any] | None) -> str:
         """A decoded record's line (see :class:`Record`): ``values`` in column order,
@@ -279,7 +343,7 @@ class Record(NamedTuple):
 _INTEGER: Final = re.compile(r"-?[0-9]+", re.ASCII)
 _MAX_LINE: Final = 1 << 22  # characters: a longer line is no report's
 _MAX_PENDING: Final = 1 << 22  # characters of a quoted cell that spans lines
-_COMPLETE_HEADER: Final = "not a batch-updater report: unexpected header"
+_BAD_HEADER: Final = "not a batch-updater report: unexpected header"
 
 
 def _integer(text: str) -> int | str | None:
@@ -304,7 +368,7 @@ class ReportReader:
     cells as text). A CSV report's ``header`` is known once iteration has begun.
     """
 
-    __slots__ = ("_known", "_warn", "header", "jsonl", "location", "name")
+    __slots__ = ("_known", "_number", "_warn", "header", "jsonl", "location", "name")
 
     def __init__(self, location: Location, warn: Warn | None = None) -> None:
         self.location = location
@@ -313,59 +377,63 @@ class ReportReader:
         self._warn = warn
         self.header: tuple[str, ...] | None = None
         self._known = 0  # how many of the header's columns are known ones
+        self._number = 0  # the line read last
 
-    # The lines of the report, numbered from 1, each with its "\n" (but a torn last).
-    def _lines(self) -> Iterator[tuple[int, str]]:
+    def _lines(self, *, csv_records: bool = False) -> Iterator[str]:
+        """The report's lines, each with its ``\n``, counted in ``_number``; a last line
+        without one is torn. With ``csv_records``: only lines of whole CSV records (a
+        record ends at a line end outside quotes; one still open at the end is torn)."""
         name = self.name
         try:
             stream: IO[bytes] = self.location.open_read()
         except OSError as exc:
             raise InputError(name, None, f"cannot read the report: {_why(exc)}") from None
-        number = 0
+        pending: list[str] = []
+        quotes = size = first = number = 0
         try:
             with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as text:
                 readline = text.readline
                 while line := readline(_MAX_LINE):
                     number += 1
-                    if len(line) == _MAX_LINE and not line.endswith("\n"):
+                    self._number = number
+                    whole = line.endswith("\n")
+                    if not whole and len(line) == _MAX_LINE:
                         raise InputError(name, number, "not a report line: too long")
-                    yield number, line
+                    if not csv_records:
+                        if not whole:
+                            self._torn(number)
+                            return
+                        yield line
+                        continue
+                    quotes += line.count('"')
+                    if not pending and whole and not quotes & 1:
+                        quotes = 0
+                        yield line  # the usual case: a record on one line
+                        continue
+                    if not pending:
+                        first = number
+                    pending.append(line)
+                    size += len(line)
+                    if whole and not quotes & 1:
+                        yield from pending
+                        pending.clear()
+                        quotes = size = 0
+                    elif size > _MAX_PENDING:
+                        raise InputError(name, first, "not a report line: a quoted cell never ends")
         except OSError as exc:
             raise InputError(name, None, f"cannot read the report: {_why(exc)}") from None
         except UnicodeDecodeError:
             raise InputError(name, None, "not a report: not valid UTF-8") from None
+        if pending:
+            self._torn(first)
 
     def _torn(self, number: int) -> None:
         if self._warn is not None:
             self._warn(f"{self.name}, line {number}: incomplete last line ignored (torn write)")
 
-    def _csv_lines(self) -> Iterator[str]:
-        """The lines of whole CSV records: a record ends at a line end outside quotes; a
-        record still open at the end of the report is torn."""
-        pending: list[str] = []
-        quotes = size = first = 0
-        for number, line in self._lines():
-            quotes += line.count('"')
-            if not pending and not quotes & 1 and line.endswith("\n"):
-                quotes = 0
-                yield line  # the usual case: a record on one line
-                continue
-            if not pending:
-                first = number
-            pending.append(line)
-            size += len(line)
-            if not quotes & 1 and line.endswith("\n"):
-                yield from pending
-                pending.clear()
-                quotes = size = 0
-            elif size > _MAX_PENDING:
-                raise InputError(self.name, first, "not a report line: a quoted cell never ends")
-        if pending:
-            self._torn(first)
-
     def _csv_rows(self) -> Iterator[tuple[int, list[str]]]:
         """Each record's line number and cells, once the header is checked."""
-        reader = csv.reader(self._csv_lines())
+        reader = csv.reader(self._lines(csv_records=True))
         try:
             header = next(reader, None)
             self._check_header(header)
@@ -382,7 +450,7 @@ class ReportReader:
     def _check_header(self, header: list[str] | None) -> None:
         """One version's columns, then distinct names of other columns."""
         if header is None:
-            raise InputError(self.name, 1, _COMPLETE_HEADER)
+            raise InputError(self.name, 1, _BAD_HEADER)
         known = 0
         for got, want in zip(header, REPORT_COLUMNS, strict=False):
             if got != want:
@@ -395,25 +463,24 @@ class ReportReader:
             or _KNOWN.intersection(others)
             or len(set(others)) != len(others)
         ):
-            raise InputError(self.name, 1, _COMPLETE_HEADER)
+            raise InputError(self.name, 1, _BAD_HEADER)
         self.header = tuple(header)
         self._known = known
 
     def _json_objects(self) -> Iterator[tuple[int, dict[str, Any]]]:
         loads = json.loads
-        for number, line in self._lines():
-            if not line.endswith("\n"):
-                self._torn(number)
-                return
+        for line in self._lines():
             if not line.strip():
                 continue
             try:
                 record = loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(self.name, number, f"not a JSON report line: {exc.msg}") from None
+                raise InputError(
+                    self.name, self._number, f"not a JSON report line: {exc.msg}"
+                ) from None
             if not isinstance(record, dict):
-                raise InputError(self.name, number, "not a JSON report line: not an object")
-            yield number, record
+                raise InputError(self.name, self._number, "not a JSON report line: not an object")
+            yield self._number, record
 
     def raw(self) -> Iterator[dict[str, Any]]:
         """The records as written: CSV cells as text under the header's names, JSON

@@ -103,6 +103,7 @@ class ReportWriter:
         "_encoder",
         "_replacing",
         "_sink",
+        "_write",
         "discarded",
         "error",
         "kept_columns",
@@ -125,9 +126,6 @@ class ReportWriter:
         self.path = path
         self.location = report_location(path)
         self.kept_columns = kept_columns  # the input's extra columns, after REPORT_COLUMNS
-        self._encoder = RecordEncoder(
-            jsonl=is_jsonl(self.location.name), run_id=run_id, extra_columns=kept_columns
-        )
         self._replacing = replacing
         self._closed = False
         self.discarded = False
@@ -146,6 +144,13 @@ class ReportWriter:
             ) from None
         except OSError as exc:
             raise SetupError(_cannot_write("report", self.location.name, exc)) from None
+        self._encoder = RecordEncoder(
+            jsonl=is_jsonl(self.location.name),
+            run_id=run_id,
+            extra_columns=kept_columns,
+            out=self._sink,
+        )
+        self._write = self._encoder.write
         if header := self._encoder.header():
             try:
                 self._sink.write(header)
@@ -163,7 +168,7 @@ class ReportWriter:
         if self.error is not None:
             return
         try:
-            self._sink.write(self._encoder.encode(result))
+            self._write(result)
             self.written += 1
             if result.status in _DURABLE:
                 self._sink.flush()

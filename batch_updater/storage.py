@@ -32,7 +32,7 @@ class Sink(Protocol):
     at the location untouched; a sink that is not staged writes in place from the start.
     """
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, /) -> object:
         """Append ``text`` (one whole record, or the header): one call per record."""
 
     def flush(self) -> None:
@@ -71,7 +71,8 @@ class Location(Protocol):
         """Whether something is there now."""
 
     def open_read(self) -> IO[bytes]:
-        """Its content as a stream of bytes (read line by line, never whole)."""
+        """Its content as a buffered binary stream (like ``open(path, "rb")``), read line
+        by line, never whole."""
 
     def create(self, *, overwrite: bool = False, staged: str | None = None) -> Sink:
         """A sink that writes here. Without ``overwrite`` an existing location raises
@@ -104,7 +105,7 @@ def open_text(path: Path, mode: str) -> IO[str]:
 class LocalSink:
     """A local report file being written; see :class:`Sink`."""
 
-    __slots__ = ("_file", "_overwrite", "_staged", "path")
+    __slots__ = ("_file", "_overwrite", "_staged", "path", "write")
 
     def __init__(self, path: Path, opener: Opener, *, overwrite: bool, staged: str | None) -> None:
         self.path = path
@@ -115,9 +116,7 @@ class LocalSink:
             self._file = opener(self._staged, "w")
         else:
             self._file = opener(path, "w" if overwrite else "x")
-
-    def write(self, text: str) -> None:
-        self._file.write(text)
+        self.write: Callable[[str], object] = self._file.write  # the hot path: no extra call
 
     def flush(self) -> None:
         self._file.flush()

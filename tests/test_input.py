@@ -301,7 +301,7 @@ async def test_kept_columns_ride_along_into_the_report_after_its_own_columns(
     )
     await run_batch(path, config, session=session)
     records = sorted(read_report(report), key=lambda r: int(r["line"]))
-    assert list(records[0])[-3:] == ["run_id", "notes", "owner"]
+    assert list(records[0])[-4:] == ["run_id", "account_id", "notes", "owner"]
     got = [(r["status"], r["notes"], r["owner"]) for r in records]
     formula = "'=alice" if suffix == ".csv" else "=alice"  # CSV cells are defused
     assert got == [

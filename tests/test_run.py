@@ -75,8 +75,10 @@ async def test_example_runs_to_success_and_the_emulator_holds_exactly_its_settin
         "finished_at",
         "duration_ms",
         "run_id",
+        "account_id",
     ]
     assert first["run_id"] == summary.run_id
+    assert first["account_id"] == ""  # the input names no account
     assert len(summary.run_id) == 12
     assert first["status"] == "succeeded"
     assert first["attempts"] == "1"
