@@ -292,7 +292,12 @@ class RecordEncoder:
                 got = extras or {}
                 record.update((c, got.get(c)) for c in self.extra_columns)
             return json.dumps(record, ensure_ascii=False) + "\n"
-        cells = [_csv_value(v) for v in values]
+        # _csv_value inlined: a merge encodes every cell of a million records here.
+        start = _FORMULA_START
+        cells = [
+            "" if v is None else "'" + v if isinstance(v, str) and v.startswith(start) else v
+            for v in values
+        ]
         if self.extra_columns:
             got = extras or {}
             cells += (_csv_value(got.get(c)) for c in self.extra_columns)

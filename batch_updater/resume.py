@@ -65,6 +65,45 @@ def _epoch_ms(text: str) -> int | None:
         return None
 
 
+class _Clock:
+    """Times as the report writes them to epoch milliseconds and back, remembering the
+    second seen last: a report's times come in runs of the same second, so most cost a
+    slice and an int instead of a parse or a format."""
+
+    __slots__ = ("_head", "_second", "_shown", "_shown_head")
+
+    def __init__(self) -> None:
+        self._head, self._second = "", 0  # the last second parsed: its text, its ms
+        self._shown, self._shown_head = -1, ""  # the last second shown: in s, its text
+
+    def ms(self, text: str) -> int | None:
+        """:func:`_epoch_ms` of ``text``."""
+        if (
+            text[:19] == self._head
+            and len(text) == 24  # the length of 2026-11-26T10:15:00.120Z
+            and text[19] == "."
+            and text[23] == "Z"
+            and (milli := text[20:23]).isdigit()
+            and milli.isascii()
+        ):
+            return self._second + int(milli)
+        value = _epoch_ms(text)
+        if value is not None:
+            self._head, self._second = text[:19], value - value % 1000
+        return value
+
+    def text(self, ms: int) -> str:
+        """The report's own text of epoch milliseconds ``ms``."""
+        second, milli = divmod(ms, 1000)
+        if second != self._shown:
+            shown = iso(_EPOCH + second * 1000 * _MS) or ""
+            self._shown, self._shown_head = second, shown[:19]
+        return f"{self._shown_head}.{milli:03d}Z"
+
+    def __repr__(self) -> str:
+        return f"<_Clock parsed={self._head!r} shown={self._shown_head!r}>"
+
+
 def _keys(account: str, region: str, app_id: str, digest: str) -> tuple[int, int]:
     """Two independent 64-bit hashes of a success's key (Python's keyed string hash,
     stable within this process): the first never 0, which marks an empty slot."""
@@ -180,7 +219,7 @@ class ResumeIndex:
     ``10**-26`` for a million rows against a million successes.
     """
 
-    __slots__ = ("_bases", "_index", "_strings", "_table", "reports")
+    __slots__ = ("_bases", "_clock", "_index", "_strings", "_table", "reports")
 
     # The key hashes (a seam: tests force collisions).
     hashes: Callable[[str, str, str, str], tuple[int, int]] = staticmethod(_keys)
@@ -190,6 +229,7 @@ class ResumeIndex:
         self._strings: list[str] = []  # report names of notes, and notes kept whole
         self._index: dict[str, int] = {}  # the index of each in _strings
         self._bases: list[int | None] = []  # per string: its report's base time (ms)
+        self._clock = _Clock()
         self.reports: list[str] = []
 
     @classmethod
@@ -233,8 +273,7 @@ class ResumeIndex:
         """Remember one record of ``report`` if it tells of a success: ``succeeded``, or
         ``skipped`` because an earlier report had it succeeded."""
         if status == "succeeded":
-            name, time = report, finished_at or "?"
-            note = f"{SUCCEEDED_IN}{report} at {time}"
+            name, time, note = report, finished_at or "?", None
         elif status == "skipped" and message.startswith(SUCCEEDED_IN):
             name, _, time = message[len(SUCCEEDED_IN) :].rpartition(" at ")
             note = message
@@ -244,19 +283,22 @@ class ResumeIndex:
         first, second = self.hashes(account, region, app_id, digest)
         self._table.add(first, second, when, source)
 
-    def _place(self, name: str, time: str, note: str) -> tuple[int, int]:
-        """A slot's (source, when) for a note that names ``name`` and ``time``."""
+    def _place(self, name: str, time: str, note: str | None) -> tuple[int, int]:
+        """A slot's (source, when) for a note that names ``name`` and ``time`` (``note``
+        itself, or None for "succeeded in <name> at <time>")."""
         if name:
             i = self._intern(name)
             if time == "?":
                 return 2 * i, _NO_TIME
-            ms = _epoch_ms(time)
+            ms = self._clock.ms(time)
             if ms is not None:
                 base = self._bases[i]
                 if base is None:
                     base = self._bases[i] = ms - _SPAN
                 if 0 <= ms - base < _NO_TIME:
                     return 2 * i, ms - base
+        if note is None:
+            note = f"{SUCCEEDED_IN}{name} at {time}"
         return 2 * self._intern(note) + 1, 0  # kept as it is
 
     def _intern(self, text: str) -> int:
@@ -280,7 +322,7 @@ class ResumeIndex:
         base = self._bases[i]
         if when == _NO_TIME or base is None:
             return f"{SUCCEEDED_IN}{self._strings[i]} at ?"
-        return f"{SUCCEEDED_IN}{self._strings[i]} at {iso(_EPOCH + (base + when) * _MS)}"
+        return f"{SUCCEEDED_IN}{self._strings[i]} at {self._clock.text(base + when)}"
 
     def __len__(self) -> int:
         return len(self._table)
