@@ -948,6 +948,7 @@ def _open_report(report_path: Path, plan: RowPlan, config: RunConfig, run_id: st
         run_id=run_id,
         replacing=in_place,
         kept_columns=plan.kept_columns,
+        dry_run=config.dry_run,
     )
 
 

@@ -182,3 +182,18 @@ def test_each_success_takes_about_32_bytes_in_fixed_size_slots() -> None:
     assert peak < 40 * n
     probe = Row(2, "d00000005", "us-east-1", LoginSettings(), f"{5:016x}")
     assert index.lookup(probe) == f"{SUCCEEDED_IN}big.csv at 2026-11-26T10:15:00.120Z"
+
+
+def test_a_dry_run_report_does_not_flush_each_skipped_row(tmp_path: Path) -> None:
+    """A dry run sends nothing, so a rerun recomputes its skips: they ride along with the
+    next flush (a million-row dry run with --resume saves a million system calls). A live
+    run's skips are flushed at once: its report must stand alone after kill -9."""
+    skip = result(row(1), Status.SKIPPED, f"{SUCCEEDED_IN}old.csv at ?")
+    with ReportWriter(tmp_path / "dry.csv", dry_run=True) as dry:
+        dry.write(skip)
+        assert (dry.written, dry.saved) == (1, 0)
+    assert dry.saved == 1  # closing flushes
+    with ReportWriter(tmp_path / "live.csv") as live:
+        live.write(skip)
+        assert (live.written, live.saved) == (1, 1)
+    assert list(read_report(tmp_path / "dry.csv")) == list(read_report(tmp_path / "live.csv"))
