@@ -21,7 +21,7 @@ from .codec import (
 )
 from .errors import SetupError
 from .results import RowResult, RunSummary, Status
-from .storage import LocalFile, Location, Sink, location_of, open_text
+from .storage import Location, Sink, location_of, open_text
 
 __all__ = [
     "REPORT_COLUMNS",
@@ -73,9 +73,7 @@ def _open_local(path: Path, mode: str) -> IO[str]:
 
 def report_location(target: Path | str | Location) -> Location:
     """The location of a report given as a path, a URL or a location."""
-    if isinstance(target, Path):
-        return LocalFile(target, _open_local)
-    return location_of(target)
+    return location_of(target, _open_local)
 
 
 def _cannot_write(what: str, name: str, exc: OSError) -> str:

@@ -223,13 +223,13 @@ class LocalFile:
 SCHEMES: dict[str, Callable[[str], Location]] = {}
 
 
-def location_of(target: str | os.PathLike[str] | Location) -> Location:
-    """The :class:`Location` of a path, a URL of a registered scheme, or a location."""
-    if isinstance(target, os.PathLike):
-        return LocalFile(Path(target))
+def location_of(target: str | os.PathLike[str] | Location, opener: Opener = open_text) -> Location:
+    """The :class:`Location` of a URL of a registered scheme, a local path (its files
+    opened for writing with ``opener``), or a location."""
     if isinstance(target, str):
         scheme, sep, _ = target.partition("://")
         if sep and scheme in SCHEMES:
             return SCHEMES[scheme](target)
-        return LocalFile(Path(target))
+    if isinstance(target, str | os.PathLike):
+        return LocalFile(Path(target), opener)
     return target

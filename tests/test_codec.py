@@ -571,3 +571,18 @@ def test_a_cell_with_a_lone_carriage_return_reads_back(tmp_path: Path) -> None:
     (got,) = records(write(tmp_path / "r.csv", odd, kept=("k",)))
     assert got.get("error_message") == "lone\rcarriage return"
     assert got.get("k") == "a\rb"
+
+
+def test_a_url_of_a_registered_scheme_is_its_location_and_anything_else_a_local_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batch_updater import storage  # noqa: PLC0415 - its scheme table
+
+    monkeypatch.setitem(storage.SCHEMES, "mem", Memory)
+    assert isinstance(storage.location_of("mem://bucket/r.csv"), Memory)
+    local = storage.location_of(str(tmp_path / "r.csv"))
+    assert isinstance(local, LocalFile)
+    assert local.name == str(tmp_path / "r.csv")
+    assert isinstance(storage.location_of("other://x"), LocalFile)  # no such scheme: a path
+    place = Memory("mem://x.csv")
+    assert storage.location_of(place) is place
