@@ -976,6 +976,11 @@ with open(sys.argv[1], newline="", encoding="utf-8") as src, \\
 """
 
 
+def _ratio(a: float, b: float) -> str:
+    """``a / b`` as ``1.23x`` (on a busy machine CPU time is steadier than wall time)."""
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+
 def csv_pass(bench: Bench, name: str, source: Path) -> Child:
     """``python -c CSV_PASS SOURCE OUT`` in a child, as the baseline of a scenario."""
     out = bench.tmp / f"{name}.copy.csv"
@@ -1047,6 +1052,8 @@ def scenario_resume(bench: Bench) -> None:
             f"{ratio:.2f}x ({resumed.child.wall:.1f} s vs {dry.child.wall:.1f} s)",
             "<= 1.3x",
             verdict(ratio <= 1.3) if ok else "ERROR",
+            f"CPU time {_ratio(resumed.child.cpu, dry.child.cpu)} "
+            f"({resumed.child.cpu:.1f} s vs {dry.child.cpu:.1f} s)",
         ),
         Line(
             name,
@@ -1054,7 +1061,8 @@ def scenario_resume(bench: Bench) -> None:
             f"{dry_ratio:.1f}x ({dry.child.wall:.1f} s vs {base.wall:.1f} s)",
             "<= 7x",
             verdict(dry_ratio <= 7) if ok else "ERROR",
-            f"dry run peak RSS {dry.child.maxrss_mb:.1f} MB (target <= 80 MB)",
+            f"CPU time {_ratio(dry.child.cpu, base.cpu)}; dry run peak RSS "
+            f"{dry.child.maxrss_mb:.1f} MB (target <= 80 MB)",
         ),
     )
     rows.unlink()
@@ -1140,6 +1148,7 @@ def scenario_merge(bench: Bench) -> None:
             f"{ratio:.2f}x ({child.wall:.1f} s vs {base.wall:.1f} s)",
             "<= 3x",
             verdict(ratio <= 3) if ok else "ERROR",
+            f"CPU time {_ratio(child.cpu, base.cpu)} ({child.cpu:.1f} s vs {base.cpu:.1f} s)",
         ),
     )
     for path in (rows, merged, *shards):
