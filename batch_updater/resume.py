@@ -104,7 +104,7 @@ class _Clock:
         return f"<_Clock parsed={self._head!r} shown={self._shown_head!r}>"
 
 
-def _keys(account: str, region: str, app_id: str, digest: str) -> tuple[int, int]:
+def _keys(account: object, region: object, app_id: object, digest: object) -> tuple[int, int]:
     """Two independent 64-bit hashes of a success's key (Python's keyed string hash,
     stable within this process): the first never 0, which marks an empty slot."""
     first = hash(f"{account}\x1f{region}\x1f{app_id}\x1f{digest}") & _MASK
@@ -135,6 +135,20 @@ def _expected_records(locations: Iterable[Location]) -> int:
         if lines and size:
             total += int(size * lines / len(sample) * 1.02) + 16
     return total
+
+
+def _told(
+    status: object, message: object, finished_at: object, report: str
+) -> tuple[str, str, str | None] | None:
+    """What a record tells of a success, as (report name, time text, the note itself or
+    None for "succeeded in <name> at <time>"): a ``succeeded`` record of ``report``, or a
+    ``skipped`` one whose message is an earlier report's note; None for any other."""
+    if status == "succeeded":
+        return report, str(finished_at or "?"), None
+    if status == "skipped" and isinstance(message, str) and message.startswith(SUCCEEDED_IN):
+        name, _, time = message[len(SUCCEEDED_IN) :].rpartition(" at ")
+        return name, time, message
+    return None
 
 
 class _Succeeded:
@@ -222,7 +236,7 @@ class ResumeIndex:
     __slots__ = ("_bases", "_clock", "_index", "_strings", "_table", "reports")
 
     # The key hashes (a seam: tests force collisions).
-    hashes: Callable[[str, str, str, str], tuple[int, int]] = staticmethod(_keys)
+    hashes: Callable[[object, object, object, object], tuple[int, int]] = staticmethod(_keys)
 
     def __init__(self, expected: int = 1024) -> None:
         self._table = _Succeeded(expected)
@@ -237,25 +251,28 @@ class ResumeIndex:
         """Read every report in ``paths``; later reports do not override earlier ones."""
         locations = [report_location(p) for p in paths]
         index = cls(_expected_records(locations))
-        add = index.add
+        # The loop of add(), unrolled: it runs once per record of reports of millions.
+        place, hashes, remember = index._place, index.hashes, index._table.add
         for location in locations:
             reader = ReportReader(location, warn)
-            name = reader.name
-            index.reports.append(name)
+            report = reader.name
+            index.reports.append(report)
             for values, _, _ in reader:
                 status = values[STATUS]
                 if status not in _SUCCESS:
                     continue
-                add(
-                    status,
-                    message=str(values[ERROR_MESSAGE] or ""),
-                    finished_at=str(values[FINISHED_AT] or ""),
-                    account=str(values[ACCOUNT_ID] or ""),
-                    region=str(values[REGION]),
-                    app_id=str(values[APP_ID]),
-                    digest=str(values[SETTINGS_DIGEST]),
-                    report=name,
+                told = _told(status, values[ERROR_MESSAGE], values[FINISHED_AT], report)
+                if told is None:
+                    continue
+                source, when = place(*told)
+                # f-strings in hashes() format any JSON value as str() does.
+                first, second = hashes(
+                    values[ACCOUNT_ID] or "",
+                    values[REGION],
+                    values[APP_ID],
+                    values[SETTINGS_DIGEST],
                 )
+                remember(first, second, when, source)
         return index
 
     def add(
@@ -272,16 +289,11 @@ class ResumeIndex:
     ) -> None:
         """Remember one record of ``report`` if it tells of a success: ``succeeded``, or
         ``skipped`` because an earlier report had it succeeded."""
-        if status == "succeeded":
-            name, time, note = report, finished_at or "?", None
-        elif status == "skipped" and message.startswith(SUCCEEDED_IN):
-            name, _, time = message[len(SUCCEEDED_IN) :].rpartition(" at ")
-            note = message
-        else:
-            return
-        source, when = self._place(name, time, note)
-        first, second = self.hashes(account, region, app_id, digest)
-        self._table.add(first, second, when, source)
+        told = _told(status, message, finished_at, report)
+        if told is not None:
+            source, when = self._place(*told)
+            first, second = self.hashes(account, region, app_id, digest)
+            self._table.add(first, second, when, source)
 
     def _place(self, name: str, time: str, note: str | None) -> tuple[int, int]:
         """A slot's (source, when) for a note that names ``name`` and ``time`` (``note``
