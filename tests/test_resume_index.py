@@ -197,3 +197,18 @@ def test_a_dry_run_report_does_not_flush_each_skipped_row(tmp_path: Path) -> Non
         live.write(skip)
         assert (live.written, live.saved) == (1, 1)
     assert list(read_report(tmp_path / "dry.csv")) == list(read_report(tmp_path / "live.csv"))
+
+
+def test_a_report_of_the_first_version_resumes_too(tmp_path: Path) -> None:
+    """A CSV report written before run_id and account_id existed (14 columns)."""
+    done = row(3)
+    new = write(tmp_path / "new.csv", [result(done, Status.SUCCEEDED, at=120)])
+    lines = new.read_text(encoding="utf-8").splitlines()
+    old = tmp_path / "old.csv"
+    old.write_text("".join(",".join(line.split(",")[:14]) + "\n" for line in lines))
+    assert old.read_text().splitlines()[0].endswith(",finished_at,duration_ms")
+
+    index = ResumeIndex.load([old])
+
+    assert index.lookup(done) == f"{SUCCEEDED_IN}{old} at 2026-11-26T10:15:00.120Z"
+    assert index.lookup(row(4)) is None
