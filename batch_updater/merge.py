@@ -6,18 +6,20 @@ lines, torn last lines ignored with a warning), checks that no input line is rep
 (and, given the input, that every input line is reported exactly once), and writes one
 report sorted by ``line`` plus its summary, in the tool's own formats.
 
-Records are held in memory, already serialized, until they are sorted: plan on about
-400 bytes per row for a CSV output, 700 for JSONL.
+Memory stays bounded whatever the size of the job: records are sorted in runs of at most
+``memory_budget`` bytes (:data:`MEMORY_BUDGET` by default) spilled to a temporary file, then
+merged (see :mod:`spill`); the checks against the input walk the merged records and the
+input side by side. So a merge needs free space in the temporary directory about the size
+of the reports.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from .codec import (
     ACCOUNT_ID,
@@ -32,11 +34,12 @@ from .codec import (
     summary_location,
     write_json,
 )
-from .errors import SetupError
+from .errors import InputError, SetupError
 from .report import report_location, summary_path
 from .results import Status, exit_code, summary_totals
 from .rows import read_csv
-from .storage import Location
+from .spill import SortedSpill
+from .storage import Location, Sink
 
 __all__ = ["MergeError", "MergeResult", "merge_reports"]
 
@@ -46,6 +49,9 @@ Target = Path | Location  # a report as given: a local path, or a location
 _STATUSES: Final = frozenset(s.value for s in Status)
 _SHOWN: Final = 5  # lines named in a check's message
 _STAGED: Final = ".tmp"  # the merged report is written here, then moved into place
+#: Bytes of records a merge holds in memory before it spills a sorted run to disk.
+MEMORY_BUDGET: Final = 32 << 20
+_HELD: Final = 240  # bytes a held record takes besides its text (tuple, ints, strings)
 
 
 class MergeError(SetupError):
@@ -72,15 +78,10 @@ class MergeResult:
     warnings: tuple[str, ...]
 
 
-class _Record(NamedTuple):
-    line: int
-    source: int  # index of the report it came from
-    app_id: Any
-    region: Any
-    status: str
-    account: str  # "" when the row names no account
-    text: str  # the record's line in the output, REPORT_COLUMNS only
-    extras: dict[str, Any] | None  # columns this version does not know, if any
+# A record as sorted (a plain tuple: pickled fast when a run is spilled): its line, the
+# index of the report it came from, status, account ("" when none), app_id, region, its
+# line in the output (REPORT_COLUMNS only), and the columns this version does not know.
+_Record = tuple[int, int, str, str, Any, Any, str, "dict[str, Any] | None"]
 
 
 @dataclass(slots=True)
@@ -98,6 +99,7 @@ def merge_reports(
     input_path: Path | None = None,
     overwrite: bool = False,
     warn: Warn | None = None,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> MergeResult:
     """Merge shard ``reports`` into ``output`` (JSONL if it ends in ``.jsonl``, else CSV).
 
@@ -106,7 +108,9 @@ def merge_reports(
     :attr:`MergeResult.warnings`). Raises :class:`MergeError` when a line is reported twice,
     when ``input_path`` is given and its data lines and the reported lines differ, or when
     ``output`` exists and ``overwrite`` is false; :class:`InputError` for an unreadable
-    report or input. All checks are made before anything is written.
+    report or input. All checks are made before the report is published (it is written
+    beside ``output`` and moved into place). ``memory_budget``: bytes of records held in
+    memory at once (see :class:`spill.SortedSpill`).
     """
     notes: list[str] = []
 
@@ -120,37 +124,38 @@ def merge_reports(
     output = Path(output) if isinstance(output, str) else output
     target = report_location(output)
     _check_paths(sources, target, overwrite)
+    names = [s.name for s in sources]
 
     encoder = RecordEncoder(jsonl=is_jsonl(target.name))
-    records: list[_Record] = []
     extra_columns: dict[str, None] = {}  # an ordered set
     shard_rows: list[int] = []
-    for index, source in enumerate(sources):
-        before = len(records)
-        _load(
-            source, index, encoder=encoder, records=records, extra_columns=extra_columns, warn=note
-        )
-        shard_rows.append(len(records) - before)
-    records.sort(key=lambda r: r.line)
-    names = [s.name for s in sources]
-    _check_duplicates(records, names)
-    if input_path is not None:
-        _check_input(records, names, Path(input_path), tuple(extra_columns))
-
-    counts = {s.value: 0 for s in Status}
-    by_account: dict[str, dict[str, int]] = {}
-    for record in records:
-        counts[record.status] += 1
-        if record.account:
-            tally = by_account.setdefault(record.account, dict.fromkeys(counts, 0))
-            tally[record.status] += 1
+    with SortedSpill(memory_budget) as spill:
+        for index, source in enumerate(sources):
+            before = spill.records
+            _load(
+                source, index, encoder=encoder, spill=spill, extra_columns=extra_columns, warn=note
+            )
+            shard_rows.append(spill.records - before)
+        columns = tuple(extra_columns)
+        sink = _create(target, overwrite)
+        try:
+            # One pass over the records in line order: check, count and write them.
+            coverage = None if input_path is None else _Coverage(Path(input_path), names, columns)
+            tally = _write(
+                sink,
+                target,
+                RecordEncoder(jsonl=encoder.jsonl, extra_columns=columns),
+                records=spill,
+                names=names,
+                coverage=coverage,
+            )
+            totals, shards, missing = _shard_summaries(sources, shard_rows, note)
+        except BaseException:
+            sink.discard()
+            raise
+    _publish(sink, target)
+    counts, by_account, rows = tally.counts, tally.by_account, tally.rows
     code = exit_code(counts)
-    totals, shards, missing = _shard_summaries(sources, shard_rows, note)
-
-    columns = tuple(extra_columns)
-    _write_report(
-        target, RecordEncoder(jsonl=encoder.jsonl, extra_columns=columns), records, overwrite
-    )
     summary = {
         **summary_totals(
             report=target.name,
@@ -176,7 +181,7 @@ def merge_reports(
     return MergeResult(
         output=output,
         summary_path=summary_path(output) if isinstance(output, Path) else summary_file,
-        rows=len(records),
+        rows=rows,
         counts=counts,
         requests=totals.requests,
         retries=totals.retries,
@@ -218,84 +223,147 @@ def _first(values: list[int]) -> str:
     return ", ".join(str(v) for v in values[:_SHOWN])
 
 
-def _check_duplicates(records: list[_Record], paths: list[str]) -> None:
-    """Every line once across all reports (``records`` sorted by line)."""
-    first: tuple[_Record, _Record] | None = None
-    count = 0
-    for before, after in pairwise(records):
-        if before.line == after.line:
-            count += 1
-            first = first or (before, after)
-    if first is None:
-        return
-    a, b = (paths[r.source] for r in first)
-    where = f"twice in {a}" if a == b else f"in both {a} and {b}"
-    more = f" ({count} repeated records in all)" if count > 1 else ""
-    raise MergeError(
-        f"line {first[0].line} is reported {where}{more}: each input line must be in "
-        "exactly one shard report"
-    )
-
-
 def _shown(value: object, limit: int = 30) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_input(
-    records: list[_Record], paths: list[str], input_path: Path, kept: tuple[str, ...] = ()
-) -> None:
+class _Duplicates:
+    """Every line once across all reports: records seen in line order."""
+
+    __slots__ = ("count", "first", "names")
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.first: tuple[int, int, int] | None = None  # line, source, source: the first
+        self.count = 0
+
+    def check(self) -> None:
+        if self.first is None:
+            return
+        line, one, two = self.first
+        a, b = self.names[one], self.names[two]
+        where = f"twice in {a}" if a == b else f"in both {a} and {b}"
+        more = f" ({self.count} repeated records in all)" if self.count > 1 else ""
+        raise MergeError(
+            f"line {line} is reported {where}{more}: each input line must be in "
+            "exactly one shard report"
+        )
+
+    def __repr__(self) -> str:
+        return f"<_Duplicates repeated={self.count} first={self.first}>"
+
+
+class _Coverage:
     """The reports hold every data line of the input once and no other line; rows that
-    were valid name the input's app (and region, when the input gives one)."""
-    missing: list[int] = []
-    extra: list[int] = []
-    other: list[str] = []
-    n_missing = n_extra = n_other = 0
-    i, n = 0, len(records)
-    # The reports' extra columns may be input columns kept with --keep-column.
-    for line, cells in read_csv(input_path, kept, require=False):
-        while i < n and records[i].line < line:
-            n_extra += 1
-            if len(extra) < _SHOWN:
-                extra.append(records[i].line)
-            i += 1
-        if i < n and records[i].line == line:
-            record = records[i]
-            i += 1
-            if record.status == Status.INVALID or "__cells__" in cells:
-                continue
-            app_id = cells.get("app_id", "").strip()
-            region = cells.get("region", "").strip()
-            got = record.app_id, record.region
-            if got[0] != app_id or (region and got[1] != region):
-                n_other += 1
-                if len(other) < 2:
-                    other.append(
-                        f"line {line} in {paths[record.source]}: {_shown(got[0])} "
-                        f"{_shown(got[1])}, the input has {_shown(app_id)} {_shown(region)}"
-                    )
-        else:
-            n_missing += 1
-            if len(missing) < _SHOWN:
-                missing.append(line)
-    for record in records[i:]:
-        n_extra += 1
-        if len(extra) < _SHOWN:
-            extra.append(record.line)
-    problems: list[str] = []
-    if n_missing:
-        problems.append(
-            f"{n_missing} input line(s) in no report (first: {_first(missing)}; "
-            "a shard report missing or cut short?)"
+    were valid name the input's app (and region, when the input gives one).
+
+    Fed the records in line order (:meth:`see`) while it reads the input alongside, so it
+    holds one input row at a time. An unreadable input is raised by :meth:`check`.
+    """
+
+    __slots__ = (
+        "_cells",
+        "_input",
+        "_line",
+        "error",
+        "extra",
+        "input_path",
+        "missing",
+        "n_extra",
+        "n_missing",
+        "n_other",
+        "names",
+        "other",
+    )
+
+    _END: Final = 1 << 62  # past every line: the input is read to its end
+
+    def __init__(self, input_path: Path, names: list[str], kept: tuple[str, ...]) -> None:
+        self.input_path, self.names = input_path, names
+        # The reports' extra columns may be input columns kept with --keep-column.
+        self._input: Iterator[tuple[int, dict[str, str]]] = read_csv(
+            input_path, kept, require=False
         )
-    if n_extra:
-        problems.append(f"{n_extra} reported line(s) not in the input (first: {_first(extra)})")
-    if n_other:
-        problems.append(
-            f"{n_other} record(s) for another app than the input's ({'; '.join(other)})"
+        self.error: InputError | None = None
+        self.missing: list[int] = []
+        self.extra: list[int] = []
+        self.other: list[str] = []
+        self.n_missing = self.n_extra = self.n_other = 0
+        self._line: int = 0
+        self._cells: dict[str, str] = {}
+        self._next()
+
+    def _next(self) -> None:
+        try:
+            self._line, self._cells = next(self._input)
+        except StopIteration:
+            self._line, self._cells = self._END, {}
+        except InputError as exc:
+            self.error, self._line, self._cells = exc, self._END, {}
+
+    def see(self, line: int, source: int, status: str, app_id: Any, region: Any) -> None:
+        """The next record in line order."""
+        if self._line < line:
+            self._skip(line)
+        if self._line != line:
+            self.n_extra += 1
+            if len(self.extra) < _SHOWN:
+                self.extra.append(line)
+            return
+        cells = self._cells
+        self._next()
+        if status == Status.INVALID or "__cells__" in cells:
+            return
+        want_app = cells.get("app_id", "").strip()
+        want_region = cells.get("region", "").strip()
+        if app_id != want_app or (want_region and region != want_region):
+            self.n_other += 1
+            if len(self.other) < 2:
+                self.other.append(
+                    f"line {line} in {self.names[source]}: {_shown(app_id)} "
+                    f"{_shown(region)}, the input has {_shown(want_app)} {_shown(want_region)}"
+                )
+
+    def _skip(self, line: int) -> None:
+        """Input lines before ``line`` are in no report."""
+        end = self._END
+        while self._line < line and self._line != end:
+            self.n_missing += 1
+            if len(self.missing) < _SHOWN:
+                self.missing.append(self._line)
+            self._next()
+
+    def check(self) -> None:
+        """After the last record: raise what does not match."""
+        self._skip(self._END)  # the rest of the input is in no report
+        if self.error is not None:
+            raise self.error
+        problems: list[str] = []
+        if self.n_missing:
+            problems.append(
+                f"{self.n_missing} input line(s) in no report (first: {_first(self.missing)}; "
+                "a shard report missing or cut short?)"
+            )
+        if self.n_extra:
+            problems.append(
+                f"{self.n_extra} reported line(s) not in the input (first: {_first(self.extra)})"
+            )
+        if self.n_other:
+            problems.append(
+                f"{self.n_other} record(s) for another app than the input's "
+                f"({'; '.join(self.other)})"
+            )
+        if problems:
+            raise MergeError(
+                f"the reports do not match the input {self.input_path}: " + "; ".join(problems)
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"<_Coverage {self.input_path} at_line={self._line} missing={self.n_missing} "
+            f"extra={self.n_extra} other={self.n_other}>"
         )
-    if problems:
-        raise MergeError(f"the reports do not match the input {input_path}: " + "; ".join(problems))
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -306,13 +374,14 @@ def _load(
     index: int,
     *,
     encoder: RecordEncoder,
-    records: list[_Record],
+    spill: SortedSpill,
     extra_columns: dict[str, None],
     warn: Warn,
 ) -> None:
-    """Append the records of the report at ``source`` to ``records``."""
+    """Add the records of the report at ``source`` to ``spill``."""
     intern = sys.intern
     encode = encoder.encode_values
+    add = spill.add
     for number, (values, extras, _) in enumerate(ReportReader(source, warn), start=1):
         line = values[LINE]
         if isinstance(line, bool) or not isinstance(line, int) or line < 1:
@@ -322,22 +391,24 @@ def _load(
         if status not in _STATUSES:
             where = f"{source.name}, record {number}"
             raise MergeError(f"{where} (input line {line}): unknown status {_shown(status)}")
+        size = _HELD
         if extras:
             for key in extras:
                 extra_columns.setdefault(key)
+            size += 100 * len(extras)
         region, account = values[REGION], values[ACCOUNT_ID]
-        records.append(
-            _Record(
-                line,
-                index,
-                values[APP_ID],
-                intern(region) if isinstance(region, str) else region,  # few distinct values
-                intern(status),
-                intern(account) if isinstance(account, str) else "",
-                encode(values, None),
-                extras or None,
-            )
+        text = encode(values, None)
+        record: _Record = (
+            line,
+            index,
+            intern(status),
+            intern(account) if isinstance(account, str) else "",
+            values[APP_ID],
+            intern(region) if isinstance(region, str) else region,  # few distinct values
+            text,
+            extras or None,
         )
+        add(record, size + len(text))
 
 
 def _number(value: object) -> bool:
@@ -399,29 +470,83 @@ def _read_summary(location: Location) -> tuple[dict[str, Any] | None, str]:
 # -- writing ---------------------------------------------------------------------------
 
 
-def _write_report(
-    output: Location, encoder: RecordEncoder, records: list[_Record], overwrite: bool
-) -> None:
-    """Write the merged report beside ``output``, then move it into place; without
-    ``overwrite`` never replace a report that appeared meanwhile."""
+class _Tally:
+    """Counts of the merged records: by status, and by status per account."""
+
+    __slots__ = ("by_account", "counts", "rows")
+
+    def __init__(self) -> None:
+        self.counts = {s.value: 0 for s in Status}
+        self.by_account: dict[str, dict[str, int]] = {}
+        self.rows = 0
+
+    def __repr__(self) -> str:
+        return f"<_Tally rows={self.rows} accounts={len(self.by_account)}>"
+
+
+def _cannot_write(output: Location, exc: OSError) -> MergeError:
+    return MergeError(f"cannot write the merged report {output.name}: {exc.strerror or exc}")
+
+
+def _create(output: Location, overwrite: bool) -> Sink:
+    """The merged report's sink: written beside ``output``, moved into place at the end."""
     try:
-        sink = output.create(overwrite=overwrite, staged=_STAGED)
+        return output.create(overwrite=overwrite, staged=_STAGED)
     except OSError as exc:
-        raise MergeError(
-            f"cannot write the merged report {output.name}: {exc.strerror or exc}"
-        ) from None
+        raise _cannot_write(output, exc) from None
+
+
+def _write(
+    sink: Sink,
+    output: Location,
+    encoder: RecordEncoder,
+    *,
+    records: Iterable[_Record],
+    names: list[str],
+    coverage: _Coverage | None,
+) -> _Tally:
+    """Write ``records`` (in line order) to ``sink``, checking them on the way: raises
+    :class:`MergeError` at the end when a line is reported twice or the input differs."""
+    tally = _Tally()
+    counts, by_account = tally.counts, tally.by_account
+    duplicates = _Duplicates(names)
+    see = coverage.see if coverage is not None else None
+    last_line = last_source = 0
     try:
         if header := encoder.header():
             sink.write(header)
         write, extend = sink.write, encoder.extend
-        for record in records:
-            write(extend(record.text, record.extras))
+        for line, source, status, account, app_id, region, text, extras in records:
+            if line == last_line:
+                duplicates.count += 1
+                duplicates.first = duplicates.first or (line, last_source, source)
+            last_line, last_source = line, source
+            if see is not None:
+                see(line, source, status, app_id, region)
+            counts[status] += 1
+            if account:
+                per = by_account.get(account)
+                if per is None:
+                    per = by_account[account] = dict.fromkeys(counts, 0)
+                per[status] += 1
+            write(extend(text, extras))
+    except OSError as exc:
+        raise _cannot_write(output, exc) from None
+    tally.rows = sum(counts.values())
+    duplicates.check()
+    if coverage is not None:
+        coverage.check()
+    return tally
+
+
+def _publish(sink: Sink, output: Location) -> None:
+    """Move the merged report into place; without ``overwrite`` never replace a report
+    that appeared meanwhile."""
+    try:
         sink.close()
     except FileExistsError:
         sink.discard()
         raise MergeError(_exists_message(output)) from None
     except OSError as exc:
         sink.discard()
-        raise MergeError(
-            f"cannot write the merged report {output.name}: {exc.strerror or exc}"
-        ) from None
+        raise _cannot_write(output, exc) from None

@@ -98,6 +98,7 @@ class ReportWriter:
 
     __slots__ = (
         "_closed",
+        "_durable",
         "_encoder",
         "_replacing",
         "_sink",
@@ -120,8 +121,11 @@ class ReportWriter:
         run_id: str = "",
         replacing: bool = False,
         kept_columns: tuple[str, ...] = (),
+        dry_run: bool = False,
     ) -> None:
         self.path = path
+        # A dry run sends nothing: a rerun recomputes every record, skips included.
+        self._durable = frozenset[Status]() if dry_run else _DURABLE
         self.location = report_location(path)
         self.kept_columns = kept_columns  # the input's extra columns, after REPORT_COLUMNS
         self._replacing = replacing
@@ -159,16 +163,16 @@ class ReportWriter:
     def write(self, result: RowResult) -> None:
         """Append one row's record; flush it when it records a call's outcome or a skip.
 
-        Records of rows that were not sent (invalid, not attempted, dry run) are recomputed
-        identically by a rerun, so they ride along with the next flush instead of costing a
-        system call each.
+        Records of rows that were not sent (invalid, not attempted, dry run; in a dry run
+        skipped rows too) are recomputed identically by a rerun, so they ride along with the
+        next flush instead of costing a system call each.
         """
         if self.error is not None:
             return
         try:
             self._write(result)
             self.written += 1
-            if result.status in _DURABLE:
+            if result.status in self._durable:
                 self._sink.flush()
                 self.saved = self.written
         except OSError as exc:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,10 +19,11 @@ from .codec import (
     STATUS,
     ReportReader,
     Warn,
+    iso,
 )
 from .report import report_location
 from .rows import Row
-from .storage import Location
+from .storage import LocalFile, Location
 
 __all__ = ["ResumeIndex", "read_report"]
 
@@ -38,55 +42,305 @@ def read_report(path: Path | Location, warn: Warn | None = None) -> Iterator[dic
     return ReportReader(report_location(path), warn).raw()
 
 
+# -- the index ---------------------------------------------------------------------------
+
+_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.A)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+_MASK: Final = 0xFFFF_FFFF_FFFF_FFFF
+_NO_TIME: Final = 0xFFFF_FFFF  # a success without finished_at: its note says "at ?"
+_SPAN: Final = 1 << 31  # ms a slot's time may lie either side of its report's first (24 days)
+_SUCCESS: Final = ("succeeded", "skipped")  # statuses that may tell of one (any JSON value)
+_EXPECT_SAMPLE: Final = 1 << 16  # bytes of a report read to guess its record count
+
+
+def _epoch_ms(text: str) -> int | None:
+    """A time as the report writes it (``2026-11-26T10:15:00.120Z``) in epoch
+    milliseconds; None for any other text (a note holding it is kept verbatim)."""
+    if _TIME.fullmatch(text) is None:
+        return None
+    try:
+        return (datetime.fromisoformat(text) - _EPOCH) // _MS
+    except ValueError:
+        return None
+
+
+class _Clock:
+    """Times as the report writes them to epoch milliseconds and back, remembering the
+    second seen last: a report's times come in runs of the same second, so most cost a
+    slice and an int instead of a parse or a format."""
+
+    __slots__ = ("_head", "_second", "_shown", "_shown_head")
+
+    def __init__(self) -> None:
+        self._head, self._second = "", 0  # the last second parsed: its text, its ms
+        self._shown, self._shown_head = -1, ""  # the last second shown: in s, its text
+
+    def ms(self, text: str) -> int | None:
+        """:func:`_epoch_ms` of ``text``."""
+        if (
+            text[:19] == self._head
+            and len(text) == 24  # the length of 2026-11-26T10:15:00.120Z
+            and text[19] == "."
+            and text[23] == "Z"
+            and (milli := text[20:23]).isdigit()
+            and milli.isascii()
+        ):
+            return self._second + int(milli)
+        value = _epoch_ms(text)
+        if value is not None:
+            self._head, self._second = text[:19], value - value % 1000
+        return value
+
+    def text(self, ms: int) -> str:
+        """The report's own text of epoch milliseconds ``ms``."""
+        second, milli = divmod(ms, 1000)
+        if second != self._shown:
+            shown = iso(_EPOCH + second * 1000 * _MS) or ""
+            self._shown, self._shown_head = second, shown[:19]
+        return f"{self._shown_head}.{milli:03d}Z"
+
+    def __repr__(self) -> str:
+        return f"<_Clock parsed={self._head!r} shown={self._shown_head!r}>"
+
+
+def _keys(account: object, region: object, app_id: object, digest: object) -> tuple[int, int]:
+    """Two independent 64-bit hashes of a success's key (Python's keyed string hash,
+    stable within this process): the first never 0, which marks an empty slot."""
+    first = hash(f"{account}\x1f{region}\x1f{app_id}\x1f{digest}") & _MASK
+    second = hash(f"{digest}\x1e{app_id}\x1e{region}\x1e{account}\x1e") & _MASK
+    return first or 1, second
+
+
 def _account(row: Row) -> str:
-    # Row.account_id comes with the account columns of the input; "" before them.
-    account: str = getattr(row, "account_id", "")
+    # A row's account comes with the input's account columns; "" before them.
+    account: str = getattr(row, "account_id", "") or ""
     return account
 
 
+def _expected_records(locations: Iterable[Location]) -> int:
+    """A guess of the records in local reports, to size the table once: the first bytes'
+    lines per byte times the file size (a report elsewhere: the table grows as needed)."""
+    total = 0
+    for location in locations:
+        if not isinstance(location, LocalFile):
+            continue
+        try:
+            size = location.path.stat().st_size
+            with location.path.open("rb") as handle:
+                sample = handle.read(_EXPECT_SAMPLE)
+        except OSError:
+            continue  # the reader says what is wrong
+        lines = sample.count(b"\n")
+        if lines and size:
+            total += int(size * lines / len(sample) * 1.02) + 16
+    return total
+
+
+def _told(
+    status: object, message: object, finished_at: object, report: str
+) -> tuple[str, str, str | None] | None:
+    """What a record tells of a success, as (report name, time text, the note itself or
+    None for "succeeded in <name> at <time>"): a ``succeeded`` record of ``report``, or a
+    ``skipped`` one whose message is an earlier report's note; None for any other."""
+    if status == "succeeded":
+        return report, str(finished_at or "?"), None
+    if status == "skipped" and isinstance(message, str) and message.startswith(SUCCEEDED_IN):
+        name, _, time = message[len(SUCCEEDED_IN) :].rpartition(" at ")
+        return name, time, message
+    return None
+
+
+class _Succeeded:
+    """Successes in flat arrays: an open-addressing table (linear probing, at most 75%
+    full) of 24-byte slots, like the input's duplicate index: two independent 64-bit
+    hashes of the key (account_id, region, app_id, settings digest), when it succeeded
+    (milliseconds from its report's base time) and where (see :class:`ResumeIndex`).
+    About 32 bytes per success, 34 MB for a million.
+    """
+
+    __slots__ = ("_firsts", "_seconds", "_size", "_slots", "_sources", "_times")
+
+    LOAD: Final = 0.75
+
+    def __init__(self, expected: int = 1024) -> None:
+        self._alloc(max(16, int(expected / self.LOAD) + 1))
+        self._size = 0
+
+    def _alloc(self, slots: int) -> None:
+        self._firsts = array("Q", bytes(8 * slots))
+        self._seconds = array("Q", bytes(8 * slots))
+        self._times = array("I", bytes(4 * slots))
+        self._sources = array("I", bytes(4 * slots))
+        self._slots = slots
+
+    def _slot(self, first: int, second: int) -> int:
+        """The slot holding the key, or the empty slot where it would go."""
+        firsts, seconds, slots = self._firsts, self._seconds, self._slots
+        i = first % slots
+        while (f := firsts[i]) and (f != first or seconds[i] != second):
+            i = i + 1 if i + 1 < slots else 0
+        return i
+
+    def add(self, first: int, second: int, when: int, source: int) -> None:
+        """Remember a success; a key already held keeps its note (earlier reports win)."""
+        i = self._slot(first, second)
+        if self._firsts[i]:
+            return
+        self._firsts[i], self._seconds[i] = first, second
+        self._times[i], self._sources[i] = when, source
+        self._size += 1
+        if self._size > self.LOAD * self._slots:
+            self._grow()
+
+    def find(self, first: int, second: int) -> tuple[int, int] | None:
+        """(when, source) of the success with this key, or None."""
+        i = self._slot(first, second)
+        if not self._firsts[i]:
+            return None
+        return self._times[i], self._sources[i]
+
+    def _grow(self) -> None:
+        firsts, seconds, times, sources = self._firsts, self._seconds, self._times, self._sources
+        self._alloc(2 * self._slots + 1)
+        for j, first in enumerate(firsts):
+            if first:
+                i = self._slot(first, seconds[j])
+                self._firsts[i], self._seconds[i] = first, seconds[j]
+                self._times[i], self._sources[i] = times[j], sources[j]
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __repr__(self) -> str:
+        return f"<_Succeeded rows={self._size} slots={self._slots}>"
+
+
 class ResumeIndex:
-    """(account_id, region, app_id, settings digest) of rows that succeeded in earlier
-    reports; a report without the account_id column counts as account ""."""
+    """Rows that succeeded in earlier reports: their (account_id, region, app_id,
+    settings digest) and the note a skipped row gets, "succeeded in <report> at <time>".
 
-    __slots__ = ("_done", "reports")
+    Held in fixed-size slots (:class:`_Succeeded`), not strings. A slot's source is
+    ``2 * i`` for the i-th report name of the notes, its time in milliseconds from that
+    name's base time (a note whose time is absent says "at ?"), or ``2 * i + 1`` for the
+    i-th note kept whole: one not in the tool's own words (a hand-edited report), or with
+    a time more than 24 days from the first of its report. Several reports make one
+    index; a row in more than one keeps the note of the first report that has it.
 
-    def __init__(self) -> None:
-        self._done: dict[tuple[str, str, str, str], str] = {}
+    A slot matches a row only when both 64-bit hashes of the key match. A wrong match
+    (a row skipped that never succeeded) needs a row and a success whose keys differ to
+    agree on 128 hash bits: with Python's keyed SipHash about ``2**-128`` per pair, under
+    ``10**-26`` for a million rows against a million successes.
+    """
+
+    __slots__ = ("_bases", "_clock", "_index", "_strings", "_table", "reports")
+
+    # The key hashes (a seam: tests force collisions).
+    hashes: Callable[[object, object, object, object], tuple[int, int]] = staticmethod(_keys)
+
+    def __init__(self, expected: int = 1024) -> None:
+        self._table = _Succeeded(expected)
+        self._strings: list[str] = []  # report names of notes, and notes kept whole
+        self._index: dict[str, int] = {}  # the index of each in _strings
+        self._bases: list[int | None] = []  # per string: its report's base time (ms)
+        self._clock = _Clock()
         self.reports: list[str] = []
 
     @classmethod
     def load(cls, paths: Iterable[Path | Location], warn: Warn | None = None) -> ResumeIndex:
         """Read every report in ``paths``; later reports do not override earlier ones."""
-        index = cls()
-        done = index._done
-        for path in paths:
-            reader = ReportReader(report_location(path), warn)
-            index.reports.append(reader.name)
+        locations = [report_location(p) for p in paths]
+        index = cls(_expected_records(locations))
+        # The loop of add(), unrolled: it runs once per record of reports of millions.
+        place, hashes, remember = index._place, index.hashes, index._table.add
+        for location in locations:
+            reader = ReportReader(location, warn)
+            report = reader.name
+            index.reports.append(report)
             for values, _, _ in reader:
                 status = values[STATUS]
-                if status == "succeeded":
-                    note = f"{SUCCEEDED_IN}{reader.name} at {values[FINISHED_AT] or '?'}"
-                elif status == "skipped" and str(values[ERROR_MESSAGE] or "").startswith(
-                    SUCCEEDED_IN
-                ):
-                    note = values[ERROR_MESSAGE]
-                else:
+                if status not in _SUCCESS:
                     continue
-                key = (
-                    str(values[ACCOUNT_ID] or ""),
-                    str(values[REGION]),
-                    str(values[APP_ID]),
-                    str(values[SETTINGS_DIGEST]),
+                told = _told(status, values[ERROR_MESSAGE], values[FINISHED_AT], report)
+                if told is None:
+                    continue
+                source, when = place(*told)
+                # f-strings in hashes() format any JSON value as str() does.
+                first, second = hashes(
+                    values[ACCOUNT_ID] or "",
+                    values[REGION],
+                    values[APP_ID],
+                    values[SETTINGS_DIGEST],
                 )
-                done.setdefault(key, note)
+                remember(first, second, when, source)
         return index
+
+    def add(
+        self,
+        status: str,
+        *,
+        message: str,
+        finished_at: str,
+        account: str,
+        region: str,
+        app_id: str,
+        digest: str,
+        report: str,
+    ) -> None:
+        """Remember one record of ``report`` if it tells of a success: ``succeeded``, or
+        ``skipped`` because an earlier report had it succeeded."""
+        told = _told(status, message, finished_at, report)
+        if told is not None:
+            source, when = self._place(*told)
+            first, second = self.hashes(account, region, app_id, digest)
+            self._table.add(first, second, when, source)
+
+    def _place(self, name: str, time: str, note: str | None) -> tuple[int, int]:
+        """A slot's (source, when) for a note that names ``name`` and ``time`` (``note``
+        itself, or None for "succeeded in <name> at <time>")."""
+        if name:
+            i = self._intern(name)
+            if time == "?":
+                return 2 * i, _NO_TIME
+            ms = self._clock.ms(time)
+            if ms is not None:
+                base = self._bases[i]
+                if base is None:
+                    base = self._bases[i] = ms - _SPAN
+                if 0 <= ms - base < _NO_TIME:
+                    return 2 * i, ms - base
+        if note is None:
+            note = f"{SUCCEEDED_IN}{name} at {time}"
+        return 2 * self._intern(note) + 1, 0  # kept as it is
+
+    def _intern(self, text: str) -> int:
+        i = self._index.get(text)
+        if i is None:
+            i = self._index[text] = len(self._strings)
+            self._strings.append(text)
+            self._bases.append(None)
+        return i
 
     def lookup(self, row: Row) -> str | None:
         """Why ``row`` need not be sent again, or None when it must run."""
-        return self._done.get((_account(row), row.region, row.app_id, row.digest))
+        first, second = self.hashes(_account(row), row.region, row.app_id, row.digest)
+        found = self._table.find(first, second)
+        if found is None:
+            return None
+        when, source = found
+        i = source >> 1
+        if source & 1:
+            return self._strings[i]
+        base = self._bases[i]
+        if when == _NO_TIME or base is None:
+            return f"{SUCCEEDED_IN}{self._strings[i]} at ?"
+        return f"{SUCCEEDED_IN}{self._strings[i]} at {self._clock.text(base + when)}"
 
     def __len__(self) -> int:
-        return len(self._done)
+        return len(self._table)
 
     def __repr__(self) -> str:
-        return f"<ResumeIndex succeeded={len(self._done)} reports={len(self.reports)}>"
+        return (
+            f"<ResumeIndex succeeded={len(self)} reports={len(self.reports)} "
+            f"notes={len(self._strings)} table={self._table!r}>"
+        )

@@ -715,6 +715,7 @@ def _open_report(
         run_id=run_id,
         replacing=in_place,
         kept_columns=plan.kept_columns,
+        dry_run=config.dry_run,
     )
 
 

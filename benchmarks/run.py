@@ -21,7 +21,10 @@ endpoint refusing connections from the start; an emulator killed mid-run and res
 (2/s and 5/s, burst 1, at the default ``--rate`` and at ``--rate 100``), 10 a slow lane
 beside fast ones, 11 S3 (report on S3 against a local report, resume from an S3 report,
 memory with S3 input and report; moto's server in its own process stands in for S3),
-12 many accounts (a lane per account and region, a role per account through moto's STS).
+12 many accounts (a lane per account and region, a role per account through moto's STS),
+13 resume at scale (``--dry-run --resume`` with a report of 1M succeeded rows, beside the
+same dry run without it and a bare csv pass), 14 merge at scale (two 500k-row shard reports
+with ``--input``, beside a bare csv pass over the merged report).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import platform
+import random
 import re
 import shlex
 import signal
@@ -45,7 +50,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, Final
@@ -57,7 +62,7 @@ CLI: Final = (PY, "-m", "batch_updater")
 LOOPS: Final = (PY, str(BENCH / "sdk_loops.py"))
 CONSOLE_SCRIPT: Final = Path(PY).parent / "batch-updater"
 REGION: Final = "us-east-1"
-CHILD_TIMEOUT: Final = 240.0
+CHILD_TIMEOUT: Final = 600.0  # a 1M-row child on a busy 2-core machine takes minutes
 LISTENING: Final = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 PACKAGES: Final = ("batch-updater", "aioboto3", "aiobotocore", "botocore", "boto3", "aiohttp")
 
@@ -87,6 +92,8 @@ class Sizes:
     s3_rows: int = int(os.environ.get("BENCH_S3_ROWS", "20000"))
     s3_resume: int = 100_000  # rows of the finished report resumed from (no calls for them)
     s3_memory: int = 200_000
+    resume: int = 1_000_000
+    merge: int = 1_000_000
 
 
 QUICK: Final = Sizes(
@@ -109,6 +116,8 @@ QUICK: Final = Sizes(
     s3_rows=2_000,
     s3_resume=10_000,
     s3_memory=20_000,
+    resume=100_000,
+    merge=100_000,
 )
 
 
@@ -1434,6 +1443,194 @@ def _s3_memory(bench: Bench, s3: MotoS3, name: str, n: int) -> None:
     )
 
 
+# A bare csv.reader + csv.writer pass over a file: the floor any CSV tool in Python pays.
+CSV_PASS: Final = """
+import csv, sys
+with open(sys.argv[1], newline="", encoding="utf-8") as src, \\
+        open(sys.argv[2], "w", newline="", encoding="utf-8") as dst:
+    csv.writer(dst, lineterminator="\\n").writerows(csv.reader(src))
+"""
+
+
+def _ratio(a: float, b: float) -> str:
+    """``a / b`` as ``1.23x`` (on a busy machine CPU time is steadier than wall time)."""
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+
+def csv_pass(bench: Bench, name: str, source: Path) -> Child:
+    """``python -c CSV_PASS SOURCE OUT`` in a child, as the baseline of a scenario."""
+    out = bench.tmp / f"{name}.copy.csv"
+    child = run_child((PY, "-c", CSV_PASS, str(source), str(out)), bench.env, bench.tmp)
+    out.unlink(missing_ok=True)
+    bench.detail(
+        f"- `{name}`: bare csv.reader + csv.writer pass over `{source.name}` -> exit "
+        f"{child.returncode}, wall {child.wall:.2f} s, CPU {child.cpu:.2f} s, peak RSS "
+        f"{child.maxrss_mb:.1f} MB"
+    )
+    return child
+
+
+def succeeded_report(dry_report: Path, out: Path) -> int:
+    """A live run's report made from a dry run's: every row succeeded, one call each."""
+    t0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+    n = 0
+    with (
+        dry_report.open(newline="", encoding="utf-8") as src,
+        out.open("w", newline="", encoding="utf-8") as dst,
+    ):
+        reader = csv.reader(src)
+        header = next(reader)
+        at = {column: i for i, column in enumerate(header)}
+        writer = csv.writer(dst, lineterminator="\n")
+        writer.writerow(header)
+        for cells in reader:
+            if cells[at["status"]] != "dry_run":
+                continue
+            start = t0 + timedelta(milliseconds=3 * n)
+            cells[at["status"]] = "succeeded"
+            cells[at["attempts"]] = "1"
+            cells[at["http_status"]] = "200"
+            cells[at["request_id"]] = f"req-{n:08d}"
+            cells[at["started_at"]] = start.isoformat(timespec="milliseconds")[:23] + "Z"
+            finished = start + timedelta(milliseconds=120)
+            cells[at["finished_at"]] = finished.isoformat(timespec="milliseconds")[:23] + "Z"
+            cells[at["duration_ms"]] = "120"
+            writer.writerow(cells)
+            n += 1
+    return n
+
+
+def scenario_resume(bench: Bench) -> None:
+    """13: --dry-run --resume with a report of N succeeded rows vs the same dry run."""
+    n, name = bench.sizes.resume, "13 Resume at scale"
+    rows = write_input(bench, "resume", n, regions=_default_regions())
+    base = csv_pass(bench, "13-csv", rows)
+    dry = run_cli(bench, "13-dry-run", rows, "--dry-run")
+    report = bench.tmp / "13-succeeded.csv"
+    made = succeeded_report(bench.tmp / "13-dry-run.csv.report.csv", report)
+    resumed = run_cli(bench, "13-dry-run-resume", rows, "--dry-run", "--resume", str(report))
+    skipped = resumed.count("skipped")
+    ok = dry.ok and resumed.ok and made == n and skipped == n and base.returncode == 0
+    ratio = resumed.child.wall / dry.child.wall if dry.child.wall else float("nan")
+    dry_ratio = dry.child.wall / base.wall if base.wall else float("nan")
+    bench.add(
+        Line(
+            name,
+            f"--dry-run --resume (report of {made:,} succeeded rows) over {n:,} rows: peak RSS",
+            f"{resumed.child.maxrss_mb:.1f} MB",
+            "<= 120 MB",
+            verdict(resumed.child.maxrss_mb <= 120) if ok else "ERROR",
+            f"{skipped:,} rows skipped; without --resume {dry.child.maxrss_mb:.1f} MB",
+        ),
+        Line(
+            name,
+            "--dry-run --resume: wall time / the same dry run without --resume",
+            f"{ratio:.2f}x ({resumed.child.wall:.1f} s vs {dry.child.wall:.1f} s)",
+            "<= 1.3x",
+            verdict(ratio <= 1.3) if ok else "ERROR",
+            f"CPU time {_ratio(resumed.child.cpu, dry.child.cpu)} "
+            f"({resumed.child.cpu:.1f} s vs {dry.child.cpu:.1f} s)",
+        ),
+        Line(
+            name,
+            f"--dry-run over {n:,} rows: wall time / a bare csv read+write of the input",
+            f"{dry_ratio:.1f}x ({dry.child.wall:.1f} s vs {base.wall:.1f} s)",
+            "<= 7x",
+            verdict(dry_ratio <= 7) if ok else "ERROR",
+            f"CPU time {_ratio(dry.child.cpu, base.cpu)}; dry run peak RSS "
+            f"{dry.child.maxrss_mb:.1f} MB (target <= 80 MB)",
+        ),
+    )
+    rows.unlink()
+    report.unlink()
+
+
+def shard_reports(bench: Bench, report: Path, shards: int) -> list[Path]:
+    """A report split as ``--shard K/N`` splits rows, each shard's records in a finishing
+    order (shuffled within windows of 256, as concurrent calls finish), with summaries."""
+    rng = random.Random(11)
+    paths = [bench.tmp / f"14-shard-{k}.csv" for k in range(shards)]
+    counts = [0] * shards
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(report.open(newline="", encoding="utf-8"))
+        outs = [stack.enter_context(p.open("w", newline="", encoding="utf-8")) for p in paths]
+        reader = csv.reader(src)
+        header = next(reader)
+        region, app_id = header.index("region"), header.index("app_id")
+        writers = [csv.writer(o, lineterminator="\n") for o in outs]
+        windows: list[list[list[str]]] = [[] for _ in range(shards)]
+        for w in writers:
+            w.writerow(header)
+
+        def flush(k: int) -> None:
+            rng.shuffle(windows[k])
+            writers[k].writerows(windows[k])
+            counts[k] += len(windows[k])
+            windows[k].clear()
+
+        for cells in reader:
+            key = f"{cells[region]} {cells[app_id]}".encode()
+            k = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % shards
+            windows[k].append(cells)
+            if len(windows[k]) >= 256:
+                flush(k)
+        for k in range(shards):
+            flush(k)
+    for k, path in enumerate(paths):
+        summary = {"run_id": f"shard-{k}", "rows": counts[k], "requests": counts[k]}
+        summary |= {"retries": 0, "throttles": 0, "elapsed_seconds": 100.0 + k}
+        path.with_name(path.name + ".summary.json").write_text(json.dumps(summary))
+    return paths
+
+
+def scenario_merge(bench: Bench) -> None:
+    """14: merge of two shard reports of N/2 rows each, with --input, vs a bare csv pass."""
+    n, name = bench.sizes.merge, "14 Merge at scale"
+    rows = write_input(bench, "merge", n, regions=_default_regions())
+    dry = run_cli(bench, "14-dry-run", rows, "--dry-run")
+    report = bench.tmp / "14-succeeded.csv"
+    made = succeeded_report(bench.tmp / "14-dry-run.csv.report.csv", report)
+    shards = shard_reports(bench, report, 2)
+    base = csv_pass(bench, "14-csv", report)
+    report.unlink()
+    merged = bench.tmp / "14-merged.csv"
+    args = (*CLI, "merge", *map(str, shards), "--input", str(rows), "--output", str(merged))
+    child = run_child(args, bench.env, bench.tmp)
+    bench.detail(
+        f"- `11-merge`: `{_short(args)}` -> exit {child.returncode}, wall {child.wall:.2f} s, "
+        f"CPU {child.cpu:.2f} s, peak RSS {child.maxrss_mb:.1f} MB"
+    )
+    try:
+        summary = json.loads(merged.with_name(merged.name + ".summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    if child.returncode != 0:
+        log(f"  11-merge: exit {child.returncode}: {child.stderr_tail}")
+    ok = dry.ok and child.returncode == 0 and summary.get("rows") == made == n
+    ratio = child.wall / base.wall if base.wall else float("nan")
+    sizes = ", ".join(f"{s.stat().st_size / 1e6:.0f} MB" for s in shards)
+    bench.add(
+        Line(
+            name,
+            f"merge of 2 shard reports ({n:,} rows in all) with --input: peak RSS",
+            f"{child.maxrss_mb:.1f} MB",
+            "<= 120 MB",
+            verdict(child.maxrss_mb <= 120) if ok else "ERROR",
+            f"shard reports {sizes}",
+        ),
+        Line(
+            name,
+            "merge: wall time / a bare csv read+write of the merged size",
+            f"{ratio:.2f}x ({child.wall:.1f} s vs {base.wall:.1f} s)",
+            "<= 3x",
+            verdict(ratio <= 3) if ok else "ERROR",
+            f"CPU time {_ratio(child.cpu, base.cpu)} ({child.cpu:.1f} s vs {base.cpu:.1f} s)",
+        ),
+    )
+    for path in (rows, merged, *shards):
+        path.unlink(missing_ok=True)
+
+
 SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     1: scenario_overhead,
     2: scenario_accuracy,
@@ -1447,6 +1644,8 @@ SCENARIOS: Final[dict[int, Callable[[Bench], None]]] = {
     10: scenario_slow_lane,
     11: scenario_s3,
     12: scenario_accounts,
+    13: scenario_resume,
+    14: scenario_merge,
 }
 
 

@@ -530,3 +530,97 @@ def test_broken_reports_are_setup_errors(tmp_path: Path) -> None:
         merge_reports([odd], tmp_path / "merged.csv")
     assert issubclass(MergeError, SetupError)
     assert not (tmp_path / "merged.csv").exists()
+
+
+# -- bounded memory ---------------------------------------------------------------------
+
+
+def many_rows(n: int) -> list[RowResult]:
+    """``n`` rows' results (lines 2..n+1), mostly succeeded, some failed, some invalid."""
+    out: list[RowResult] = []
+    for i in range(n):
+        start = T0 + timedelta(milliseconds=37 * i)
+        status = (Status.SUCCEEDED, Status.SUCCEEDED, Status.FAILED, Status.INVALID)[i % 4]
+        out.append(
+            RowResult(
+                i + 2,
+                f"d{i:08x}abc",
+                ("us-east-1", "eu-west-1")[i % 2],
+                status,
+                attempts=1,
+                error_message="=boom" if status is Status.FAILED else "",
+                started_at=start,
+                finished_at=start + timedelta(milliseconds=5),
+                duration_ms=5,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_many_shards_merge_in_a_tiny_memory_budget_as_in_a_large_one(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Twelve shards in finishing order, merged with a budget that spills a sorted run to
+    disk every few records: the same report and summary as merged in memory."""
+    rows = many_rows(3_000)
+    source = tmp_path / "apps.csv"
+    source.write_text(
+        "app_id,region\n" + "".join(f"{r.app_id},{r.region}\n" for r in rows), encoding="utf-8"
+    )
+    shards = write_shards(rows, tmp_path, tuple(suffix for _ in range(12)))
+    expected = write_report(tmp_path / f"expected{suffix}", rows)
+
+    small = merge_reports(
+        shards, tmp_path / f"small{suffix}", input_path=source, memory_budget=4_000
+    )
+    large = merge_reports(shards, tmp_path / f"large{suffix}", input_path=source)
+
+    assert small.output.read_bytes() == large.output.read_bytes() == expected.read_bytes()
+    small_summary, large_summary = merged_summary(small), merged_summary(large)
+    assert small_summary.pop("report") != large_summary.pop("report")
+    assert small_summary == large_summary
+    assert small_summary["counts"]["succeeded"] == 1_500
+    assert small.rows == 3_000
+
+
+def test_checks_hold_when_the_records_spill(tmp_path: Path) -> None:
+    """Duplicates across shards, missing and stray lines are found in a tiny budget too."""
+    rows = many_rows(600)
+    source = tmp_path / "apps.csv"
+    source.write_text(
+        "app_id,region\n" + "".join(f"{r.app_id},{r.region}\n" for r in rows), encoding="utf-8"
+    )
+    shards = write_shards(rows, tmp_path, (".csv",) * 4)
+    twice = next(r for r in rows if shard_of(r, 4) == 0)
+    with ReportWriter(shards[3], overwrite=True, run_id=RUN_ID) as writer:
+        for r in rows:
+            if shard_of(r, 4) == 3 or r == twice:
+                writer.write(r)
+    with pytest.raises(MergeError, match=rf"line {twice.line} is reported in both"):
+        merge_reports(shards, tmp_path / "m.csv", input_path=source, memory_budget=1_000)
+    assert not list(tmp_path.glob("m.csv*"))  # nothing published, nothing left beside it
+
+    stray = write_report(tmp_path / "stray.csv", [replace(rows[0], line=10_000)])
+    with pytest.raises(MergeError) as caught:
+        merge_reports(
+            [*shards[:3], stray], tmp_path / "m.csv", input_path=source, memory_budget=1_000
+        )
+    lost = sorted(r.line for r in rows if shard_of(r, 4) == 3)
+    message = str(caught.value)
+    assert f"{len(lost)} input line(s) in no report (first: {_first5(lost)};" in message
+    assert "1 reported line(s) not in the input (first: 10000)" in message
+    assert not list(tmp_path.glob("m.csv*"))
+
+
+def _first5(lines: list[int]) -> str:
+    return ", ".join(map(str, lines[:5]))
+
+
+def test_a_line_past_any_input_is_a_stray_line(tmp_path: Path) -> None:
+    source = make_input(tmp_path / "apps.csv", valid=1)
+    rows = [RowResult(line, "d000000abc", "us-east-1", Status.INVALID) for line in (2, 10**20)]
+    with pytest.raises(MergeError, match=r"1 reported line\(s\) not in the input \(first: 1000"):
+        merge_reports(
+            [write_report(tmp_path / "a.jsonl", rows)], tmp_path / "m.csv", input_path=source
+        )

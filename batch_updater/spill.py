@@ -1,0 +1,141 @@
+"""Records sorted by line in bounded memory: an external merge sort.
+
+Records (tuples whose first item is the int sort key, an input line) are collected until
+their estimated size passes a memory budget; then they are sorted and spilled as one run
+to a private temporary file, in chunks. Reading back merges the runs with
+:func:`heapq.merge`, one chunk of each run in memory at a time, and the last run straight
+from memory. The order is stable: records with the same key come in the order added.
+
+All runs share one anonymous temporary file (one file descriptor however many runs),
+removed by :meth:`SortedSpill.close` or when the process ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import tempfile
+from collections.abc import Iterator
+from operator import itemgetter
+from types import TracebackType
+from typing import IO, Any, Final
+
+from .errors import SetupError
+
+__all__ = ["SortedSpill"]
+
+_KEY: Final = itemgetter(0)
+_LENGTH: Final = 8  # bytes of the length before each pickled chunk
+_CHUNKS_PER_BUDGET: Final = 64  # a run is read back in chunks of budget / 64 bytes
+_MIN_CHUNK: Final = 1 << 12
+
+Record = tuple[Any, ...]
+
+
+class SortedSpill:
+    """Collects records, then yields them sorted by their first item.
+
+    ``budget`` bounds the estimated bytes of records held at once (the ``size`` given
+    with each); reading back holds one chunk (``budget / 64`` bytes) of each spilled run
+    plus the last run. ``runs`` tells how many runs were spilled.
+    """
+
+    __slots__ = ("_file", "_held", "_pending", "_runs", "budget", "chunk", "records")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = max(1, budget)
+        self.chunk = max(_MIN_CHUNK, self.budget // _CHUNKS_PER_BUDGET)
+        self._pending: list[Record] = []
+        self._held = 0  # estimated bytes in _pending
+        self._file: IO[bytes] | None = None
+        self._runs: list[list[tuple[int, int]]] = []  # per run: (offset, bytes) of its chunks
+        self.records = 0
+
+    @property
+    def runs(self) -> int:
+        """Runs spilled to the temporary file so far."""
+        return len(self._runs)
+
+    def add(self, record: Record, size: int) -> None:
+        """Add ``record`` (``size``: its estimated bytes in memory)."""
+        self._pending.append(record)
+        self.records += 1
+        self._held += size
+        if self._held > self.budget:
+            self._spill()
+
+    def _spill(self) -> None:
+        pending = self._pending
+        pending.sort(key=_KEY)
+        if self._file is None:
+            try:
+                # SIM115 ignored: the file outlives this call; close() closes it
+                self._file = tempfile.TemporaryFile(prefix="batch-updater-sort-")  # noqa: SIM115
+            except OSError as exc:
+                raise _error(exc) from None
+        handle = self._file
+        chunks: list[tuple[int, int]] = []
+        per_chunk = max(1, len(pending) * self.chunk // max(1, self._held))
+        try:
+            handle.seek(0, 2)
+            for start in range(0, len(pending), per_chunk):
+                data = pickle.dumps(pending[start : start + per_chunk], pickle.HIGHEST_PROTOCOL)
+                offset = handle.tell()
+                handle.write(len(data).to_bytes(_LENGTH, "big"))
+                handle.write(data)
+                chunks.append((offset, len(data)))
+        except OSError as exc:
+            raise _error(exc) from None
+        self._runs.append(chunks)
+        self._pending = []
+        self._held = 0
+
+    def _run(self, chunks: list[tuple[int, int]]) -> Iterator[Record]:
+        handle = self._file
+        assert handle is not None
+        for offset, size in chunks:
+            try:
+                handle.seek(offset + _LENGTH)
+                data = handle.read(size)
+            except OSError as exc:
+                raise _error(exc) from None
+            yield from pickle.loads(data)  # our own file, written by this process
+
+    def __iter__(self) -> Iterator[Record]:
+        """Every record added, sorted by its first item (stable); once."""
+        pending = self._pending
+        pending.sort(key=_KEY)
+        if not self._runs:
+            return iter(pending)
+        return heapq.merge(*(self._run(chunks) for chunks in self._runs), pending, key=_KEY)
+
+    def close(self) -> None:
+        """Remove the temporary file."""
+        self._pending = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> SortedSpill:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<SortedSpill records={self.records} runs={len(self._runs)} "
+            f"held={self._held}/{self.budget}>"
+        )
+
+
+def _error(exc: OSError) -> SetupError:
+    return SetupError(
+        f"cannot sort the records in a temporary file in {tempfile.gettempdir()}: "
+        f"{exc.strerror or exc} (free some space there, or set TMPDIR to a roomier directory)"
+    )

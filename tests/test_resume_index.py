@@ -1,0 +1,214 @@
+"""The ``--resume`` index: succeeded rows of several reports in fixed-size slots."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from batch_updater import RowResult, Status
+from batch_updater.report import ReportWriter
+from batch_updater.resume import SUCCEEDED_IN, ResumeIndex, read_report
+from batch_updater.rows import LoginSettings, Row
+
+T0 = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
+UP = "us-east-1_AbC123xyz"
+
+
+def row(i: int, region: str = "us-east-1", client: str = "c") -> Row:
+    settings = LoginSettings(user_pool_id=UP, web_client_id=f"{client}{i}")
+    return Row(i + 2, f"d{i:06x}abc", region, settings, settings.digest())
+
+
+def result(r: Row, status: Status, message: str = "", at: int | None = 0) -> RowResult:
+    finished = None if at is None else T0 + timedelta(milliseconds=at)
+    return RowResult(
+        r.line,
+        r.app_id,
+        r.region,
+        status,
+        attempts=1,
+        error_message=message,
+        settings_digest=r.digest,
+        finished_at=finished,
+    )
+
+
+def write(path: Path, results: list[RowResult]) -> Path:
+    with ReportWriter(path, run_id="job") as writer:
+        for item in results:
+            writer.write(item)
+    return path
+
+
+def reference(paths: list[Path]) -> dict[tuple[str, str, str], str]:
+    """What --resume did before the compact index: a dict of strings, first report wins."""
+    done: dict[tuple[str, str, str], str] = {}
+    for path in paths:
+        for record in read_report(path):
+            status, message = record["status"], str(record["error_message"] or "")
+            if status == "succeeded":
+                note = f"{SUCCEEDED_IN}{path} at {record['finished_at'] or '?'}"
+            elif status == "skipped" and message.startswith(SUCCEEDED_IN):
+                note = message
+            else:
+                continue
+            key = (record["region"], record["app_id"], record["settings_digest"])
+            done.setdefault(key, note)
+    return done
+
+
+def test_several_reports_make_one_index_with_the_notes_of_the_first_that_has_a_row(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(5)
+    rows = [row(i, rng.choice(("us-east-1", "eu-west-1"))) for i in range(400)]
+    changed = [row(i, r.region, client="z") for i, r in enumerate(rows)]  # other settings
+    odd_notes = [
+        f"{SUCCEEDED_IN}old.csv at ?",
+        f"{SUCCEEDED_IN}old.csv at yesterday",  # hand-edited: kept verbatim
+        f"{SUCCEEDED_IN}a report at the end.csv at 2026-01-02T03:04:05.678Z",
+        f"{SUCCEEDED_IN} at 2026-01-02T03:04:05.678Z",
+        SUCCEEDED_IN,
+    ]
+    reports: list[Path] = []
+    for k, suffix in enumerate((".csv", ".jsonl", ".csv")):
+        results: list[RowResult] = []
+        for i, r in enumerate(rows):
+            pick = rng.random()
+            if pick < 0.4:
+                # Mostly within days of each other; some months before or after.
+                day = 86_400_000
+                at = rng.choice((rng.randrange(10**9),) * 8 + (90 * day + i, -40 * day - i))
+                results.append(result(r, Status.SUCCEEDED, at=at))
+            elif pick < 0.5:
+                results.append(result(r, Status.SUCCEEDED, at=None))  # no finished_at
+            elif pick < 0.6:
+                results.append(result(changed[i], Status.SUCCEEDED, at=i))
+            elif pick < 0.75:
+                results.append(result(r, Status.SKIPPED, rng.choice(odd_notes)))
+            elif pick < 0.85:
+                results.append(result(r, Status.SKIPPED, "duplicate of line 2"))
+            else:
+                results.append(result(r, Status.FAILED, "boom"))
+        rng.shuffle(results)
+        reports.append(write(tmp_path / f"r{k}{suffix}", results))
+
+    index = ResumeIndex.load(reports)
+    expected = reference(reports)
+
+    assert len(index) == len(expected)
+    assert index.reports == [str(p) for p in reports]
+    hits = 0
+    for r in rows + changed:
+        want = expected.get((r.region, r.app_id, r.digest))
+        assert index.lookup(r) == want, r
+        hits += want is not None
+    assert hits == len(expected) > 300
+    assert "succeeded=" in repr(index)
+
+
+def test_colliding_key_hashes_never_skip_a_row_that_did_not_succeed() -> None:
+    """All keys share the first hash (one long probe chain): the second hash and the
+    digest still tell them apart."""
+
+    class Colliding(ResumeIndex):
+        __slots__ = ()
+        hashes = staticmethod(lambda a, r, app_id, digest: (7, hash(app_id + digest) & (2**64 - 1)))
+
+    index = Colliding(expected=4)
+    done = [row(i) for i in range(0, 200, 2)]
+    for r in done:
+        index.add(
+            "succeeded",
+            message="",
+            finished_at="2026-11-26T10:15:00.000Z",
+            account="",
+            region=r.region,
+            app_id=r.app_id,
+            digest=r.digest,
+            report="a.csv",
+        )
+    assert len(index) == 100
+    for i in range(200):
+        note = index.lookup(row(i))
+        assert (note is not None) == (i % 2 == 0)
+        assert index.lookup(row(i, client="other")) is None  # same key, other settings
+    assert index.lookup(done[0]) == f"{SUCCEEDED_IN}a.csv at 2026-11-26T10:15:00.000Z"
+
+
+def test_a_digest_no_row_can_have_is_kept_but_never_matches() -> None:
+    index = ResumeIndex()
+    r = row(1)
+    for digest in ("x", "", r.digest.upper(), "0x" + r.digest[2:]):
+        index.add(
+            "succeeded",
+            message="",
+            finished_at="",
+            account="",
+            region=r.region,
+            app_id=r.app_id,
+            digest=digest,
+            report="a.csv",
+        )
+    assert len(index) == 4
+    assert index.lookup(r) is None
+
+
+def test_each_success_takes_about_32_bytes_in_fixed_size_slots() -> None:
+    """100,000 successes, counted by tracemalloc, in a table sized up front (24-byte slots
+    at most 75% full): no string is kept per row, and loading makes no garbage to speak of."""
+    n = 100_000
+    tracemalloc.start()
+    try:
+        index = ResumeIndex(expected=n)
+        for i in range(n):
+            index.add(
+                "succeeded",
+                message="",
+                finished_at="2026-11-26T10:15:00.120Z",
+                account="",
+                region="us-east-1",
+                app_id=f"d{i:08x}",
+                digest=f"{i:016x}",
+                report="big.csv",
+            )
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(index) == n
+    assert held < 36 * n
+    assert peak < 40 * n
+    probe = Row(2, "d00000005", "us-east-1", LoginSettings(), f"{5:016x}")
+    assert index.lookup(probe) == f"{SUCCEEDED_IN}big.csv at 2026-11-26T10:15:00.120Z"
+
+
+def test_a_dry_run_report_does_not_flush_each_skipped_row(tmp_path: Path) -> None:
+    """A dry run sends nothing, so a rerun recomputes its skips: they ride along with the
+    next flush (a million-row dry run with --resume saves a million system calls). A live
+    run's skips are flushed at once: its report must stand alone after kill -9."""
+    skip = result(row(1), Status.SKIPPED, f"{SUCCEEDED_IN}old.csv at ?")
+    with ReportWriter(tmp_path / "dry.csv", dry_run=True) as dry:
+        dry.write(skip)
+        assert (dry.written, dry.saved) == (1, 0)
+    assert dry.saved == 1  # closing flushes
+    with ReportWriter(tmp_path / "live.csv") as live:
+        live.write(skip)
+        assert (live.written, live.saved) == (1, 1)
+    assert list(read_report(tmp_path / "dry.csv")) == list(read_report(tmp_path / "live.csv"))
+
+
+def test_a_report_of_the_first_version_resumes_too(tmp_path: Path) -> None:
+    """A CSV report written before run_id and account_id existed (14 columns)."""
+    done = row(3)
+    new = write(tmp_path / "new.csv", [result(done, Status.SUCCEEDED, at=120)])
+    lines = new.read_text(encoding="utf-8").splitlines()
+    old = tmp_path / "old.csv"
+    old.write_text("".join(",".join(line.split(",")[:14]) + "\n" for line in lines))
+    assert old.read_text().splitlines()[0].endswith(",finished_at,duration_ms")
+
+    index = ResumeIndex.load([old])
+
+    assert index.lookup(done) == f"{SUCCEEDED_IN}{old} at 2026-11-26T10:15:00.120Z"
+    assert index.lookup(row(4)) is None
