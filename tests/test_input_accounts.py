@@ -493,3 +493,17 @@ def test_random_fleets_are_read_as_the_oracle_says_whole_and_sharded(
         )
         assert part_plan.total == len(part)
         assert part_plan.invalid == sum(got[i.line][0] == "invalid" for i in part)
+
+
+def test_the_roles_remembered_for_repeated_cells_are_bounded() -> None:
+    roles = AccountRoles()
+    for n in range(20_000):  # as many distinct role ARNs: memory must not grow with rows
+        account = f"{n:012d}"
+        found: list[str] = []
+        got = roles.check("", f"arn:aws:iam::{account}:role/R", "us-east-1", found)
+        assert (got, found) == ((account, f"arn:aws:iam::{account}:role/R"), [])
+    assert "seen=16384>" in repr(roles)
+    again: list[str] = []
+    assert roles.check(A2, ROLE1, "us-east-1", again) == (A2, ROLE1)
+    assert roles.check(A2, ROLE1, "us-east-1", again) == (A2, ROLE1)
+    assert again == [f"role_arn: account {A1} differs from account_id {A2}"] * 2
