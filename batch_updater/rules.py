@@ -518,9 +518,8 @@ def check(
     get = cells.get
     app_id = get("app_id", "").strip()
     region = get("region", "").strip() or (default_region or "")
-    account = get("account_id", "").strip()
-    role = get("role_arn", "").strip()
     if "__cells__" in cells:  # the cells that have a column, and why the row is invalid
+        account, role = get("account_id", "").strip(), get("role_arn", "").strip()
         return Invalid(app_id, region, cells["__cells__"], account, role)
     if not region:
         return None
@@ -530,13 +529,13 @@ def check(
         get("user_pool_id", "").strip(),
         get("web_client_id", "").strip(),
     )
-    if _fast_ok(app_id, region, values, rule.ok):
-        if not (account or role):  # the common case
-            number, hexdigest = settings_digest(*values)
-            return app_id, region, values, number, hexdigest, "", ""
-        found: list[str] = []
-    else:
-        found = []
+    fast = _fast_ok(app_id, region, values, rule.ok)
+    if fast and "account_id" not in cells and "role_arn" not in cells:  # the common case
+        number, hexdigest = settings_digest(*values)
+        return app_id, region, values, number, hexdigest, "", ""
+    account, role = get("account_id", "").strip(), get("role_arn", "").strip()
+    found: list[str] = []
+    if not fast:
         problems(app_id, region, values, rule, found)
     if account or role:
         account, role = roles.check(account, role, region, found)
