@@ -3,6 +3,7 @@ duplicates keyed on the account, and shards that own whole lanes (account, regio
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -507,3 +508,19 @@ def test_the_roles_remembered_for_repeated_cells_are_bounded() -> None:
     assert roles.check(A2, ROLE1, "us-east-1", again) == (A2, ROLE1)
     assert roles.check(A2, ROLE1, "us-east-1", again) == (A2, ROLE1)
     assert again == [f"role_arn: account {A1} differs from account_id {A2}"] * 2
+
+
+def test_row_keeps_its_positional_fields_and_stays_frozen() -> None:
+    settings = LoginSettings(user_pool_id=UP)
+    old_style = Row(2, "d1abc", "us-east-1", settings, "ab", ("x",))
+    assert (old_style.account_id, old_style.role_arn, old_style.kept) == ("", "", ("x",))
+    full = Row(2, "d1abc", "us-east-1", settings, "ab", (), A1, ROLE1)
+    assert dataclasses.replace(old_style, kept=(), account_id=A1, role_arn=ROLE1) == full
+    assert hash(full) == hash(Row(2, "d1abc", "us-east-1", settings, "ab", (), A1, ROLE1))
+    assert [f.name for f in dataclasses.fields(Row)][-2:] == ["account_id", "role_arn"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.account_id = A2  # type: ignore[misc]
+    rejected = full.rejected("skipped", "duplicate of line 1")
+    assert rejected == Rejected(
+        2, "d1abc", "us-east-1", "skipped", "duplicate of line 1", "ab", (), A1, ROLE1
+    )
