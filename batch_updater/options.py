@@ -363,8 +363,9 @@ def _run_sections() -> tuple[tuple[str, tuple[Option, ...]], ...]:
                 Option("--concurrency", "workers", setting="concurrency", metavar="N"),
                 Option(
                     "--shard",
-                    "run only shard K of N (K from 0): rows whose stable hash of "
-                    "(region, app_id) modulo N is K",
+                    "run only shard K of N (K from 0): whole lanes (account, region) when "
+                    "there are at least N, else rows by a stable hash of (account, region, "
+                    "app_id)",
                     setting="shard",
                     metavar="K/N",
                     shown="from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX",

@@ -362,6 +362,7 @@ def _fast_ok(
 _ACCOUNT: Final = FIELDS["account_id"]
 _ROLE: Final = FIELDS["role_arn"]
 _TEMPLATE_LABEL: Final = "role_arn (from --role-arn)"
+_MAX_SEEN: Final = 1 << 14  # (account, role, region) cells remembered by AccountRoles
 OwnAccount = str | Callable[[], str | None] | None
 #: ``own_account`` for ``--local``: every account signs with its own dummy keys, no role.
 EVERY_ACCOUNT: Final = "*"
@@ -374,7 +375,7 @@ class AccountRoles:
     it, called only when such a row exists: it costs a ``GetCallerIdentity``).
     """
 
-    __slots__ = ("_filled", "_own", "_resolve_own", "template")
+    __slots__ = ("_own", "_resolve_own", "_seen", "template")
 
     def __init__(self, template: str | None = None, own_account: OwnAccount = None) -> None:
         self.template = template or None
@@ -392,8 +393,9 @@ class AccountRoles:
             self._resolve_own: Callable[[], str | None] | None = own_account
         else:
             self._own, self._resolve_own = own_account or None, None
-        # (account, partition) -> the template's role ARN and its problems
-        self._filled: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
+        # (account, role, region) cells -> (account, role, problems): a fleet repeats a
+        # few roles over many rows. Bounded, so memory does not grow with the rows.
+        self._seen: dict[tuple[str, str, str], tuple[str, str, tuple[str, ...]]] = {}
 
     def own_account(self) -> str | None:
         """The caller's account (found on first use when given as a function)."""
@@ -404,6 +406,17 @@ class AccountRoles:
     def check(self, account: str, role: str, region: str, found: list[str]) -> tuple[str, str]:
         """(account, role ARN) of a row with an ``account_id`` or a ``role_arn`` (or
         both); appends the problems to ``found``. A role ARN alone gives the account."""
+        key = (account, role, region)
+        seen = self._seen.get(key)
+        if seen is None:
+            problems: list[str] = []
+            seen = (*self._resolve(account, role, region, problems), tuple(problems))
+            if len(self._seen) < _MAX_SEEN:
+                self._seen[key] = seen
+        found.extend(seen[2])
+        return seen[0], seen[1]
+
+    def _resolve(self, account: str, role: str, region: str, found: list[str]) -> tuple[str, str]:
         why = _ACCOUNT.problem(account) if account else None
         if why is not None:
             found.append(why)
@@ -420,15 +433,9 @@ class AccountRoles:
             return account, ""
         if self.template is not None:
             partition = partition_of(region)
-            filled = self._filled.get((account, partition))
-            if filled is None:
-                arn = self.template.replace("{account_id}", account).replace(
-                    "{partition}", partition
-                )
-                filled = arn, _arn_problems(arn, _TEMPLATE_LABEL, account, region)[1]
-                self._filled[account, partition] = filled
-            found.extend(filled[1])
-            return account, filled[0]
+            arn = self.template.replace("{account_id}", account).replace("{partition}", partition)
+            found.extend(_arn_problems(arn, _TEMPLATE_LABEL, account, region)[1])
+            return account, arn
         if (own := self.own_account()) != EVERY_ACCOUNT and account != own:
             found.append(
                 f"no role to assume for account {account}: add a role_arn column or --role-arn"
@@ -437,10 +444,7 @@ class AccountRoles:
 
     def __repr__(self) -> str:
         own = "(not looked up)" if self._resolve_own is not None else self._own
-        return (
-            f"<AccountRoles template={self.template!r} own_account={own} "
-            f"filled={len(self._filled)}>"
-        )
+        return f"<AccountRoles template={self.template!r} own_account={own} seen={len(self._seen)}>"
 
 
 def _arn_problems(arn: str, label: str, account: str, region: str) -> tuple[str, tuple[str, ...]]:
@@ -516,9 +520,8 @@ def check(
     get = cells.get
     app_id = get("app_id", "").strip()
     region = get("region", "").strip() or (default_region or "")
-    account = get("account_id", "").strip()
-    role = get("role_arn", "").strip()
     if "__cells__" in cells:  # the cells that have a column, and why the row is invalid
+        account, role = get("account_id", "").strip(), get("role_arn", "").strip()
         return Invalid(app_id, region, cells["__cells__"], account, role)
     if not region:
         return None
@@ -528,13 +531,13 @@ def check(
         get("user_pool_id", "").strip(),
         get("web_client_id", "").strip(),
     )
-    if _fast_ok(app_id, region, values, rule.ok):
-        if not (account or role):  # the common case
-            number, hexdigest = settings_digest(*values)
-            return app_id, region, values, number, hexdigest, "", ""
-        found: list[str] = []
-    else:
-        found = []
+    fast = _fast_ok(app_id, region, values, rule.ok)
+    if fast and "account_id" not in cells and "role_arn" not in cells:  # the common case
+        number, hexdigest = settings_digest(*values)
+        return app_id, region, values, number, hexdigest, "", ""
+    account, role = get("account_id", "").strip(), get("role_arn", "").strip()
+    found: list[str] = []
+    if not fast:
         problems(app_id, region, values, rule, found)
     if account or role:
         account, role = roles.check(account, role, region, found)

@@ -3,6 +3,7 @@ duplicates keyed on the account, and shards that own whole lanes (account, regio
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -493,3 +494,33 @@ def test_random_fleets_are_read_as_the_oracle_says_whole_and_sharded(
         )
         assert part_plan.total == len(part)
         assert part_plan.invalid == sum(got[i.line][0] == "invalid" for i in part)
+
+
+def test_the_roles_remembered_for_repeated_cells_are_bounded() -> None:
+    roles = AccountRoles()
+    for n in range(20_000):  # as many distinct role ARNs: memory must not grow with rows
+        account = f"{n:012d}"
+        found: list[str] = []
+        got = roles.check("", f"arn:aws:iam::{account}:role/R", "us-east-1", found)
+        assert (got, found) == ((account, f"arn:aws:iam::{account}:role/R"), [])
+    assert "seen=16384>" in repr(roles)
+    again: list[str] = []
+    assert roles.check(A2, ROLE1, "us-east-1", again) == (A2, ROLE1)
+    assert roles.check(A2, ROLE1, "us-east-1", again) == (A2, ROLE1)
+    assert again == [f"role_arn: account {A1} differs from account_id {A2}"] * 2
+
+
+def test_row_keeps_its_positional_fields_and_stays_frozen() -> None:
+    settings = LoginSettings(user_pool_id=UP)
+    old_style = Row(2, "d1abc", "us-east-1", settings, "ab", ("x",))
+    assert (old_style.account_id, old_style.role_arn, old_style.kept) == ("", "", ("x",))
+    full = Row(2, "d1abc", "us-east-1", settings, "ab", (), A1, ROLE1)
+    assert dataclasses.replace(old_style, kept=(), account_id=A1, role_arn=ROLE1) == full
+    assert hash(full) == hash(Row(2, "d1abc", "us-east-1", settings, "ab", (), A1, ROLE1))
+    assert [f.name for f in dataclasses.fields(Row)][-2:] == ["account_id", "role_arn"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.account_id = A2  # type: ignore[misc]
+    rejected = full.rejected("skipped", "duplicate of line 1")
+    assert rejected == Rejected(
+        2, "d1abc", "us-east-1", "skipped", "duplicate of line 1", "ab", (), A1, ROLE1
+    )
