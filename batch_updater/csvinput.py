@@ -328,7 +328,8 @@ class _Tee(io.RawIOBase):
 
 
 class _SpoolReader(io.RawIOBase):
-    """Reads the spool's first ``size`` bytes at its own offset (``os.pread``)."""
+    """Reads a descriptor's first ``size`` bytes at its own offset (``os.pread``): the
+    spool's, or a local copy's (see ``s3``)."""
 
     __slots__ = ("_fd", "_pos", "_size")
 
@@ -339,7 +340,7 @@ class _SpoolReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer)
+        view = memoryview(buffer).cast("B")
         data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
         n = len(data)
         view[:n] = data

@@ -42,11 +42,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .codec import SUMMARY_SUFFIX
+from .csvinput import _SpoolReader
 from .errors import SetupError
 from .storage import LocalFile
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
     from botocore.exceptions import ClientError
 
     from .merge import MergeResult
@@ -458,18 +458,14 @@ def _content_type(location: S3Location) -> str:
     return "text/csv; charset=utf-8"
 
 
-class _Slice(io.RawIOBase):
+class _Slice(_SpoolReader):
     """The first ``size`` bytes of a file, read at its own offset (``os.pread``), seekable:
     the body of an upload while the writer appends behind it."""
 
-    __slots__ = ("_fd", "_pos", "_size")
+    __slots__ = ()
 
     def __init__(self, path: Path, size: int) -> None:
-        self._fd = os.open(path, os.O_RDONLY)
-        self._size, self._pos = size, 0
-
-    def readable(self) -> bool:
-        return True
+        super().__init__(os.open(path, os.O_RDONLY), size)
 
     def seekable(self) -> bool:
         return True
@@ -481,14 +477,6 @@ class _Slice(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, min(self._size, base + offset))
         return self._pos
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
-        n = len(data)
-        view[:n] = data
-        self._pos += n
-        return n
 
     def __len__(self) -> int:
         return self._size
@@ -548,7 +536,7 @@ class S3Input:
 
     def reader(self) -> io.BufferedReader:
         """A new reader from the copy's start."""
-        return io.BufferedReader(_FdSlice(self._file.fileno(), self.size), _CHUNK)
+        return io.BufferedReader(_SpoolReader(self._file.fileno(), self.size), _CHUNK)
 
     async def recheck(self, store: S3Store) -> bool:
         """Ask S3 whether the object is still the version copied; a missing object or a
@@ -575,26 +563,6 @@ class S3Input:
         return (
             f"<S3Input {self.location} etag={self.etag} size={self.size} changed={self._changed}>"
         )
-
-
-class _FdSlice(io.RawIOBase):
-    """Reads a descriptor's first ``size`` bytes at its own offset (``os.pread``)."""
-
-    __slots__ = ("_fd", "_pos", "_size")
-
-    def __init__(self, fd: int, size: int) -> None:
-        self._fd, self._size, self._pos = fd, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = os.pread(self._fd, min(len(view), self._size - self._pos), self._pos)
-        n = len(data)
-        view[:n] = data
-        self._pos += n
-        return n
 
 
 # -- reports read (--resume, merge) ----------------------------------------------------
