@@ -1102,16 +1102,6 @@ class MotoSts:
             proc.wait(timeout=10)
 
 
-def _first_request_after(report: Path, launched: float) -> float:
-    """Seconds from ``launched`` (epoch) to the first request's start in the report."""
-    starts = [
-        datetime.fromisoformat(r["started_at"].replace("Z", "+00:00")).timestamp()
-        for r in _report_rows(report)
-        if r.get("started_at")
-    ]
-    return min(starts) - launched if starts else float("nan")
-
-
 def write_accounts(
     bench: Bench, name: str, accounts: Sequence[str], regions: Sequence[str], per_lane: int
 ) -> Path:
@@ -1182,7 +1172,7 @@ def scenario_accounts(bench: Bench) -> None:
         return
     s = run.summary
     report = bench.tmp / "12-accounts-many.csv.report.csv"
-    setup = _first_request_after(report, launched)
+    setup = _first_request(report, launched)
     bound = 1.1 * (20 / 5 + setup)
     bench.add(
         Line(
