@@ -142,6 +142,7 @@ class AdaptiveRate:
         "_hold",
         "_issued",
         "_last_sent",
+        "_leaving",
         "_limit",
         "_limiter",
         "_lock",
@@ -182,6 +183,8 @@ class AdaptiveRate:
         if not max_rate >= 0:
             raise ValueError(f"max_rate must be 0 (unlimited) or more, got {max_rate}")
         self._limiter = RateLimiter(max_rate, burst, clock=clock, sleep=sleep)
+        # The same pacing where requests leave for the wire (see leave()).
+        self._leaving = RateLimiter(max_rate, burst, clock=clock, sleep=sleep)
         self._clock = clock
         self._sleep = sleep
         self._repace = False  # the rate changed: the next slot is spaced from the last request
@@ -263,6 +266,22 @@ class AdaptiveRate:
             self._sent[-1] = self._last_sent = now = self._clock()
             self._paced[-1] = now > start  # the rate, not the workers, held it back
         return ticket
+
+    async def leave(self, ticket: int) -> None:
+        """``ticket``'s request leaves now (its bytes go on the wire next): keep it ``1/rate``
+        behind the previous request to leave, and count its spacing from here.
+
+        A slot is taken before the request is built and signed, and what happens between
+        the two (signing, the event loop busy with other lanes' answers) delays some requests
+        more than others: one delayed a few milliseconds brings the next that much closer
+        to it, and a service that admits one request every ``1/rate`` seconds refuses that
+        one. Waiting here for what the delay took back keeps the spacing the service sees.
+        """
+        leaving = self._leaving
+        leaving.rate = self._limiter.rate
+        await leaving.acquire()
+        if self._adaptive and (index := self._index(ticket)) >= 0:
+            self._sent[index] = self._clock()
 
     def hold(self) -> None:
         """Pace the next request from now (see :meth:`RateLimiter.hold`)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -46,6 +47,21 @@ RETRYABLE_CODES: Final = THROTTLE_CODES | {"GatewayTimeoutException", "ServiceUn
 LaneKey = tuple[str, str]
 #: A rate lane: (account id, region); account "" is the base credentials' rows.
 Lane = tuple[str, str]
+
+
+#: What the call being made waits for as its request leaves (see :meth:`Clients.update`):
+#: set around each call, read by the hook every client runs just before sending.
+_departure: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "departure", default=None
+)
+#: botocore's last event before a request goes on the wire (after it is built and signed).
+_BEFORE_SEND: Final = "before-send.amplifybackend.UpdateBackendConfig"
+
+
+async def _before_send(**_: Any) -> None:
+    """Wait for the departure of the call being made, if it has one; send nothing (None)."""
+    if (departure := _departure.get()) is not None:
+        await departure()
 
 
 def lane_of(row: Row) -> Lane:
@@ -285,6 +301,8 @@ class Clients:
             raise SetupError(
                 f"cannot create the AmplifyBackend client for {region}: {exc}"
             ) from None
+        # aiobotocore awaits a coroutine handler; the stubs know botocore's plain ones.
+        client.meta.events.register(_BEFORE_SEND, cast("Callable[..., None]", _before_send))
         self._clients[key] = client
         return client
 
@@ -317,8 +335,14 @@ class Clients:
                 raise refusal.with_traceback(None)
             await self._accounts.ready(row.account_id, row.role_arn, row.region)
 
-    async def update(self, row: Row) -> CallResult:
-        """Send ``UpdateBackendConfig`` for ``row``; raises :class:`CallError` on failure."""
+    async def update(
+        self, row: Row, departure: Callable[[], Awaitable[None]] | None = None
+    ) -> CallResult:
+        """Send ``UpdateBackendConfig`` for ``row``; raises :class:`CallError` on failure.
+
+        ``departure`` is awaited once the request is built and signed, just before it goes
+        on the wire (the lane's pacing where the service sees it: see
+        :meth:`AdaptiveRate.leave`)."""
         key = self.lane_key(row)
         client = self._clients.get(key) or await self._lane_client(key, row)
         assumed = bool(key[0])
@@ -326,10 +350,14 @@ class Clients:
         with map_botocore_errors(account_id, assumed=assumed):
             if assumed and (refusal := self._accounts.refused(key[0])):
                 raise refusal.with_traceback(None)  # final: not signed (nor logged) again
-            response = await client.update_backend_config(
-                AppId=row.app_id,
-                LoginAuthConfig=cast("LoginAuthConfigReqObjTypeDef", row.settings.to_api()),
-            )
+            token = _departure.set(departure)
+            try:
+                response = await client.update_backend_config(
+                    AppId=row.app_id,
+                    LoginAuthConfig=cast("LoginAuthConfigReqObjTypeDef", row.settings.to_api()),
+                )
+            finally:
+                _departure.reset(token)
         meta = response.get("ResponseMetadata", {})
         request_id = str(meta.get("RequestId") or "")
         status = int(meta.get("HTTPStatusCode") or 200)

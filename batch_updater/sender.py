@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 from .adaptive import AdaptiveRate
@@ -323,7 +324,7 @@ class Sender:
                 sink.sent()
                 attempts.in_flight = True
                 try:
-                    result = await clients.update(row)
+                    result = await clients.update(row, partial(limiter.leave, ticket))
                 except CallError as exc:
                     attempts.in_flight = False
                     if self._failed_attempt(exc, attempts, lane, admission, ticket):

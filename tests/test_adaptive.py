@@ -375,6 +375,26 @@ async def send(control: AdaptiveRate, clock: ManualClock, service: RateLimiter) 
     return admitted
 
 
+async def test_a_request_leaves_at_least_one_interval_after_the_one_before_it() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(20, clock=clock, sleep=clock.sleep)
+    service = RateLimiter(20, 1, clock=clock)  # burst 1: strictly 50 ms apart
+    first = await control.acquire()
+    clock.now += 0.004  # 4 ms between its slot and the wire
+    await control.leave(first)
+    assert service.try_acquire(clock.now)
+    second = await control.acquire()  # its slot: 50 ms after the first's
+    await control.leave(second)  # no delay of its own: it waits for what the first lost
+    assert clock.now == pytest.approx(1000.054)
+    assert service.try_acquire(clock.now)
+    control.on_success(first)
+    control.on_success(second)
+    third = await control.acquire()  # slots keep their own pace: no drift
+    assert clock.now == pytest.approx(1000.1)
+    await control.leave(third)
+    assert clock.now == pytest.approx(1000.104)
+
+
 async def test_429s_spaced_further_from_an_admission_bound_the_limit_lower() -> None:
     clock = ManualClock()
     control = AdaptiveRate(100, clock=clock, sleep=clock.sleep)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 from collections import Counter
 from dataclasses import replace
@@ -232,6 +234,36 @@ def test_requests_respect_rate_and_burst_in_every_window(tmp_path: Path, session
     for i in range(len(times)):
         for j in range(i + 1, len(times)):
             assert j - i + 1 <= rate * (times[j] - times[i]) + burst + 1e-6
+
+
+def test_a_request_delayed_on_its_way_to_the_wire_does_not_bring_the_next_one_closer(
+    tmp_path: Path, session: Any
+) -> None:
+    # Every other request takes 10 ms longer between its slot and the wire (signing, a busy
+    # event loop): paced from the slots alone, the next one would reach a burst-1 service
+    # 40 ms after it, under the 50 ms the service allows, and be refused.
+    rate, rows = 20.0, [f"d{i}abc,us-east-1,{UP}," for i in range(20)]
+    signed = 0
+
+    async def slow_signing(**_: Any) -> None:
+        nonlocal signed
+        signed += 1
+        if signed % 2:
+            await asyncio.sleep(0.01)
+
+    session.events.register("before-sign.amplifybackend.UpdateBackendConfig", slow_signing)
+
+    async def scenario() -> tuple[Any, list[float]]:
+        async with EmulatorServer(EmulatorConfig(rate=rate, burst=1)) as server:
+            config = fast(tmp_path, endpoint_url=server.url, rate=rate, concurrency=8)
+            path = write_csv(tmp_path / "in.csv", HEADER, *rows)
+            summary = await run_batch(path, config, session=session)
+            return summary, sorted(record.time for record in server.emulator.requests)
+
+    summary, times = virtual_time.run(scenario())
+    assert summary.throttles == 0
+    assert summary.counts[Status.SUCCEEDED] == 20
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 1 / rate - 1e-9
 
 
 async def test_results_stream_to_the_callback_and_the_jsonl_report(
