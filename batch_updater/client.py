@@ -51,9 +51,7 @@ Lane = tuple[str, str]
 
 #: What the call being made waits for as its request leaves (see :meth:`Clients.update`):
 #: set around each call, read by the hook every client runs just before sending.
-_departure: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
-    "departure", default=None
-)
+_departure: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("departure", default=None)
 #: botocore's last event before a request goes on the wire (after it is built and signed).
 _BEFORE_SEND: Final = "before-send.amplifybackend.UpdateBackendConfig"
 
