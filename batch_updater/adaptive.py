@@ -108,6 +108,11 @@ class AdaptiveRate:
     * ``ok`` is the highest rate at which ``confirm`` requests in a row, and ``settle``
       seconds' worth, succeeded, or higher: a request admitted ``G`` seconds after the last
       admitted one, with a refusal between, shows a burst-1 service admits ``1 / G``;
+    * ``proven`` is the highest rate that held for ``hold`` successes in a row. An isolated
+      429 (after ``isolated`` successes) at or below it is jitter, one request that arrived
+      early: it steps down ``step_down`` from ``proven``, not from the last step, and is not
+      judged by the success rate (then the client's own, lagging a rate just raised).
+      429s closer together forget ``proven``: the service's limit may have come down;
     * the rate starts at ``max_rate``. The first 429 of an episode (of requests paced after
       the last cut) falls back to ``ok`` if it is below ``limit``. Otherwise ``ok`` is learned
       again: ``step_down`` times the rate that failed if that rate had worked (after
@@ -154,12 +159,14 @@ class AdaptiveRate:
         "_paced",
         "_previous",
         "_probe",
+        "_proven",
         "_quiet",
         "_refused_at",
         "_repace",
         "_reported",
         "_sent",
         "_sleep",
+        "_steady",
         "_streak",
         "_successes",
         "_throttles",
@@ -215,6 +222,8 @@ class AdaptiveRate:
         self._hold = tuning.hold
         self._quiet = 0  # successes since the last cut
         self._streak = 0  # successes paced at the current rate
+        self._steady = 0  # successes since the rate last changed
+        self._proven = 0.0  # the highest rate that held for `hold` successes (0: none)
         self._probe = 0.0  # the last probe step above a forgotten limit (0: not probing)
         self._reported = self._max_rate
         self._cuts = 0
@@ -306,7 +315,10 @@ class AdaptiveRate:
             if after_refusal:
                 return  # spaced from a refused request, not one admitted: no evidence for the rate
         self._quiet += 1
+        self._steady += 1
         rate = self._limiter.rate
+        if self._steady >= tuning.hold:
+            self._proven = max(self._proven, rate)
         # Judge only the current rate: requests paced at it, while it is in use (not when
         # workers or input are the bottleneck).
         in_use = self._paced[index] if index >= 0 else self._measured >= tuning.in_use * rate
@@ -355,10 +367,19 @@ class AdaptiveRate:
             failed = rate  # the spacing showed the rate after the cut is still too fast
         else:
             failed = self._previous if self._before(now, ticket, self._changed_ticket) else rate
-        self._limit = limit = min(self._limit, failed)
-        if self._fresh and self._measured > 0:
+        isolated = self._quiet >= tuning.isolated
+        if not isolated:
+            self._proven = 0.0  # 429s in a row: the service's limit may have come down
+        # An isolated 429 below a rate that held for `hold` successes is jitter (a request
+        # that arrived early), not a lower limit: each would otherwise step the rate down
+        # again, and a few of them took it far below the limit.
+        proven = self._proven
+        self._limit = limit = min(self._limit, max(failed, proven))
+        if self._fresh and self._measured > 0 and not isolated:
             # While throttled, the success rate is the service's: at a bursty service, a
-            # rate above it may have looked fine for a while.
+            # rate above it may have looked fine for a while. (Not after one 429 that ends a
+            # long run of successes: then the success rate is the client's own, and lags
+            # behind a rate that was just raised.)
             self._ok = min(self._ok, self._measured)
             self._limit = limit = min(limit, self._measured * (1 + tuning.precision))
         if self._probe and not self._before(now, ticket, self._cut_ticket):
@@ -367,30 +388,40 @@ class AdaptiveRate:
             same = limit <= self._forgotten * (1 + 5 * tuning.precision)
             self._hold = min(tuning.hold_max, 2 * self._hold) if same else tuning.hold
         if not 0 < self._ok < limit:  # the rate thought to work does not: learn it again
-            measured = self._measured
-            near, quiet = failed <= self._ok * (1 + 2 * tuning.precision), self._quiet
-            if near and (quiet >= tuning.isolated or (quiet and self._slow(failed))):
-                ok = tuning.step_down * failed  # a 429 at a rate that worked: step down
-            elif measured > 0 and quiet >= tuning.isolated:
-                ok = max(tuning.cut * min(failed, measured), tuning.deepest_cut * failed)
-            elif measured > 0 and not self._slow(failed):  # throttled again at once
-                ok = tuning.deepest_cut * min(failed, measured)
-            elif measured > 0:  # ...at a slow rate, measured over a long window: step by it
-                ok = max(tuning.deepest_cut * failed, min(tuning.step_down * failed, measured))
-            elif failed > tuning.restart and quiet >= tuning.worked:
-                # Nothing measured yet, but requests at this rate went through before the
-                # 429 (a new connection's jitter, a burst used up): halve, not restart.
-                ok = tuning.deepest_cut * failed
-            elif failed > tuning.restart:  # nothing measured: start again cautiously
-                ok = tuning.restart
-            else:
-                ok = tuning.deepest_cut * failed
-            self._ok = min(ok, tuning.step_down * limit)
+            self._ok = min(self._relearn(failed, isolated, proven), tuning.step_down * limit)
+        elif isolated and failed <= proven:
+            # Jitter at or below a rate that held: one small step from that rate.
+            self._ok = min(self._ok, tuning.step_down * proven)
         self._quiet = 0
         self._probe = 0.0
         self._cuts += 1
         self._change(max(self._min_rate, min(self._ok, rate)), now, "throttled")
         self._cut_ticket = self._changed_ticket
+
+    def _relearn(self, failed: float, isolated: bool, proven: float) -> float:
+        """The rate to fall back to after a 429 at ``failed`` showed ``ok`` does not work."""
+        tuning = self._tuning
+        measured = self._measured
+        worked = max(self._ok, proven)
+        near, quiet = failed <= worked * (1 + 2 * tuning.precision), self._quiet
+        if near and (isolated or (quiet and self._slow(failed))):
+            # A 429 at a rate that worked: step down (from a rate proven to hold).
+            ok = tuning.step_down * max(failed, proven)
+        elif measured > 0 and isolated:
+            ok = max(tuning.cut * min(failed, measured), tuning.deepest_cut * failed)
+        elif measured > 0 and not self._slow(failed):  # throttled again at once
+            ok = tuning.deepest_cut * min(failed, measured)
+        elif measured > 0:  # ...at a slow rate, measured over a long window: step by it
+            ok = max(tuning.deepest_cut * failed, min(tuning.step_down * failed, measured))
+        elif failed > tuning.restart and quiet >= tuning.worked:
+            # Nothing measured yet, but requests at this rate went through before the
+            # 429 (a new connection's jitter, a burst used up): halve, not restart.
+            ok = tuning.deepest_cut * failed
+        elif failed > tuning.restart:  # nothing measured: start again cautiously
+            ok = tuning.restart
+        else:
+            ok = tuning.deepest_cut * failed
+        return ok
 
     def _slow(self, rate: float) -> bool:
         """Whether ``rate`` is too slow for the success rate to be measured over a window."""
@@ -425,9 +456,18 @@ class AdaptiveRate:
         successes, horizon = self._successes, now - self._tuning.window
         while len(successes) > self._tuning.samples and successes[0] <= horizon:
             successes.popleft()
+        count = len(successes)
         span = now - successes[0] if successes else 0.0
-        self._measured = (len(successes) - 1) / span if span > 0 else 0.0
-        self._fresh = len(successes) >= self._tuning.samples and span <= 3 * self._tuning.window
+        if count > 1:
+            # Measured at a 429, ``now`` is about one spacing after the last success: count
+            # that spacing as the one the 429 took, not as time with no success in it (the
+            # rate would read low by one spacing in ``count``); only time beyond it is.
+            seen = successes[-1] - successes[0]
+            rated = max(seen, span - seen / (count - 1))
+            self._measured = (count - 1) / rated if rated > 0 else 0.0
+        else:
+            self._measured = 0.0
+        self._fresh = count >= self._tuning.samples and span <= 3 * self._tuning.window
 
     def _change(self, rate: float, now: float, reason: Reason) -> None:
         # Requests issued so far were paced at the old rate (one waiting for its slot gets a
@@ -435,7 +475,7 @@ class AdaptiveRate:
         self._changed_ticket = self._issued
         self._repace = True
         self._changed_at = now
-        self._streak = 0
+        self._streak = self._steady = 0
         self._previous = self._limiter.rate
         self._limiter.rate = rate
         if abs(rate - self._reported) > self._tuning.report_threshold * self._reported:

@@ -169,6 +169,17 @@ def test_at_a_low_limit_a_429_from_latency_jitter_costs_a_small_step_not_a_deep_
     assert run.throttled() <= 0.03
 
 
+@pytest.mark.parametrize("spread", [0.05, 0.1])
+def test_at_a_burst_1_limit_equal_to_the_rate_jitter_costs_little(spread: float) -> None:
+    # --rate 20 against a service allowing exactly 20/s, answers jittered by up to 0.5 or
+    # 1 ms each way: some requests arrive early and are refused whatever the client does.
+    # Those isolated 429s must cost a small step each, not a cut to a lagging success rate,
+    # nor a step from the last step (the rate ran at 0.87 of the limit when they did).
+    run = simulate(20, max_rate=20, rows=1500, burst=1, latency=0.02, spread=spread)
+    assert run.rows_per_second() >= 0.94 * 20
+    assert run.throttled() <= 0.01
+
+
 @pytest.mark.parametrize("limit", [10, 50, 100, 200])
 def test_converges_just_below_the_hidden_limit(limit: float) -> None:
     run = steady(limit)
@@ -393,6 +404,26 @@ async def test_a_request_leaves_at_least_one_interval_after_the_one_before_it() 
     assert clock.now == pytest.approx(1000.1)
     await control.leave(third)
     assert clock.now == pytest.approx(1000.104)
+
+
+def test_a_429_does_not_make_the_success_rate_read_one_spacing_low() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(20, clock=clock, sleep=clock.sleep)
+    feed(control, clock, 30, per_second=20)
+    clock.now += 1 / 20  # the 429 comes where the next success would have
+    control.on_throttle()
+    assert control.measured == pytest.approx(20)
+
+
+def test_isolated_429s_below_a_rate_that_held_step_down_from_it_not_from_each_other() -> None:
+    clock = ManualClock()
+    control = AdaptiveRate(20, clock=clock, sleep=clock.sleep)
+    feed(control, clock, 120, per_second=20)  # 20/s held for 100 successes and more
+    control.on_throttle()
+    assert control.rate == pytest.approx(0.97 * 20)
+    feed(control, clock, 20, per_second=0.97 * 20)
+    control.on_throttle()  # jitter again: the rate that held is still the reference
+    assert control.rate == pytest.approx(0.97 * 20)
 
 
 async def test_429s_spaced_further_from_an_admission_bound_the_limit_lower() -> None:
