@@ -46,40 +46,54 @@ _STOPPED_AT_BREAKER: Final = (
 class Lane:
     """One rate domain, (account, region): its rate limiter and its circuit breaker.
 
-    A lane's first request goes alone: its first call is slow (a new connection, the
-    client's first use), so a second request paced right behind it would reach the service
-    right after it, and a service that admits one request every ``1/rate`` seconds would
-    refuse it. The others wait until the first is answered; pacing then starts from there
-    (a lane without a rate limit does not wait).
+    A lane's first :attr:`ALONE` requests go alone, each sent only once the one before it
+    is answered, and pacing then starts from that answer (a lane without a rate limit does
+    not wait). The first call is slow (a new connection, the client's first use), so a
+    second request paced right behind it would reach the service right after it, and a
+    service that admits one request every ``1/rate`` seconds would refuse it. And until a
+    lane has answers, its rate is a guess: paced at a ``--rate`` far above the service's
+    limit, every request sent before the first 429 comes back is refused too.
     """
 
-    __slots__ = ("_opened", "_taken", "breaker", "key", "limiter")
+    __slots__ = ("_busy", "_left", "_turn", "breaker", "key", "limiter")
+
+    #: How many of a lane's first requests go one at a time.
+    ALONE: Final = 3
 
     def __init__(self, key: LaneKey, limiter: AdaptiveRate, breaker: Breaker) -> None:
         self.key = key
         self.limiter = limiter
         self.breaker = breaker
-        self._opened = asyncio.Event()
-        self._taken = False
+        self._left = self.ALONE if limiter.max_rate > 0 else 0  # requests still to go alone
+        self._busy = False  # one of them is out
+        self._turn = asyncio.Event()  # set when it is answered
 
-    async def first(self) -> bool:
-        """True for the lane's first request; later ones wait here until it is answered.
-        No wait on an unlimited lane: there is no pacing to protect."""
-        if self._opened.is_set() or self.limiter.max_rate <= 0:
+    async def alone(self) -> bool:
+        """True when this request goes alone (call :meth:`answered` once it is answered);
+        while one is out, the lane's next requests wait here for its answer."""
+        while self._left and self._busy:
+            await self._turn.wait()
+        if not self._left:
             return False
-        if not self._taken:
-            self._taken = True
-            return True
-        await self._opened.wait()
-        return False
+        self._busy = True
+        return True
 
-    def opened(self) -> None:
-        """The first request is answered (or gave up): pace the next ones from now."""
+    def answered(self) -> None:
+        """A request that went alone is answered (or gave up): pace the next from now."""
         self.limiter.hold()
-        self._opened.set()
+        self._busy = False
+        self._left -= 1
+        self._turn.set()
+        self._turn = asyncio.Event()
+
+    def unanswered(self) -> None:
+        """A request that went alone got no answer (a transport failure): the lane's next
+        requests stop going alone, and its circuit breaker judges the endpoint instead (one
+        timeout at a time would take ``ALONE`` timeouts to notice an outage)."""
+        self._left = min(self._left, 1)  # answered() takes the last one
 
     def __repr__(self) -> str:
-        state = "open" if self._opened.is_set() else "opening" if self._taken else "new"
+        state = f"{self._left} to go alone" if self._left else "open"
         return f"<Lane {lane_name(self.key)} {state} {self.limiter!r} {self.breaker!r}>"
 
 
@@ -300,14 +314,14 @@ class Sender:
             )
             if admission is None:
                 raise _Unreachable
-            first = False
+            alone = False
             try:
                 await clients.ready(row)  # client and credentials first: then pacing
-                first = await lane.first()
+                alone = await lane.alone()
                 ticket = await limiter.acquire()
             except BaseException:
-                if first:
-                    lane.opened()
+                if alone:
+                    lane.answered()
                 breaker.release(admission)
                 raise
             try:
@@ -327,6 +341,8 @@ class Sender:
                     result = await clients.update(row, partial(limiter.leave, ticket))
                 except CallError as exc:
                     attempts.in_flight = False
+                    if alone and exc.transport:
+                        lane.unanswered()
                     if self._failed_attempt(exc, attempts, lane, admission, ticket):
                         continue  # the lane's breaker is open: wait for it like its other rows
                     raise
@@ -338,8 +354,8 @@ class Sender:
                 limiter.on_success(ticket)
                 return result
             finally:
-                if first:
-                    lane.opened()
+                if alone:
+                    lane.answered()
 
     def _failed_attempt(
         self, exc: CallError, attempts: _Attempts, lane: Lane, admission: Admission, ticket: int

@@ -19,6 +19,7 @@ from batch_updater import RunSummary, Status, run_batch
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.lanes import LaneQueue, LaneScheduler
 from batch_updater.rows import LoginSettings, Row
+from batch_updater.sender import Lane
 
 from . import virtual_time
 from .conftest import fast, read_report, write_csv
@@ -152,7 +153,8 @@ def test_a_file_sorted_by_region_runs_at_the_sum_of_the_regions_rates(
     summary, times, elapsed = virtual_time.run(scenario())
     assert summary.counts[Status.SUCCEEDED] == 4 * per_region
     assert summary.throttles == 0
-    assert elapsed == pytest.approx((per_region - 1) / rate + 0.02 + 0.001, abs=0.05)
+    # pacing, plus the answers each of a lane's first requests waits for (20 ms each)
+    assert elapsed == pytest.approx((per_region - 1) / rate + Lane.ALONE * 0.02, abs=0.05)
     for region in REGIONS:
         arrivals = sorted(times[region])
         assert len(arrivals) == per_region
@@ -194,12 +196,13 @@ def test_a_slow_region_does_not_hold_the_workers_the_others_need(
     assert last["eu-west-1"] > max(last.values()) - 1e-9  # the slow one takes its own time
 
 
-def test_a_lanes_first_request_goes_alone_and_pacing_starts_from_its_answer(
+def test_a_lanes_first_requests_go_alone_and_pacing_starts_from_their_answers(
     tmp_path: Path, session: Any
 ) -> None:
     # A lane's first call is slow (a new connection, the client's first use, a role being
     # assumed): a second request paced right behind it would reach a service admitting one
-    # every 1/rate seconds right after it, and be refused. So the others wait for its answer.
+    # every 1/rate seconds right after it, and be refused. So the others wait for its answer;
+    # and the next two go alone too, while the lane's rate is still a guess.
     source = write_csv(
         tmp_path / "in.csv",
         "app_id,region,user_pool_id",
@@ -217,5 +220,39 @@ def test_a_lanes_first_request_goes_alone_and_pacing_starts_from_its_answer(
 
     arrivals = virtual_time.run(scenario())
     gaps = [round(b - a, 6) for a, b in itertools.pairwise(arrivals)]
-    assert gaps[0] == pytest.approx(0.1 + 1 / 20, abs=0.002)  # the answer, then one slot
-    assert gaps[1:] == pytest.approx([1 / 20] * 4, abs=0.002)
+    alone = Lane.ALONE
+    # each of the first ones: its answer, then one slot
+    assert gaps[:alone] == pytest.approx([0.1 + 1 / 20] * alone, abs=0.002)
+    assert gaps[alone:] == pytest.approx([1 / 20] * (5 - alone), abs=0.002)
+
+
+def test_a_rate_far_above_the_services_limit_costs_few_429s_at_the_start(
+    tmp_path: Path, session: Any
+) -> None:
+    # --rate 100 against a service admitting 5/s (burst 1, 30 ms answers): paced at 100/s
+    # from the start, every request sent before the first 429 came back was refused too.
+    # While the lane's rate is a guess, its requests go one at a time.
+    source = write_csv(
+        tmp_path / "in.csv",
+        "app_id,region,user_pool_id",
+        *(f"d{i}abc,us-east-1,{UP}" for i in range(20)),
+    )
+
+    async def scenario() -> RunSummary:
+        config = EmulatorConfig(rate=5, burst=1, latency_ms=30)
+        async with EmulatorServer(config) as server:
+            return await run_batch(
+                source,
+                fast(
+                    tmp_path,
+                    endpoint_url=server.url,
+                    rate=100,
+                    backoff_base=0.5,  # the default backoff: a retry is not refused at once
+                    backoff_cap=20.0,
+                ),
+                session=session,
+            )
+
+    summary = virtual_time.run(scenario())
+    assert summary.counts[Status.SUCCEEDED] == 20
+    assert summary.throttles <= 5  # 7 when only the first request went alone
