@@ -47,17 +47,17 @@ def _http_session_class() -> type[Any]:
 
     class SharedTlsSession(AIOHTTPSession):
         """One TLS context per CA bundle for every client. A proxy, a client certificate or
-        ``verify=False`` keep aiobotocore's own connector (they change the context)."""
+        ``verify=False`` keep aiobotocore's own connector (they change the context). Its
+        connector is aiobotocore's otherwise: same pool limit and connector arguments."""
 
         def _create_connector(self, proxy_url: str | None) -> Any:
             # The state aiobotocore's own _create_connector reads (not in its type stubs).
             own: Any = self
-            if proxy_url or not own._verify or own._cert_file:
+            bundle = get_cert_path(own._verify) if own._verify else None
+            if proxy_url or not bundle or own._cert_file:
                 return cast("Any", super())._create_connector(proxy_url)
             return aiohttp.TCPConnector(
-                limit=own._max_pool_connections,
-                ssl=tls_context(get_cert_path(own._verify)),
-                **own._connector_args,
+                limit=own._max_pool_connections, ssl=tls_context(bundle), **own._connector_args
             )
 
     return SharedTlsSession

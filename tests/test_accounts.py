@@ -558,6 +558,32 @@ def test_account_sessions_share_one_data_loader(session: Any, local: bool) -> No
     assert len(loaders) == 1
 
 
+async def test_account_sessions_run_botocore_s_builtin_handlers_copied_not_registered_again(
+    session: Any,
+) -> None:
+    # Registering them again cost about 10 ms per account (each handler's signature is
+    # inspected); the copy must run the same handlers as a session of its own.
+    from aiobotocore.session import AioSession  # noqa: PLC0415 - as the code under test
+
+    accounts = Accounts(session, local=True)
+    sessions = [accounts.session_for(a, role(a), "us-east-1")._session for a in ACCOUNTS[:2]]
+    async with session.client("amplifybackend", region_name="us-east-1") as client:
+        model = client.meta.service_model.operation_model("UpdateBackendConfig")
+    events = (
+        ("choose-service-name", {"service_name": "amplifybackend"}),
+        ("before-parameter-build.amplifybackend.UpdateBackendConfig", {"model": model}),
+        ("before-call.amplifybackend.UpdateBackendConfig", {"model": model}),
+    )
+    for event, kwargs in events:
+        ran = []
+        for core in (*sessions, AioSession()):
+            emitter = core.get_component("event_emitter")
+            answers = await emitter.emit(event, params={"headers": {}, "body": {}}, **kwargs)
+            ran.append([handler for handler, _ in answers])
+        assert ran[0], event
+        assert ran[0] == ran[1] == ran[2], event
+
+
 async def test_clients_of_every_account_and_region_share_one_tls_context(
     session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
