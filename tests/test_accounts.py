@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import structlog
 import structlog.testing
+from aiobotocore.session import AioSession
 
 from batch_updater.accounts import (
     AccessCheck,
@@ -563,8 +564,6 @@ async def test_account_sessions_run_botocore_s_builtin_handlers_copied_not_regis
 ) -> None:
     # Registering them again cost about 10 ms per account (each handler's signature is
     # inspected); the copy must run the same handlers as a session of its own.
-    from aiobotocore.session import AioSession  # noqa: PLC0415 - as the code under test
-
     accounts = Accounts(session, local=True)
     sessions = [accounts.session_for(a, role(a), "us-east-1")._session for a in ACCOUNTS[:2]]
     async with session.client("amplifybackend", region_name="us-east-1") as client:
