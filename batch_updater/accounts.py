@@ -33,12 +33,15 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._version import __version__
 from .errors import BatchUpdaterError, SetupError
 from .logs import default_logger, register_secrets
 from .retry import Retrier, RetryEvent, RetryPolicy
+
+if TYPE_CHECKING:
+    from .sdk import SessionMaker
 
 __all__ = [
     "LOCAL_ACCESS_KEY_PREFIX",
@@ -484,9 +487,9 @@ class Accounts:
 
     __slots__ = (
         "_base",
-        "_loader",
         "_lock",
         "_log",
+        "_maker",
         "_own",
         "_own_lock",
         "_retrier",
@@ -524,7 +527,7 @@ class Accounts:
         self._sessions: dict[str, Any] = {}
         self._sts: dict[str, Any] = {}  # region -> STS client (base credentials)
         self._own: str | None = None
-        self._loader: Any = None  # the role sessions' shared data loader (see _new_session)
+        self._maker: SessionMaker | None = None  # the accounts' sessions, made on first need
         self._own_lock = asyncio.Lock()
         self._lock = asyncio.Lock()  # STS client creation
         self._stack = contextlib.AsyncExitStack()
@@ -566,30 +569,20 @@ class Accounts:
             await role.credentials.get_frozen_credentials()
 
     def _new_session(self, key: str, account_id: str, region: str) -> Any:
-        import aioboto3  # noqa: PLC0415 - see client.make_session
-        from aiobotocore.session import AioSession  # noqa: PLC0415
+        if self._maker is None:
+            from .sdk import SessionMaker  # noqa: PLC0415 - lazy SDK
 
+            # The base profile's configuration (CA bundle, endpoints...), each account's
+            # credentials.
+            profile = self._base.profile_name
+            known = profile in self._base.available_profiles
+            self._maker = SessionMaker(profile if known else None, self._base.region_name)
         if self.local:
-            return aioboto3.Session(
-                aws_access_key_id=key,
-                aws_secret_access_key=_LOCAL_SECRET,
-                region_name=self._base.region_name,
-            )
+            return self._maker.with_keys(key, _LOCAL_SECRET)
         # A row with a role but no account_id cell: the account is the ARN's.
         account_id = account_id or account_of_role(key)
         role = self._roles[key] = _Role(self, account_id, key, region)
-        # The base profile's configuration (CA bundle, endpoints...), the role's credentials.
-        profile = self._base.profile_name
-        core = AioSession(profile=profile if profile in self._base.available_profiles else None)
-        core.register_component("credential_provider", _FixedCredentialResolver(role.credentials))
-        # One loader for every role session: it caches the service models and endpoint
-        # rules it has read, which each session would otherwise read and keep again
-        # (about 1 s and 8 MB per account).
-        if self._loader is None:
-            self._loader = core.get_component("data_loader")
-        else:
-            core.register_component("data_loader", self._loader)
-        return aioboto3.Session(botocore_session=core, region_name=self._base.region_name)
+        return self._maker.with_provider(_FixedCredentialResolver(role.credentials))
 
     # -- STS -------------------------------------------------------------------------------
 
@@ -599,13 +592,13 @@ class Accounts:
         client = self._sts.get(region)
         if client is not None:
             return client
-        from botocore.config import Config  # noqa: PLC0415 - see client.make_session
+        from .sdk import client_config  # noqa: PLC0415 - see client.make_session
 
         async with self._lock:
             client = self._sts.get(region)
             if client is None:
                 read_timeout, connect_timeout = self._sts_config
-                config = Config(
+                config = client_config(
                     retries={"total_max_attempts": 1},  # retried here, with backoff
                     read_timeout=read_timeout,
                     connect_timeout=connect_timeout,

@@ -237,7 +237,7 @@ class Clients:
         connect_timeout: float = 10.0,
         accounts: Accounts | None = None,
     ) -> None:
-        from botocore.config import Config  # noqa: PLC0415 - see make_session
+        from .sdk import client_config  # noqa: PLC0415 - see make_session
 
         self._session = session
         self._accounts = (
@@ -246,7 +246,8 @@ class Clients:
             else Accounts(session, request_timeout=request_timeout, connect_timeout=connect_timeout)
         )
         self._endpoint_url = endpoint_url
-        self._config = Config(
+        # Clients share one TLS context (see sdk.tls_context): made once, not per account.
+        self._config = client_config(
             # tenacity owns every retry; {"max_attempts": 1} would still retry once.
             retries={"total_max_attempts": 1},
             max_pool_connections=max(10, max_pool_connections),

@@ -43,6 +43,7 @@ import os
 import random
 import re
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -698,20 +699,27 @@ class EmulatorServer:
     """Serves an :class:`Emulator` on ``host:port`` (port 0: a free port).
 
     ``async with EmulatorServer(config) as server:`` then point clients at ``server.url``
-    and inspect ``server.emulator``. The server stops on exit.
+    and inspect ``server.emulator``. The server stops on exit. With ``ssl_context`` (a
+    server-side context with its certificate loaded) it serves HTTPS.
     """
 
-    __slots__ = ("_runner", "_url", "emulator", "host", "port")
+    __slots__ = ("_runner", "_ssl", "_url", "emulator", "host", "port")
 
     #: Seconds to let in-flight requests (e.g. sleeping latency) finish when stopping.
     SHUTDOWN_TIMEOUT: Final = 1.0
 
     def __init__(
-        self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.emulator = Emulator(config)
         self.host = host
         self.port = port
+        self._ssl = ssl_context
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
@@ -734,7 +742,7 @@ class EmulatorServer:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            await web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl).start()
         except (OSError, OverflowError) as exc:  # OverflowError: a port beyond 65535
             await runner.cleanup()
             code = getattr(exc, "errno", None)  # negative for a host name that does not resolve
@@ -744,7 +752,7 @@ class EmulatorServer:
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self._url = f"http://{host}:{self.port}"
+        self._url = f"{'https' if self._ssl else 'http'}://{host}:{self.port}"
         return self._url
 
     async def close(self) -> None:

@@ -135,6 +135,7 @@ class LaneScheduler:
     """
 
     __slots__ = (
+        "_busy",
         "_changed",
         "_closed",
         "_concurrency",
@@ -156,6 +157,7 @@ class LaneScheduler:
         self._memory_rows = memory_rows
         self._queues = {lane: LaneQueue(memory_rows) for lane in lanes}
         self._out = dict.fromkeys(self._queues, 0)  # rows handed out and not yet released
+        self._busy = 0  # lanes with rows waiting or out (kept as they change: no scan per row)
         self._due = due
         self._concurrency = concurrency
         self._changed = asyncio.Event()
@@ -168,6 +170,8 @@ class LaneScheduler:
         if queue is None:  # a lane first seen now
             queue = self._queues[lane] = LaneQueue(self._memory_rows)
             self._out[lane] = 0
+        if not queue and not self._out[lane]:
+            self._busy += 1
         queue.push(row)
         self._changed.set()
 
@@ -183,20 +187,23 @@ class LaneScheduler:
 
     def release(self, lane: LaneKey) -> None:
         """A row of ``lane`` that :meth:`take` handed out is final."""
-        self._out[lane] -= 1
+        out = self._out[lane] = self._out[lane] - 1
+        if not out and not self._queues[lane]:
+            self._busy -= 1
         self._changed.set()
 
     def _pick(self) -> LaneKey | None:
         queues, out = self._queues, self._out
-        busy = sum(1 for lane, queue in queues.items() if queue or out[lane])
-        cap = max(1, self._concurrency - (busy - 1))  # one worker left for every other lane
+        cap = max(1, self._concurrency - (self._busy - 1))  # one worker left for every other lane
         best: tuple[float, int] | None = None
         chosen = None
         for lane, queue in queues.items():
-            if queue and out[lane] < cap:
-                rank = (max(0.0, self._due(lane)), out[lane])
+            if queue and (taken := out[lane]) < cap:
+                rank = (max(0.0, self._due(lane)), taken)
                 if best is None or rank < best:
                     best, chosen = rank, lane
+                    if rank == (0.0, 0):
+                        break  # due now, none out: no lane ranks before it (ties: the first)
         return chosen
 
     async def take(self) -> tuple[LaneKey, Row] | None:
@@ -217,6 +224,7 @@ class LaneScheduler:
         for queue in self._queues.values():
             yield from queue.drain()
             queue.close()
+        self._busy = sum(1 for out in self._out.values() if out)
 
     @property
     def queued(self) -> int:

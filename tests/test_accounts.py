@@ -12,14 +12,17 @@ import asyncio
 import io
 import itertools
 import json
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 import structlog.testing
+from aiobotocore.session import AioSession
 
 from batch_updater.accounts import (
     AccessCheck,
@@ -42,6 +45,7 @@ from batch_updater.rows import LoginSettings, Row
 from .conftest import SECRET_KEY
 from .fake_sts import FakeSts
 from .moto_server import MotoServer
+from .tls import self_signed
 
 UP = "us-east-1_AbC123xyz"
 ACCOUNTS = ("111111111111", "222222222222", "333333333333")
@@ -541,16 +545,85 @@ def test_a_rows_lane_is_its_account_and_region() -> None:
     assert lane_of(row()) == ("", "us-east-1")
 
 
-def test_role_sessions_share_one_data_loader(session: Any) -> None:
+@pytest.mark.parametrize("local", [False, True], ids=["roles", "local"])
+def test_account_sessions_share_one_data_loader(session: Any, local: bool) -> None:
     # Each session would otherwise read and keep the service models and endpoint rules
-    # again: about 8 MB and most of a second per account (100 accounts: 860 MB, 140 s).
-    accounts = Accounts(session)
+    # again: about 8 MB and most of a second per account (100 accounts: 860 MB, 140 s;
+    # --local with 100 accounts: 45 s and 974 MB before it shared them too).
+    accounts = Accounts(session, local=local)
     first = accounts.session_for(ACCOUNTS[0], role(ACCOUNTS[0]), "us-east-1")
     second = accounts.session_for(ACCOUNTS[1], role(ACCOUNTS[1]), "us-east-1")
     assert first is accounts.session_for(ACCOUNTS[0], role(ACCOUNTS[0]), "eu-west-1")
     assert first is not second
     loaders = {id(s._session.get_component("data_loader")) for s in (first, second)}
     assert len(loaders) == 1
+
+
+async def test_account_sessions_run_botocore_s_builtin_handlers_copied_not_registered_again(
+    session: Any,
+) -> None:
+    # Registering them again cost about 10 ms per account (each handler's signature is
+    # inspected); the copy must run the same handlers as a session of its own.
+    accounts = Accounts(session, local=True)
+    sessions = [accounts.session_for(a, role(a), "us-east-1")._session for a in ACCOUNTS[:2]]
+    async with session.client("amplifybackend", region_name="us-east-1") as client:
+        model = client.meta.service_model.operation_model("UpdateBackendConfig")
+    events = (
+        ("choose-service-name", {"service_name": "amplifybackend"}),
+        ("before-parameter-build.amplifybackend.UpdateBackendConfig", {"model": model}),
+        ("before-call.amplifybackend.UpdateBackendConfig", {"model": model}),
+    )
+    for event, kwargs in events:
+        ran = []
+        for core in (*sessions, AioSession()):
+            emitter = core.get_component("event_emitter")
+            answers = await emitter.emit(event, params={"headers": {}, "body": {}}, **kwargs)
+            ran.append([handler for handler, _ in answers])
+        assert ran[0], event
+        assert ran[0] == ran[1] == ran[2], event
+
+
+async def test_clients_of_every_account_and_region_share_one_tls_context(
+    session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiobotocore loads the CA bundle into a new TLS context for each client: 30 ms of CPU
+    # and 0.7 MB per account and region. Here the HTTPS emulator's certificate is the bundle.
+    server_tls, bundle = self_signed(tmp_path)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+    loads: list[str] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def counted(context: ssl.SSLContext, cafile: Any = None, *args: Any) -> None:
+        loads.append(str(cafile))
+        load(context, cafile, *args)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    accounts = Accounts(session, local=True)
+    rows = [row(a, r) for a in ACCOUNTS for r in REGIONS] + [row()]
+    async with (
+        EmulatorServer(ssl_context=server_tls) as https,
+        Clients(session, endpoint_url=https.url, accounts=accounts) as clients,
+    ):
+        assert https.url.startswith("https://127.0.0.1:")
+        await asyncio.gather(*(clients.update(r) for r in rows))
+    assert [rec.status for rec in https.emulator.requests] == [200] * len(rows)
+    assert len({(rec.access_key, rec.region) for rec in https.emulator.requests}) == 7
+    assert loads.count(str(bundle)) == 1
+
+
+async def test_a_server_whose_certificate_is_not_in_the_bundle_is_refused(
+    session: Any, tmp_path: Path
+) -> None:
+    server_tls, _ = self_signed(tmp_path)  # not in the default bundle: not trusted
+    async with (
+        EmulatorServer(ssl_context=server_tls) as https,
+        Clients(session, endpoint_url=https.url) as clients,
+    ):
+        with pytest.raises(CallError) as refused:
+            await clients.update(row())
+    assert refused.value.transport
+    assert "certificate" in refused.value.message.lower()
+    assert https.emulator.requests == []
 
 
 async def test_credential_failures_are_json_log_lines_not_tracebacks(

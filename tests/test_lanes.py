@@ -90,6 +90,42 @@ def test_no_lane_takes_every_worker() -> None:
     assert virtual_time.run(scenario()) == ["a", "a", "b"]
 
 
+def test_a_lane_that_finishes_gives_its_share_of_workers_back() -> None:
+    async def scenario() -> list[str]:
+        lanes = LaneScheduler("ab", lambda lane: 0.0 if lane == "a" else 1.0, concurrency=3)
+        for line in range(2, 12):
+            lanes.push("a", row(line))
+        lanes.push("b", row(12))
+        taken = [t[0] for t in [await lanes.take() for _ in range(3)] if t]
+        lanes.release("b")  # b's only row is final: a may now hold all 3
+        taken += [t[0] for t in [await lanes.take()] if t]
+        lanes.push("b", row(13))  # b busy again: a holds 3, more than its 2 now
+        taken += [t[0] for t in [await lanes.take()] if t]
+        return taken
+
+    assert virtual_time.run(scenario()) == ["a", "a", "b", "a", "b"]
+
+
+def test_a_lane_due_now_with_nothing_out_is_taken_without_asking_the_lanes_after_it() -> None:
+    # With many lanes (accounts x regions) each take would otherwise ask every lane.
+    asked: list[int] = []
+
+    def due(lane: int) -> float:
+        asked.append(lane)
+        return 0.0
+
+    async def scenario() -> Any:
+        lanes = LaneScheduler(range(100), due, concurrency=16)
+        for lane in range(100):
+            lanes.push(lane, row(lane + 2))
+        return await lanes.take()
+
+    taken = virtual_time.run(scenario())
+    assert taken is not None
+    assert taken[0] == 0
+    assert asked == [0]
+
+
 def test_take_waits_for_rows_and_ends_once_every_row_is_out() -> None:
     async def scenario() -> tuple[Any, Any, Any, float]:
         loop = asyncio.get_running_loop()
