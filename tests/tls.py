@@ -1,5 +1,5 @@
 """A self-signed certificate for 127.0.0.1, to serve the emulator over HTTPS in tests
-(``cryptography`` comes with moto, in the ``test`` extra)."""
+(``cryptography``, in the ``test`` extra)."""
 
 from __future__ import annotations
 
