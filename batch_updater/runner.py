@@ -82,10 +82,12 @@ class _Triage:
     """Turns each planned row into a row to send, or the final result of a row that is not
     sent (invalid, duplicate, or succeeded in an earlier report)."""
 
-    __slots__ = ("_carried_through", "resume")
+    __slots__ = ("_carried_through", "_lookup", "resume")
 
     def __init__(self, resume: ResumeIndex) -> None:
         self.resume = resume
+        # No earlier success (no --resume): no lookup per row.
+        self._lookup = resume.lookup if len(resume) else None
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
 
@@ -94,7 +96,7 @@ class _Triage:
         :meth:`carry_forward` already wrote."""
         if isinstance(item, Rejected):
             return _rejected(item)
-        if (note := self.resume.lookup(item)) is not None:
+        if self._lookup is not None and (note := self._lookup(item)) is not None:
             if item.line <= self._carried_through:
                 return None
             return _unsent(item, Status.SKIPPED, note)
