@@ -44,6 +44,7 @@ __all__ = [
     "RecordEncoder",
     "ReportReader",
     "Writable",
+    "as_encoded",
     "is_jsonl",
     "iso",
     "neutralize",
@@ -137,6 +138,26 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 # In "\0".join(cells): each cell that starts like a formula (and, rarely, one holding
 # "\0="), and any "\r": a fast test for the rare row that needs a closer look.
 _SPECIAL: Final = re.compile("\0[" + re.escape("".join(_FORMULA_START)) + "]|\r")
+
+
+# In a CSV line without quotes: a cell after the first that starts like a formula.
+_FORMULA_AFTER: Final = re.compile("," + "[" + re.escape("".join(_FORMULA_START)) + "]")
+# The number cells of a record, joined by commas: each empty or as str(int) writes it.
+_AS_WRITTEN: Final = re.compile(r"(?:0|[1-9][0-9]*)?(?:,(?:0|[1-9][0-9]*)?)*", re.ASCII)
+_NUMBERS: Final = itemgetter(*_INTS)
+
+
+def as_encoded(line: str, cells: Sequence[str]) -> bool:
+    """Whether a CSV record of this version's columns and no others, read as ``line``
+    (see :meth:`ReportReader.cells`: one line, no quotes, no carriage return) with
+    ``cells``, is the very line :meth:`RecordEncoder.encode_values` writes for its typed
+    decode, so it may be copied as it is: no cell to defuse, every number written as
+    the encoder writes one."""
+    return (
+        not line.startswith(_FORMULA_START)
+        and _FORMULA_AFTER.search(line) is None
+        and _AS_WRITTEN.fullmatch(",".join(_NUMBERS(cells))) is not None
+    )
 
 
 def neutralize(value: object) -> object:
