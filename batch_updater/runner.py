@@ -24,7 +24,7 @@ from typing import Any, Final
 from .accounts import Accounts, AssumeRoleSettings
 from .adaptive import AdaptiveRate, RateChange
 from .breaker import Breaker, BreakerSettings, BreakerState
-from .client import Clients, lane_of, make_session
+from .client import Clients, find_region, lane_of, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
 from .errors import BatchUpdaterError, SetupError
@@ -384,7 +384,10 @@ class _Sdk:
 
     def region(self) -> str | None:
         # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is the newer name.
-        return str(self.session().region_name or os.environ.get("AWS_REGION") or "") or None
+        # Before the session exists (a dry run), botocore alone finds it: no aioboto3.
+        c = self._config
+        found = find_region(c.profile) if self._session is None else self._session.region_name
+        return str(found or os.environ.get("AWS_REGION") or "") or None
 
 
 async def run_batch(
