@@ -1,18 +1,23 @@
 """The input reader's fast path (a line without quotes, split at commas) reads exactly
-what the csv module alone reads, on every kind of line, errors included."""
+what the csv module alone reads, on every kind of line, errors included; the plan's
+second pass tests again only the rows the first found invalid."""
 
 from __future__ import annotations
 
 import csv
 import io
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batch_updater import rules
 from batch_updater.csvinput import _MAX_LINE_BYTES, _csv_problem, _decoded_lines, _records
 from batch_updater.errors import InputError
+from batch_updater.rows import Rejected, Row, RowPlan
 
 
 def by_csv_module(data: bytes) -> list[tuple[int, list[str]]] | str:
@@ -81,3 +86,35 @@ def test_both_paths_run_on_a_file_of_mixed_lines() -> None:
 def test_any_text_is_read_as_the_csv_module_reads_it(lines: list[str]) -> None:
     data = "\n".join(lines).encode("utf-8")
     assert by_fast_path(data) == by_csv_module(data)
+
+
+# -- the plan's second pass -----------------------------------------------------------------
+
+
+def test_the_second_pass_tests_again_only_the_rows_the_first_found_invalid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = "us-east-1_AbC123xyz"
+    bad = {9, 17, 1000, 1001}  # lines of invalid rows, in several bytes of the bitmap
+    lines = ["app_id,region,user_pool_id"]
+    for line in range(2, 1200):
+        lines.append(f"d{line:x}x,us-east-1,{'nope' if line in bad else up}")
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tested: list[str] = []
+    fast_ok = rules._fast_ok
+
+    def counting(app_id: str, *args: Any) -> bool:
+        tested.append(app_id)
+        return fast_ok(app_id, *args)
+
+    monkeypatch.setattr(rules, "_fast_ok", counting)
+    with RowPlan(path, None) as plan:
+        first = len(tested)
+        got = list(plan)
+
+    assert first == len(lines) - 1  # pass 1 tests every row
+    assert tested[first:] == [f"d{line:x}x" for line in sorted(bad)]  # pass 2: the invalid
+    assert [r.line for r in got if isinstance(r, Rejected)] == sorted(bad)
+    assert all(isinstance(r, Row) for r in got if r.line not in bad)
+    assert len(got) == len(lines) - 1
