@@ -240,7 +240,17 @@ class ResumeIndex:
     ``10**-26`` for a million rows against a million successes.
     """
 
-    __slots__ = ("_bases", "_clock", "_index", "_strings", "_table", "reports")
+    __slots__ = (
+        "_bases",
+        "_clock",
+        "_index",
+        "_note_head",
+        "_note_second",
+        "_note_source",
+        "_strings",
+        "_table",
+        "reports",
+    )
 
     # The key hashes (a seam: tests force collisions).
     hashes: Callable[[object, object, object, object], tuple[int, int]] = staticmethod(_keys)
@@ -251,6 +261,9 @@ class ResumeIndex:
         self._index: dict[str, int] = {}  # the index of each in _strings
         self._bases: list[int | None] = []  # per string: its report's base time (ms)
         self._clock = _Clock()
+        # The note of the last second looked up, up to its milliseconds: rows that
+        # succeeded in the same second of the same report share it.
+        self._note_head, self._note_second, self._note_source = "", -1, -1
         self.reports: list[str] = []
 
     @classmethod
@@ -342,7 +355,13 @@ class ResumeIndex:
         base = self._bases[i]
         if when == _NO_TIME or base is None:
             return f"{SUCCEEDED_IN}{self._strings[i]} at ?"
-        return f"{SUCCEEDED_IN}{self._strings[i]} at {self._clock.text(base + when)}"
+        ms = base + when
+        second = ms // 1000
+        if second != self._note_second or source != self._note_source:  # a new second
+            shown = self._clock.text(ms)  # ...T09:00:01.123Z: kept up to the "."
+            self._note_head = f"{SUCCEEDED_IN}{self._strings[i]} at {shown[:-4]}"
+            self._note_second, self._note_source = second, source
+        return f"{self._note_head}{ms % 1000:03d}Z"
 
     def __len__(self) -> int:
         return len(self._table)
