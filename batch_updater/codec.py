@@ -16,6 +16,11 @@ Versions (a header is one version's columns, then any kept input columns):
 Typed cells: ``line``, ``attempts``, ``http_status`` and ``duration_ms`` are numbers;
 they, ``started_at``, ``finished_at`` and ``account_id`` are None when empty. Decoding
 gives the same typed values for a CSV line and a JSON line of the same record.
+
+Reading a CSV report of millions of records: a line without quotes or carriage returns
+is split at commas (the csv module reads the rest); readers that need a few columns
+take their text (:meth:`ReportReader.cells`), and a line the encoder would write as it
+is (:func:`as_encoded`) may be copied without a decode and an encode.
 """
 
 from __future__ import annotations

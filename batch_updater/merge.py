@@ -10,7 +10,8 @@ Memory stays bounded whatever the size of the job: records are sorted in runs of
 ``memory_budget`` bytes (:data:`MEMORY_BUDGET` by default) spilled to a temporary file, then
 merged (see :mod:`spill`); the checks against the input walk the merged records and the
 input side by side. So a merge needs free space in the temporary directory about the size
-of the reports.
+of the reports. A CSV record already in this version's form is carried as the line read
+(no decode and encode per record; see :func:`codec.as_encoded`).
 """
 
 from __future__ import annotations
