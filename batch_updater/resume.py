@@ -160,7 +160,7 @@ class _Succeeded:
     About 32 bytes per success, 34 MB for a million.
     """
 
-    __slots__ = ("_firsts", "_seconds", "_size", "_slots", "_sources", "_times")
+    __slots__ = ("_firsts", "_limit", "_seconds", "_size", "_slots", "_sources", "_times")
 
     LOAD: Final = 0.75
 
@@ -174,6 +174,7 @@ class _Succeeded:
         self._times = array("I", bytes(4 * slots))
         self._sources = array("I", bytes(4 * slots))
         self._slots = slots
+        self._limit = int(self.LOAD * slots)  # successes it holds before it grows
 
     def _slot(self, first: int, second: int) -> int:
         """The slot holding the key, or the empty slot where it would go."""
@@ -191,10 +192,12 @@ class _Succeeded:
             if f == first and seconds[i] == second:
                 return
             i = i + 1 if i + 1 < slots else 0
-        self._firsts[i], self._seconds[i] = first, second
-        self._times[i], self._sources[i] = when, source
+        firsts[i] = first
+        seconds[i] = second
+        self._times[i] = when
+        self._sources[i] = source
         self._size += 1
-        if self._size > self.LOAD * self._slots:
+        if self._size > self._limit:
             self._grow()
 
     def find(self, first: int, second: int) -> tuple[int, int] | None:
