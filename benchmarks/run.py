@@ -1621,7 +1621,7 @@ def scenario_merge(bench: Bench) -> None:
     args = (*CLI, "merge", *map(str, shards), "--input", str(rows), "--output", str(merged))
     child = run_child(args, bench.env, bench.tmp)
     bench.detail(
-        f"- `11-merge`: `{_short(args)}` -> exit {child.returncode}, wall {child.wall:.2f} s, "
+        f"- `14-merge`: `{_short(args)}` -> exit {child.returncode}, wall {child.wall:.2f} s, "
         f"CPU {child.cpu:.2f} s, peak RSS {child.maxrss_mb:.1f} MB"
     )
     try:
@@ -1629,7 +1629,7 @@ def scenario_merge(bench: Bench) -> None:
     except (OSError, ValueError):
         summary = {}
     if child.returncode != 0:
-        log(f"  11-merge: exit {child.returncode}: {child.stderr_tail}")
+        log(f"  14-merge: exit {child.returncode}: {child.stderr_tail}")
     ok = dry.ok and child.returncode == 0 and summary.get("rows") == made == n
     ratio = child.wall / base.wall if base.wall else float("nan")
     sizes = ", ".join(f"{s.stat().st_size / 1e6:.0f} MB" for s in shards)
