@@ -16,6 +16,11 @@ Versions (a header is one version's columns, then any kept input columns):
 Typed cells: ``line``, ``attempts``, ``http_status`` and ``duration_ms`` are numbers;
 they, ``started_at``, ``finished_at`` and ``account_id`` are None when empty. Decoding
 gives the same typed values for a CSV line and a JSON line of the same record.
+
+Reading a CSV report of millions of records: a line without quotes or carriage returns
+is split at commas (the csv module reads the rest); readers that need a few columns
+take their text (:meth:`ReportReader.cells`), and a line the encoder would write as it
+is (:func:`as_encoded`) may be copied without a decode and an encode.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ __all__ = [
     "RecordEncoder",
     "ReportReader",
     "Writable",
+    "as_encoded",
     "is_jsonl",
     "iso",
     "neutralize",
@@ -137,6 +143,26 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 # In "\0".join(cells): each cell that starts like a formula (and, rarely, one holding
 # "\0="), and any "\r": a fast test for the rare row that needs a closer look.
 _SPECIAL: Final = re.compile("\0[" + re.escape("".join(_FORMULA_START)) + "]|\r")
+
+
+# In a CSV line without quotes: a cell after the first that starts like a formula.
+_FORMULA_AFTER: Final = re.compile("," + "[" + re.escape("".join(_FORMULA_START)) + "]")
+# The number cells of a record, joined by commas: each empty or as str(int) writes it.
+_AS_WRITTEN: Final = re.compile(r"(?:0|[1-9][0-9]*)?(?:,(?:0|[1-9][0-9]*)?)*", re.ASCII)
+_NUMBERS: Final = itemgetter(*_INTS)
+
+
+def as_encoded(line: str, cells: Sequence[str]) -> bool:
+    """Whether a CSV record of this version's columns and no others, read as ``line``
+    (see :meth:`ReportReader.cells`: one line, no quotes, no carriage return) with
+    ``cells``, is the very line :meth:`RecordEncoder.encode_values` writes for its typed
+    decode, so it may be copied as it is: no cell to defuse, every number written as
+    the encoder writes one."""
+    return (
+        not line.startswith(_FORMULA_START)
+        and _FORMULA_AFTER.search(line) is None
+        and _AS_WRITTEN.fullmatch(",".join(_NUMBERS(cells))) is not None
+    )
 
 
 def neutralize(value: object) -> object:
@@ -352,6 +378,7 @@ _INTEGER: Final = re.compile(r"-?[0-9]+", re.ASCII)
 _MAX_LINE: Final = 1 << 22  # characters: a longer line is no report's
 _MAX_PENDING: Final = 1 << 22  # characters of a quoted cell that spans lines
 _BAD_HEADER: Final = "not a batch-updater report: unexpected header"
+_WRONG_WIDTH: Final = "not a report line: wrong number of cells"
 
 
 def _integer(text: str) -> int | str | None:
@@ -376,7 +403,7 @@ class ReportReader:
     cells as text). A CSV report's ``header`` is known once iteration has begun.
     """
 
-    __slots__ = ("_known", "_number", "_warn", "header", "jsonl", "location", "name")
+    __slots__ = ("_known", "_number", "_typer", "_warn", "header", "jsonl", "location", "name")
 
     def __init__(self, location: Location, warn: Warn | None = None) -> None:
         self.location = location
@@ -385,45 +412,93 @@ class ReportReader:
         self._warn = warn
         self.header: tuple[str, ...] | None = None
         self._known = 0  # how many of the header's columns are known ones
+        self._typer: Callable[[list[str], int], Record] = _unread
         self._number = 0  # the line read last
 
-    def _lines(self, *, csv_records: bool = False) -> Iterator[str]:
-        """The report's lines, each with its ``\n``, counted in ``_number``; a last line
-        without one is torn. With ``csv_records``: only lines of whole CSV records (a
-        record ends at a line end outside quotes; one still open at the end is torn)."""
-        name = self.name
+    def _open(self) -> IO[str]:
+        """The report as text: UTF-8 (a BOM, as a spreadsheet saves one, skipped), lines
+        ending at ``\n`` untranslated."""
         try:
             stream: IO[bytes] = self.location.open_read()
         except OSError as exc:
-            raise InputError(name, None, f"cannot read the report: {_why(exc)}") from None
-        pending: list[str] = []
-        quotes = size = first = number = 0
+            raise InputError(self.name, None, f"cannot read the report: {_why(exc)}") from None
+        return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="\n")
+
+    def _lines(self) -> Iterator[str]:
+        """The report's lines (JSON lines), each with its ``\n``, counted in ``_number``;
+        a last line without one is torn."""
+        name = self.name
+        number = 0
         try:
-            with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as text:
+            with self._open() as text:
                 readline = text.readline
                 while line := readline(_MAX_LINE):
                     number += 1
                     self._number = number
-                    whole = line.endswith("\n")
-                    if not whole and len(line) == _MAX_LINE:
-                        raise InputError(name, number, "not a report line: too long")
-                    if not csv_records:
-                        if not whole:
-                            self._torn(number)
-                            return
-                        yield line
-                        continue
-                    quotes += line.count('"')
-                    if not pending and whole and not quotes & 1:
-                        quotes = 0
-                        yield line  # the usual case: a record on one line
+                    if not line.endswith("\n"):
+                        if len(line) == _MAX_LINE:
+                            raise InputError(name, number, "not a report line: too long")
+                        self._torn(number)
+                        return
+                    yield line
+        except OSError as exc:
+            raise InputError(name, None, f"cannot read the report: {_why(exc)}") from None
+        except UnicodeDecodeError:
+            raise InputError(name, None, "not a report: not valid UTF-8") from None
+
+    def _torn(self, number: int) -> None:
+        if self._warn is not None:
+            self._warn(f"{self.name}, line {number}: incomplete last line ignored (torn write)")
+
+    def _csv_rows(
+        self, columns: tuple[str, ...] = ()
+    ) -> Iterator[tuple[int, str | None, Any, list[str]]]:
+        """Each CSV record once the header is checked: the line it ends on, its line as
+        written (with its ``\n``) when it came through the fast path, else None, the
+        text of ``columns`` (see :meth:`cells`), and its cells.
+
+        The fast path: a whole line without quotes or carriage returns is one record,
+        its cells split at commas. Any other line (a quoted cell, perhaps over several
+        lines; a CRLF line end) is read by the csv module, whole records at a time (a
+        record ends at a line end outside quotes; one still open at the end is torn).
+        Both give the same cells; ``line`` is None for the second.
+        """
+        name = self.name
+        width = 0  # the header's cells; 0 until the header is read
+        pick: Callable[[list[str]], Any] = _no_cells
+        pending: list[str] = []
+        quotes = size = first = number = 0
+        try:
+            with self._open() as text:
+                readline = text.readline
+                while line := readline(_MAX_LINE):
+                    number += 1
+                    whole = line[-1] == "\n"
+                    if not whole:
+                        if len(line) == _MAX_LINE:
+                            raise InputError(name, number, "not a report line: too long")
+                    elif width and not pending and '"' not in line and "\r" not in line:
+                        cells = line.split(",")  # the usual case: a record on one line
+                        cells[-1] = cells[-1][:-1]
+                        if len(cells) != width:
+                            raise InputError(name, number, _WRONG_WIDTH)
+                        yield number, line, pick(cells), cells
                         continue
                     if not pending:
                         first = number
                     pending.append(line)
                     size += len(line)
+                    quotes += line.count('"')
                     if whole and not quotes & 1:
-                        yield from pending
+                        for at, cells in self._parsed(pending, first):
+                            if not width:
+                                self._check_header(cells)
+                                width = len(cells)
+                                pick = self._picking(columns)
+                            elif len(cells) != width:
+                                raise InputError(name, at, _WRONG_WIDTH)
+                            else:
+                                yield at, None, pick(cells), cells
                         pending.clear()
                         quotes = size = 0
                     elif size > _MAX_PENDING:
@@ -434,26 +509,19 @@ class ReportReader:
             raise InputError(name, None, "not a report: not valid UTF-8") from None
         if pending:
             self._torn(first)
+        if not width:
+            self._check_header(None)
 
-    def _torn(self, number: int) -> None:
-        if self._warn is not None:
-            self._warn(f"{self.name}, line {number}: incomplete last line ignored (torn write)")
-
-    def _csv_rows(self) -> Iterator[tuple[int, list[str]]]:
-        """Each record's line number and cells, once the header is checked."""
-        reader = csv.reader(self._lines(csv_records=True))
+    def _parsed(self, lines: list[str], first: int) -> Iterator[tuple[int, list[str]]]:
+        """The records of ``lines`` (whole records, the first on line ``first``) as the
+        csv module reads them, each with the line it ends on."""
+        reader = csv.reader(lines)
         try:
-            header = next(reader, None)
-            self._check_header(header)
-            width = len(self.header or ())
             for cells in reader:
-                if len(cells) != width:
-                    raise InputError(
-                        self.name, reader.line_num, "not a report line: wrong number of cells"
-                    )
-                yield reader.line_num, cells
+                yield first - 1 + reader.line_num, cells
         except csv.Error as exc:
-            raise InputError(self.name, reader.line_num, f"not a report line: {exc}") from None
+            where = first - 1 + reader.line_num
+            raise InputError(self.name, where, f"not a report line: {exc}") from None
 
     def _check_header(self, header: list[str] | None) -> None:
         """One version's columns, then distinct names of other columns."""
@@ -474,6 +542,7 @@ class ReportReader:
             raise InputError(self.name, 1, _BAD_HEADER)
         self.header = tuple(header)
         self._known = known
+        self._typer = self._typing()
 
     def _json_objects(self) -> Iterator[tuple[int, dict[str, Any]]]:
         loads = json.loads
@@ -498,10 +567,64 @@ class ReportReader:
                 yield record
             return
         header: tuple[str, ...] = ()
-        for _, cells in self._csv_rows():
+        for _, _, _, cells in self._csv_rows():
             if not header:
                 header = self.header or ()
             yield dict(zip(header, cells, strict=True))
+
+    def cells(self, columns: Sequence[str]) -> Iterator[tuple[int, str | None, Any, list[str]]]:
+        """A CSV report's records as text, for readers that need a few columns.
+
+        Per record: the line it ends on; its line as written (with its line end) when it
+        is one line without quotes or carriage returns, else None; the text of each of
+        ``columns`` (known columns; one this report's version lacks reads ""), as a
+        tuple; and all its cells, for :meth:`typed`.
+        """
+        if self.jsonl:
+            raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
+        return self._csv_rows(tuple(columns))
+
+    def typed(self, cells: list[str], number: int) -> Record:
+        """The typed :class:`Record` of a CSV record's ``cells`` (from :meth:`cells`),
+        ending on line ``number``; ``cells`` may be reused for its values."""
+        return self._typer(cells, number)
+
+    def _typing(self) -> Callable[[list[str], int], Record]:
+        """Once the header is read: what turns a record's cells into a typed record."""
+        known = self._known
+        others = (self.header or ())[known:]
+        ints = tuple(i for i in _INTS if i < known)
+        optional = tuple(i for i in _NULLABLE if i < known and i not in _INTS)
+        missing: list[None] = [None] * (len(REPORT_COLUMNS) - known)
+
+        def typed(cells: list[str], number: int) -> Record:
+            values: list[Any] = cells[:known] if others else cells
+            for i in ints:  # _integer, its common cases inlined (once per cell of millions)
+                text = values[i]
+                if text.isdecimal() and text.isascii():
+                    values[i] = int(text)
+                else:
+                    values[i] = _integer(text) if text else None
+            for i in optional:
+                if not values[i]:
+                    values[i] = None
+            if missing:
+                values += missing
+            extras = dict(zip(others, cells[known:], strict=True)) if others else None
+            return Record(values, extras, number)
+
+        return typed
+
+    def _picking(self, columns: tuple[str, ...]) -> Callable[[list[str]], Any]:
+        """Once the header is read: what picks the text of ``columns`` from a record's
+        cells, as a tuple."""
+        at = {name: i for i, name in enumerate((self.header or ())[: self._known])}
+        where = [at.get(name, -1) for name in columns]
+        if not columns:
+            return _no_cells
+        if -1 in where or len(where) == 1:  # a column of a later version (or just one)
+            return lambda cells: tuple("" if i < 0 else cells[i] for i in where)
+        return itemgetter(*where)
 
     def __iter__(self) -> Iterator[Record]:
         if self.jsonl:
@@ -521,33 +644,16 @@ class ReportReader:
             yield Record(values, extras, number)
 
     def _csv_records(self) -> Iterator[Record]:
-        total = len(REPORT_COLUMNS)
-        known = 0
-        others: tuple[str, ...] = ()
-        ints: tuple[int, ...] = ()
-        optional: tuple[int, ...] = ()
-        missing: list[None] = []
-        for number, cells in self._csv_rows():
-            if not known:  # the header is checked now
-                known = self._known
-                others = (self.header or ())[known:]
-                ints = tuple(i for i in _INTS if i < known)
-                optional = tuple(i for i in _NULLABLE if i < known and i not in _INTS)
-                missing = [None] * (total - known)
-            values: list[Any] = cells[:known] if others else cells
-            for i in ints:  # _integer, its common cases inlined (once per cell of millions)
-                text = values[i]
-                if text.isdecimal() and text.isascii():
-                    values[i] = int(text)
-                else:
-                    values[i] = _integer(text) if text else None
-            for i in optional:
-                if not values[i]:
-                    values[i] = None
-            if missing:
-                values += missing
-            extras = dict(zip(others, cells[known:], strict=True)) if others else None
-            yield Record(values, extras, number)
+        for number, _, _, cells in self._csv_rows():
+            yield self._typer(cells, number)
+
+
+def _no_cells(cells: list[str]) -> tuple[()]:
+    return ()
+
+
+def _unread(cells: list[str], number: int) -> Record:
+    raise AssertionError("a record typed before its report's header was read")
 
 
 def _why(exc: OSError) -> str:

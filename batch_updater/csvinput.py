@@ -152,7 +152,8 @@ def _decoded_lines(path: str, raw_lines: Iterable[bytes]) -> Iterator[str]:
                 f"(a valid row is a few hundred bytes){hint}",
             )
         try:
-            text = decoder.decode(raw)
+            # A whole line leaves the decoder nothing pending: decoded in one call.
+            text = raw.decode() if raw[-1:] == b"\n" else decoder.decode(raw)
         except UnicodeDecodeError as exc:
             why = exc.reason
             if number == 1 and (
@@ -190,6 +191,63 @@ class _Lines(Protocol):
     def readline(self, size: int = -1, /) -> bytes: ...
 
 
+def _records(name: str, handle: _Lines) -> Iterator[tuple[int, list[str]]]:
+    """Each CSV record read from ``handle``, with the line it starts on.
+
+    A line without quotes or NULs, shorter than the csv module's field limit and with
+    no carriage return but one before its line feed, is one record: its text split at
+    commas (the usual row: what the csv module would read, without its cost). Any other
+    record is read by the csv module (strict), as many lines as it takes.
+    """
+    raw_lines = iter(partial(handle.readline, _MAX_LINE_BYTES + 1), b"")
+    lines = _decoded_lines(name, raw_lines)
+    pushed: list[str] = []  # the line the csv module reads first
+
+    def for_csv() -> Iterator[str]:
+        while True:
+            if pushed:
+                yield pushed.pop()
+            elif (text := next(lines, None)) is not None:
+                yield text
+            else:
+                return
+
+    reader = csv.reader(for_csv(), strict=True)
+    limit = csv.field_size_limit()
+    number = 0  # lines read
+    while True:
+        start = number + 1
+        try:
+            text = next(lines, None)
+            if text is None:
+                return
+            cr = text.find("\r")
+            if cr < 0 and '"' not in text and "\x00" not in text and len(text) <= limit:
+                number += 1
+                body = text[:-1] if text[-1:] == "\n" else text
+                yield start, body.split(",") if body else []  # the csv module's blank line
+                continue
+            if (  # a CRLF line end, as a spreadsheet saves
+                cr == len(text) - 2
+                and text[-1] == "\n"
+                and '"' not in text
+                and "\x00" not in text
+                and len(text) <= limit
+            ):
+                number += 1
+                yield start, text[:-2].split(",") if len(text) > 2 else []
+                continue
+            pushed.append(text)
+            read = reader.line_num
+            cells = next(reader)
+            number += reader.line_num - read
+        except csv.Error as exc:
+            raise InputError(name, start, f"broken CSV: {_csv_problem(exc)}") from None
+        except OSError as exc:
+            raise InputError(name, start, f"cannot read: {exc.strerror or exc}") from None
+        yield start, cells
+
+
 def _parse(
     name: str, handle: _Lines, keep: Iterable[str] = (), require: bool = True
 ) -> Iterator[tuple[int, dict[str, str]]]:
@@ -200,23 +258,12 @@ def _parse(
     A row whose cell count does not fit the header holds the cells that have a column
     and its problem under the key ``__cells__``.
     """
-    raw_lines = iter(partial(handle.readline, _MAX_LINE_BYTES + 1), b"")
-    reader = csv.reader(_decoded_lines(name, raw_lines), strict=True)
     header: _Header | None = None
     names: list[str] = []
     named = 0
-    next_line = 1
-    while True:
-        start = next_line
-        try:
-            cells = next(reader, None)
-        except csv.Error as exc:
-            raise InputError(name, start, f"broken CSV: {_csv_problem(exc)}") from None
-        except OSError as exc:
-            raise InputError(name, start, f"cannot read: {exc.strerror or exc}") from None
-        if cells is None:
-            break
-        next_line = reader.line_num + 1
+    seen = False  # any line at all
+    for start, cells in _records(name, handle):
+        seen = True
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue  # blank line
         if header is None:
@@ -231,7 +278,7 @@ def _parse(
             row["__cells__"] = problem
         yield start, row
     if header is None:
-        what = "is empty" if next_line == 1 else "has only blank lines"
+        what = "has only blank lines" if seen else "is empty"
         raise InputError(name, None, f"the file {what}: a header row is required")
 
 

@@ -10,7 +10,8 @@ Memory stays bounded whatever the size of the job: records are sorted in runs of
 ``memory_budget`` bytes (:data:`MEMORY_BUDGET` by default) spilled to a temporary file, then
 merged (see :mod:`spill`); the checks against the input walk the merged records and the
 input side by side. So a merge needs free space in the temporary directory about the size
-of the reports.
+of the reports. A CSV record already in this version's form is carried as the line read
+(no decode and encode per record; see :func:`codec.as_encoded`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,9 +28,12 @@ from .codec import (
     APP_ID,
     LINE,
     REGION,
+    REPORT_COLUMNS,
     STATUS,
+    Record,
     RecordEncoder,
     ReportReader,
+    as_encoded,
     is_jsonl,
     read_json,
     summary_location,
@@ -52,6 +57,7 @@ _STAGED: Final = ".tmp"  # the merged report is written here, then moved into pl
 #: Bytes of records a merge holds in memory before it spills a sorted run to disk.
 MEMORY_BUDGET: Final = 32 << 20
 _HELD: Final = 240  # bytes a held record takes besides its text (tuple, ints, strings)
+_HELD_LINE: Final = 150  # the same for a line kept as read (a tuple, an int, a str)
 
 
 class MergeError(SetupError):
@@ -79,9 +85,15 @@ class MergeResult:
 
 
 # A record as sorted (a plain tuple: pickled fast when a run is spilled): its line, the
-# index of the report it came from, status, account ("" when none), app_id, region, its
-# line in the output (REPORT_COLUMNS only), and the columns this version does not know.
-_Record = tuple[int, int, str, str, Any, Any, str, "dict[str, Any] | None"]
+# index of the report it came from, its line in the output (REPORT_COLUMNS only), and
+# None for a line kept as read (the rest is in its cells), or for a decoded record its
+# status, account ("" when none), app_id, region and the columns this version does not
+# know.
+_Held = tuple[str, str, Any, Any, "dict[str, Any] | None"]
+_Record = tuple[int, int, str, _Held | None]
+# Of a record: the cells of a line kept as read; the text of what a record is checked on.
+_SPLIT: Final = itemgetter(STATUS, ACCOUNT_ID, APP_ID, REGION)
+_PICKED: Final = ("line", "status")
 
 
 @dataclass(slots=True)
@@ -378,37 +390,89 @@ def _load(
     extra_columns: dict[str, None],
     warn: Warn,
 ) -> None:
-    """Add the records of the report at ``source`` to ``spill``."""
-    intern = sys.intern
-    encode = encoder.encode_values
-    add = spill.add
-    for number, (values, extras, _) in enumerate(ReportReader(source, warn), start=1):
-        line = values[LINE]
-        if isinstance(line, bool) or not isinstance(line, int) or line < 1:
-            where = f"{source.name}, record {number}"
-            raise MergeError(f"{where}: {_shown(line)} is not an input line number")
-        status = values[STATUS]
-        if status not in _STATUSES:
-            where = f"{source.name}, record {number}"
-            raise MergeError(f"{where} (input line {line}): unknown status {_shown(status)}")
-        size = _HELD
-        if extras:
-            for key in extras:
-                extra_columns.setdefault(key)
-            size += 100 * len(extras)
-        region, account = values[REGION], values[ACCOUNT_ID]
-        text = encode(values, None)
-        record: _Record = (
-            line,
-            index,
-            intern(status),
-            intern(account) if isinstance(account, str) else "",
-            values[APP_ID],
-            intern(region) if isinstance(region, str) else region,  # few distinct values
-            text,
-            extras or None,
+    """Add the records of the report at ``source`` to ``spill``.
+
+    A CSV record of this version's columns, on one line as the encoder would write it,
+    is kept as read (see :func:`codec.as_encoded`); any other is decoded and encoded.
+    """
+    reader = ReportReader(source, warn)
+    if reader.jsonl or encoder.jsonl:
+        for number, record in enumerate(reader, start=1):
+            _add_decoded(
+                record,
+                number,
+                source=source,
+                index=index,
+                encoder=encoder,
+                spill=spill,
+                extra_columns=extra_columns,
+            )
+        return
+    add, typed = spill.add, reader.typed
+    current: bool | None = None  # whether the report has this version's columns, no others
+    for number, (at, text, picked, cells) in enumerate(reader.cells(_PICKED), start=1):
+        if text is not None:
+            if current is None:
+                current = reader.header == REPORT_COLUMNS
+            line, status = picked
+            if (
+                current
+                and status in _STATUSES
+                and line.isdecimal()
+                and line.isascii()
+                and line[0] != "0"
+                and as_encoded(text, cells)
+            ):
+                add((int(line), index, text, None), _HELD_LINE + len(text))
+                continue
+        record = typed(cells, at)
+        _add_decoded(
+            record,
+            number,
+            source=source,
+            index=index,
+            encoder=encoder,
+            spill=spill,
+            extra_columns=extra_columns,
         )
-        add(record, size + len(text))
+
+
+def _add_decoded(
+    record: Record,
+    number: int,
+    *,
+    source: Location,
+    index: int,
+    encoder: RecordEncoder,
+    spill: SortedSpill,
+    extra_columns: dict[str, None],
+) -> None:
+    """Add a decoded record (the ``number``-th of ``source``), encoded in this version."""
+    values, extras, _ = record
+    line = values[LINE]
+    if isinstance(line, bool) or not isinstance(line, int) or line < 1:
+        where = f"{source.name}, record {number}"
+        raise MergeError(f"{where}: {_shown(line)} is not an input line number")
+    status = values[STATUS]
+    if status not in _STATUSES:
+        where = f"{source.name}, record {number}"
+        raise MergeError(f"{where} (input line {line}): unknown status {_shown(status)}")
+    size = _HELD
+    if extras:
+        for key in extras:
+            extra_columns.setdefault(key)
+        size += 100 * len(extras)
+    region, account = values[REGION], values[ACCOUNT_ID]
+    text = encoder.encode_values(values, None)
+    intern = sys.intern
+    held: _Held = (
+        intern(status),
+        intern(account) if isinstance(account, str) else "",
+        values[APP_ID],
+        intern(region) if isinstance(region, str) else region,  # few distinct values
+        extras or None,
+    )
+    spill.add((line, index, text, held), size + len(text))
 
 
 def _number(value: object) -> bool:
@@ -516,11 +580,16 @@ def _write(
         if header := encoder.header():
             sink.write(header)
         write, extend = sink.write, encoder.extend
-        for line, source, status, account, app_id, region, text, extras in records:
+        for line, source, text, held in records:
             if line == last_line:
                 duplicates.count += 1
                 duplicates.first = duplicates.first or (line, last_source, source)
             last_line, last_source = line, source
+            if held is None:  # a line as read: one line of cells, no quotes
+                status, account, app_id, region = _SPLIT(text[:-1].split(","))
+                extras = None
+            else:
+                status, account, app_id, region, extras = held
             if see is not None:
                 see(line, source, status, app_id, region)
             counts[status] += 1

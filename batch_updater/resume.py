@@ -6,17 +6,12 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
 from .codec import (
-    ACCOUNT_ID,
-    APP_ID,
-    ERROR_MESSAGE,
-    FINISHED_AT,
-    REGION,
-    SETTINGS_DIGEST,
-    STATUS,
+    REPORT_COLUMNS,
     ReportReader,
     Warn,
     iso,
@@ -52,6 +47,18 @@ _NO_TIME: Final = 0xFFFF_FFFF  # a success without finished_at: its note says "a
 _SPAN: Final = 1 << 31  # ms a slot's time may lie either side of its report's first (24 days)
 _SUCCESS: Final = ("succeeded", "skipped")  # statuses that may tell of one (any JSON value)
 _EXPECT_SAMPLE: Final = 1 << 16  # bytes of a report read to guess its record count
+# What a report's record tells of a success (in this order), and where a record has them.
+_COLUMNS: Final = (
+    "status",
+    "error_message",
+    "finished_at",
+    "account_id",
+    "region",
+    "app_id",
+    "settings_digest",
+)
+_TYPED: Final = itemgetter(*(REPORT_COLUMNS.index(name) for name in _COLUMNS))  # of a Record
+_PICKED: Final = itemgetter(2)  # of ReportReader.cells(): the text of the columns asked for
 
 
 def _epoch_ms(text: str) -> int | None:
@@ -106,16 +113,10 @@ class _Clock:
 
 def _keys(account: object, region: object, app_id: object, digest: object) -> tuple[int, int]:
     """Two independent 64-bit hashes of a success's key (Python's keyed string hash,
-    stable within this process): the first never 0, which marks an empty slot."""
-    first = hash(f"{account}\x1f{region}\x1f{app_id}\x1f{digest}") & _MASK
-    second = hash(f"{digest}\x1e{app_id}\x1e{region}\x1e{account}\x1e") & _MASK
-    return first or 1, second
-
-
-def _account(row: Row) -> str:
-    # A row's account comes with the input's account columns; "" before them.
-    account: str = getattr(row, "account_id", "") or ""
-    return account
+    SipHash, stable within this process, of two distinct strings): the first never 0,
+    which marks an empty slot."""
+    text = f"{account}\x1f{region}\x1f{app_id}\x1f{digest}"
+    return (hash(text) & _MASK) or 1, hash(text + "\x1e") & _MASK
 
 
 def _expected_records(locations: Iterable[Location]) -> int:
@@ -159,7 +160,7 @@ class _Succeeded:
     About 32 bytes per success, 34 MB for a million.
     """
 
-    __slots__ = ("_firsts", "_seconds", "_size", "_slots", "_sources", "_times")
+    __slots__ = ("_firsts", "_limit", "_seconds", "_size", "_slots", "_sources", "_times")
 
     LOAD: Final = 0.75
 
@@ -173,6 +174,7 @@ class _Succeeded:
         self._times = array("I", bytes(4 * slots))
         self._sources = array("I", bytes(4 * slots))
         self._slots = slots
+        self._limit = int(self.LOAD * slots)  # successes it holds before it grows
 
     def _slot(self, first: int, second: int) -> int:
         """The slot holding the key, or the empty slot where it would go."""
@@ -184,21 +186,29 @@ class _Succeeded:
 
     def add(self, first: int, second: int, when: int, source: int) -> None:
         """Remember a success; a key already held keeps its note (earlier reports win)."""
-        i = self._slot(first, second)
-        if self._firsts[i]:
-            return
-        self._firsts[i], self._seconds[i] = first, second
-        self._times[i], self._sources[i] = when, source
+        firsts, seconds, slots = self._firsts, self._seconds, self._slots
+        i = first % slots  # _slot(), inlined: once per success of reports of millions
+        while f := firsts[i]:
+            if f == first and seconds[i] == second:
+                return
+            i = i + 1 if i + 1 < slots else 0
+        firsts[i] = first
+        seconds[i] = second
+        self._times[i] = when
+        self._sources[i] = source
         self._size += 1
-        if self._size > self.LOAD * self._slots:
+        if self._size > self._limit:
             self._grow()
 
     def find(self, first: int, second: int) -> tuple[int, int] | None:
         """(when, source) of the success with this key, or None."""
-        i = self._slot(first, second)
-        if not self._firsts[i]:
-            return None
-        return self._times[i], self._sources[i]
+        firsts, seconds, slots = self._firsts, self._seconds, self._slots
+        i = first % slots  # _slot(), inlined: once per input row
+        while f := firsts[i]:
+            if f == first and seconds[i] == second:
+                return self._times[i], self._sources[i]
+            i = i + 1 if i + 1 < slots else 0
+        return None
 
     def _grow(self) -> None:
         firsts, seconds, times, sources = self._firsts, self._seconds, self._times, self._sources
@@ -233,7 +243,17 @@ class ResumeIndex:
     ``10**-26`` for a million rows against a million successes.
     """
 
-    __slots__ = ("_bases", "_clock", "_index", "_strings", "_table", "reports")
+    __slots__ = (
+        "_bases",
+        "_clock",
+        "_index",
+        "_note_head",
+        "_note_second",
+        "_note_source",
+        "_strings",
+        "_table",
+        "reports",
+    )
 
     # The key hashes (a seam: tests force collisions).
     hashes: Callable[[object, object, object, object], tuple[int, int]] = staticmethod(_keys)
@@ -244,6 +264,9 @@ class ResumeIndex:
         self._index: dict[str, int] = {}  # the index of each in _strings
         self._bases: list[int | None] = []  # per string: its report's base time (ms)
         self._clock = _Clock()
+        # The note of the last second looked up, up to its milliseconds: rows that
+        # succeeded in the same second of the same report share it.
+        self._note_head, self._note_second, self._note_source = "", -1, -1
         self.reports: list[str] = []
 
     @classmethod
@@ -257,21 +280,20 @@ class ResumeIndex:
             reader = ReportReader(location, warn)
             report = reader.name
             index.reports.append(report)
-            for values, _, _ in reader:
-                status = values[STATUS]
+            records: Iterable[tuple[Any, ...]]
+            if reader.jsonl:
+                records = (_TYPED(values) for values, _, _ in reader)
+            else:  # the text of the few columns needed, not a typed record
+                records = map(_PICKED, reader.cells(_COLUMNS))
+            for status, message, finished_at, account, region, app_id, digest in records:
                 if status not in _SUCCESS:
                     continue
-                told = _told(status, values[ERROR_MESSAGE], values[FINISHED_AT], report)
+                told = _told(status, message, finished_at, report)
                 if told is None:
                     continue
                 source, when = place(*told)
                 # f-strings in hashes() format any JSON value as str() does.
-                first, second = hashes(
-                    values[ACCOUNT_ID] or "",
-                    values[REGION],
-                    values[APP_ID],
-                    values[SETTINGS_DIGEST],
-                )
+                first, second = hashes(account or "", region, app_id, digest)
                 remember(first, second, when, source)
         return index
 
@@ -299,7 +321,9 @@ class ResumeIndex:
         """A slot's (source, when) for a note that names ``name`` and ``time`` (``note``
         itself, or None for "succeeded in <name> at <time>")."""
         if name:
-            i = self._intern(name)
+            i = self._index.get(name)
+            if i is None:
+                i = self._intern(name)
             if time == "?":
                 return 2 * i, _NO_TIME
             ms = self._clock.ms(time)
@@ -323,7 +347,7 @@ class ResumeIndex:
 
     def lookup(self, row: Row) -> str | None:
         """Why ``row`` need not be sent again, or None when it must run."""
-        first, second = self.hashes(_account(row), row.region, row.app_id, row.digest)
+        first, second = self.hashes(row.account_id, row.region, row.app_id, row.digest)
         found = self._table.find(first, second)
         if found is None:
             return None
@@ -334,7 +358,13 @@ class ResumeIndex:
         base = self._bases[i]
         if when == _NO_TIME or base is None:
             return f"{SUCCEEDED_IN}{self._strings[i]} at ?"
-        return f"{SUCCEEDED_IN}{self._strings[i]} at {self._clock.text(base + when)}"
+        ms = base + when
+        second = ms // 1000
+        if second != self._note_second or source != self._note_source:  # a new second
+            shown = self._clock.text(ms)  # ...T09:00:01.123Z: kept up to the "."
+            self._note_head = f"{SUCCEEDED_IN}{self._strings[i]} at {shown[:-4]}"
+            self._note_second, self._note_source = second, source
+        return f"{self._note_head}{ms % 1000:03d}Z"
 
     def __len__(self) -> int:
         return len(self._table)

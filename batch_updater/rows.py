@@ -201,15 +201,17 @@ def validate(
     keep: tuple[str, ...] = (),
     *,
     roles: AccountRoles | None = None,
+    passed: bool = False,
 ) -> Row | Rejected | None:
     """Validate one row. Returns None when the row needs a region and none is configured.
 
     ``rule`` decides which region names are accepted (default: those botocore knows);
     ``keep`` names the columns whose cells the result carries along (``kept``);
     ``roles`` the role of a row with an ``account_id`` (default: none, so only a
-    ``role_arn`` column gives one).
+    ``role_arn`` column gives one); ``passed``: these cells were found valid before
+    (see :func:`~batch_updater.rules.check`).
     """
-    checked = check(cells, default_region, rule or region_rule(), roles or NO_ROLES)
+    checked = check(cells, default_region, rule or region_rule(), roles or NO_ROLES, passed=passed)
     if checked is None:
         return None
     kept = tuple(cells.get(name, "") for name in keep) if keep else ()
@@ -300,6 +302,7 @@ class RowPlan:
         "_identity",
         "_index",
         "_interrupted",
+        "_invalid_lines",
         "_keep",
         "_owned_lanes",
         "_resolve_region",
@@ -353,6 +356,8 @@ class RowPlan:
         self._spool: _Spool | InputCopy | None = None
         self._identity: tuple[int, int, int, int] | None = None
         self._index = _DuplicateIndex()
+        # Bit i: the row on line i was invalid in pass 1 (pass 2 re-tests only those).
+        self._invalid_lines = bytearray()
         self.total = 0  # rows this plan yields (this shard's, when sharded)
         self.input_rows = 0  # rows in the whole input
         self.invalid = 0  # invalid rows this plan yields (conflicting duplicates included)
@@ -499,6 +504,7 @@ class RowPlan:
                 checked = self._no_region(line, cells)
             if isinstance(checked, Invalid):
                 invalid += 1
+                self._mark_invalid(line)
                 if shard is None or shard.owns(checked.region, checked.app_id, checked.account_id):
                     invalid_mine += 1
                 continue
@@ -529,6 +535,12 @@ class RowPlan:
         else:
             self._count_mine(shard, lane_rows, (hashed, hashed_mine), repeated, invalid_mine)
         self.regions = {region for _, region in self.lanes}
+
+    def _mark_invalid(self, line: int) -> None:
+        bits = self._invalid_lines
+        if line >> 3 >= len(bits):
+            bits.extend(bytes((line >> 3) + 1 - len(bits) + len(bits) // 2))
+        bits[line >> 3] |= 1 << (line & 7)
 
     def _count_mine(
         self,
@@ -566,8 +578,13 @@ class RowPlan:
         classify, rule, keep, roles = self._index.classify, self._rule, self._keep, self._roles
         shard = self.shard if self.shard is not None and self.shard.count > 1 else None
         owned_lanes = self._owned_lanes
+        invalid_lines, size = self._invalid_lines, len(self._invalid_lines)
         for line, cells in self._read():
-            result = validate(line, cells, self._default_region, rule, keep, roles=roles)
+            # Valid in pass 1 (the same bytes): its cells need no second test.
+            passed = line >> 3 >= size or not invalid_lines[line >> 3] >> (line & 7) & 1
+            result = validate(
+                line, cells, self._default_region, rule, keep, roles=roles, passed=passed
+            )
             assert result is not None, "pass 1 found the region of every row"
             if isinstance(result, Rejected):
                 if shard is None or shard.owns(result.region, result.app_id, result.account_id):

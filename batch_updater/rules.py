@@ -511,11 +511,15 @@ def check(
     default_region: str | None,
     rule: RegionRule,
     roles: AccountRoles = NO_ROLES,
+    *,
+    passed: bool = False,
 ) -> Checked | Invalid | None:
     """Validate one row without building objects; None when it has no region at all.
 
     A row that holds the cells that have a column and a count problem (``__cells__``,
-    see the reader) is invalid with that problem.
+    see the reader) is invalid with that problem. ``passed``: these very cells were
+    found valid before (the plan's first pass), so the tests of each cell are not run
+    again, only what builds the result.
     """
     get = cells.get
     app_id = get("app_id", "").strip()
@@ -531,7 +535,7 @@ def check(
         get("user_pool_id", "").strip(),
         get("web_client_id", "").strip(),
     )
-    fast = _fast_ok(app_id, region, values, rule.ok)
+    fast = passed or _fast_ok(app_id, region, values, rule.ok)
     if fast and "account_id" not in cells and "role_arn" not in cells:  # the common case
         number, hexdigest = settings_digest(*values)
         return app_id, region, values, number, hexdigest, "", ""

@@ -24,7 +24,7 @@ from typing import Any, Final
 from .accounts import Accounts, AssumeRoleSettings
 from .adaptive import AdaptiveRate, RateChange
 from .breaker import Breaker, BreakerSettings, BreakerState
-from .client import Clients, lane_of, make_session
+from .client import Clients, find_region, lane_of, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
 from .errors import BatchUpdaterError, SetupError
@@ -82,10 +82,12 @@ class _Triage:
     """Turns each planned row into a row to send, or the final result of a row that is not
     sent (invalid, duplicate, or succeeded in an earlier report)."""
 
-    __slots__ = ("_carried_through", "resume")
+    __slots__ = ("_carried_through", "_lookup", "resume")
 
     def __init__(self, resume: ResumeIndex) -> None:
         self.resume = resume
+        # No earlier success (no --resume): no lookup per row.
+        self._lookup = resume.lookup if len(resume) else None
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
 
@@ -94,7 +96,7 @@ class _Triage:
         :meth:`carry_forward` already wrote."""
         if isinstance(item, Rejected):
             return _rejected(item)
-        if (note := self.resume.lookup(item)) is not None:
+        if self._lookup is not None and (note := self._lookup(item)) is not None:
             if item.line <= self._carried_through:
                 return None
             return _unsent(item, Status.SKIPPED, note)
@@ -382,7 +384,10 @@ class _Sdk:
 
     def region(self) -> str | None:
         # botocore reads AWS_DEFAULT_REGION and the profile; AWS_REGION is the newer name.
-        return str(self.session().region_name or os.environ.get("AWS_REGION") or "") or None
+        # Before the session exists (a dry run), botocore alone finds it: no aioboto3.
+        c = self._config
+        found = find_region(c.profile) if self._session is None else self._session.region_name
+        return str(found or os.environ.get("AWS_REGION") or "") or None
 
 
 async def run_batch(

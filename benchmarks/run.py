@@ -1533,6 +1533,40 @@ def scenario_resume(bench: Bench) -> None:
     )
     rows.unlink()
     report.unlink()
+    _dry_run_without_region(bench, n, name)
+
+
+def _dry_run_without_region(bench: Bench, n: int, name: str) -> None:
+    """Target 3 for an input with no region column: the region comes from AWS_REGION."""
+    rows = write_input(bench, "resume-one-region", n)
+    bare = bench.tmp / "resume-no-region.csv"
+    with (
+        rows.open(encoding="utf-8", newline="") as src,
+        bare.open("w", encoding="utf-8", newline="") as dst,
+    ):
+        for line in src:  # generated rows have no quotes: the region is the second cell
+            app_id, _, rest = line.split(",", 2)
+            dst.write(f"{app_id},{rest}")
+    rows.unlink()
+    base = csv_pass(bench, "13-csv-no-region", bare)
+    # AWS_REGION alone (botocore reads only AWS_DEFAULT_REGION, here empty, and profiles).
+    dry = run_cli(bench, "13-dry-run-no-region", bare, "--dry-run", env={"AWS_DEFAULT_REGION": ""})
+    ok = dry.ok and base.returncode == 0 and dry.count("dry_run") == n
+    ratio = dry.child.wall / base.wall if base.wall else float("nan")
+    rss = dry.child.maxrss_mb
+    bench.add(
+        Line(
+            name,
+            f"--dry-run over {n:,} rows without a region column (AWS_REGION): wall time / a "
+            "bare csv read+write of the input, and peak RSS",
+            f"{ratio:.1f}x ({dry.child.wall:.1f} s vs {base.wall:.1f} s), {rss:.1f} MB",
+            "<= 7x, <= 80 MB",
+            verdict(ratio <= 7 and rss <= 80) if ok else "ERROR",
+            f"CPU time {_ratio(dry.child.cpu, base.cpu)} "
+            f"({dry.child.cpu:.1f} s vs {base.cpu:.1f} s)",
+        )
+    )
+    bare.unlink()
 
 
 def shard_reports(bench: Bench, report: Path, shards: int) -> list[Path]:
@@ -1587,7 +1621,7 @@ def scenario_merge(bench: Bench) -> None:
     args = (*CLI, "merge", *map(str, shards), "--input", str(rows), "--output", str(merged))
     child = run_child(args, bench.env, bench.tmp)
     bench.detail(
-        f"- `11-merge`: `{_short(args)}` -> exit {child.returncode}, wall {child.wall:.2f} s, "
+        f"- `14-merge`: `{_short(args)}` -> exit {child.returncode}, wall {child.wall:.2f} s, "
         f"CPU {child.cpu:.2f} s, peak RSS {child.maxrss_mb:.1f} MB"
     )
     try:
@@ -1595,7 +1629,7 @@ def scenario_merge(bench: Bench) -> None:
     except (OSError, ValueError):
         summary = {}
     if child.returncode != 0:
-        log(f"  11-merge: exit {child.returncode}: {child.stderr_tail}")
+        log(f"  14-merge: exit {child.returncode}: {child.stderr_tail}")
     ok = dry.ok and child.returncode == 0 and summary.get("rows") == made == n
     ratio = child.wall / base.wall if base.wall else float("nan")
     sizes = ", ".join(f"{s.stat().st_size / 1e6:.0f} MB" for s in shards)

@@ -7,6 +7,7 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -334,3 +335,36 @@ def test_local_with_a_row_without_region_is_the_same_setup_error(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the standard chain still counts
     assert main(["run", "--local", str(path), "--report", str(report), "--rate", "0"]) == 0
     assert {r["region"] for r in read_report(report)} == {"eu-west-1", "us-east-1"}
+
+
+@pytest.mark.parametrize("variable", ["AWS_REGION", "AWS_DEFAULT_REGION"])
+def test_a_dry_run_of_rows_without_a_region_column_finds_it_without_aioboto3(
+    tmp_path: Path, variable: str
+) -> None:
+    # The region from the environment, found by botocore alone: aioboto3 and aiohttp
+    # (~15 MB) would take a 1M-row dry run past its memory target.
+    path = write_csv(tmp_path / "in.csv", "app_id,user_pool_id", f"d1aaa,{UP}", f"d1bbb,{UP}")
+    report = tmp_path / "r.csv"
+    code = (
+        "import sys; from batch_updater.cli import main; "
+        f"code = main(['run', '--dry-run', {str(path)!r}, '--report', {str(report)!r}, "
+        "'--log-level', 'error']); "
+        "print(code, sorted(m for m in sys.modules if m.split('.')[0] in ('aioboto3', 'aiohttp')))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {variable: "eu-west-1", "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert out.stdout.split(maxsplit=1) == ["0", "[]\n"], out.stderr
+    assert {r["region"] for r in read_report(report)} == {"eu-west-1"}
+
+
+def test_a_profile_that_does_not_exist_is_named_when_it_would_give_the_region(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_csv(tmp_path / "in.csv", "app_id,user_pool_id", f"d1aaa,{UP}")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    argv = ["run", "--dry-run", str(path), "--report", str(tmp_path / "r.csv")]
+    assert main([*argv, "--profile", "nope"]) == 2
+    assert "AWS profile not found: nope" in capsys.readouterr().err
