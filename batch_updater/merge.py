@@ -49,7 +49,7 @@ from .storage import Location, Sink
 __all__ = ["MergeError", "MergeResult", "merge_reports"]
 
 Warn = Callable[[str], None]
-Target = Path | Location  # a report as given: a local path, or a location
+Target = Path | str | Location  # a report as given: a local path, or a location
 
 _STATUSES: Final = frozenset(s.value for s in Status)
 _SHOWN: Final = 5  # lines named in a check's message
@@ -108,7 +108,7 @@ def merge_reports(
     reports: Sequence[Target],
     output: Target,
     *,
-    input_path: Path | None = None,
+    input_path: Path | str | None = None,
     overwrite: bool = False,
     warn: Warn | None = None,
     memory_budget: int = MEMORY_BUDGET,
@@ -131,6 +131,12 @@ def merge_reports(
         if warn is not None:
             warn(message)
 
+    for target in (*reports, output, input_path):
+        if isinstance(target, str) and "://" in target:
+            raise MergeError(
+                f"{target} is not a local file: merge_reports reads and writes local files;"
+                " for S3 use batch_updater.s3.merge_on_s3 (or the batch-updater merge command)"
+            )
     given = [Path(p) if isinstance(p, str) else p for p in reports]
     sources = [report_location(p) for p in given]
     output = Path(output) if isinstance(output, str) else output

@@ -624,3 +624,18 @@ def test_a_line_past_any_input_is_a_stray_line(tmp_path: Path) -> None:
         merge_reports(
             [write_report(tmp_path / "a.jsonl", rows)], tmp_path / "m.csv", input_path=source
         )
+
+
+@pytest.mark.parametrize("where", ["report", "output", "input"])
+def test_an_s3_url_given_to_merge_reports_is_refused_with_what_to_use(
+    tmp_path: Path, where: str
+) -> None:
+    local = str(tmp_path / "shard.csv")
+    url = "s3://bucket/reports/shard.csv"
+    with pytest.raises(MergeError, match=r"not a local file: .*merge_on_s3"):
+        merge_reports(
+            [url if where == "report" else local],
+            url if where == "output" else str(tmp_path / "merged.csv"),
+            input_path=url if where == "input" else None,
+        )
+    assert not (tmp_path / "merged.csv").exists()
