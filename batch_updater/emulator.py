@@ -150,7 +150,9 @@ class EmulatorConfig:
     with 429 for that many seconds from the first request (after start or
     :meth:`Emulator.reset`). ``seed`` makes the random faults and the latency jitter
     repeatable (the n-th request that draws a fault gets the same one in every run with that
-    seed). ``slow_seconds`` is how late a ``"slow"`` answer comes.
+    seed). ``slow_seconds`` is how late a ``"slow"`` answer comes. ``keep_records``: keep a
+    :class:`RequestRecord` of every request (tests read them; ``--local`` does not, so its
+    memory stays flat over millions of rows).
     """
 
     rate: float | None = None
@@ -166,6 +168,7 @@ class EmulatorConfig:
     limit_per: str = "endpoint"
     region_rate: Mapping[str, float] = field(default_factory=dict)
     region_latency_ms: Mapping[str, float] = field(default_factory=dict)
+    keep_records: bool = True
 
     def __post_init__(self) -> None:
         if self.limit_per not in LIMIT_PER:
@@ -409,16 +412,27 @@ class Emulator:
 
     ``apps`` maps app id to its stored settings (wire names such as ``aws_user_pools_id``);
     an app appears there on its first successful update. ``requests`` has one
-    :class:`RequestRecord` per request received, in arrival order.
+    :class:`RequestRecord` per request received, in arrival order (unless
+    ``keep_records`` is off; :attr:`request_count` counts them all the same).
     """
 
-    __slots__ = ("_config", "_jitter", "_limiters", "_wire", "apps", "plan", "requests")
+    __slots__ = (
+        "_config",
+        "_jitter",
+        "_limiters",
+        "_received",
+        "_wire",
+        "apps",
+        "plan",
+        "requests",
+    )
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self._config = config = config if config is not None else EmulatorConfig()
         self._wire = _wire()
         self.apps: dict[str, dict[str, str]] = {}
-        self.requests: list[RequestRecord] = []
+        self.requests: list[RequestRecord] = []  # empty unless config.keep_records
+        self._received = 0
         #: The faults injected (``script``, ``faults``, ``storm_seconds``, ``seed``); the
         #: scripts, storm and seed are loaded by :meth:`reset`.
         self.plan = FaultPlan(config.faults)
@@ -487,6 +501,7 @@ class Emulator:
         """
         self.apps.clear()
         self.requests.clear()
+        self._received = 0
         self._limiters.clear()
         self.plan.storm(self._config.storm_seconds)
         self.plan.load(self._config.script)
@@ -517,7 +532,7 @@ class Emulator:
     @property
     def request_count(self) -> int:
         """Requests received so far, whatever their answer."""
-        return len(self.requests)
+        return self._received
 
     def count(self, app_id: str) -> int:
         """Requests received for ``app_id``, whatever their answer."""
@@ -545,18 +560,20 @@ class Emulator:
         signed = _CREDENTIAL.search(authorization) if authorization.startswith(_SIGV4) else None
         access_key, region = signed.groups() if signed else ("", "")
         reply = self._decide(request, app_id, body, now, (access_key, region))
-        self.requests.append(
-            RequestRecord(
-                now,
-                app_id,
-                reply.status,
-                reply.error_type,
-                reply.applied,
-                reply.fault,
-                access_key=access_key,
-                region=region,
+        self._received += 1
+        if self._config.keep_records:
+            self.requests.append(
+                RequestRecord(
+                    now,
+                    app_id,
+                    reply.status,
+                    reply.error_type,
+                    reply.applied,
+                    reply.fault,
+                    access_key=access_key,
+                    region=region,
+                )
             )
-        )
         config = self._config
         delay = config.region_latency_ms.get(region, config.latency_ms) / 1000.0
         if config.latency_jitter_ms > 0:

@@ -816,9 +816,14 @@ async def _run_live(
         endpoint_url = config.endpoint_url
         try:
             if config.local:
-                from .emulator import EmulatorServer  # noqa: PLC0415 - only for --local
+                from .emulator import (  # noqa: PLC0415 - only for --local
+                    EmulatorConfig,
+                    EmulatorServer,
+                )
 
-                server = await stack.enter_async_context(EmulatorServer())
+                # No record per request: a --local run of millions of rows stays flat.
+                local = EmulatorServer(EmulatorConfig(keep_records=False))
+                server = await stack.enter_async_context(local)
                 endpoint_url = server.url
             clients = await stack.enter_async_context(
                 Clients(

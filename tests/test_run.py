@@ -15,6 +15,7 @@ import pytest
 import structlog.testing
 
 from batch_updater import RowResult, Status, run_batch
+from batch_updater import emulator as emulator_module
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.errors import SetupError
 from batch_updater.rows import Row, RowPlan
@@ -336,6 +337,24 @@ async def test_local_mode_runs_against_the_embedded_emulator(tmp_path: Path) -> 
     summary = await run_batch(EXAMPLE, fast(tmp_path, local=True))
     assert summary.counts[Status.SUCCEEDED] == 50
     assert summary.settings["local"] is True
+
+
+async def test_local_mode_keeps_no_record_per_request_so_its_memory_stays_flat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[EmulatorServer] = []
+
+    class Spy(EmulatorServer):
+        def __init__(self, config: EmulatorConfig | None = None) -> None:
+            super().__init__(config)
+            made.append(self)
+
+    monkeypatch.setattr(emulator_module, "EmulatorServer", Spy)
+    summary = await run_batch(EXAMPLE, fast(tmp_path, local=True))
+    assert summary.counts[Status.SUCCEEDED] == 50
+    (server,) = made
+    assert server.emulator.request_count == 50  # counted...
+    assert server.emulator.requests == []  # ...not kept
 
 
 def test_rows_throttled_by_a_real_server_limit_succeed_with_more_attempts(
