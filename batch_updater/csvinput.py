@@ -221,21 +221,11 @@ def _records(name: str, handle: _Lines) -> Iterator[tuple[int, list[str]]]:
             text = next(lines, None)
             if text is None:
                 return
-            cr = text.find("\r")
-            if cr < 0 and '"' not in text and "\x00" not in text and len(text) <= limit:
+            # The line's end (LF, or CRLF as a spreadsheet saves) off, for the test below.
+            body = text[:-2] if text[-2:] == "\r\n" else text[:-1] if text[-1:] == "\n" else text
+            if "\r" not in body and '"' not in body and "\x00" not in body and len(text) <= limit:
                 number += 1
-                body = text[:-1] if text[-1:] == "\n" else text
                 yield start, body.split(",") if body else []  # the csv module's blank line
-                continue
-            if (  # a CRLF line end, as a spreadsheet saves
-                cr == len(text) - 2
-                and text[-1] == "\n"
-                and '"' not in text
-                and "\x00" not in text
-                and len(text) <= limit
-            ):
-                number += 1
-                yield start, text[:-2].split(",") if len(text) > 2 else []
                 continue
             pushed.append(text)
             read = reader.line_num
