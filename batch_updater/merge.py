@@ -402,17 +402,21 @@ def _load(
     is kept as read (see :func:`codec.as_encoded`); any other is decoded and encoded.
     """
     reader = ReportReader(source, warn)
+
+    def decoded(record: Record, number: int) -> None:
+        _add_decoded(
+            record,
+            number,
+            source=source,
+            index=index,
+            encoder=encoder,
+            spill=spill,
+            extra_columns=extra_columns,
+        )
+
     if reader.jsonl or encoder.jsonl:
         for number, record in enumerate(reader, start=1):
-            _add_decoded(
-                record,
-                number,
-                source=source,
-                index=index,
-                encoder=encoder,
-                spill=spill,
-                extra_columns=extra_columns,
-            )
+            decoded(record, number)
         return
     add, typed = spill.add, reader.typed
     current: bool | None = None  # whether the report has this version's columns, no others
@@ -431,16 +435,7 @@ def _load(
             ):
                 add((int(line), index, text, None), _HELD_LINE + len(text))
                 continue
-        record = typed(cells, at)
-        _add_decoded(
-            record,
-            number,
-            source=source,
-            index=index,
-            encoder=encoder,
-            spill=spill,
-            extra_columns=extra_columns,
-        )
+        decoded(typed(cells, at), number)
 
 
 def _add_decoded(
