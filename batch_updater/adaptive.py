@@ -286,11 +286,15 @@ class AdaptiveRate:
         to it, and a service that admits one request every ``1/rate`` seconds refuses that
         one. Waiting here for what the delay took back keeps the spacing the service sees.
         """
-        leaving = self._leaving
+        leaving, clock = self._leaving, self._clock
         leaving.rate = self._limiter.rate
-        await leaving.acquire()
+        # The turn is taken when the request really leaves, not when it starts to wait: a
+        # wait that ends late (a busy loop), or several ending together, must not bring the
+        # next request closer than 1/rate behind this one.
+        while not leaving.try_acquire(now := clock()):
+            await self._sleep(leaving.due())
         if self._adaptive and (index := self._index(ticket)) >= 0:
-            self._sent[index] = self._clock()
+            self._sent[index] = now
 
     def hold(self) -> None:
         """Pace the next request from now (see :meth:`RateLimiter.hold`)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -31,6 +30,7 @@ from .control import FATAL_CODES
 from .errors import SetupError
 from .logs import register_secrets
 from .rows import Row
+from .sdk import client_config, paces_at_write, write_wait
 
 if TYPE_CHECKING:
     from types_aiobotocore_amplifybackend import AmplifyBackendClient
@@ -49,16 +49,46 @@ LaneKey = tuple[str, str]
 Lane = tuple[str, str]
 
 
-#: What the call being made waits for as its request leaves (see :meth:`Clients.update`):
-#: set around each call, read by the hook every client runs just before sending.
-_departure: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("departure", default=None)
 #: botocore's last event before a request goes on the wire (after it is built and signed).
 _BEFORE_SEND: Final = "before-send.amplifybackend.UpdateBackendConfig"
 
 
-async def _before_send(**_: Any) -> None:
-    """Wait for the departure of the call being made, if it has one; send nothing (None)."""
-    if (departure := _departure.get()) is not None:
+class _Departure:
+    """One call's wait for its lane's pacing (see :meth:`Clients.update`), done once, as
+    close to the wire as the HTTP session allows: armed at ``before-send`` (the request is
+    built and signed; an STS call its signing made has gone), waited for by the session just
+    before it writes the bytes (``sdk.write_wait``), or at ``before-send`` itself by a
+    session that cannot (see ``sdk.paces_at_write``)."""
+
+    __slots__ = ("_armed", "_wait")
+
+    def __init__(self, wait: Callable[[], Awaitable[None]]) -> None:
+        self._wait: Callable[[], Awaitable[None]] | None = wait
+        self._armed = False
+
+    def arm(self) -> None:
+        self._armed = True
+
+    async def __call__(self) -> None:
+        if self._armed and (wait := self._wait) is not None:
+            self._wait = None  # once: a later write of this call (none here) does not wait
+            await wait()
+
+    def __repr__(self) -> str:
+        state = "done" if self._wait is None else "armed" if self._armed else "waiting to arm"
+        return f"<_Departure {state}>"
+
+
+async def _arm(**_: Any) -> None:
+    """``before-send``: the call's request leaves next, its departure waits at the write."""
+    if isinstance(departure := write_wait.get(), _Departure):
+        departure.arm()
+
+
+async def _leave_now(**_: Any) -> None:
+    """``before-send`` for a session that does not wait at the write: wait here."""
+    if isinstance(departure := write_wait.get(), _Departure):
+        departure.arm()
         await departure()
 
 
@@ -253,8 +283,6 @@ class Clients:
         connect_timeout: float = 10.0,
         accounts: Accounts | None = None,
     ) -> None:
-        from .sdk import client_config  # noqa: PLC0415 - see make_session
-
         self._session = session
         self._accounts = (
             accounts
@@ -317,7 +345,8 @@ class Clients:
                 f"cannot create the AmplifyBackend client for {region}: {exc}"
             ) from None
         # aiobotocore awaits a coroutine handler; the stubs know botocore's plain ones.
-        client.meta.events.register(_BEFORE_SEND, cast("Callable[..., None]", _before_send))
+        handler = _arm if paces_at_write(self._config) else _leave_now
+        client.meta.events.register(_BEFORE_SEND, cast("Callable[..., None]", handler))
         self._clients[key] = client
         return client
 
@@ -365,14 +394,14 @@ class Clients:
         with map_botocore_errors(account_id, assumed=assumed):
             if assumed and (refusal := self._accounts.refused(key[0])):
                 raise refusal.with_traceback(None)  # final: not signed (nor logged) again
-            token = _departure.set(departure)
+            token = write_wait.set(_Departure(departure) if departure is not None else None)
             try:
                 response = await client.update_backend_config(
                     AppId=row.app_id,
                     LoginAuthConfig=cast("LoginAuthConfigReqObjTypeDef", row.settings.to_api()),
                 )
             finally:
-                _departure.reset(token)
+                write_wait.reset(token)
         meta = response.get("ResponseMetadata", {})
         request_id = str(meta.get("RequestId") or "")
         status = int(meta.get("HTTPStatusCode") or 200)

@@ -23,6 +23,7 @@ import pytest
 import structlog
 import structlog.testing
 from aiobotocore.session import AioSession
+from botocore.config import Config
 
 from batch_updater.accounts import (
     AccessCheck,
@@ -370,6 +371,49 @@ async def test_sts_throttling_past_the_retries_is_transient_and_retried_later(
             clock.advance(RefreshWindows.for_duration(3600).retry_unassumed - 4)  # 5 s on
             await clients.update(row(ACCOUNTS[0]))
         assert len(sts.assume_calls()) == 3
+
+
+# -- where a request leaves ----------------------------------------------------------------
+
+
+async def test_a_lanes_pacing_is_awaited_once_per_call_by_the_http_session_as_it_writes(
+    emulator: EmulatorServer, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lane's pacing (AdaptiveRate.leave) waits where the request's bytes are written,
+    # not one busy loop turn before; not for the STS call a role's first request makes as
+    # it is signed; and before the service has seen the request.
+    clock = Clock()
+    async with FakeSts(clock=clock) as sts:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
+        accounts = accounts_for(session, clock=clock)
+        seen: list[tuple[int, int, bool]] = []
+        async with Clients(session, endpoint_url=emulator.url, accounts=accounts) as clients:
+            caller = asyncio.current_task()
+
+            async def departure() -> None:
+                writer = asyncio.current_task() is not caller  # aiohttp's write, not the call
+                seen.append((len(sts.assume_calls()), emulator.emulator.request_count, writer))
+
+            for r in (row(ACCOUNTS[0]), row(ACCOUNTS[0]), row()):
+                await clients.update(r, departure)
+    assert seen == [(1, 0, True), (1, 1, True), (1, 2, True)]
+
+
+async def test_a_session_that_cannot_wait_at_the_write_waits_at_botocores_last_event(
+    emulator: EmulatorServer, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An aiobotocore without http_session_cls: clients get a plain Config.
+    monkeypatch.setattr("batch_updater.client.client_config", Config)
+    seen: list[tuple[int, bool]] = []
+    async with Clients(session, endpoint_url=emulator.url) as clients:
+        caller = asyncio.current_task()
+
+        async def departure() -> None:
+            seen.append((emulator.emulator.request_count, asyncio.current_task() is caller))
+
+        await clients.update(row(), departure)
+        await clients.update(row(), departure)
+    assert seen == [(0, True), (1, True)]
 
 
 # -- refresh ---------------------------------------------------------------------------

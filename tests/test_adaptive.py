@@ -406,6 +406,28 @@ async def test_a_request_leaves_at_least_one_interval_after_the_one_before_it() 
     assert clock.now == pytest.approx(1000.104)
 
 
+async def test_a_wait_to_leave_that_ends_late_does_not_bring_the_next_request_closer() -> None:
+    # A request's turn to leave counts from when it really left: the next request's turn
+    # must not stay where it was when the wait began.
+    clock = ManualClock()
+    busy = False
+
+    async def sleep(seconds: float) -> None:  # while the loop is busy, a wait ends 4 ms late
+        clock.now += seconds + (0.004 if busy else 0.0)
+
+    control = AdaptiveRate(20, clock=clock, sleep=sleep)
+    left = []
+    for delay in (0.03, 0.0, 0.03):  # between its slot and the wire: signing, a busy loop
+        ticket = await control.acquire()
+        clock.now += delay
+        busy = True
+        await control.leave(ticket)
+        busy = False
+        left.append(clock.now)
+    gaps = [b - a for a, b in itertools.pairwise(left)]
+    assert gaps == pytest.approx([0.054, 0.054])  # the second waited 30 ms and woke 4 ms late
+
+
 def test_a_429_does_not_make_the_success_rate_read_one_spacing_low() -> None:
     clock = ManualClock()
     control = AdaptiveRate(20, clock=clock, sleep=clock.sleep)
