@@ -35,6 +35,7 @@ class Tuning:
     deepest_cut: float = 0.5  # ...but at least this fraction of the rate that failed
     step_down: float = 0.97  # one 429 at a rate that worked: this fraction of it
     isolated: int = 10  # a 429 after this many successes since the last one is isolated
+    first: int = 3  # a lane's first 429 after this many successes, on pace: a step down
     jitter: float = 0.1  # spacings seen by the client differ from the service's by this much
     restart: float = 1.5  # a 429 with no success rate measured yet: start again from this...
     worked: int = 1  # ...unless this many requests went through at that rate just before it
@@ -78,8 +79,8 @@ class Tuning:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.samples < 2:
             raise ValueError(f"samples must be at least 2, got {self.samples}")
-        if self.confirm < 1 or self.isolated < 1:
-            raise ValueError("confirm and isolated must be at least 1")
+        if min(self.confirm, self.isolated, self.first) < 1:
+            raise ValueError("confirm, isolated and first must be at least 1")
         if self.hold_max < self.hold or self.probe_max < self.probe:
             raise ValueError("hold_max and probe_max must not be below hold and probe")
         if min(self.cooldown, self.report_threshold) < 0:
@@ -113,6 +114,9 @@ class AdaptiveRate:
       early: it steps down ``step_down`` from ``proven``, not from the last step, and is not
       judged by the success rate (then the client's own, lagging a rate just raised).
       429s closer together forget ``proven``: the service's limit may have come down;
+    * a lane's first 429, after ``first`` successes, on a request that left a whole interval
+      after the last one admitted, steps down ``step_down``: the rate worked, and a limit
+      far below it soon shows with a second 429;
     * the rate starts at ``max_rate``. The first 429 of an episode (of requests paced after
       the last cut) falls back to ``ok`` if it is below ``limit``. Otherwise ``ok`` is learned
       again: ``step_down`` times the rate that failed if that rate had worked (after
@@ -357,6 +361,18 @@ class AdaptiveRate:
         rate = self._limiter.rate
         index = self._index(ticket)
         sent = self._sent[index] if index >= 0 else math.nan
+        # The lane's first 429, after `first` successes, on a request that left a whole
+        # interval after the last one admitted: the rate worked until now, and the service's
+        # limit is just below it (a burst-1 limit equal to the rate refuses one request in a
+        # while, whose spacing the network or the service's own loop shortened). If it is far
+        # below, the next 429 comes at once and cuts deep.
+        gap = sent - self._admitted_at
+        first_on_pace = (
+            self._throttles == 1
+            and self._quiet >= tuning.first
+            and math.isfinite(gap)
+            and gap * rate >= 1
+        )
         if sent > self._admitted_at:
             # Refused this soon after an admission: the service admits fewer per second, but
             # not fewer than it just did (or, while the success rate is too slow to measure
@@ -391,7 +407,9 @@ class AdaptiveRate:
             # hold it longer before the next probe.
             same = limit <= self._forgotten * (1 + 5 * tuning.precision)
             self._hold = min(tuning.hold_max, 2 * self._hold) if same else tuning.hold
-        if not 0 < self._ok < limit:  # the rate thought to work does not: learn it again
+        if first_on_pace and failed == rate:
+            self._ok = tuning.step_down * failed
+        elif not 0 < self._ok < limit:  # the rate thought to work does not: learn it again
             self._ok = min(self._relearn(failed, isolated, proven), tuning.step_down * limit)
         elif isolated and failed <= proven:
             # Jitter at or below a rate that held: one small step from that rate.

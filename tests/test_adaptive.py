@@ -448,6 +448,25 @@ def test_isolated_429s_below_a_rate_that_held_step_down_from_it_not_from_each_ot
     assert control.rate == pytest.approx(0.97 * 20)
 
 
+async def test_a_lanes_first_429_after_requests_went_through_on_pace_is_a_small_step() -> None:
+    # --rate 10 against a burst-1 limit of exactly 10/s: one request in a while arrives a
+    # little early. Cutting to half of a success rate still climbing cost seconds.
+    clock = ManualClock()
+    control = AdaptiveRate(10, clock=clock, sleep=clock.sleep)
+    for _ in range(Tuning().first):
+        ticket = await control.acquire()
+        await control.leave(ticket)
+        control.on_success(ticket)
+    early = await control.acquire()  # left 100 ms after the last admitted: on pace
+    await control.leave(early)
+    control.on_throttle(early)
+    assert control.rate == pytest.approx(0.97 * 10)
+    again = await control.acquire()  # at once again: the limit is lower, cut deep
+    await control.leave(again)
+    control.on_throttle(again)
+    assert control.rate < 0.7 * 10
+
+
 async def test_429s_spaced_further_from_an_admission_bound_the_limit_lower() -> None:
     clock = ManualClock()
     control = AdaptiveRate(100, clock=clock, sleep=clock.sleep)
