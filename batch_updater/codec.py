@@ -32,10 +32,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
-from typing import IO, Any, Final, NamedTuple, Protocol
+from typing import IO, Any, Final, NamedTuple, Protocol, cast
 
 from .errors import InputError
-from .results import RowResult
+from .results import RowResult, Status, unsent_result
 from .storage import Location
 
 __all__ = [
@@ -145,6 +145,15 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 _SPECIAL: Final = re.compile("\0[" + re.escape("".join(_FORMULA_START)) + "]|\r")
 
 
+# In "\n" + "\n".join(cells): a cell the CSV writer would quote or change (a comma, a
+# quote, a CR or LF, a NUL) or defuse (one that starts like a formula); with a count of
+# the "\n", the test of cells a template (see RecordEncoder.write_unsent) may hold as they are.
+_NOT_PLAIN: Final = re.compile('[,"\r\0]|\n[' + re.escape("".join(_FORMULA_START)) + "]")
+# The cells of an unsent row's record that vary, marked in the line that makes its
+# template: the line, app_id, region, error_message, settings_digest, account_id, then
+# one mark per kept column (characters of Unicode's private use area).
+_MARK: Final = 0xE000
+
 # In a CSV line without quotes: a cell after the first that starts like a formula.
 _FORMULA_AFTER: Final = re.compile("," + "[" + re.escape("".join(_FORMULA_START)) + "]")
 # The number cells of a record, joined by commas: each empty or as str(int) writes it.
@@ -227,6 +236,7 @@ class RecordEncoder:
         "_line",
         "_out",
         "_run_id_cell",
+        "_templates",
         "extra_columns",
         "jsonl",
         "run_id",
@@ -249,6 +259,8 @@ class RecordEncoder:
         self._out = out
         # The usual row needs no \r quoting: written by csv itself into out, no detour.
         self._direct = csv.writer(out, lineterminator="\n") if out is not None else None
+        # Per status, the template of write_unsent, made on its first call (None: none).
+        self._templates: dict[Status, str | None] | None = None
 
     def header(self) -> str:
         """The report's first line: the CSV header; nothing for JSON lines."""
@@ -311,6 +323,64 @@ class RecordEncoder:
             self._out.write(self._line.text)
         else:
             self._direct.writerow(values)
+
+    def _template(self, status: Status) -> str | None:
+        """The line :meth:`write` writes for an unsent row of ``status`` (see
+        :meth:`write_unsent`) as a :meth:`str.format` template of the cells that vary;
+        None when a mark is found elsewhere in it (a run id holding one)."""
+        marks = [chr(_MARK + i) for i in range(6 + len(self.extra_columns))]
+        line, app_id, region, message, digest, account, *kept = marks
+        out = io.StringIO()
+        probe = RecordEncoder(
+            jsonl=False, run_id=self.run_id, extra_columns=self.extra_columns, out=out
+        )
+        # The line's mark stands where its number goes: str() of either is written as is.
+        probe.write(
+            unsent_result(
+                status, cast(int, line), app_id, region, message, digest, tuple(kept), account
+            )
+        )
+        text = out.getvalue().replace("{", "{{").replace("}", "}}")
+        for i, mark in enumerate(marks):
+            if text.count(mark) != 1:
+                return None
+            text = text.replace(mark, f"{{{i}}}")
+        return text
+
+    def write_unsent(  # noqa: PLR0917 (a record's cells, in the order of unsent_result)
+        self,
+        status: Status,
+        line: int,
+        app_id: str,
+        region: str,
+        message: str,
+        digest: str,
+        kept: tuple[str, ...],
+        account: str,
+    ) -> None:
+        """Write the record of a row that was not sent: the line :meth:`write` writes for
+        ``unsent_result(status, line, ...)``. A CSV record whose cells are plain text
+        (nothing to quote or defuse) is filled into a template that :meth:`write` made,
+        without a :class:`RowResult`; any other goes through :meth:`write`."""
+        templates = self._templates
+        if templates is None:
+            templates = self._templates = (
+                {status: self._template(status) for status in Status}
+                if self._out is not None and not self.jsonl
+                else {}
+            )
+        template = templates.get(status)
+        if template is not None:
+            text = f"\n{app_id}\n{region}\n{message}\n{digest}\n{account}"
+            if kept:
+                text += "\n" + "\n".join(kept)
+            if _NOT_PLAIN.search(text) is None and text.count("\n") == 5 + len(kept):
+                assert self._out is not None, "templates are made for an encoder with out"
+                self._out.write(
+                    template.format(line, app_id, region, message, digest, account, *kept)
+                )
+                return
+        self.write(unsent_result(status, line, app_id, region, message, digest, kept, account))
 
     def encode_values(self, values: Sequence[Any], extras: Mapping[str, Any] | None) -> str:
         """A decoded record's line (see :class:`Record`): ``values`` in column order,

@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from .rows import Rejected, Row
 
-__all__ = ["_DuplicateIndex"]
+__all__ = ["_DuplicateIndex", "duplicate_of"]
+
+
+def duplicate_of(first_line: int) -> str:
+    """Why a row given again with the same settings is skipped."""
+    return f"duplicate of line {first_line}"
 
 
 class _DuplicateIndex:
@@ -88,20 +93,25 @@ class _DuplicateIndex:
             repeats[slot(key)] + 1 for key in self._conflicts if among is None or key in among
         )
 
+    def first(self, key: int) -> tuple[int, int, int]:
+        """(first line, its settings digest, first line whose settings differ or 0) of a
+        key pass 1 added. With no conflict every row of the key has that digest."""
+        i = self._slot(key)  # pass 2 reads the rows pass 1 added: the key is there
+        return self._lines[i], self._digests[i], self._conflicts.get(key, 0)
+
     def classify(self, row: Row) -> Row | Rejected:
         """``row`` itself when it is to be sent, else why not."""
         key = self.key(row.region, row.app_id, row.account_id)
-        i = self._slot(key)  # pass 2 reads the rows pass 1 added: the key is there
-        first_line = self._lines[i]
-        if conflict := self._conflicts.get(key):
-            same_as_first = int(row.digest, 16) == self._digests[i]
+        first_line, first_digest, conflict = self.first(key)
+        if conflict:
+            same_as_first = int(row.digest, 16) == first_digest
             other = conflict if same_as_first else first_line
             same = "account, region and app_id" if row.account_id else "region and app_id"
             return row.rejected(
                 "invalid", f"conflicts with line {other} (same {same}, other settings)"
             )
         if row.line != first_line:
-            return row.rejected("skipped", f"duplicate of line {first_line}")
+            return row.rejected("skipped", duplicate_of(first_line))
         return row
 
     def __len__(self) -> int:

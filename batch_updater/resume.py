@@ -347,7 +347,11 @@ class ResumeIndex:
 
     def lookup(self, row: Row) -> str | None:
         """Why ``row`` need not be sent again, or None when it must run."""
-        first, second = self.hashes(row.account_id, row.region, row.app_id, row.digest)
+        return self.find(row.account_id, row.region, row.app_id, row.digest)
+
+    def find(self, account: str, region: str, app_id: str, digest: str) -> str | None:
+        """:meth:`lookup` of the row with these cells (``account`` "" for none)."""
+        first, second = self.hashes(account, region, app_id, digest)
         found = self._table.find(first, second)
         if found is None:
             return None

@@ -36,7 +36,7 @@ from .report import ReportWriter, default_report_path
 from .results import RowResult, RunSummary, Status
 from .resume import ResumeIndex
 from .retry import Retrier, RetryPolicy
-from .rows import InputCopy, Rejected, Row, RowPlan, ValidationInterrupted
+from .rows import InputCopy, Outcome, Rejected, Row, RowPlan, ValidationInterrupted
 from .rules import EVERY_ACCOUNT
 from .s3 import Location, S3Location, S3Run, to_location
 from .sender import MAYBE_APPLIED, Lane, Sender
@@ -51,8 +51,12 @@ _EVERY_LINE: Final = 1 << 62  # carry_forward went through the whole plan
 _POLL_EVERY: Final = 1024  # rows between two looks at the stop flag in synchronous loops
 
 
+# The status of a row's result from a Rejected's (or an Outcome's fate).
+_FATES: Final = {"invalid": Status.INVALID, "skipped": Status.SKIPPED}
+
+
 def _rejected(item: Rejected) -> RowResult:
-    status = Status.INVALID if item.status == "invalid" else Status.SKIPPED
+    status = _FATES[item.status]
     return RowResult(
         item.line,
         item.app_id,
@@ -82,12 +86,13 @@ class _Triage:
     """Turns each planned row into a row to send, or the final result of a row that is not
     sent (invalid, duplicate, or succeeded in an earlier report)."""
 
-    __slots__ = ("_carried_through", "_lookup", "resume")
+    __slots__ = ("_carried_through", "_find", "_lookup", "resume")
 
     def __init__(self, resume: ResumeIndex) -> None:
         self.resume = resume
         # No earlier success (no --resume): no lookup per row.
         self._lookup = resume.lookup if len(resume) else None
+        self._find = resume.find if len(resume) else None
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
 
@@ -101,6 +106,22 @@ class _Triage:
                 return None
             return _unsent(item, Status.SKIPPED, note)
         return item
+
+    def unsent(self, outcome: Outcome, status: Status, message: str) -> tuple[Status, str] | None:
+        """:meth:`__call__` for a row of a run that sends nothing, given as an
+        :data:`~batch_updater.rows.Outcome`: the status and message of its result
+        (``status`` and ``message`` for a row that would be sent), or None as there."""
+        line, app_id, region, fate, why, digest, _, account = outcome
+        if fate:
+            return _FATES[fate], why
+        if (
+            self._find is not None
+            and (note := self._find(account, region, app_id, digest)) is not None
+        ):
+            if line <= self._carried_through:
+                return None
+            return Status.SKIPPED, note
+        return status, message
 
     def carry_forward(
         self, plan: Iterable[Row | Rejected], sink: ResultSink, policy: StopPolicy
@@ -149,6 +170,21 @@ def _emit_unsent(
             sink.emit(
                 triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
             )
+
+
+def _emit_outcomes(
+    plan: RowPlan, triage: _Triage, sink: ResultSink, status: Status, message: str
+) -> None:
+    """:func:`_emit_unsent` of every row of ``plan``, read as outcomes (see
+    :meth:`RowPlan.outcomes`): no :class:`Row` or :class:`RowResult` per row."""
+    policy, unsent, emit = sink.policy, triage.unsent, sink.emit_unsent
+    for n, outcome in enumerate(plan.outcomes()):
+        if n % _POLL_EVERY == 0 and policy.requested and status is Status.DRY_RUN:
+            status, message = Status.NOT_ATTEMPTED, policy.not_started()
+        fate = unsent(outcome, status, message)
+        if fate is not None:
+            line, app_id, region, _, _, digest, kept, account = outcome
+            emit(fate[0], line, app_id, region, fate[1], digest, kept, account)
 
 
 class _Lanes:
@@ -525,12 +561,12 @@ async def _run_plan(
             _emit_unsent(_collect_targets(plan, targets), triage, sink, Status.DRY_RUN, "")
             summary.access_checks = await _check_access(targets, sdk, run_id, log)
         elif config.dry_run:
-            _emit_unsent(plan, triage, sink, Status.DRY_RUN, "")
+            _emit_outcomes(plan, triage, sink, Status.DRY_RUN, "")
         elif not plan.ok and not config.skip_invalid:
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
-            _emit_unsent(plan, triage, sink, Status.NOT_ATTEMPTED, message)
+            _emit_outcomes(plan, triage, sink, Status.NOT_ATTEMPTED, message)
         elif policy.stopping:  # nothing sent when the report already failed
-            _emit_unsent(plan, triage, sink, Status.NOT_ATTEMPTED, policy.not_started())
+            _emit_outcomes(plan, triage, sink, Status.NOT_ATTEMPTED, policy.not_started())
         else:
             await _run_live(
                 plan,
