@@ -370,7 +370,7 @@ class RecordEncoder:
                 else {}
             )
         template = templates.get(status)
-        if template is not None:
+        if template is not None and len(kept) == len(self.extra_columns):
             text = f"\n{app_id}\n{region}\n{message}\n{digest}\n{account}"
             if kept:
                 text += "\n" + "\n".join(kept)
