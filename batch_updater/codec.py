@@ -145,10 +145,10 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 _SPECIAL: Final = re.compile("\0[" + re.escape("".join(_FORMULA_START)) + "]|\r")
 
 
-# In "\n" + "\n".join(cells): a cell the CSV writer would quote or change (a comma, a
-# quote, a CR or LF, a NUL) or defuse (one that starts like a formula); with a count of
-# the "\n", the test of cells a template (see RecordEncoder.write_unsent) may hold as they are.
-_NOT_PLAIN: Final = re.compile('[,"\r\0]|\n[' + re.escape("".join(_FORMULA_START)) + "]")
+# write_unsent's test of cells it may write as they are, on "\n" + "\n".join(cells) (and
+# a count of its "\n"), written out for speed: no comma, quote, CR or NUL (what the CSV
+# writer quotes or may refuse), no cell that starts like a formula.
+assert set(_FORMULA_START) == {"=", "+", "-", "@", "\t", "\r"}, "write_unsent tests these"
 # The cells of an unsent row's record that vary, marked in the line that makes its
 # template: the line, app_id, region, error_message, settings_digest, account_id, then
 # one mark per kept column (characters of Unicode's private use area).
@@ -374,7 +374,18 @@ class RecordEncoder:
             text = f"\n{app_id}\n{region}\n{message}\n{digest}\n{account}"
             if kept:
                 text += "\n" + "\n".join(kept)
-            if _NOT_PLAIN.search(text) is None and text.count("\n") == 5 + len(kept):
+            if (
+                "," not in text
+                and '"' not in text
+                and "\r" not in text
+                and "\0" not in text
+                and "\n=" not in text
+                and "\n+" not in text
+                and "\n-" not in text
+                and "\n@" not in text
+                and "\n\t" not in text
+                and text.count("\n") == 5 + len(kept)
+            ):
                 assert self._out is not None, "templates are made for an encoder with out"
                 self._out.write(
                     template.format(line, app_id, region, message, digest, account, *kept)
@@ -539,9 +550,13 @@ class ReportReader:
         pending: list[str] = []
         quotes = size = first = number = 0
         try:
-            with self._open() as text:
-                readline = text.readline
-                while line := readline(_MAX_LINE):
+            for block in _text_blocks(self._open()):
+                if width and not pending and _plain_block(block):
+                    # The usual case: a block of records on one line each.
+                    yield from _split_records(name, block, number, width, pick)
+                    number += block.count("\n")
+                    continue
+                for line in _split_lines(block):
                     number += 1
                     whole = line[-1] == "\n"
                     if not whole:
@@ -716,6 +731,65 @@ class ReportReader:
     def _csv_records(self) -> Iterator[Record]:
         for number, _, _, cells in self._csv_rows():
             yield self._typer(cells, number)
+
+
+_BLOCK: Final = 1 << 15  # characters of a report read at a time (a few hundred lines)
+
+
+def _text_blocks(opened: IO[str]) -> Iterator[str]:
+    """The text of ``opened`` (closed at the end) in blocks of whole lines: each ends with
+    a ``\n`` but the last, when the text does not. A line of :data:`_MAX_LINE`
+    characters or more is not waited for: its first characters end the text (refused)."""
+    with opened as text:
+        read = text.read
+        rest = ""
+        while chunk := read(_BLOCK):
+            data = rest + chunk if rest else chunk
+            cut = data.rfind("\n") + 1
+            if cut:
+                yield data[:cut] if cut < len(data) else data
+                rest = data[cut:]
+            elif len(data) >= _MAX_LINE:
+                yield data[:_MAX_LINE]
+                return
+            else:
+                rest = data
+        if rest:
+            yield rest
+
+
+def _plain_block(block: str) -> bool:
+    """Whether every line of ``block`` is whole, shorter than :data:`_MAX_LINE` and
+    one record split at commas: no quotes, no carriage returns."""
+    return block[-1:] == "\n" and len(block) < _MAX_LINE and '"' not in block and "\r" not in block
+
+
+def _split_records(
+    name: str, block: str, number: int, width: int, pick: Callable[[list[str]], Any]
+) -> Iterator[tuple[int, str, Any, list[str]]]:
+    """What :meth:`ReportReader._csv_rows` yields for each line of a :func:`_plain_block`
+    whose first line is line ``number + 1``."""
+    bodies = block.split("\n")
+    bodies.pop()  # "" after the last line end
+    for at, body in enumerate(bodies, number + 1):
+        cells = body.split(",")
+        if len(cells) != width:
+            raise InputError(name, at, _WRONG_WIDTH)
+        yield at, body + "\n", pick(cells), cells
+
+
+def _split_lines(block: str) -> list[str]:
+    """A block's lines, each with its ``\n`` (the last may have none), as
+    ``readline(_MAX_LINE)`` reads them: a longer line comes in pieces of that many."""
+    lines = [line + "\n" for line in block.split("\n")]
+    last = lines.pop()[:-1]
+    if last:
+        lines.append(last)
+    if len(block) >= _MAX_LINE:
+        lines = [
+            line[at : at + _MAX_LINE] for line in lines for at in range(0, len(line), _MAX_LINE)
+        ]
+    return lines
 
 
 def _no_cells(cells: list[str]) -> tuple[()]:

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from .rows import Rejected, Row
 
-__all__ = ["_DuplicateIndex", "duplicate_of"]
+__all__ = ["_DuplicateIndex", "app_key", "duplicate_of"]
+
+
+def app_key(region: object, app_id: object, account: object = "") -> int:
+    """The key of the app (account, region, app_id) within this process: a 64-bit hash
+    (Python's keyed SipHash of its text), never 0, which marks an empty slot. The same app
+    id in two accounts is two apps. The duplicate index and ``--resume`` both key on it."""
+    text = f"{account} {region} {app_id}" if account else f"{region} {app_id}"
+    return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
 
 
 def duplicate_of(first_line: int) -> str:
@@ -43,12 +51,7 @@ class _DuplicateIndex:
         self._repeats = array("I", bytes(4 * slots))  # rows after the first, per key
         self._slots = slots
 
-    @staticmethod
-    def key(region: str, app_id: str, account: str = "") -> int:
-        """The table key of (account, region, app_id); never 0, which marks an empty slot.
-        The same app id in two accounts is two apps."""
-        text = f"{account} {region} {app_id}" if account else f"{region} {app_id}"
-        return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+    key = staticmethod(app_key)
 
     def _slot(self, key: int) -> int:
         keys, slots = self._keys, self._slots

@@ -16,8 +16,10 @@ from .codec import (
     Warn,
     iso,
 )
+from .duplicates import app_key
 from .report import report_location
 from .rows import Row
+from .rules import digest_number
 from .storage import LocalFile, Location
 
 __all__ = ["ResumeIndex", "read_report"]
@@ -42,7 +44,6 @@ def read_report(path: Path | Location, warn: Warn | None = None) -> Iterator[dic
 _TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.A)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
-_MASK: Final = 0xFFFF_FFFF_FFFF_FFFF
 _NO_TIME: Final = 0xFFFF_FFFF  # a success without finished_at: its note says "at ?"
 _SPAN: Final = 1 << 31  # ms a slot's time may lie either side of its report's first (24 days)
 _SUCCESS: Final = ("succeeded", "skipped")  # statuses that may tell of one (any JSON value)
@@ -112,11 +113,11 @@ class _Clock:
 
 
 def _keys(account: object, region: object, app_id: object, digest: object) -> tuple[int, int]:
-    """Two independent 64-bit hashes of a success's key (Python's keyed string hash,
-    SipHash, stable within this process, of two distinct strings): the first never 0,
-    which marks an empty slot."""
-    text = f"{account}\x1f{region}\x1f{app_id}\x1f{digest}"
-    return (hash(text) & _MASK) or 1, hash(text + "\x1e") & _MASK
+    """The table key of a success: its app's key (:func:`~batch_updater.duplicates.app_key`,
+    what the input's duplicate index keys on) and its settings digest as a number
+    (:func:`~batch_updater.rules.digest_number`); the first is never 0, which marks an
+    empty slot."""
+    return app_key(region, app_id, account), digest_number(str(digest))
 
 
 def _expected_records(locations: Iterable[Location]) -> int:
@@ -154,8 +155,8 @@ def _told(
 
 class _Succeeded:
     """Successes in flat arrays: an open-addressing table (linear probing, at most 75%
-    full) of 24-byte slots, like the input's duplicate index: two independent 64-bit
-    hashes of the key (account_id, region, app_id, settings digest), when it succeeded
+    full) of 24-byte slots, like the input's duplicate index: the key (the app's 64-bit
+    key and the settings digest's 64 bits, see :func:`_keys`), when it succeeded
     (milliseconds from its report's base time) and where (see :class:`ResumeIndex`).
     About 32 bytes per success, 34 MB for a million.
     """
@@ -200,16 +201,6 @@ class _Succeeded:
         if self._size > self._limit:
             self._grow()
 
-    def find(self, first: int, second: int) -> tuple[int, int] | None:
-        """(when, source) of the success with this key, or None."""
-        firsts, seconds, slots = self._firsts, self._seconds, self._slots
-        i = first % slots  # _slot(), inlined: once per input row
-        while f := firsts[i]:
-            if f == first and seconds[i] == second:
-                return self._times[i], self._sources[i]
-            i = i + 1 if i + 1 < slots else 0
-        return None
-
     def _grow(self) -> None:
         firsts, seconds, times, sources = self._firsts, self._seconds, self._times, self._sources
         self._alloc(2 * self._slots + 1)
@@ -227,8 +218,8 @@ class _Succeeded:
 
 
 class ResumeIndex:
-    """Rows that succeeded in earlier reports: their (account_id, region, app_id,
-    settings digest) and the note a skipped row gets, "succeeded in <report> at <time>".
+    """Rows that succeeded in earlier reports: their app (account_id, region, app_id),
+    settings digest and the note a skipped row gets, "succeeded in <report> at <time>".
 
     Held in fixed-size slots (:class:`_Succeeded`), not strings. A slot's source is
     ``2 * i`` for the i-th report name of the notes, its time in milliseconds from that
@@ -237,10 +228,13 @@ class ResumeIndex:
     a time more than 24 days from the first of its report. Several reports make one
     index; a row in more than one keeps the note of the first report that has it.
 
-    A slot matches a row only when both 64-bit hashes of the key match. A wrong match
-    (a row skipped that never succeeded) needs a row and a success whose keys differ to
-    agree on 128 hash bits: with Python's keyed SipHash about ``2**-128`` per pair, under
-    ``10**-26`` for a million rows against a million successes.
+    A slot matches a row when its app's key (the 64-bit hash the input's duplicate index
+    keys on: within a run, an app is its key) and its settings digest (all 64 bits, the
+    number itself) both match. A wrong match (a row skipped that never succeeded) needs
+    another app with the same settings whose key collides with the row's: with Python's
+    keyed SipHash about ``2**-64`` per pair, under ``10**-7`` for a million rows against a
+    million successes (the duplicate index takes the same chance of taking two apps for
+    one).
     """
 
     __slots__ = (
@@ -285,14 +279,31 @@ class ResumeIndex:
                 records = (_TYPED(values) for values, _, _ in reader)
             else:  # the text of the few columns needed, not a typed record
                 records = map(_PICKED, reader.cells(_COLUMNS))
+            # A success of this report in the second placed last (its text up to the
+            # milliseconds, its source and time less them): placed here, not by _place.
+            head, own, base = "", 0, 0
             for status, message, finished_at, account, region, app_id, digest in records:
-                if status not in _SUCCESS:
-                    continue
-                told = _told(status, message, finished_at, report)
-                if told is None:
-                    continue
-                source, when = place(*told)
-                # f-strings in hashes() format any JSON value as str() does.
+                if (
+                    status == "succeeded"
+                    and type(finished_at) is str
+                    and finished_at[:20] == head
+                    and len(finished_at) == 24  # the length of 2026-11-26T10:15:00.120Z
+                    and finished_at[23] == "Z"
+                    and (milli := finished_at[20:23]).isdigit()
+                    and milli.isascii()
+                    and 0 <= (when := base + int(milli)) < _NO_TIME
+                ):
+                    source = own
+                else:
+                    if status not in _SUCCESS:
+                        continue
+                    told = _told(status, message, finished_at, report)
+                    if told is None:
+                        continue
+                    source, when = place(*told)
+                    if told[2] is None and not source & 1 and when != _NO_TIME:
+                        head, own, base = finished_at[:20], source, when - int(finished_at[20:23])
+                # app_key() formats any JSON value as str() does.
                 first, second = hashes(account or "", region, app_id, digest)
                 remember(first, second, when, source)
         return index
@@ -351,11 +362,19 @@ class ResumeIndex:
 
     def find(self, account: str, region: str, app_id: str, digest: str) -> str | None:
         """:meth:`lookup` of the row with these cells (``account`` "" for none)."""
-        first, second = self.hashes(account, region, app_id, digest)
-        found = self._table.find(first, second)
-        if found is None:
-            return None
-        when, source = found
+        return self.find_key(*self.hashes(account, region, app_id, digest))
+
+    def find_key(self, first: int, second: int) -> str | None:
+        """:meth:`find` of a row by its key as :meth:`hashes` gives it: its app's key and
+        its digest's number (a plan's outcomes carry both)."""
+        table = self._table  # _Succeeded.find(), inlined: once per input row
+        firsts, seconds, slots = table._firsts, table._seconds, table._slots
+        i = first % slots
+        while (f := firsts[i]) != first or seconds[i] != second:
+            if not f:
+                return None
+            i = i + 1 if i + 1 < slots else 0
+        when, source = table._times[i], table._sources[i]
         i = source >> 1
         if source & 1:
             return self._strings[i]

@@ -36,7 +36,7 @@ from .csvinput import (
     read_csv,
     read_mappings,
 )
-from .duplicates import _DuplicateIndex, duplicate_of
+from .duplicates import _DuplicateIndex, app_key, duplicate_of
 from .errors import BatchUpdaterError, InputError, SetupError
 from .rules import (
     ACCOUNT_COLUMNS,
@@ -51,6 +51,7 @@ from .rules import (
     RegionRule,
     check,
     check_region,
+    digest_number,
     digest_text,
     passed_key,
     region_rule,
@@ -198,14 +199,24 @@ class Rejected:
 
 # A row of a run that sends nothing, as RowPlan.outcomes gives it: line, app_id, region,
 # fate ("" for a row that would be sent, else "invalid" or "skipped", as Rejected.status),
-# why (for a fate), settings digest, kept cells, account_id.
-Outcome = tuple[int, str, str, str, str, str, tuple[str, ...], str]
+# why (for a fate), settings digest, kept cells, account_id; for a row that would be
+# sent also its app's key (duplicates.app_key) and its digest's number
+# (rules.digest_number), what --resume looks up (0 and 0 for the others).
+Outcome = tuple[int, str, str, str, str, str, tuple[str, ...], str, int, int]
 
 
 def outcome(item: Row | Rejected) -> Outcome:
     """The :data:`Outcome` of what iterating a :class:`RowPlan` gives."""
     if isinstance(item, Row):
-        return item.line, item.app_id, item.region, "", "", item.digest, item.kept, item.account_id
+        line, app_id, region, digest, account = (
+            item.line,
+            item.app_id,
+            item.region,
+            item.digest,
+            item.account_id,
+        )
+        key, number = app_key(region, app_id, account), digest_number(digest)
+        return line, app_id, region, "", "", digest, item.kept, account, key, number
     return (
         item.line,
         item.app_id,
@@ -215,6 +226,8 @@ def outcome(item: Row | Rejected) -> Outcome:
         item.digest,
         item.kept,
         item.account_id,
+        0,
+        0,
     )
 
 
@@ -612,30 +625,23 @@ class RowPlan:
             yield from map(outcome, self)
             return
         index, rule, keep, roles = self._index, self._rule, self._keep, self._roles
-        first, key, classify = index.first, index.key, index.classify
+        first, classify = index.first, index.classify
         default = self._default_region
         invalid_lines, size = self._invalid_lines, len(self._invalid_lines)
         for line, cells in self._read():
             passed = line >> 3 >= size or not invalid_lines[line >> 3] >> (line & 7) & 1
             if passed:
                 app_id, region, account = passed_key(cells, default, roles)
-                first_line, digest, conflict = first(key(region, app_id, account))
+                k = app_key(region, app_id, account)
+                first_line, digest, conflict = first(k)
                 if not conflict:
                     kept = tuple(cells.get(name, "") for name in keep) if keep else ()
+                    text = digest_text(digest)
                     if line == first_line:
-                        yield line, app_id, region, "", "", digest_text(digest), kept, account
+                        yield line, app_id, region, "", "", text, kept, account, k, digest
                     else:
                         why = duplicate_of(first_line)
-                        yield (
-                            line,
-                            app_id,
-                            region,
-                            "skipped",
-                            why,
-                            digest_text(digest),
-                            kept,
-                            account,
-                        )
+                        yield line, app_id, region, "skipped", why, text, kept, account, 0, 0
                     continue
             result = validate(line, cells, default, rule, keep, roles=roles, passed=passed)
             assert result is not None, "pass 1 found the region of every row"

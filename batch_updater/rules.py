@@ -38,6 +38,7 @@ __all__ = [
     "RegionRule",
     "check",
     "check_region",
+    "digest_number",
     "digest_text",
     "partition_of",
     "passed_key",
@@ -529,6 +530,17 @@ def digest_text(number: int) -> str:
     """The 16 hex characters of a settings digest given as its 64-bit int (see
     :func:`settings_digest`)."""
     return f"{number:016x}"
+
+
+_DIGEST: Final = re.compile(r"[0-9a-f]{16}", re.ASCII)
+
+
+def digest_number(text: str) -> int:
+    """The 64-bit int of a settings digest's text (:func:`digest_text` undone); for text
+    :func:`settings_digest` never writes (a hand-edited report), a 64-bit hash of it."""
+    if _DIGEST.fullmatch(text) is not None:
+        return int(text, 16)
+    return hash(text) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def check(

@@ -36,7 +36,7 @@ from .report import ReportWriter, default_report_path
 from .results import RowResult, RunSummary, Status
 from .resume import ResumeIndex
 from .retry import Retrier, RetryPolicy
-from .rows import InputCopy, Outcome, Rejected, Row, RowPlan, ValidationInterrupted
+from .rows import InputCopy, Rejected, Row, RowPlan, ValidationInterrupted
 from .rules import EVERY_ACCOUNT
 from .s3 import Location, S3Location, S3Run, to_location
 from .sender import MAYBE_APPLIED, Lane, Sender
@@ -92,7 +92,7 @@ class _Triage:
         self.resume = resume
         # No earlier success (no --resume): no lookup per row.
         self._lookup = resume.lookup if len(resume) else None
-        self._find = resume.find if len(resume) else None
+        self._find = resume.find_key if len(resume) else None
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
 
@@ -107,17 +107,15 @@ class _Triage:
             return _unsent(item, Status.SKIPPED, note)
         return item
 
-    def unsent(self, outcome: Outcome, status: Status, message: str) -> tuple[Status, str] | None:
-        """:meth:`__call__` for a row of a run that sends nothing, given as an
-        :data:`~batch_updater.rows.Outcome`: the status and message of its result
+    def unsent(  # noqa: PLR0917 (the fields of an Outcome it needs, then what to say)
+        self, line: int, fate: str, why: str, key: int, number: int, status: Status, message: str
+    ) -> tuple[Status, str] | None:
+        """:meth:`__call__` for a row of a run that sends nothing, given by the fields of
+        its :data:`~batch_updater.rows.Outcome`: the status and message of its result
         (``status`` and ``message`` for a row that would be sent), or None as there."""
-        line, app_id, region, fate, why, digest, _, account = outcome
         if fate:
             return _FATES[fate], why
-        if (
-            self._find is not None
-            and (note := self._find(account, region, app_id, digest)) is not None
-        ):
+        if self._find is not None and (note := self._find(key, number)) is not None:
             if line <= self._carried_through:
                 return None
             return Status.SKIPPED, note
@@ -178,13 +176,14 @@ def _emit_outcomes(
     """:func:`_emit_unsent` of every row of ``plan``, read as outcomes (see
     :meth:`RowPlan.outcomes`): no :class:`Row` or :class:`RowResult` per row."""
     policy, unsent, emit = sink.policy, triage.unsent, sink.emit_unsent
-    for n, outcome in enumerate(plan.outcomes()):
+    for n, (line, app_id, region, fate, why, digest, kept, account, key, number) in enumerate(
+        plan.outcomes()
+    ):
         if n % _POLL_EVERY == 0 and policy.requested and status is Status.DRY_RUN:
             status, message = Status.NOT_ATTEMPTED, policy.not_started()
-        fate = unsent(outcome, status, message)
-        if fate is not None:
-            line, app_id, region, _, _, digest, kept, account = outcome
-            emit(fate[0], line, app_id, region, fate[1], digest, kept, account)
+        result = unsent(line, fate, why, key, number, status, message)
+        if result is not None:
+            emit(result[0], line, app_id, region, result[1], digest, kept, account)
 
 
 class _Lanes:
