@@ -32,14 +32,25 @@ class _DuplicateIndex:
     (Python's string hash, stable within the process that reads both passes), 32-bit line
     numbers, 64-bit digests and 32-bit counts of later rows with the key: 24 bytes a slot,
     about 34 MB for a million distinct apps when sized from the expected row count up
-    front. Conflicts (rare) live in a small dict.
+    front. Conflicts (rare) live in a small dict. With ``--resume``, each app may also
+    hold a success of an earlier report (:meth:`note_success`): 8 bytes more a slot.
     """
 
-    __slots__ = ("_conflicts", "_digests", "_keys", "_lines", "_repeats", "_size", "_slots")
+    __slots__ = (
+        "_conflicts",
+        "_digests",
+        "_done",
+        "_keys",
+        "_lines",
+        "_repeats",
+        "_size",
+        "_slots",
+    )
 
     LOAD: Final = 0.7
 
     def __init__(self, expected: int = 1024) -> None:
+        self._done: array[int] | None = None  # per slot: a success noted, 0 for none
         self._alloc(max(16, int(expected / self.LOAD) + 1))
         self._size = 0
         self._conflicts: dict[int, int] = {}  # key hash -> first line whose settings differ
@@ -49,6 +60,8 @@ class _DuplicateIndex:
         self._lines = array("I", bytes(4 * slots))
         self._digests = array("Q", bytes(8 * slots))
         self._repeats = array("I", bytes(4 * slots))  # rows after the first, per key
+        if self._done is not None:
+            self._done = array("Q", bytes(8 * slots))
         self._slots = slots
 
     key = staticmethod(app_key)
@@ -76,12 +89,15 @@ class _DuplicateIndex:
 
     def _grow(self) -> None:
         keys, lines, digests, repeats = self._keys, self._lines, self._digests, self._repeats
+        done = self._done
         self._alloc(2 * self._slots + 1)
         for j, key in enumerate(keys):
             if key:
                 i = self._slot(key)
                 self._keys[i], self._lines[i], self._digests[i] = key, lines[j], digests[j]
                 self._repeats[i] = repeats[j]
+                if done is not None and self._done is not None:
+                    self._done[i] = done[j]
 
     @property
     def conflicts(self) -> int:
@@ -96,16 +112,45 @@ class _DuplicateIndex:
             repeats[slot(key)] + 1 for key in self._conflicts if among is None or key in among
         )
 
-    def first(self, key: int) -> tuple[int, int, int]:
-        """(first line, its settings digest, first line whose settings differ or 0) of a
-        key pass 1 added. With no conflict every row of the key has that digest."""
+    def first(self, key: int) -> tuple[int, int, int, int]:
+        """(first line, its settings digest, first line whose settings differ or 0, the
+        success noted for it or 0) of a key pass 1 added. With no conflict every row of
+        the key has that digest."""
         i = self._slot(key)  # pass 2 reads the rows pass 1 added: the key is there
-        return self._lines[i], self._digests[i], self._conflicts.get(key, 0)
+        done = self._done
+        return (
+            self._lines[i],
+            self._digests[i],
+            self._conflicts.get(key, 0),
+            0 if done is None else done[i],
+        )
+
+    def note_success(self, key: int, digest: int, done: int) -> bool:
+        """Note ``done`` (not 0: a success of an earlier report, see ``ResumeIndex``) on
+        the app ``key`` when the input has it with settings ``digest``; an app keeps the
+        first noted. True when noted."""
+        noted = self._done
+        if noted is None:
+            noted = self._done = array("Q", bytes(8 * self._slots))
+        i = self._slot(key)
+        if self._keys[i] != key or self._digests[i] != digest or noted[i]:
+            return False
+        noted[i] = done
+        return True
+
+    def success(self, key: int, digest: int) -> int:
+        """The success noted on the app ``key`` with settings ``digest``, or 0."""
+        if self._done is None:
+            return 0
+        i = self._slot(key)
+        if self._keys[i] != key or self._digests[i] != digest:
+            return 0
+        return self._done[i]
 
     def classify(self, row: Row) -> Row | Rejected:
         """``row`` itself when it is to be sent, else why not."""
         key = self.key(row.region, row.app_id, row.account_id)
-        first_line, first_digest, conflict = self.first(key)
+        first_line, first_digest, conflict, _ = self.first(key)
         if conflict:
             same_as_first = int(row.digest, 16) == first_digest
             other = conflict if same_as_first else first_line
@@ -121,7 +166,8 @@ class _DuplicateIndex:
         return self._size
 
     def __repr__(self) -> str:
+        noted = "-" if self._done is None else len(self._done) - self._done.count(0)
         return (
             f"<_DuplicateIndex keys={self._size} slots={self._slots} "
-            f"conflicts={len(self._conflicts)}>"
+            f"conflicts={len(self._conflicts)} successes={noted}>"
         )

@@ -16,7 +16,7 @@ from .codec import (
     Warn,
     iso,
 )
-from .duplicates import app_key
+from .duplicates import _DuplicateIndex, app_key
 from .report import report_location
 from .rows import Row
 from .rules import digest_number
@@ -228,6 +228,11 @@ class ResumeIndex:
     a time more than 24 days from the first of its report. Several reports make one
     index; a row in more than one keeps the note of the first report that has it.
 
+    A run's index is made ``within`` its input's apps (``RowPlan.apps``, the duplicate
+    index): each success is noted on its app's slot there (8 bytes), and only when a row
+    of the input has that app with those settings; the plan's second pass finds it in
+    the slot it reads anyway (an Outcome carries it, see :meth:`note`).
+
     A slot matches a row when its app's key (the 64-bit hash the input's duplicate index
     keys on: within a run, an app is its key) and its settings digest (all 64 bits, the
     number itself) both match. A wrong match (a row skipped that never succeeded) needs
@@ -244,16 +249,22 @@ class ResumeIndex:
         "_note_head",
         "_note_second",
         "_note_source",
+        "_noted",
         "_strings",
         "_table",
         "reports",
+        "within",
     )
 
     # The key hashes (a seam: tests force collisions).
     hashes: Callable[[object, object, object, object], tuple[int, int]] = staticmethod(_keys)
 
-    def __init__(self, expected: int = 1024) -> None:
-        self._table = _Succeeded(expected)
+    def __init__(self, expected: int = 1024, within: _DuplicateIndex | None = None) -> None:
+        # Within an input's apps (RowPlan.apps) a success is noted on its app, and only
+        # when a row of the input has that app with those settings: no table of its own.
+        self.within = within
+        self._table = _Succeeded(expected if within is None else 0)
+        self._noted = 0  # successes noted within
         self._strings: list[str] = []  # report names of notes, and notes kept whole
         self._index: dict[str, int] = {}  # the index of each in _strings
         self._bases: list[int | None] = []  # per string: its report's base time (ms)
@@ -264,12 +275,19 @@ class ResumeIndex:
         self.reports: list[str] = []
 
     @classmethod
-    def load(cls, paths: Iterable[Path | Location], warn: Warn | None = None) -> ResumeIndex:
-        """Read every report in ``paths``; later reports do not override earlier ones."""
+    def load(
+        cls,
+        paths: Iterable[Path | Location],
+        warn: Warn | None = None,
+        *,
+        within: _DuplicateIndex | None = None,
+    ) -> ResumeIndex:
+        """Read every report in ``paths``; later reports do not override earlier ones.
+        ``within``: the input's apps, to note the successes on (see the class)."""
         locations = [report_location(p) for p in paths]
-        index = cls(_expected_records(locations))
+        index = cls(_expected_records(locations) if within is None else 0, within)
         # The loop of add(), unrolled: it runs once per record of reports of millions.
-        place, hashes, remember = index._place, index.hashes, index._table.add
+        place, hashes, remember = index._place, index.hashes, index._remember
         for location in locations:
             reader = ReportReader(location, warn)
             report = reader.name
@@ -326,7 +344,15 @@ class ResumeIndex:
         if told is not None:
             source, when = self._place(*told)
             first, second = self.hashes(account, region, app_id, digest)
+            self._remember(first, second, when, source)
+
+    def _remember(self, first: int, second: int, when: int, source: int) -> None:
+        """Keep a success (``when`` and ``source``, see the class) of the key (``first``,
+        ``second``): in the table, or noted within the input's apps."""
+        if self.within is None:
             self._table.add(first, second, when, source)
+        elif self.within.note_success(first, second, (source + 1) << 32 | when):
+            self._noted += 1
 
     def _place(self, name: str, time: str, note: str | None) -> tuple[int, int]:
         """A slot's (source, when) for a note that names ``name`` and ``time`` (``note``
@@ -366,7 +392,10 @@ class ResumeIndex:
 
     def find_key(self, first: int, second: int) -> str | None:
         """:meth:`find` of a row by its key as :meth:`hashes` gives it: its app's key and
-        its digest's number (a plan's outcomes carry both)."""
+        its digest's number."""
+        if self.within is not None:
+            done = self.within.success(first, second)
+            return self.note(done) if done else None
         table = self._table  # _Succeeded.find(), inlined: once per input row
         firsts, seconds, slots = table._firsts, table._seconds, table._slots
         i = first % slots
@@ -374,7 +403,14 @@ class ResumeIndex:
             if not f:
                 return None
             i = i + 1 if i + 1 < slots else 0
-        when, source = table._times[i], table._sources[i]
+        return self._note(table._times[i], table._sources[i])
+
+    def note(self, done: int) -> str:
+        """The note of a success noted within the input's apps (an Outcome carries it)."""
+        return self._note(done & 0xFFFF_FFFF, (done >> 32) - 1)
+
+    def _note(self, when: int, source: int) -> str:
+        """The note of a success: "succeeded in <report> at <time>", or a note kept."""
         i = source >> 1
         if source & 1:
             return self._strings[i]
@@ -390,7 +426,8 @@ class ResumeIndex:
         return f"{self._note_head}{ms % 1000:03d}Z"
 
     def __len__(self) -> int:
-        return len(self._table)
+        """Successes held (within the input's apps: those a row of it may skip)."""
+        return len(self._table) if self.within is None else self._noted
 
     def __repr__(self) -> str:
         return (

@@ -199,36 +199,9 @@ class Rejected:
 
 # A row of a run that sends nothing, as RowPlan.outcomes gives it: line, app_id, region,
 # fate ("" for a row that would be sent, else "invalid" or "skipped", as Rejected.status),
-# why (for a fate), settings digest, kept cells, account_id; for a row that would be
-# sent also its app's key (duplicates.app_key) and its digest's number
-# (rules.digest_number), what --resume looks up (0 and 0 for the others).
-Outcome = tuple[int, str, str, str, str, str, tuple[str, ...], str, int, int]
-
-
-def outcome(item: Row | Rejected) -> Outcome:
-    """The :data:`Outcome` of what iterating a :class:`RowPlan` gives."""
-    if isinstance(item, Row):
-        line, app_id, region, digest, account = (
-            item.line,
-            item.app_id,
-            item.region,
-            item.digest,
-            item.account_id,
-        )
-        key, number = app_key(region, app_id, account), digest_number(digest)
-        return line, app_id, region, "", "", digest, item.kept, account, key, number
-    return (
-        item.line,
-        item.app_id,
-        item.region,
-        item.status,
-        item.reason,
-        item.digest,
-        item.kept,
-        item.account_id,
-        0,
-        0,
-    )
+# why (for a fate), settings digest, kept cells, account_id, and for a row that would be
+# sent the success of an earlier report noted on its app (see ResumeIndex), else 0.
+Outcome = tuple[int, str, str, str, str, str, tuple[str, ...], str, int]
 
 
 def validate(
@@ -622,30 +595,59 @@ class RowPlan:
         take the way of iterating.
         """
         if self.shard is not None and self.shard.count > 1:
-            yield from map(outcome, self)
+            yield from map(self.outcome, self)
             return
         index, rule, keep, roles = self._index, self._rule, self._keep, self._roles
-        first, classify = index.first, index.classify
+        first, classify, outcome = index.first, index.classify, self.outcome
         default = self._default_region
         invalid_lines, size = self._invalid_lines, len(self._invalid_lines)
         for line, cells in self._read():
             passed = line >> 3 >= size or not invalid_lines[line >> 3] >> (line & 7) & 1
             if passed:
                 app_id, region, account = passed_key(cells, default, roles)
-                k = app_key(region, app_id, account)
-                first_line, digest, conflict = first(k)
+                first_line, digest, conflict, done = first(app_key(region, app_id, account))
                 if not conflict:
                     kept = tuple(cells.get(name, "") for name in keep) if keep else ()
                     text = digest_text(digest)
                     if line == first_line:
-                        yield line, app_id, region, "", "", text, kept, account, k, digest
+                        yield line, app_id, region, "", "", text, kept, account, done
                     else:
                         why = duplicate_of(first_line)
-                        yield line, app_id, region, "skipped", why, text, kept, account, 0, 0
+                        yield line, app_id, region, "skipped", why, text, kept, account, 0
                     continue
             result = validate(line, cells, default, rule, keep, roles=roles, passed=passed)
             assert result is not None, "pass 1 found the region of every row"
             yield outcome(classify(result) if isinstance(result, Row) else result)
+
+    def outcome(self, item: Row | Rejected) -> Outcome:
+        """The :data:`Outcome` of what iterating gives."""
+        if isinstance(item, Row):
+            line, app_id, region, digest, account = (
+                item.line,
+                item.app_id,
+                item.region,
+                item.digest,
+                item.account_id,
+            )
+            done = self._index.success(app_key(region, app_id, account), digest_number(digest))
+            return line, app_id, region, "", "", digest, item.kept, account, done
+        return (
+            item.line,
+            item.app_id,
+            item.region,
+            item.status,
+            item.reason,
+            item.digest,
+            item.kept,
+            item.account_id,
+            0,
+        )
+
+    @property
+    def apps(self) -> _DuplicateIndex:
+        """The input's apps (the duplicate index), where ``--resume`` notes the successes
+        of earlier reports that a row of this input may skip (``ResumeIndex(within=)``)."""
+        return self._index
 
     def __iter__(self) -> Iterator[Row | Rejected]:
         """Second pass: each row of this plan (its shard's), validated again, with

@@ -86,13 +86,13 @@ class _Triage:
     """Turns each planned row into a row to send, or the final result of a row that is not
     sent (invalid, duplicate, or succeeded in an earlier report)."""
 
-    __slots__ = ("_carried_through", "_find", "_lookup", "resume")
+    __slots__ = ("_carried_through", "_lookup", "_note", "resume")
 
     def __init__(self, resume: ResumeIndex) -> None:
         self.resume = resume
         # No earlier success (no --resume): no lookup per row.
         self._lookup = resume.lookup if len(resume) else None
-        self._find = resume.find_key if len(resume) else None
+        self._note = resume.note if len(resume) else None
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
 
@@ -108,17 +108,19 @@ class _Triage:
         return item
 
     def unsent(  # noqa: PLR0917 (the fields of an Outcome it needs, then what to say)
-        self, line: int, fate: str, why: str, key: int, number: int, status: Status, message: str
+        self, line: int, fate: str, why: str, done: int, status: Status, message: str
     ) -> tuple[Status, str] | None:
         """:meth:`__call__` for a row of a run that sends nothing, given by the fields of
-        its :data:`~batch_updater.rows.Outcome`: the status and message of its result
-        (``status`` and ``message`` for a row that would be sent), or None as there."""
+        its :data:`~batch_updater.rows.Outcome` (``done``: the success noted on its app,
+        the resume index being within the plan's apps): the status and message of its
+        result (``status`` and ``message`` for a row that would be sent), or None as
+        there."""
         if fate:
             return _FATES[fate], why
-        if self._find is not None and (note := self._find(key, number)) is not None:
+        if done and self._note is not None:
             if line <= self._carried_through:
                 return None
-            return Status.SKIPPED, note
+            return Status.SKIPPED, self._note(done)
         return status, message
 
     def carry_forward(
@@ -175,13 +177,15 @@ def _emit_outcomes(
 ) -> None:
     """:func:`_emit_unsent` of every row of ``plan``, read as outcomes (see
     :meth:`RowPlan.outcomes`): no :class:`Row` or :class:`RowResult` per row."""
+    resume = triage.resume
+    assert resume.within is plan.apps or not len(resume), "successes noted on the plan's apps"
     policy, unsent, emit = sink.policy, triage.unsent, sink.emit_unsent
-    for n, (line, app_id, region, fate, why, digest, kept, account, key, number) in enumerate(
+    for n, (line, app_id, region, fate, why, digest, kept, account, done) in enumerate(
         plan.outcomes()
     ):
         if n % _POLL_EVERY == 0 and policy.requested and status is Status.DRY_RUN:
             status, message = Status.NOT_ATTEMPTED, policy.not_started()
-        result = unsent(line, fate, why, key, number, status, message)
+        result = unsent(line, fate, why, done, status, message)
         if result is not None:
             emit(result[0], line, app_id, region, result[1], digest, kept, account)
 
@@ -513,7 +517,11 @@ async def _run_plan(
 ) -> RunSummary:
     resume_reports = await s3.local_reports(config.output.resume)
     triage = _Triage(
-        ResumeIndex.load(resume_reports, warn=lambda m: log.warning("resume_warning", message=m))
+        ResumeIndex.load(
+            resume_reports,
+            warn=lambda m: log.warning("resume_warning", message=m),
+            within=plan.apps,
+        )
     )
     report_path = config.output.report_path or s3.default_report(
         default_report_path(plan.stem, shard=str(config.shard) if config.shard else None)

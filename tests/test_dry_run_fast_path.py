@@ -17,7 +17,7 @@ from batch_updater import codec
 from batch_updater.codec import RecordEncoder
 from batch_updater.config import Accounts, Output, RunConfig
 from batch_updater.results import RunSummary, Status, unsent_result
-from batch_updater.rows import RowPlan, outcome
+from batch_updater.rows import RowPlan
 from batch_updater.runner import run_batch_sync
 from batch_updater.shard import Shard
 
@@ -117,7 +117,7 @@ def test_outcomes_are_what_iterating_the_plan_gives(
     path = write_input(tmp_path, **variant)
     with plan_of(path, variant) as plan:
         fast = list(plan.outcomes())
-        general = [outcome(item) for item in plan]
+        general = list(map(plan.outcome, plan))
     assert fast == general
     fates = {fate for _, _, _, fate, *_ in fast}
     assert fates == {"", "invalid", "skipped"}  # every kind of row was there
@@ -127,7 +127,7 @@ def test_a_sharded_plan_gives_the_same_outcomes_as_iterating_it(tmp_path: Path) 
     path = write_input(tmp_path)
     for index in range(3):
         with plan_of(path, {}, Shard(index, 3)) as plan:
-            assert list(plan.outcomes()) == [outcome(item) for item in plan]
+            assert list(plan.outcomes()) == list(map(plan.outcome, plan))
 
 
 def test_outcomes_of_rows_given_as_mappings() -> None:
@@ -140,7 +140,7 @@ def test_outcomes_of_rows_given_as_mappings() -> None:
     ]
     with RowPlan(rows, None) as plan:
         fast = list(plan.outcomes())
-        assert fast == [outcome(item) for item in plan]
+        assert fast == list(map(plan.outcome, plan))
     assert [fate for _, _, _, fate, *_ in fast] == ["", "skipped", "invalid", "invalid", "invalid"]
 
 
