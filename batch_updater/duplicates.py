@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from .rows import Rejected, Row
 
-__all__ = ["_DuplicateIndex", "app_key", "duplicate_of"]
+__all__ = ["_DuplicateIndex", "app_key", "duplicate_of", "success_of"]
 
 
 def app_key(region: object, app_id: object, account: object = "") -> int:
@@ -18,6 +18,12 @@ def app_key(region: object, app_id: object, account: object = "") -> int:
     id in two accounts is two apps. The duplicate index and ``--resume`` both key on it."""
     text = f"{account} {region} {app_id}" if account else f"{region} {app_id}"
     return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+
+
+def success_of(done: int) -> tuple[int, int]:
+    """(when, source) of a success noted on an app (``_DuplicateIndex.note_success``),
+    from the word :meth:`_DuplicateIndex.first` gives (not 0)."""
+    return done & 0xFFFF_FFFF, (done >> 32) - 1
 
 
 def duplicate_of(first_line: int) -> str:
@@ -125,17 +131,20 @@ class _DuplicateIndex:
             0 if done is None else done[i],
         )
 
-    def note_success(self, key: int, digest: int, done: int) -> bool:
-        """Note ``done`` (not 0: a success of an earlier report, see ``ResumeIndex``) on
-        the app ``key`` when the input has it with settings ``digest``; an app keeps the
-        first noted. True when noted."""
+    def note_success(self, key: int, digest: int, when: int, source: int) -> bool:
+        """Note a success of an earlier report (``when`` and ``source``, 32 bits each: see
+        ``ResumeIndex``) on the app ``key`` when the input has it with settings
+        ``digest``; an app keeps the first noted. True when noted."""
         noted = self._done
         if noted is None:
             noted = self._done = array("Q", bytes(8 * self._slots))
-        i = self._slot(key)
-        if self._keys[i] != key or self._digests[i] != digest or noted[i]:
+        keys, slots = self._keys, self._slots
+        i = key % slots  # _slot(), inlined: once per success of reports of millions
+        while (k := keys[i]) and k != key:
+            i = i + 1 if i + 1 < slots else 0
+        if not k or self._digests[i] != digest or noted[i]:
             return False
-        noted[i] = done
+        noted[i] = (source + 1) << 32 | when
         return True
 
     def success(self, key: int, digest: int) -> int:

@@ -16,7 +16,7 @@ from .codec import (
     Warn,
     iso,
 )
-from .duplicates import _DuplicateIndex, app_key
+from .duplicates import _DuplicateIndex, app_key, success_of
 from .report import report_location
 from .rows import Row
 from .rules import digest_number
@@ -185,13 +185,14 @@ class _Succeeded:
             i = i + 1 if i + 1 < slots else 0
         return i
 
-    def add(self, first: int, second: int, when: int, source: int) -> None:
-        """Remember a success; a key already held keeps its note (earlier reports win)."""
+    def add(self, first: int, second: int, when: int, source: int) -> bool:
+        """Remember a success; a key already held keeps its note (earlier reports win).
+        True when remembered."""
         firsts, seconds, slots = self._firsts, self._seconds, self._slots
         i = first % slots  # _slot(), inlined: once per success of reports of millions
         while f := firsts[i]:
             if f == first and seconds[i] == second:
-                return
+                return False
             i = i + 1 if i + 1 < slots else 0
         firsts[i] = first
         seconds[i] = second
@@ -200,6 +201,7 @@ class _Succeeded:
         self._size += 1
         if self._size > self._limit:
             self._grow()
+        return True
 
     def _grow(self) -> None:
         firsts, seconds, times, sources = self._firsts, self._seconds, self._times, self._sources
@@ -264,7 +266,7 @@ class ResumeIndex:
         # when a row of the input has that app with those settings: no table of its own.
         self.within = within
         self._table = _Succeeded(expected if within is None else 0)
-        self._noted = 0  # successes noted within
+        self._noted = 0  # successes held (in the table, or noted within)
         self._strings: list[str] = []  # report names of notes, and notes kept whole
         self._index: dict[str, int] = {}  # the index of each in _strings
         self._bases: list[int | None] = []  # per string: its report's base time (ms)
@@ -287,7 +289,9 @@ class ResumeIndex:
         locations = [report_location(p) for p in paths]
         index = cls(_expected_records(locations) if within is None else 0, within)
         # The loop of add(), unrolled: it runs once per record of reports of millions.
-        place, hashes, remember = index._place, index.hashes, index._remember
+        place, hashes = index._place, index.hashes
+        remember = index._table.add if within is None else within.note_success
+        keys = hashes is _keys  # the default: its two parts called here, not through it
         for location in locations:
             reader = ReportReader(location, warn)
             report = reader.name
@@ -321,9 +325,11 @@ class ResumeIndex:
                     source, when = place(*told)
                     if told[2] is None and not source & 1 and when != _NO_TIME:
                         head, own, base = finished_at[:20], source, when - int(finished_at[20:23])
-                # app_key() formats any JSON value as str() does.
-                first, second = hashes(account or "", region, app_id, digest)
-                remember(first, second, when, source)
+                if keys and type(digest) is str:  # a CSV report's text: _keys() inlined
+                    first, second = app_key(region, app_id, account), digest_number(digest)
+                else:  # app_key() formats any JSON value as str() does
+                    first, second = hashes(account or "", region, app_id, digest)
+                index._noted += remember(first, second, when, source)
         return index
 
     def add(
@@ -350,9 +356,9 @@ class ResumeIndex:
         """Keep a success (``when`` and ``source``, see the class) of the key (``first``,
         ``second``): in the table, or noted within the input's apps."""
         if self.within is None:
-            self._table.add(first, second, when, source)
-        elif self.within.note_success(first, second, (source + 1) << 32 | when):
-            self._noted += 1
+            self._noted += self._table.add(first, second, when, source)
+        else:
+            self._noted += self.within.note_success(first, second, when, source)
 
     def _place(self, name: str, time: str, note: str | None) -> tuple[int, int]:
         """A slot's (source, when) for a note that names ``name`` and ``time`` (``note``
@@ -407,7 +413,7 @@ class ResumeIndex:
 
     def note(self, done: int) -> str:
         """The note of a success noted within the input's apps (an Outcome carries it)."""
-        return self._note(done & 0xFFFF_FFFF, (done >> 32) - 1)
+        return self._note(*success_of(done))
 
     def _note(self, when: int, source: int) -> str:
         """The note of a success: "succeeded in <report> at <time>", or a note kept."""
@@ -427,7 +433,7 @@ class ResumeIndex:
 
     def __len__(self) -> int:
         """Successes held (within the input's apps: those a row of it may skip)."""
-        return len(self._table) if self.within is None else self._noted
+        return self._noted
 
     def __repr__(self) -> str:
         return (
