@@ -6,6 +6,7 @@ general path (iterating the plan, a RowResult per row, ``RecordEncoder.write``) 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from batch_updater import codec
 from batch_updater.codec import RecordEncoder
 from batch_updater.config import Accounts, Output, RunConfig
 from batch_updater.results import RunSummary, Status, unsent_result
-from batch_updater.rows import RowPlan
+from batch_updater.resume import ResumeIndex
+from batch_updater.rows import Row, RowPlan
 from batch_updater.runner import run_batch_sync
 from batch_updater.shard import Shard
 
@@ -266,3 +268,48 @@ def test_a_resumed_dry_run_writes_the_same_report_on_both_paths(tmp_path: Path) 
     assert summary_of(summaries[1]) == summary_of(summaries[0])
     report = reports[1].read_text(encoding="utf-8")
     assert report.count(",skipped,0,,,succeeded in ") > 50
+
+
+def test_successes_noted_on_the_plans_apps_skip_the_rows_a_table_of_their_own_skips(
+    tmp_path: Path,
+) -> None:
+    # Two earlier reports (the first wins), one with other settings for some apps, one
+    # with accounts: the successes noted within the plan give each row the note the
+    # index of its own (the general path's lookup) gives it.
+    path = write_input(tmp_path, extra="accounts")
+    variant = VARIANTS["accounts and a kept column"]
+    first, second = tmp_path / "first.csv", tmp_path / "second.jsonl"
+    config = {"accounts": Accounts(ROLE)}
+    run(path, first, collect=False, output=Output(first, keep_columns=("note",)), **config)
+    lines = first.read_text(encoding="utf-8").splitlines(keepends=True)
+    with first.open("w", encoding="utf-8", newline="") as out:
+        for n, line in enumerate(lines):
+            if n % 2 and ",dry_run," in line:
+                done = line.replace(",dry_run,0,,,", ",succeeded,1,,200,", 1)
+                out.write(done.replace(",,,,job-1,", ",,2026-11-29T09:00:01.500Z,,job-1,", 1))
+            else:
+                out.write(line)
+    with second.open("w", encoding="utf-8") as out:
+        for n, line in enumerate(lines[1:]):
+            cells = line.rstrip("\n").split(",")
+            if len(cells) < 17 or cells[3] != "dry_run" or n % 3 == 0:
+                continue
+            digest = cells[10] if n % 5 else "0123456789abcdef"  # other settings
+            record = dict.fromkeys(codec.REPORT_COLUMNS)
+            record.update(line=int(cells[0]), app_id=cells[1], region=cells[2])
+            record.update(status="succeeded", settings_digest=digest, account_id=cells[15])
+            record.update(finished_at=f"2026-11-29T10:00:{n % 60:02d}.{n % 1000:03d}Z")
+            out.write(json.dumps(record) + "\n")
+    with plan_of(path, variant) as plan:
+        alone = ResumeIndex.load([first, second])
+        within = ResumeIndex.load([first, second], within=plan.apps)
+        outcomes = list(plan.outcomes())
+        rows = [item for item in plan if isinstance(item, Row)]
+    noted = {o[0]: within.note(o[8]) for o in outcomes if o[8]}
+    assert noted == {row.line: note for row in rows if (note := alone.lookup(row)) is not None}
+    assert {row.line: within.lookup(row) for row in rows} == {
+        row.line: alone.lookup(row) for row in rows
+    }
+    assert len(noted) == len(within) > 50
+    assert any("first.csv" in note for note in noted.values())
+    assert any("second.jsonl" in note for note in noted.values())
