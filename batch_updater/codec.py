@@ -531,9 +531,7 @@ class ReportReader:
         if self._warn is not None:
             self._warn(f"{self.name}, line {number}: incomplete last line ignored (torn write)")
 
-    def _csv_rows(
-        self, columns: tuple[str, ...] = ()
-    ) -> Iterator[tuple[int, str | None, Any, list[str]]]:
+    def _csv_rows(self, columns: tuple[str, ...] = (), batches: bool = False) -> Iterator[Any]:
         """Each CSV record once the header is checked: the line it ends on, its line as
         written (with its ``\n``) when it came through the fast path, else None, the
         text of ``columns`` (see :meth:`cells`), and its cells.
@@ -542,7 +540,8 @@ class ReportReader:
         its cells split at commas. Any other line (a quoted cell, perhaps over several
         lines; a CRLF line end) is read by the csv module, whole records at a time (a
         record ends at a line end outside quotes; one still open at the end is torn).
-        Both give the same cells; ``line`` is None for the second.
+        Both give the same cells; ``line`` is None for the second. With ``batches``, the
+        text of ``columns`` alone, in lists: a plain block's records together.
         """
         name = self.name
         width = 0  # the header's cells; 0 until the header is read
@@ -553,7 +552,11 @@ class ReportReader:
             for block in _text_blocks(self._open()):
                 if width and not pending and _plain_block(block):
                     # The usual case: a block of records on one line each.
-                    yield from _split_records(name, block, number, width, pick)
+                    yield from (
+                        (_picked_block(name, block, number, width, pick),)
+                        if batches
+                        else _split_records(name, block, number, width, pick)
+                    )
                     number += block.count("\n")
                     continue
                 for line in _split_lines(block):
@@ -567,7 +570,7 @@ class ReportReader:
                         cells[-1] = cells[-1][:-1]
                         if len(cells) != width:
                             raise InputError(name, number, _WRONG_WIDTH)
-                        yield number, line, pick(cells), cells
+                        yield [pick(cells)] if batches else (number, line, pick(cells), cells)
                         continue
                     if not pending:
                         first = number
@@ -583,7 +586,7 @@ class ReportReader:
                             elif len(cells) != width:
                                 raise InputError(name, at, _WRONG_WIDTH)
                             else:
-                                yield at, None, pick(cells), cells
+                                yield [pick(cells)] if batches else (at, None, pick(cells), cells)
                         pending.clear()
                         quotes = size = 0
                     elif size > _MAX_PENDING:
@@ -668,6 +671,13 @@ class ReportReader:
         if self.jsonl:
             raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
         return self._csv_rows(tuple(columns))
+
+    def picked(self, columns: Sequence[str]) -> Iterator[list[Any]]:
+        """:meth:`cells` with the text of ``columns`` alone, in lists (the records of a
+        block of plain lines together, any other alone), for readers of millions."""
+        if self.jsonl:
+            raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
+        return self._csv_rows(tuple(columns), batches=True)
 
     def typed(self, cells: list[str], number: int) -> Record:
         """The typed :class:`Record` of a CSV record's ``cells`` (from :meth:`cells`),
@@ -776,6 +786,17 @@ def _split_records(
         if len(cells) != width:
             raise InputError(name, at, _WRONG_WIDTH)
         yield at, body + "\n", pick(cells), cells
+
+
+def _picked_block(
+    name: str, block: str, number: int, width: int, pick: Callable[[list[str]], Any]
+) -> list[Any]:
+    """What :func:`_split_records` gives as picked text, all at once (C-level loops)."""
+    rows = [body.split(",") for body in block[:-1].split("\n")]
+    if set(map(len, rows)) != {width}:
+        at = next(at for at, cells in enumerate(rows, number + 1) if len(cells) != width)
+        raise InputError(name, at, _WRONG_WIDTH)
+    return list(map(pick, rows))
 
 
 def _split_lines(block: str) -> list[str]:

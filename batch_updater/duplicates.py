@@ -122,7 +122,10 @@ class _DuplicateIndex:
         """(first line, its settings digest, first line whose settings differ or 0, the
         success noted for it or 0) of a key pass 1 added. With no conflict every row of
         the key has that digest."""
-        i = self._slot(key)  # pass 2 reads the rows pass 1 added: the key is there
+        keys, slots = self._keys, self._slots
+        i = key % slots  # _slot(), inlined: once per row of the second pass
+        while keys[i] != key:  # pass 2 reads the rows pass 1 added: the key is there
+            i = i + 1 if i + 1 < slots else 0
         done = self._done
         return (
             self._lines[i],

@@ -6,6 +6,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
@@ -59,7 +60,6 @@ _COLUMNS: Final = (
     "settings_digest",
 )
 _TYPED: Final = itemgetter(*(REPORT_COLUMNS.index(name) for name in _COLUMNS))  # of a Record
-_PICKED: Final = itemgetter(2)  # of ReportReader.cells(): the text of the columns asked for
 
 
 def _epoch_ms(text: str) -> int | None:
@@ -300,7 +300,7 @@ class ResumeIndex:
             if reader.jsonl:
                 records = (_TYPED(values) for values, _, _ in reader)
             else:  # the text of the few columns needed, not a typed record
-                records = map(_PICKED, reader.cells(_COLUMNS))
+                records = chain.from_iterable(reader.picked(_COLUMNS))
             # A success of this report in the second placed last (its text up to the
             # milliseconds, its source and time less them): placed here, not by _place.
             head, own, base = "", 0, 0
@@ -413,7 +413,8 @@ class ResumeIndex:
 
     def note(self, done: int) -> str:
         """The note of a success noted within the input's apps (an Outcome carries it)."""
-        return self._note(*success_of(done))
+        when, source = success_of(done)
+        return self._note(when, source)
 
     def _note(self, when: int, source: int) -> str:
         """The note of a success: "succeeded in <report> at <time>", or a note kept."""
