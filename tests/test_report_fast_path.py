@@ -23,6 +23,7 @@ from batch_updater.codec import (
     ReportReader,
     as_encoded,
 )
+from batch_updater.errors import InputError
 from batch_updater.merge import merge_reports
 from batch_updater.resume import SUCCEEDED_IN, ResumeIndex
 from batch_updater.rows import LoginSettings, Row
@@ -298,3 +299,23 @@ def test_resume_finds_the_successes_the_csv_module_reads(tmp_path: Path) -> None
     assert want  # the report has successes of both kinds
     for i in range(2, 12):
         assert index.lookup(row(i)) == want.get(i), i
+
+
+def test_picked_gives_in_lists_the_text_cells_gives(tmp_path: Path, block: int) -> None:
+    lines = [plain(record(i)) for i in range(2, 300)]
+    lines[100:100] = LINES
+    path = report(tmp_path / "r.csv", lines)
+    columns = ("status", "error_message", "account_id", "region")
+    by_cells = [picked for _, _, picked, _ in ReportReader(LocalFile(path)).cells(columns)]
+    batches = list(ReportReader(LocalFile(path)).picked(columns))
+    assert [picked for batch in batches for picked in batch] == by_cells
+    if block > 300:
+        assert max(map(len, batches)) > 1  # plain blocks came whole
+
+
+def test_picked_names_the_line_of_a_record_of_the_wrong_width(tmp_path: Path, block: int) -> None:
+    lines = [plain(record(i)) for i in range(2, 60)]
+    lines[40] = plain(record(42)[:-1])  # a cell short, on line 42
+    path = report(tmp_path / "r.csv", lines)
+    with pytest.raises(InputError, match=r"r\.csv, line 42: not a report line: wrong number"):
+        list(ReportReader(LocalFile(path)).picked(("status",)))
