@@ -17,10 +17,14 @@ Typed cells: ``line``, ``attempts``, ``http_status`` and ``duration_ms`` are num
 they, ``started_at``, ``finished_at`` and ``account_id`` are None when empty. Decoding
 gives the same typed values for a CSV line and a JSON line of the same record.
 
-Reading a CSV report of millions of records: a line without quotes or carriage returns
-is split at commas (the csv module reads the rest); readers that need a few columns
-take their text (:meth:`ReportReader.cells`), and a line the encoder would write as it
-is (:func:`as_encoded`) may be copied without a decode and an encode.
+Reading a CSV report of millions of records: it is read a block of whole lines at a
+time, and a block without quotes or carriage returns is split at line ends and commas
+at once (the csv module reads the rest); readers that need a few columns take their
+text (:meth:`ReportReader.cells`, or in lists, :meth:`ReportReader.picked`), and a line
+the encoder would write as it is (:func:`as_encoded`) may be copied without a decode
+and an encode. Writing the record of a row that was not sent (a dry run's, a skipped
+one's): :meth:`RecordEncoder.write_unsent` fills a template that :meth:`RecordEncoder.write`
+made, when the cells are plain text.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Reading the input: decoding, the header's columns, the private spool copy.
 
 :func:`read_csv` and :func:`read_mappings` yield ``(line, {column: cell})`` for each
-row; the cells are validated elsewhere (:mod:`batch_updater.rules`). A file is read
+row; the cells are validated elsewhere (:mod:`batch_updater.rules`). A file is read a
+block of whole lines at a time: a block of plain lines (no quotes, NULs or stray
+carriage returns) is split at once, any other line by line (see :func:`_records`). A file is read
 through :class:`_Tee`, which copies every byte read into a :class:`_Spool` that the
 second pass of :class:`~batch_updater.rows.RowPlan` reads.
 """
