@@ -17,10 +17,14 @@ Typed cells: ``line``, ``attempts``, ``http_status`` and ``duration_ms`` are num
 they, ``started_at``, ``finished_at`` and ``account_id`` are None when empty. Decoding
 gives the same typed values for a CSV line and a JSON line of the same record.
 
-Reading a CSV report of millions of records: a line without quotes or carriage returns
-is split at commas (the csv module reads the rest); readers that need a few columns
-take their text (:meth:`ReportReader.cells`), and a line the encoder would write as it
-is (:func:`as_encoded`) may be copied without a decode and an encode.
+Reading a CSV report of millions of records: it is read a block of whole lines at a
+time, and a block without quotes or carriage returns is split at line ends and commas
+at once (the csv module reads the rest); readers that need a few columns take their
+text (:meth:`ReportReader.cells`, or in lists, :meth:`ReportReader.picked`), and a line
+the encoder would write as it is (:func:`as_encoded`) may be copied without a decode
+and an encode. Writing the record of a row that was not sent (a dry run's, a skipped
+one's): :meth:`RecordEncoder.write_unsent` fills a template that :meth:`RecordEncoder.write`
+made, when the cells are plain text.
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
-from typing import IO, Any, Final, NamedTuple, Protocol
+from typing import IO, Any, Final, NamedTuple, Protocol, cast
 
 from .errors import InputError
-from .results import RowResult
+from .results import RowResult, Status, unsent_result
 from .storage import Location
 
 __all__ = [
@@ -145,6 +149,15 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 _SPECIAL: Final = re.compile("\0[" + re.escape("".join(_FORMULA_START)) + "]|\r")
 
 
+# write_unsent's test of cells it may write as they are, on "\n" + "\n".join(cells) (and
+# a count of its "\n"), written out for speed: no comma, quote, CR or NUL (what the CSV
+# writer quotes or may refuse), no cell that starts like a formula.
+assert set(_FORMULA_START) == {"=", "+", "-", "@", "\t", "\r"}, "write_unsent tests these"
+# The cells of an unsent row's record that vary, marked in the line that makes its
+# template: the line, app_id, region, error_message, settings_digest, account_id, then
+# one mark per kept column (characters of Unicode's private use area).
+_MARK: Final = 0xE000
+
 # In a CSV line without quotes: a cell after the first that starts like a formula.
 _FORMULA_AFTER: Final = re.compile("," + "[" + re.escape("".join(_FORMULA_START)) + "]")
 # The number cells of a record, joined by commas: each empty or as str(int) writes it.
@@ -227,6 +240,7 @@ class RecordEncoder:
         "_line",
         "_out",
         "_run_id_cell",
+        "_templates",
         "extra_columns",
         "jsonl",
         "run_id",
@@ -249,6 +263,8 @@ class RecordEncoder:
         self._out = out
         # The usual row needs no \r quoting: written by csv itself into out, no detour.
         self._direct = csv.writer(out, lineterminator="\n") if out is not None else None
+        # Per status, the template of write_unsent, made on its first call (None: none).
+        self._templates: dict[Status, str | None] | None = None
 
     def header(self) -> str:
         """The report's first line: the CSV header; nothing for JSON lines."""
@@ -311,6 +327,75 @@ class RecordEncoder:
             self._out.write(self._line.text)
         else:
             self._direct.writerow(values)
+
+    def _template(self, status: Status) -> str | None:
+        """The line :meth:`write` writes for an unsent row of ``status`` (see
+        :meth:`write_unsent`) as a :meth:`str.format` template of the cells that vary;
+        None when a mark is found elsewhere in it (a run id holding one)."""
+        marks = [chr(_MARK + i) for i in range(6 + len(self.extra_columns))]
+        line, app_id, region, message, digest, account, *kept = marks
+        out = io.StringIO()
+        probe = RecordEncoder(
+            jsonl=False, run_id=self.run_id, extra_columns=self.extra_columns, out=out
+        )
+        # The line's mark stands where its number goes: str() of either is written as is.
+        probe.write(
+            unsent_result(
+                status, cast(int, line), app_id, region, message, digest, tuple(kept), account
+            )
+        )
+        text = out.getvalue().replace("{", "{{").replace("}", "}}")
+        for i, mark in enumerate(marks):
+            if text.count(mark) != 1:
+                return None
+            text = text.replace(mark, f"{{{i}}}")
+        return text
+
+    def write_unsent(  # noqa: PLR0917 (a record's cells, in the order of unsent_result)
+        self,
+        status: Status,
+        line: int,
+        app_id: str,
+        region: str,
+        message: str,
+        digest: str,
+        kept: tuple[str, ...],
+        account: str,
+    ) -> None:
+        """Write the record of a row that was not sent: the line :meth:`write` writes for
+        ``unsent_result(status, line, ...)``. A CSV record whose cells are plain text
+        (nothing to quote or defuse) is filled into a template that :meth:`write` made,
+        without a :class:`RowResult`; any other goes through :meth:`write`."""
+        templates = self._templates
+        if templates is None:
+            templates = self._templates = (
+                {status: self._template(status) for status in Status}
+                if self._out is not None and not self.jsonl
+                else {}
+            )
+        template = templates.get(status)
+        if template is not None and len(kept) == len(self.extra_columns):
+            text = f"\n{app_id}\n{region}\n{message}\n{digest}\n{account}"
+            if kept:
+                text += "\n" + "\n".join(kept)
+            if (
+                "," not in text
+                and '"' not in text
+                and "\r" not in text
+                and "\0" not in text
+                and "\n=" not in text
+                and "\n+" not in text
+                and "\n-" not in text
+                and "\n@" not in text
+                and "\n\t" not in text
+                and text.count("\n") == 5 + len(kept)
+            ):
+                assert self._out is not None, "templates are made for an encoder with out"
+                self._out.write(
+                    template.format(line, app_id, region, message, digest, account, *kept)
+                )
+                return
+        self.write(unsent_result(status, line, app_id, region, message, digest, kept, account))
 
     def encode_values(self, values: Sequence[Any], extras: Mapping[str, Any] | None) -> str:
         """A decoded record's line (see :class:`Record`): ``values`` in column order,
@@ -450,9 +535,7 @@ class ReportReader:
         if self._warn is not None:
             self._warn(f"{self.name}, line {number}: incomplete last line ignored (torn write)")
 
-    def _csv_rows(
-        self, columns: tuple[str, ...] = ()
-    ) -> Iterator[tuple[int, str | None, Any, list[str]]]:
+    def _csv_rows(self, columns: tuple[str, ...] = (), batches: bool = False) -> Iterator[Any]:
         """Each CSV record once the header is checked: the line it ends on, its line as
         written (with its ``\n``) when it came through the fast path, else None, the
         text of ``columns`` (see :meth:`cells`), and its cells.
@@ -461,7 +544,8 @@ class ReportReader:
         its cells split at commas. Any other line (a quoted cell, perhaps over several
         lines; a CRLF line end) is read by the csv module, whole records at a time (a
         record ends at a line end outside quotes; one still open at the end is torn).
-        Both give the same cells; ``line`` is None for the second.
+        Both give the same cells; ``line`` is None for the second. With ``batches``, the
+        text of ``columns`` alone, in lists: a plain block's records together.
         """
         name = self.name
         width = 0  # the header's cells; 0 until the header is read
@@ -469,9 +553,17 @@ class ReportReader:
         pending: list[str] = []
         quotes = size = first = number = 0
         try:
-            with self._open() as text:
-                readline = text.readline
-                while line := readline(_MAX_LINE):
+            for block in _text_blocks(self._open()):
+                if width and not pending and _plain_block(block):
+                    # The usual case: a block of records on one line each.
+                    yield from (
+                        (_picked_block(name, block, number, width, pick),)
+                        if batches
+                        else _split_records(name, block, number, width, pick)
+                    )
+                    number += block.count("\n")
+                    continue
+                for line in _split_lines(block):
                     number += 1
                     whole = line[-1] == "\n"
                     if not whole:
@@ -482,7 +574,7 @@ class ReportReader:
                         cells[-1] = cells[-1][:-1]
                         if len(cells) != width:
                             raise InputError(name, number, _WRONG_WIDTH)
-                        yield number, line, pick(cells), cells
+                        yield [pick(cells)] if batches else (number, line, pick(cells), cells)
                         continue
                     if not pending:
                         first = number
@@ -498,7 +590,7 @@ class ReportReader:
                             elif len(cells) != width:
                                 raise InputError(name, at, _WRONG_WIDTH)
                             else:
-                                yield at, None, pick(cells), cells
+                                yield [pick(cells)] if batches else (at, None, pick(cells), cells)
                         pending.clear()
                         quotes = size = 0
                     elif size > _MAX_PENDING:
@@ -584,6 +676,13 @@ class ReportReader:
             raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
         return self._csv_rows(tuple(columns))
 
+    def picked(self, columns: Sequence[str]) -> Iterator[list[Any]]:
+        """:meth:`cells` with the text of ``columns`` alone, in lists (the records of a
+        block of plain lines together, any other alone), for readers of millions."""
+        if self.jsonl:
+            raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
+        return self._csv_rows(tuple(columns), batches=True)
+
     def typed(self, cells: list[str], number: int) -> Record:
         """The typed :class:`Record` of a CSV record's ``cells`` (from :meth:`cells`),
         ending on line ``number``; ``cells`` may be reused for its values."""
@@ -646,6 +745,76 @@ class ReportReader:
     def _csv_records(self) -> Iterator[Record]:
         for number, _, _, cells in self._csv_rows():
             yield self._typer(cells, number)
+
+
+_BLOCK: Final = 1 << 15  # characters of a report read at a time (a few hundred lines)
+
+
+def _text_blocks(opened: IO[str]) -> Iterator[str]:
+    """The text of ``opened`` (closed at the end) in blocks of whole lines: each ends with
+    a ``\n`` but the last, when the text does not. A line of :data:`_MAX_LINE`
+    characters or more is not waited for: its first characters end the text (refused)."""
+    with opened as text:
+        read = text.read
+        rest = ""
+        while chunk := read(_BLOCK):
+            data = rest + chunk if rest else chunk
+            cut = data.rfind("\n") + 1
+            if cut:
+                yield data[:cut] if cut < len(data) else data
+                rest = data[cut:]
+            elif len(data) >= _MAX_LINE:
+                yield data[:_MAX_LINE]
+                return
+            else:
+                rest = data
+        if rest:
+            yield rest
+
+
+def _plain_block(block: str) -> bool:
+    """Whether every line of ``block`` is whole, shorter than :data:`_MAX_LINE` and
+    one record split at commas: no quotes, no carriage returns."""
+    return block[-1:] == "\n" and len(block) < _MAX_LINE and '"' not in block and "\r" not in block
+
+
+def _split_records(
+    name: str, block: str, number: int, width: int, pick: Callable[[list[str]], Any]
+) -> Iterator[tuple[int, str, Any, list[str]]]:
+    """What :meth:`ReportReader._csv_rows` yields for each line of a :func:`_plain_block`
+    whose first line is line ``number + 1``."""
+    bodies = block.split("\n")
+    bodies.pop()  # "" after the last line end
+    for at, body in enumerate(bodies, number + 1):
+        cells = body.split(",")
+        if len(cells) != width:
+            raise InputError(name, at, _WRONG_WIDTH)
+        yield at, body + "\n", pick(cells), cells
+
+
+def _picked_block(
+    name: str, block: str, number: int, width: int, pick: Callable[[list[str]], Any]
+) -> list[Any]:
+    """What :func:`_split_records` gives as picked text, all at once (C-level loops)."""
+    rows = [body.split(",") for body in block[:-1].split("\n")]
+    if set(map(len, rows)) != {width}:
+        at = next(at for at, cells in enumerate(rows, number + 1) if len(cells) != width)
+        raise InputError(name, at, _WRONG_WIDTH)
+    return list(map(pick, rows))
+
+
+def _split_lines(block: str) -> list[str]:
+    """A block's lines, each with its ``\n`` (the last may have none), as
+    ``readline(_MAX_LINE)`` reads them: a longer line comes in pieces of that many."""
+    lines = [line + "\n" for line in block.split("\n")]
+    last = lines.pop()[:-1]
+    if last:
+        lines.append(last)
+    if len(block) >= _MAX_LINE:
+        lines = [
+            line[at : at + _MAX_LINE] for line in lines for at in range(0, len(line), _MAX_LINE)
+        ]
+    return lines
 
 
 def _no_cells(cells: list[str]) -> tuple[()]:

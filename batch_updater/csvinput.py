@@ -1,7 +1,9 @@
 """Reading the input: decoding, the header's columns, the private spool copy.
 
 :func:`read_csv` and :func:`read_mappings` yield ``(line, {column: cell})`` for each
-row; the cells are validated elsewhere (:mod:`batch_updater.rules`). A file is read
+row; the cells are validated elsewhere (:mod:`batch_updater.rules`). A file is read a
+block of whole lines at a time: a block of plain lines (no quotes, NULs or stray
+carriage returns) is split at once, any other line by line (see :func:`_records`). A file is read
 through :class:`_Tee`, which copies every byte read into a :class:`_Spool` that the
 second pass of :class:`~batch_updater.rows.RowPlan` reads.
 """
@@ -15,8 +17,8 @@ import os
 import re
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -138,38 +140,50 @@ def _map_header(
     return _Header(names, width)
 
 
-def _decoded_lines(path: str, raw_lines: Iterable[bytes]) -> Iterator[str]:
-    # Decode line by line so an encoding error names its line exactly.
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    number = 0
-    for number, raw in enumerate(raw_lines, start=1):
-        if len(raw) > _MAX_LINE_BYTES:
-            hint = f"; it holds carriage returns: {_CR_HINT}" if b"\r" in raw else ""
-            raise InputError(
-                path,
-                number,
-                f"line longer than {_MAX_LINE_BYTES} bytes: not a CSV of apps and settings "
-                f"(a valid row is a few hundred bytes){hint}",
-            )
-        try:
-            # A whole line leaves the decoder nothing pending: decoded in one call.
-            text = raw.decode() if raw[-1:] == b"\n" else decoder.decode(raw)
-        except UnicodeDecodeError as exc:
-            why = exc.reason
-            if number == 1 and (
-                raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(raw)
-            ):
-                why = _UTF16_HINT
-            raise InputError(
-                path, number, f"not valid UTF-8 ({why}, at byte {exc.start + 1} of the line)"
-            ) from None
-        if number == 1 and text.startswith("\ufeff"):
-            text = text[1:]
-        yield text
+def _decoded(path: str, number: int, raw: bytes, decoder: codecs.IncrementalDecoder) -> str:
+    """Line ``number`` of the input, ``raw``, as text (a last line without a line end
+    through ``decoder``, which keeps an incomplete character for :func:`_decoded_end`):
+    the line's error names it exactly."""
+    if len(raw) > _MAX_LINE_BYTES:
+        hint = f"; it holds carriage returns: {_CR_HINT}" if b"\r" in raw else ""
+        raise InputError(
+            path,
+            number,
+            f"line longer than {_MAX_LINE_BYTES} bytes: not a CSV of apps and settings "
+            f"(a valid row is a few hundred bytes){hint}",
+        )
+    try:
+        # A whole line leaves the decoder nothing pending: decoded in one call.
+        text = raw.decode() if raw[-1:] == b"\n" else decoder.decode(raw)
+    except UnicodeDecodeError as exc:
+        why = exc.reason
+        if number == 1 and (
+            raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(raw)
+        ):
+            why = _UTF16_HINT
+        raise InputError(
+            path, number, f"not valid UTF-8 ({why}, at byte {exc.start + 1} of the line)"
+        ) from None
+    if number == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+def _decoded_end(path: str, number: int, decoder: codecs.IncrementalDecoder) -> None:
+    """The input ended after line ``number``: no character may be left incomplete."""
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
         raise InputError(path, number, f"not valid UTF-8 ({exc.reason} at the end)") from None
+
+
+def _decoded_lines(path: str, raw_lines: Iterable[bytes]) -> Iterator[str]:
+    """Each of ``raw_lines`` (the input's lines, with their line ends) as text."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    number = 0
+    for number, raw in enumerate(raw_lines, start=1):
+        yield _decoded(path, number, raw, decoder)
+    _decoded_end(path, number, decoder)
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -187,50 +201,153 @@ def _csv_problem(exc: csv.Error) -> str:
     return text
 
 
-class _Lines(Protocol):
-    def readline(self, size: int = -1, /) -> bytes: ...
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
-def _records(name: str, handle: _Lines) -> Iterator[tuple[int, list[str]]]:
+def _blocks(handle: _Readable, size: int) -> Iterator[bytes]:
+    """The input in blocks of whole lines (read ``size`` bytes at a time): each block ends
+    with a line feed, but the last when the input does not. A line longer than
+    :data:`_MAX_LINE_BYTES` ends the input: its first bytes come as a last block, for the
+    reader to refuse it."""
+    read = handle.read
+    pending = bytearray()  # the start of a line read in earlier blocks
+    while block := read(size):
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            pending += block
+            if len(pending) > _MAX_LINE_BYTES:
+                yield bytes(pending[: _MAX_LINE_BYTES + 1])
+                return
+        elif pending:
+            pending += block[:cut]
+            yield bytes(pending)
+            pending = bytearray(block[cut:])
+        else:
+            yield block[:cut] if cut < len(block) else block
+            pending = bytearray(block[cut:])
+    if pending:
+        yield bytes(pending)
+
+
+def _raw_lines(block: bytes) -> list[bytes]:
+    """A block's lines with their line feeds, each cut after :data:`_MAX_LINE_BYTES` + 1
+    bytes (such a line is refused)."""
+    lines = [line + b"\n" for line in block.split(b"\n")]
+    last = lines.pop()[:-1]
+    if last:
+        lines.append(last)
+    if len(block) > _MAX_LINE_BYTES:
+        lines = [line[: _MAX_LINE_BYTES + 1] for line in lines]
+    return lines
+
+
+def _plain_lines(block: bytes, limit: int) -> list[str] | None:
+    """The bodies (line ends off) of a block of whole lines that are each one record
+    split at commas, as :func:`_records` reads such a line: valid UTF-8 without quotes,
+    NULs or carriage returns (but CRLF line ends, all of them), each shorter than the
+    csv module's field ``limit``. None for any other block."""
+    if b'"' in block or b"\x00" in block or block[-1:] != b"\n":
+        return None
+    end = "\n"
+    if b"\r" in block:
+        crlf = block.count(b"\r\n")
+        if crlf != block.count(b"\r") or crlf != block.count(b"\n"):
+            return None
+        end = "\r\n"
+    try:
+        text = block.decode()
+    except UnicodeDecodeError:
+        return None
+    bodies = text.split(end)
+    bodies.pop()  # after the last line end
+    if len(text) > limit and max(map(len, bodies)) + len(end) > limit:
+        return None
+    return bodies
+
+
+class _Lines:
+    """The input's lines: read a block at a time (:meth:`block`), or one by one as text
+    (iterate), the queue holding the rest of a block being read line by line."""
+
+    __slots__ = ("_blocks", "_decoder", "_name", "number", "queue")
+
+    def __init__(self, name: str, handle: _Readable, block_size: int) -> None:
+        self._name = name
+        self._blocks = _blocks(handle, block_size)
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self.queue: deque[bytes] = deque()
+        self.number = 0  # lines read
+
+    def block(self) -> bytes | None:
+        """The next block of whole lines; None at the end of the input."""
+        block = next(self._blocks, None)
+        if block is None:
+            _decoded_end(self._name, self.number, self._decoder)
+        return block
+
+    def __iter__(self) -> Iterator[str]:
+        queue = self.queue
+        while True:
+            if not queue:
+                block = self.block()
+                if block is None:
+                    return
+                queue.extend(_raw_lines(block))
+            self.number += 1
+            yield _decoded(self._name, self.number, queue.popleft(), self._decoder)
+
+    def __repr__(self) -> str:
+        return f"<_Lines {self._name} read={self.number} queued={len(self.queue)}>"
+
+
+def _records(
+    name: str, handle: _Readable, block_size: int = _CHUNK
+) -> Iterator[tuple[int, list[str]]]:
     """Each CSV record read from ``handle``, with the line it starts on.
 
     A line without quotes or NULs, shorter than the csv module's field limit and with
     no carriage return but one before its line feed, is one record: its text split at
-    commas (the usual row: what the csv module would read, without its cost). Any other
-    record is read by the csv module (strict), as many lines as it takes.
+    commas (the usual row: what the csv module would read, without its cost). A block
+    of such lines after the first line is split as a whole (:func:`_plain_lines`). Any
+    other record is read by the csv module (strict), as many lines as it takes.
     """
-    raw_lines = iter(partial(handle.readline, _MAX_LINE_BYTES + 1), b"")
-    lines = _decoded_lines(name, raw_lines)
+    source = _Lines(name, handle, block_size)
+    queue, line_by_line = source.queue, iter(source)
     pushed: list[str] = []  # the line the csv module reads first
 
     def for_csv() -> Iterator[str]:
         while True:
             if pushed:
                 yield pushed.pop()
-            elif (text := next(lines, None)) is not None:
+            elif (text := next(line_by_line, None)) is not None:
                 yield text
             else:
                 return
 
     reader = csv.reader(for_csv(), strict=True)
     limit = csv.field_size_limit()
-    number = 0  # lines read
     while True:
-        start = number + 1
+        start = source.number + 1
         try:
-            text = next(lines, None)
-            if text is None:
-                return
+            if not queue:
+                block = source.block()
+                if block is None:
+                    return
+                if start > 1 and (bodies := _plain_lines(block, limit)) is not None:
+                    for number, body in enumerate(bodies, start):
+                        yield number, body.split(",") if body else []  # "": a blank line
+                    source.number = number
+                    continue
+                queue.extend(_raw_lines(block))
+            text = next(line_by_line)
             # The line's end (LF, or CRLF as a spreadsheet saves) off, for the test below.
             body = text[:-2] if text[-2:] == "\r\n" else text[:-1] if text[-1:] == "\n" else text
             if "\r" not in body and '"' not in body and "\x00" not in body and len(text) <= limit:
-                number += 1
                 yield start, body.split(",") if body else []  # the csv module's blank line
                 continue
             pushed.append(text)
-            read = reader.line_num
             cells = next(reader)
-            number += reader.line_num - read
         except csv.Error as exc:
             raise InputError(name, start, f"broken CSV: {_csv_problem(exc)}") from None
         except OSError as exc:
@@ -239,7 +356,7 @@ def _records(name: str, handle: _Lines) -> Iterator[tuple[int, list[str]]]:
 
 
 def _parse(
-    name: str, handle: _Lines, keep: Iterable[str] = (), require: bool = True
+    name: str, handle: _Readable, keep: Iterable[str] = (), require: bool = True
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line, {column: cell})`` for each non-blank data row read from ``handle``.
 

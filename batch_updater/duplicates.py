@@ -9,7 +9,26 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from .rows import Rejected, Row
 
-__all__ = ["_DuplicateIndex"]
+__all__ = ["_DuplicateIndex", "app_key", "duplicate_of", "success_of"]
+
+
+def app_key(region: object, app_id: object, account: object = "") -> int:
+    """The key of the app (account, region, app_id) within this process: a 64-bit hash
+    (Python's keyed SipHash of its text), never 0, which marks an empty slot. The same app
+    id in two accounts is two apps. The duplicate index and ``--resume`` both key on it."""
+    text = f"{account} {region} {app_id}" if account else f"{region} {app_id}"
+    return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+
+
+def success_of(done: int) -> tuple[int, int]:
+    """(when, source) of a success noted on an app (``_DuplicateIndex.note_success``),
+    from the word :meth:`_DuplicateIndex.first` gives (not 0)."""
+    return done & 0xFFFF_FFFF, (done >> 32) - 1
+
+
+def duplicate_of(first_line: int) -> str:
+    """Why a row given again with the same settings is skipped."""
+    return f"duplicate of line {first_line}"
 
 
 class _DuplicateIndex:
@@ -19,14 +38,25 @@ class _DuplicateIndex:
     (Python's string hash, stable within the process that reads both passes), 32-bit line
     numbers, 64-bit digests and 32-bit counts of later rows with the key: 24 bytes a slot,
     about 34 MB for a million distinct apps when sized from the expected row count up
-    front. Conflicts (rare) live in a small dict.
+    front. Conflicts (rare) live in a small dict. With ``--resume``, each app may also
+    hold a success of an earlier report (:meth:`note_success`): 8 bytes more a slot.
     """
 
-    __slots__ = ("_conflicts", "_digests", "_keys", "_lines", "_repeats", "_size", "_slots")
+    __slots__ = (
+        "_conflicts",
+        "_digests",
+        "_done",
+        "_keys",
+        "_lines",
+        "_repeats",
+        "_size",
+        "_slots",
+    )
 
     LOAD: Final = 0.7
 
     def __init__(self, expected: int = 1024) -> None:
+        self._done: array[int] | None = None  # per slot: a success noted, 0 for none
         self._alloc(max(16, int(expected / self.LOAD) + 1))
         self._size = 0
         self._conflicts: dict[int, int] = {}  # key hash -> first line whose settings differ
@@ -36,14 +66,11 @@ class _DuplicateIndex:
         self._lines = array("I", bytes(4 * slots))
         self._digests = array("Q", bytes(8 * slots))
         self._repeats = array("I", bytes(4 * slots))  # rows after the first, per key
+        if self._done is not None:
+            self._done = array("Q", bytes(8 * slots))
         self._slots = slots
 
-    @staticmethod
-    def key(region: str, app_id: str, account: str = "") -> int:
-        """The table key of (account, region, app_id); never 0, which marks an empty slot.
-        The same app id in two accounts is two apps."""
-        text = f"{account} {region} {app_id}" if account else f"{region} {app_id}"
-        return (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+    key = staticmethod(app_key)
 
     def _slot(self, key: int) -> int:
         keys, slots = self._keys, self._slots
@@ -68,12 +95,15 @@ class _DuplicateIndex:
 
     def _grow(self) -> None:
         keys, lines, digests, repeats = self._keys, self._lines, self._digests, self._repeats
+        done = self._done
         self._alloc(2 * self._slots + 1)
         for j, key in enumerate(keys):
             if key:
                 i = self._slot(key)
                 self._keys[i], self._lines[i], self._digests[i] = key, lines[j], digests[j]
                 self._repeats[i] = repeats[j]
+                if done is not None and self._done is not None:
+                    self._done[i] = done[j]
 
     @property
     def conflicts(self) -> int:
@@ -88,27 +118,68 @@ class _DuplicateIndex:
             repeats[slot(key)] + 1 for key in self._conflicts if among is None or key in among
         )
 
+    def first(self, key: int) -> tuple[int, int, int, int]:
+        """(first line, its settings digest, first line whose settings differ or 0, the
+        success noted for it or 0) of a key pass 1 added. With no conflict every row of
+        the key has that digest."""
+        keys, slots = self._keys, self._slots
+        i = key % slots  # _slot(), inlined: once per row of the second pass
+        while keys[i] != key:  # pass 2 reads the rows pass 1 added: the key is there
+            i = i + 1 if i + 1 < slots else 0
+        done = self._done
+        return (
+            self._lines[i],
+            self._digests[i],
+            self._conflicts.get(key, 0),
+            0 if done is None else done[i],
+        )
+
+    def note_success(self, key: int, digest: int, when: int, source: int) -> bool:
+        """Note a success of an earlier report (``when`` and ``source``, 32 bits each: see
+        ``ResumeIndex``) on the app ``key`` when the input has it with settings
+        ``digest``; an app keeps the first noted. True when noted."""
+        noted = self._done
+        if noted is None:
+            noted = self._done = array("Q", bytes(8 * self._slots))
+        keys, slots = self._keys, self._slots
+        i = key % slots  # _slot(), inlined: once per success of reports of millions
+        while (k := keys[i]) and k != key:
+            i = i + 1 if i + 1 < slots else 0
+        if not k or self._digests[i] != digest or noted[i]:
+            return False
+        noted[i] = (source + 1) << 32 | when
+        return True
+
+    def success(self, key: int, digest: int) -> int:
+        """The success noted on the app ``key`` with settings ``digest``, or 0."""
+        if self._done is None:
+            return 0
+        i = self._slot(key)
+        if self._keys[i] != key or self._digests[i] != digest:
+            return 0
+        return self._done[i]
+
     def classify(self, row: Row) -> Row | Rejected:
         """``row`` itself when it is to be sent, else why not."""
         key = self.key(row.region, row.app_id, row.account_id)
-        i = self._slot(key)  # pass 2 reads the rows pass 1 added: the key is there
-        first_line = self._lines[i]
-        if conflict := self._conflicts.get(key):
-            same_as_first = int(row.digest, 16) == self._digests[i]
+        first_line, first_digest, conflict, _ = self.first(key)
+        if conflict:
+            same_as_first = int(row.digest, 16) == first_digest
             other = conflict if same_as_first else first_line
             same = "account, region and app_id" if row.account_id else "region and app_id"
             return row.rejected(
                 "invalid", f"conflicts with line {other} (same {same}, other settings)"
             )
         if row.line != first_line:
-            return row.rejected("skipped", f"duplicate of line {first_line}")
+            return row.rejected("skipped", duplicate_of(first_line))
         return row
 
     def __len__(self) -> int:
         return self._size
 
     def __repr__(self) -> str:
+        noted = "-" if self._done is None else len(self._done) - self._done.count(0)
         return (
             f"<_DuplicateIndex keys={self._size} slots={self._slots} "
-            f"conflicts={len(self._conflicts)}>"
+            f"conflicts={len(self._conflicts)} successes={noted}>"
         )

@@ -103,6 +103,7 @@ class ReportWriter:
         "_replacing",
         "_sink",
         "_write",
+        "_write_unsent",
         "discarded",
         "error",
         "kept_columns",
@@ -153,6 +154,7 @@ class ReportWriter:
             out=self._sink,
         )
         self._write = self._encoder.write
+        self._write_unsent = self._encoder.write_unsent
         if header := self._encoder.header():
             try:
                 self._sink.write(header)
@@ -173,6 +175,31 @@ class ReportWriter:
             self._write(result)
             self.written += 1
             if result.status in self._durable:
+                self._sink.flush()
+                self.saved = self.written
+        except OSError as exc:
+            self._fail(exc)
+
+    def write_unsent(  # noqa: PLR0917 (a record's cells, in the order of unsent_result)
+        self,
+        status: Status,
+        line: int,
+        app_id: str,
+        region: str,
+        message: str,
+        digest: str,
+        kept: tuple[str, ...],
+        account: str,
+    ) -> None:
+        """:meth:`write` of ``unsent_result(status, line, ...)``, the result of a row that
+        was not sent, without building it when the encoder needs not (see
+        :meth:`RecordEncoder.write_unsent`)."""
+        if self.error is not None:
+            return
+        try:
+            self._write_unsent(status, line, app_id, region, message, digest, kept, account)
+            self.written += 1
+            if status in self._durable:
                 self._sink.flush()
                 self.saved = self.written
         except OSError as exc:

@@ -22,7 +22,15 @@ class RateSource(Protocol):
     def rate(self) -> float: ...
 
 
-__all__ = ["FIRST_INVALID_KEPT", "RowResult", "RunSummary", "Status", "exit_code", "summary_totals"]
+__all__ = [
+    "FIRST_INVALID_KEPT",
+    "RowResult",
+    "RunSummary",
+    "Status",
+    "exit_code",
+    "summary_totals",
+    "unsent_result",
+]
 
 FIRST_INVALID_KEPT = 5  # invalid rows a summary lists (the report has them all)
 
@@ -132,6 +140,30 @@ class RowResult:
     duration_ms: int | None = None
     kept: tuple[str, ...] = ()  # the input's kept columns (RunConfig.keep_columns)
     account_id: str = ""  # the row's AWS account, "" when the input names none
+
+
+def unsent_result(  # noqa: PLR0917 (a report record's fields, in column order)
+    status: Status,
+    line: int,
+    app_id: str,
+    region: str,
+    message: str,
+    digest: str,
+    kept: tuple[str, ...],
+    account: str,
+) -> RowResult:
+    """The result of a row that was not sent (dry run, invalid, skipped, not attempted):
+    no attempt, no call's fields."""
+    return RowResult(
+        line,
+        app_id,
+        region,
+        status,
+        error_message=message,
+        settings_digest=digest,
+        kept=kept,
+        account_id=account,
+    )
 
 
 @dataclass(slots=True)

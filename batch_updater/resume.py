@@ -6,6 +6,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
@@ -16,8 +17,10 @@ from .codec import (
     Warn,
     iso,
 )
+from .duplicates import _DuplicateIndex, app_key, success_of
 from .report import report_location
 from .rows import Row
+from .rules import digest_number
 from .storage import LocalFile, Location
 
 __all__ = ["ResumeIndex", "read_report"]
@@ -42,7 +45,6 @@ def read_report(path: Path | Location, warn: Warn | None = None) -> Iterator[dic
 _TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.A)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
-_MASK: Final = 0xFFFF_FFFF_FFFF_FFFF
 _NO_TIME: Final = 0xFFFF_FFFF  # a success without finished_at: its note says "at ?"
 _SPAN: Final = 1 << 31  # ms a slot's time may lie either side of its report's first (24 days)
 _SUCCESS: Final = ("succeeded", "skipped")  # statuses that may tell of one (any JSON value)
@@ -58,7 +60,6 @@ _COLUMNS: Final = (
     "settings_digest",
 )
 _TYPED: Final = itemgetter(*(REPORT_COLUMNS.index(name) for name in _COLUMNS))  # of a Record
-_PICKED: Final = itemgetter(2)  # of ReportReader.cells(): the text of the columns asked for
 
 
 def _epoch_ms(text: str) -> int | None:
@@ -112,11 +113,11 @@ class _Clock:
 
 
 def _keys(account: object, region: object, app_id: object, digest: object) -> tuple[int, int]:
-    """Two independent 64-bit hashes of a success's key (Python's keyed string hash,
-    SipHash, stable within this process, of two distinct strings): the first never 0,
-    which marks an empty slot."""
-    text = f"{account}\x1f{region}\x1f{app_id}\x1f{digest}"
-    return (hash(text) & _MASK) or 1, hash(text + "\x1e") & _MASK
+    """The table key of a success: its app's key (:func:`~batch_updater.duplicates.app_key`,
+    what the input's duplicate index keys on) and its settings digest as a number
+    (:func:`~batch_updater.rules.digest_number`); the first is never 0, which marks an
+    empty slot."""
+    return app_key(region, app_id, account), digest_number(str(digest))
 
 
 def _expected_records(locations: Iterable[Location]) -> int:
@@ -154,8 +155,8 @@ def _told(
 
 class _Succeeded:
     """Successes in flat arrays: an open-addressing table (linear probing, at most 75%
-    full) of 24-byte slots, like the input's duplicate index: two independent 64-bit
-    hashes of the key (account_id, region, app_id, settings digest), when it succeeded
+    full) of 24-byte slots, like the input's duplicate index: the key (the app's 64-bit
+    key and the settings digest's 64 bits, see :func:`_keys`), when it succeeded
     (milliseconds from its report's base time) and where (see :class:`ResumeIndex`).
     About 32 bytes per success, 34 MB for a million.
     """
@@ -184,13 +185,14 @@ class _Succeeded:
             i = i + 1 if i + 1 < slots else 0
         return i
 
-    def add(self, first: int, second: int, when: int, source: int) -> None:
-        """Remember a success; a key already held keeps its note (earlier reports win)."""
+    def add(self, first: int, second: int, when: int, source: int) -> bool:
+        """Remember a success; a key already held keeps its note (earlier reports win).
+        True when remembered."""
         firsts, seconds, slots = self._firsts, self._seconds, self._slots
         i = first % slots  # _slot(), inlined: once per success of reports of millions
         while f := firsts[i]:
             if f == first and seconds[i] == second:
-                return
+                return False
             i = i + 1 if i + 1 < slots else 0
         firsts[i] = first
         seconds[i] = second
@@ -199,16 +201,7 @@ class _Succeeded:
         self._size += 1
         if self._size > self._limit:
             self._grow()
-
-    def find(self, first: int, second: int) -> tuple[int, int] | None:
-        """(when, source) of the success with this key, or None."""
-        firsts, seconds, slots = self._firsts, self._seconds, self._slots
-        i = first % slots  # _slot(), inlined: once per input row
-        while f := firsts[i]:
-            if f == first and seconds[i] == second:
-                return self._times[i], self._sources[i]
-            i = i + 1 if i + 1 < slots else 0
-        return None
+        return True
 
     def _grow(self) -> None:
         firsts, seconds, times, sources = self._firsts, self._seconds, self._times, self._sources
@@ -227,8 +220,8 @@ class _Succeeded:
 
 
 class ResumeIndex:
-    """Rows that succeeded in earlier reports: their (account_id, region, app_id,
-    settings digest) and the note a skipped row gets, "succeeded in <report> at <time>".
+    """Rows that succeeded in earlier reports: their app (account_id, region, app_id),
+    settings digest and the note a skipped row gets, "succeeded in <report> at <time>".
 
     Held in fixed-size slots (:class:`_Succeeded`), not strings. A slot's source is
     ``2 * i`` for the i-th report name of the notes, its time in milliseconds from that
@@ -237,10 +230,18 @@ class ResumeIndex:
     a time more than 24 days from the first of its report. Several reports make one
     index; a row in more than one keeps the note of the first report that has it.
 
-    A slot matches a row only when both 64-bit hashes of the key match. A wrong match
-    (a row skipped that never succeeded) needs a row and a success whose keys differ to
-    agree on 128 hash bits: with Python's keyed SipHash about ``2**-128`` per pair, under
-    ``10**-26`` for a million rows against a million successes.
+    A run's index is made ``within`` its input's apps (``RowPlan.apps``, the duplicate
+    index): each success is noted on its app's slot there (8 bytes), and only when a row
+    of the input has that app with those settings; the plan's second pass finds it in
+    the slot it reads anyway (an Outcome carries it, see :meth:`note`).
+
+    A slot matches a row when its app's key (the 64-bit hash the input's duplicate index
+    keys on: within a run, an app is its key) and its settings digest (all 64 bits, the
+    number itself) both match. A wrong match (a row skipped that never succeeded) needs
+    another app with the same settings whose key collides with the row's: with Python's
+    keyed SipHash about ``2**-64`` per pair, under ``10**-7`` for a million rows against a
+    million successes (the duplicate index takes the same chance of taking two apps for
+    one).
     """
 
     __slots__ = (
@@ -250,16 +251,22 @@ class ResumeIndex:
         "_note_head",
         "_note_second",
         "_note_source",
+        "_noted",
         "_strings",
         "_table",
         "reports",
+        "within",
     )
 
     # The key hashes (a seam: tests force collisions).
     hashes: Callable[[object, object, object, object], tuple[int, int]] = staticmethod(_keys)
 
-    def __init__(self, expected: int = 1024) -> None:
-        self._table = _Succeeded(expected)
+    def __init__(self, expected: int = 1024, within: _DuplicateIndex | None = None) -> None:
+        # Within an input's apps (RowPlan.apps) a success is noted on its app, and only
+        # when a row of the input has that app with those settings: no table of its own.
+        self.within = within
+        self._table = _Succeeded(expected if within is None else 0)
+        self._noted = 0  # successes held (in the table, or noted within)
         self._strings: list[str] = []  # report names of notes, and notes kept whole
         self._index: dict[str, int] = {}  # the index of each in _strings
         self._bases: list[int | None] = []  # per string: its report's base time (ms)
@@ -270,12 +277,22 @@ class ResumeIndex:
         self.reports: list[str] = []
 
     @classmethod
-    def load(cls, paths: Iterable[Path | Location], warn: Warn | None = None) -> ResumeIndex:
-        """Read every report in ``paths``; later reports do not override earlier ones."""
+    def load(
+        cls,
+        paths: Iterable[Path | Location],
+        warn: Warn | None = None,
+        *,
+        within: _DuplicateIndex | None = None,
+    ) -> ResumeIndex:
+        """Read every report in ``paths``; later reports do not override earlier ones.
+        ``within``: the input's apps, to note the successes on (see the class)."""
         locations = [report_location(p) for p in paths]
-        index = cls(_expected_records(locations))
+        index = cls(_expected_records(locations) if within is None else 0, within)
         # The loop of add(), unrolled: it runs once per record of reports of millions.
-        place, hashes, remember = index._place, index.hashes, index._table.add
+        place, hashes = index._place, index.hashes
+        remember = index._table.add if within is None else within.note_success
+        keys = hashes is _keys  # the default: its two parts called here, not through it
+        noted = 0
         for location in locations:
             reader = ReportReader(location, warn)
             report = reader.name
@@ -284,17 +301,37 @@ class ResumeIndex:
             if reader.jsonl:
                 records = (_TYPED(values) for values, _, _ in reader)
             else:  # the text of the few columns needed, not a typed record
-                records = map(_PICKED, reader.cells(_COLUMNS))
+                records = chain.from_iterable(reader.picked(_COLUMNS))
+            # A success of this report in the second placed last (its text up to the
+            # milliseconds, its source and time less them): placed here, not by _place.
+            head, own, base = "", 0, 0
             for status, message, finished_at, account, region, app_id, digest in records:
-                if status not in _SUCCESS:
-                    continue
-                told = _told(status, message, finished_at, report)
-                if told is None:
-                    continue
-                source, when = place(*told)
-                # f-strings in hashes() format any JSON value as str() does.
-                first, second = hashes(account or "", region, app_id, digest)
-                remember(first, second, when, source)
+                if (
+                    status == "succeeded"
+                    and type(finished_at) is str
+                    and finished_at[:20] == head
+                    and len(finished_at) == 24  # the length of 2026-11-26T10:15:00.120Z
+                    and finished_at[23] == "Z"
+                    and (milli := finished_at[20:23]).isdigit()
+                    and milli.isascii()
+                    and 0 <= (when := base + int(milli)) < _NO_TIME
+                ):
+                    source = own
+                else:
+                    if status not in _SUCCESS:
+                        continue
+                    told = _told(status, message, finished_at, report)
+                    if told is None:
+                        continue
+                    source, when = place(*told)
+                    if told[2] is None and not source & 1 and when != _NO_TIME:
+                        head, own, base = finished_at[:20], source, when - int(finished_at[20:23])
+                if keys and type(digest) is str:  # a CSV report's text: _keys() inlined
+                    first, second = app_key(region, app_id, account), digest_number(digest)
+                else:  # app_key() formats any JSON value as str() does
+                    first, second = hashes(account or "", region, app_id, digest)
+                noted += remember(first, second, when, source)
+        index._noted = noted
         return index
 
     def add(
@@ -315,7 +352,15 @@ class ResumeIndex:
         if told is not None:
             source, when = self._place(*told)
             first, second = self.hashes(account, region, app_id, digest)
-            self._table.add(first, second, when, source)
+            self._remember(first, second, when, source)
+
+    def _remember(self, first: int, second: int, when: int, source: int) -> None:
+        """Keep a success (``when`` and ``source``, see the class) of the key (``first``,
+        ``second``): in the table, or noted within the input's apps."""
+        if self.within is None:
+            self._noted += self._table.add(first, second, when, source)
+        else:
+            self._noted += self.within.note_success(first, second, when, source)
 
     def _place(self, name: str, time: str, note: str | None) -> tuple[int, int]:
         """A slot's (source, when) for a note that names ``name`` and ``time`` (``note``
@@ -347,11 +392,41 @@ class ResumeIndex:
 
     def lookup(self, row: Row) -> str | None:
         """Why ``row`` need not be sent again, or None when it must run."""
-        first, second = self.hashes(row.account_id, row.region, row.app_id, row.digest)
-        found = self._table.find(first, second)
-        if found is None:
-            return None
-        when, source = found
+        return self.find(row.account_id, row.region, row.app_id, row.digest)
+
+    def find(self, account: str, region: str, app_id: str, digest: str) -> str | None:
+        """:meth:`lookup` of the row with these cells (``account`` "" for none)."""
+        return self.find_key(*self.hashes(account, region, app_id, digest))
+
+    def find_key(self, first: int, second: int) -> str | None:
+        """:meth:`find` of a row by its key as :meth:`hashes` gives it: its app's key and
+        its digest's number."""
+        if self.within is not None:
+            done = self.within.success(first, second)
+            return self.note(done) if done else None
+        table = self._table  # _Succeeded.find(), inlined: once per input row
+        firsts, seconds, slots = table._firsts, table._seconds, table._slots
+        i = first % slots
+        while (f := firsts[i]) != first or seconds[i] != second:
+            if not f:
+                return None
+            i = i + 1 if i + 1 < slots else 0
+        return self._note(table._times[i], table._sources[i])
+
+    def note(self, done: int) -> str:
+        """The note of a success noted within the input's apps (an Outcome carries it)."""
+        when, source = success_of(done)
+        if (  # _note(), its common case: the second of the note made last
+            source == self._note_source
+            and when != _NO_TIME
+            and (base := self._bases[source >> 1]) is not None
+            and (ms := base + when) // 1000 == self._note_second
+        ):
+            return f"{self._note_head}{ms % 1000:03d}Z"
+        return self._note(when, source)
+
+    def _note(self, when: int, source: int) -> str:
+        """The note of a success: "succeeded in <report> at <time>", or a note kept."""
         i = source >> 1
         if source & 1:
             return self._strings[i]
@@ -367,7 +442,8 @@ class ResumeIndex:
         return f"{self._note_head}{ms % 1000:03d}Z"
 
     def __len__(self) -> int:
-        return len(self._table)
+        """Successes held (within the input's apps: those a row of it may skip)."""
+        return self._noted
 
     def __repr__(self) -> str:
         return (

@@ -36,7 +36,7 @@ from .csvinput import (
     read_csv,
     read_mappings,
 )
-from .duplicates import _DuplicateIndex
+from .duplicates import _DuplicateIndex, app_key, duplicate_of
 from .errors import BatchUpdaterError, InputError, SetupError
 from .rules import (
     ACCOUNT_COLUMNS,
@@ -51,6 +51,9 @@ from .rules import (
     RegionRule,
     check,
     check_region,
+    digest_number,
+    digest_text,
+    passed_key,
     region_rule,
     settings_digest,
 )
@@ -65,6 +68,7 @@ __all__ = [
     "InputCopy",
     "Lane",
     "LoginSettings",
+    "Outcome",
     "RegionRule",
     "Rejected",
     "Row",
@@ -191,6 +195,13 @@ class Rejected:
     kept: tuple[str, ...] = ()  # the cells of the kept columns (RunConfig.keep_columns)
     account_id: str = ""  # as given (or from the role ARN), even when invalid
     role_arn: str = ""
+
+
+# A row of a run that sends nothing, as RowPlan.outcomes gives it: line, app_id, region,
+# fate ("" for a row that would be sent, else "invalid" or "skipped", as Rejected.status),
+# why (for a fate), settings digest, kept cells, account_id, and for a row that would be
+# sent the success of an earlier report noted on its app (see ResumeIndex), else 0.
+Outcome = tuple[int, str, str, str, str, str, tuple[str, ...], str, int]
 
 
 def validate(
@@ -571,6 +582,72 @@ class RowPlan:
             return
         with self._spool.reader() as handle:
             yield from _parse(self.source_name, handle, self._keep)
+
+    def outcomes(self) -> Iterator[Outcome]:
+        """Second pass for a run that sends nothing (a dry run, an input with invalid
+        rows): what iterating gives, each row as an :data:`Outcome`, without a
+        :class:`Row` per row.
+
+        A row pass 1 found valid is not checked again: its key is read from its cells
+        (:func:`~batch_updater.rules.passed_key`), and its settings digest is its key's in
+        the duplicate index (every row of a key without a conflict has the first row's).
+        Rows pass 1 found invalid, rows of conflicting keys, and a sharded plan's rows
+        take the way of iterating.
+        """
+        if self.shard is not None and self.shard.count > 1:
+            yield from map(self.outcome, self)
+            return
+        index, rule, keep, roles = self._index, self._rule, self._keep, self._roles
+        first, classify, outcome = index.first, index.classify, self.outcome
+        default = self._default_region
+        invalid_lines, size = self._invalid_lines, len(self._invalid_lines)
+        for line, cells in self._read():
+            passed = line >> 3 >= size or not invalid_lines[line >> 3] >> (line & 7) & 1
+            if passed:
+                app_id, region, account = passed_key(cells, default, roles)
+                first_line, digest, conflict, done = first(app_key(region, app_id, account))
+                if not conflict:
+                    kept = tuple(cells.get(name, "") for name in keep) if keep else ()
+                    text = digest_text(digest)
+                    if line == first_line:
+                        yield line, app_id, region, "", "", text, kept, account, done
+                    else:
+                        why = duplicate_of(first_line)
+                        yield line, app_id, region, "skipped", why, text, kept, account, 0
+                    continue
+            result = validate(line, cells, default, rule, keep, roles=roles, passed=passed)
+            assert result is not None, "pass 1 found the region of every row"
+            yield outcome(classify(result) if isinstance(result, Row) else result)
+
+    def outcome(self, item: Row | Rejected) -> Outcome:
+        """The :data:`Outcome` of what iterating gives."""
+        if isinstance(item, Row):
+            line, app_id, region, digest, account = (
+                item.line,
+                item.app_id,
+                item.region,
+                item.digest,
+                item.account_id,
+            )
+            done = self._index.success(app_key(region, app_id, account), digest_number(digest))
+            return line, app_id, region, "", "", digest, item.kept, account, done
+        return (
+            item.line,
+            item.app_id,
+            item.region,
+            item.status,
+            item.reason,
+            item.digest,
+            item.kept,
+            item.account_id,
+            0,
+        )
+
+    @property
+    def apps(self) -> _DuplicateIndex:
+        """The input's apps (the duplicate index), where ``--resume`` notes the successes
+        of earlier reports that a row of this input may skip (``ResumeIndex(within=)``)."""
+        return self._index
 
     def __iter__(self) -> Iterator[Row | Rejected]:
         """Second pass: each row of this plan (its shard's), validated again, with

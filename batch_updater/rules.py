@@ -38,7 +38,10 @@ __all__ = [
     "RegionRule",
     "check",
     "check_region",
+    "digest_number",
+    "digest_text",
     "partition_of",
+    "passed_key",
     "problems",
     "region_rule",
 ]
@@ -504,6 +507,40 @@ class Invalid:
 Checked = tuple[str, str, tuple[str, str, str, str], int, str, str, str]
 
 NO_ROLES: Final = AccountRoles()  # no template, no own account: only role_arn cells
+
+
+def passed_key(
+    cells: Mapping[str, str], default_region: str | None, roles: AccountRoles = NO_ROLES
+) -> tuple[str, str, str]:
+    """(app_id, region, account) of cells :func:`check` found valid before: what it
+    returns for them with ``passed``, without the settings and their digest (a second
+    pass that finds the digest elsewhere, see ``RowPlan.outcomes``)."""
+    get = cells.get
+    app_id = get("app_id", "").strip()
+    region = get("region", "").strip() or (default_region or "")
+    if "account_id" not in cells and "role_arn" not in cells:  # the common case
+        return app_id, region, ""
+    account, role = get("account_id", "").strip(), get("role_arn", "").strip()
+    if account or role:
+        account = roles.check(account, role, region, [])[0]
+    return app_id, region, account
+
+
+def digest_text(number: int) -> str:
+    """The 16 hex characters of a settings digest given as its 64-bit int (see
+    :func:`settings_digest`)."""
+    return f"{number:016x}"
+
+
+_DIGEST: Final = re.compile(r"[0-9a-f]{16}", re.ASCII)
+
+
+def digest_number(text: str) -> int:
+    """The 64-bit int of a settings digest's text (:func:`digest_text` undone); for text
+    :func:`settings_digest` never writes (a hand-edited report), a 64-bit hash of it."""
+    if _DIGEST.fullmatch(text) is not None:
+        return int(text, 16)
+    return hash(text) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def check(

@@ -51,8 +51,12 @@ _EVERY_LINE: Final = 1 << 62  # carry_forward went through the whole plan
 _POLL_EVERY: Final = 1024  # rows between two looks at the stop flag in synchronous loops
 
 
+# The status of a row's result from a Rejected's (or an Outcome's fate).
+_FATES: Final = {"invalid": Status.INVALID, "skipped": Status.SKIPPED}
+
+
 def _rejected(item: Rejected) -> RowResult:
-    status = Status.INVALID if item.status == "invalid" else Status.SKIPPED
+    status = _FATES[item.status]
     return RowResult(
         item.line,
         item.app_id,
@@ -82,12 +86,13 @@ class _Triage:
     """Turns each planned row into a row to send, or the final result of a row that is not
     sent (invalid, duplicate, or succeeded in an earlier report)."""
 
-    __slots__ = ("_carried_through", "_lookup", "resume")
+    __slots__ = ("_carried_through", "_lookup", "_note", "resume")
 
     def __init__(self, resume: ResumeIndex) -> None:
         self.resume = resume
         # No earlier success (no --resume): no lookup per row.
         self._lookup = resume.lookup if len(resume) else None
+        self._note = resume.note if len(resume) else None
         # Rows up to this line that earlier reports list as succeeded are already written.
         self._carried_through = 0
 
@@ -101,6 +106,22 @@ class _Triage:
                 return None
             return _unsent(item, Status.SKIPPED, note)
         return item
+
+    def unsent(  # noqa: PLR0917 (the fields of an Outcome it needs, then what to say)
+        self, line: int, fate: str, why: str, done: int, status: Status, message: str
+    ) -> tuple[Status, str] | None:
+        """:meth:`__call__` for a row of a run that sends nothing, given by the fields of
+        its :data:`~batch_updater.rows.Outcome` (``done``: the success noted on its app,
+        the resume index being within the plan's apps): the status and message of its
+        result (``status`` and ``message`` for a row that would be sent), or None as
+        there."""
+        if fate:
+            return _FATES[fate], why
+        if done and self._note is not None:
+            if line <= self._carried_through:
+                return None
+            return Status.SKIPPED, self._note(done)
+        return status, message
 
     def carry_forward(
         self, plan: Iterable[Row | Rejected], sink: ResultSink, policy: StopPolicy
@@ -149,6 +170,24 @@ def _emit_unsent(
             sink.emit(
                 triaged if isinstance(triaged, RowResult) else _unsent(triaged, status, message)
             )
+
+
+def _emit_outcomes(
+    plan: RowPlan, triage: _Triage, sink: ResultSink, status: Status, message: str
+) -> None:
+    """:func:`_emit_unsent` of every row of ``plan``, read as outcomes (see
+    :meth:`RowPlan.outcomes`): no :class:`Row` or :class:`RowResult` per row."""
+    resume = triage.resume
+    assert resume.within is plan.apps or not len(resume), "successes noted on the plan's apps"
+    policy, unsent, emit = sink.policy, triage.unsent, sink.emit_unsent
+    for n, (line, app_id, region, fate, why, digest, kept, account, done) in enumerate(
+        plan.outcomes()
+    ):
+        if n % _POLL_EVERY == 0 and policy.requested and status is Status.DRY_RUN:
+            status, message = Status.NOT_ATTEMPTED, policy.not_started()
+        result = unsent(line, fate, why, done, status, message)
+        if result is not None:
+            emit(result[0], line, app_id, region, result[1], digest, kept, account)
 
 
 class _Lanes:
@@ -478,7 +517,11 @@ async def _run_plan(
 ) -> RunSummary:
     resume_reports = await s3.local_reports(config.output.resume)
     triage = _Triage(
-        ResumeIndex.load(resume_reports, warn=lambda m: log.warning("resume_warning", message=m))
+        ResumeIndex.load(
+            resume_reports,
+            warn=lambda m: log.warning("resume_warning", message=m),
+            within=plan.apps,
+        )
     )
     report_path = config.output.report_path or s3.default_report(
         default_report_path(plan.stem, shard=str(config.shard) if config.shard else None)
@@ -525,12 +568,12 @@ async def _run_plan(
             _emit_unsent(_collect_targets(plan, targets), triage, sink, Status.DRY_RUN, "")
             summary.access_checks = await _check_access(targets, sdk, run_id, log)
         elif config.dry_run:
-            _emit_unsent(plan, triage, sink, Status.DRY_RUN, "")
+            _emit_outcomes(plan, triage, sink, Status.DRY_RUN, "")
         elif not plan.ok and not config.skip_invalid:
             message = "not sent: the input has invalid rows (fix them, or use --skip-invalid)"
-            _emit_unsent(plan, triage, sink, Status.NOT_ATTEMPTED, message)
+            _emit_outcomes(plan, triage, sink, Status.NOT_ATTEMPTED, message)
         elif policy.stopping:  # nothing sent when the report already failed
-            _emit_unsent(plan, triage, sink, Status.NOT_ATTEMPTED, policy.not_started())
+            _emit_outcomes(plan, triage, sink, Status.NOT_ATTEMPTED, policy.not_started())
         else:
             await _run_live(
                 plan,

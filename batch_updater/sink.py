@@ -9,7 +9,7 @@ from .control import StopReason
 from .policy import StopPolicy
 from .progress import Progress
 from .report import ReportWriter, write_summary
-from .results import RateSource, RowResult, RunSummary, Status
+from .results import FIRST_INVALID_KEPT, RateSource, RowResult, RunSummary, Status, unsent_result
 from .s3 import Location
 
 __all__ = ["ResultHook", "ResultSink"]
@@ -53,15 +53,9 @@ class ResultSink:
         writer.write(result)
         if writer.error is not None and summary.output_error is None:
             self.output_failed(writer.error)
-        summary.counts[result.status] += 1
-        if result.account_id:
-            by_status = summary.counts_by_account.get(result.account_id)
-            if by_status is None:
-                by_status = summary.counts_by_account[result.account_id] = {}
-            by_status[result.status] = by_status.get(result.status, 0) + 1
+        self._count(result.status, result.account_id)
         if result.status is Status.INVALID:
             summary.note_invalid(result)
-        self.progress.record(result.status)
         if summary.results is not None:
             summary.results.append(result)
         if self._hook is not None:
@@ -70,6 +64,46 @@ class ResultSink:
             except Exception:  # the caller's hook must not cost a row its record
                 self._log.exception("on_result_failed", line=result.line, app_id=result.app_id)
         self.policy.record(result)
+
+    def emit_unsent(  # noqa: PLR0917 (a record's cells, in the order of unsent_result)
+        self,
+        status: Status,
+        line: int,
+        app_id: str,
+        region: str,
+        message: str,
+        digest: str,
+        kept: tuple[str, ...],
+        account: str,
+    ) -> None:
+        """:meth:`emit` of ``unsent_result(status, line, ...)``, the final result of a row
+        that was not sent, without building it unless a hook, the collected results or
+        the summary's first invalid rows take it. A row not sent counts towards no stop
+        rule (see :meth:`StopPolicy.record`)."""
+        summary = self.summary
+        if self._hook is not None or summary.results is not None:
+            self.emit(unsent_result(status, line, app_id, region, message, digest, kept, account))
+            return
+        writer = self._writer
+        writer.write_unsent(status, line, app_id, region, message, digest, kept, account)
+        if writer.error is not None and summary.output_error is None:
+            self.output_failed(writer.error)
+        self._count(status, account)
+        if status is Status.INVALID and len(summary.first_invalid) < FIRST_INVALID_KEPT:
+            summary.note_invalid(
+                unsent_result(status, line, app_id, region, message, digest, kept, account)
+            )
+
+    def _count(self, status: Status, account: str) -> None:
+        """One more final row of ``status`` (of ``account``, when it names one)."""
+        summary = self.summary
+        summary.counts[status] += 1
+        if account:
+            by_status = summary.counts_by_account.get(account)
+            if by_status is None:
+                by_status = summary.counts_by_account[account] = {}
+            by_status[status] = by_status.get(status, 0) + 1
+        self.progress.record(status)
 
     def emit_all(self, results: Iterable[RowResult]) -> None:
         for result in results:

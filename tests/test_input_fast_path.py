@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch_updater import rules
+from batch_updater import csvinput, rules
 from batch_updater.csvinput import _MAX_LINE_BYTES, _csv_problem, _decoded_lines, _records
 from batch_updater.errors import InputError
 from batch_updater.rows import Rejected, Row, RowPlan
@@ -39,9 +39,9 @@ def by_csv_module(data: bytes) -> list[tuple[int, list[str]]] | str:
     return got
 
 
-def by_fast_path(data: bytes) -> list[tuple[int, list[str]]] | str:
+def by_fast_path(data: bytes, block_size: int = 1 << 18) -> list[tuple[int, list[str]]] | str:
     try:
-        return list(_records("in.csv", io.BytesIO(data)))
+        return list(_records("in.csv", io.BytesIO(data), block_size))
     except InputError as exc:
         return str(exc)
 
@@ -63,12 +63,40 @@ EXAMPLES = [
     b"app_id,note\nd1," + b"x" * (csv.field_size_limit() + 5) + b"\n",  # over the limit
     b"",
     b"\n\n",
+    b"app_id,note\nd1,a\nd2,b\r\nd3,c\n",  # LF and CRLF lines mixed
+    b"app_id,note\r\nd1,a\r\n\r\nd2,b\r\nd3,c",  # CRLF, a blank line, no end at the end
+    b"app_id,note\nd1,a\nd2,\xc3\xa9\nd3,\xe2\x82",  # a character cut at the end
+    b"app_id,note\nd1,a\nd2,b\xff\nd3,c\n",  # not UTF-8 after plain lines
+    b"app_id,note\nd1,a\nd2," + b"y" * (_MAX_LINE_BYTES + 3) + b"\r\nd3,c\n",  # too long
+    b"app_id,note\nd1,a\nd2," + b"y" * _MAX_LINE_BYTES,  # too long, the last line
 ]
+# Blocks of every size: a line cut anywhere, several lines to a block, blocks of one line.
+BLOCK_SIZES = [1, 3, 16, 1 << 18]
 
 
+@pytest.mark.parametrize("block_size", BLOCK_SIZES)
 @pytest.mark.parametrize("data", EXAMPLES)
-def test_the_fast_path_reads_what_the_csv_module_reads(data: bytes) -> None:
-    assert by_fast_path(data) == by_csv_module(data)
+def test_the_fast_path_reads_what_the_csv_module_reads(data: bytes, block_size: int) -> None:
+    assert by_fast_path(data, block_size) == by_csv_module(data)
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_blocks_of_plain_lines_are_split_whole_and_read_as_the_csv_module_reads_them(
+    end: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = ["app_id,region,note", *(f"d{i:x},us-east-1,n {i}" for i in range(500)), ""]
+    data = end.join(lines).encode()
+    split: list[int] = []
+    plain_lines = csvinput._plain_lines
+
+    def counting(block: bytes, limit: int) -> list[str] | None:
+        bodies = plain_lines(block, limit)
+        split.append(0 if bodies is None else len(bodies))
+        return bodies
+
+    monkeypatch.setattr(csvinput, "_plain_lines", counting)
+    assert by_fast_path(data, 256) == by_csv_module(data)
+    assert sum(split) > 450  # nearly every line came through a block split whole
 
 
 def test_both_paths_run_on_a_file_of_mixed_lines() -> None:
@@ -82,10 +110,13 @@ def test_both_paths_run_on_a_file_of_mixed_lines() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.text(alphabet='ab ,"\r\n\x00é', max_size=12), max_size=8))
-def test_any_text_is_read_as_the_csv_module_reads_it(lines: list[str]) -> None:
+@given(
+    st.lists(st.text(alphabet='ab ,"\r\n\x00é', max_size=12), max_size=8),
+    st.integers(min_value=1, max_value=40),
+)
+def test_any_text_is_read_as_the_csv_module_reads_it(lines: list[str], block_size: int) -> None:
     data = "\n".join(lines).encode("utf-8")
-    assert by_fast_path(data) == by_csv_module(data)
+    assert by_fast_path(data, block_size) == by_csv_module(data)
 
 
 # -- the plan's second pass -----------------------------------------------------------------

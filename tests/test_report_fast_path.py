@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batch_updater import codec
 from batch_updater.codec import (
     REPORT_COLUMNS,
     WIDTHS,
@@ -22,6 +23,7 @@ from batch_updater.codec import (
     ReportReader,
     as_encoded,
 )
+from batch_updater.errors import InputError
 from batch_updater.merge import merge_reports
 from batch_updater.resume import SUCCEEDED_IN, ResumeIndex
 from batch_updater.rows import LoginSettings, Row
@@ -98,10 +100,21 @@ def by_csv_module(path: Path) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text, newline="")))[1:]
 
 
+# Characters read at a time: a block of one line or a few, or the whole report.
+BLOCKS = [1, 7, 300, 1 << 15]
+
+
+@pytest.fixture(params=BLOCKS, ids=lambda size: f"blocks of {size}")
+def block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    size: int = request.param
+    monkeypatch.setattr(codec, "_BLOCK", size)
+    return size
+
+
 @pytest.mark.parametrize("bom", [False, True])
 @pytest.mark.parametrize("crlf", [False, True])
 def test_the_fast_path_reads_the_cells_the_csv_module_reads(
-    tmp_path: Path, bom: bool, crlf: bool
+    tmp_path: Path, bom: bool, crlf: bool, block: int
 ) -> None:
     lines = [crlf_ends(line) if crlf else line for line in LINES]
     path = report(tmp_path / "r.csv", lines, bom=bom)
@@ -118,7 +131,7 @@ def test_the_fast_path_reads_the_cells_the_csv_module_reads(
 
 
 def test_a_torn_last_line_on_the_fast_path_is_ignored_like_one_the_csv_module_reads(
-    tmp_path: Path,
+    tmp_path: Path, block: int
 ) -> None:
     for last in (plain(record(20)), '20,"quoted,\nstill open'):
         path = report(tmp_path / "r.csv", [*LINES, last.rstrip("\n")])
@@ -126,6 +139,32 @@ def test_a_torn_last_line_on_the_fast_path_is_ignored_like_one_the_csv_module_re
         got = list(ReportReader(LocalFile(path), heard.append).cells(()))
         assert [cells for *_, cells in got] == by_csv_module(path)[: len(LINES)]
         assert heard == [f"{path}, line 12: incomplete last line ignored (torn write)"]
+
+
+def test_blocks_of_plain_records_are_split_whole_among_lines_the_csv_module_reads(
+    tmp_path: Path, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [plain(record(i)) for i in range(2, 300)]
+    lines[100:100] = LINES  # quoted, CRLF and hand-edited lines in the middle
+    path = report(tmp_path / "r.csv", lines)
+    split: list[int] = []
+    split_records = codec._split_records
+
+    def counting(*args: Any) -> Any:
+        split.append(args[2])
+        return split_records(*args)
+
+    monkeypatch.setattr(codec, "_split_records", counting)
+    got = list(ReportReader(LocalFile(path)).cells(("line", "status")))
+    assert [cells for *_, cells in got] == by_csv_module(path)
+    assert [picked for _, _, picked, _ in got] == [
+        (cells[0], cells[3]) for cells in by_csv_module(path)
+    ]
+    assert [line for _, line, _, _ in got if line is not None] == [
+        line for line in lines if '"' not in line and "\r" not in line
+    ]
+    assert [n for n, *_ in got][-1] == len(lines) + 2  # two lines hold one record
+    assert split  # the plain blocks were split whole
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -260,3 +299,23 @@ def test_resume_finds_the_successes_the_csv_module_reads(tmp_path: Path) -> None
     assert want  # the report has successes of both kinds
     for i in range(2, 12):
         assert index.lookup(row(i)) == want.get(i), i
+
+
+def test_picked_gives_in_lists_the_text_cells_gives(tmp_path: Path, block: int) -> None:
+    lines = [plain(record(i)) for i in range(2, 300)]
+    lines[100:100] = LINES
+    path = report(tmp_path / "r.csv", lines)
+    columns = ("status", "error_message", "account_id", "region")
+    by_cells = [picked for _, _, picked, _ in ReportReader(LocalFile(path)).cells(columns)]
+    batches = list(ReportReader(LocalFile(path)).picked(columns))
+    assert [picked for batch in batches for picked in batch] == by_cells
+    if block > 300:
+        assert max(map(len, batches)) > 1  # plain blocks came whole
+
+
+def test_picked_names_the_line_of_a_record_of_the_wrong_width(tmp_path: Path, block: int) -> None:
+    lines = [plain(record(i)) for i in range(2, 60)]
+    lines[40] = plain(record(42)[:-1])  # a cell short, on line 42
+    path = report(tmp_path / "r.csv", lines)
+    with pytest.raises(InputError, match=r"r\.csv, line 42: not a report line: wrong number"):
+        list(ReportReader(LocalFile(path)).picked(("status",)))
