@@ -93,6 +93,12 @@ class RateLimiter:
         if wait > 0:
             await self._sleep(wait)
 
+    def take(self, now: float, *, slack: float = 0.0) -> None:
+        """Take the next slot, for a request that goes now: paced from ``now``, or from the
+        slot's due time when that was at most ``slack`` earlier (a timer that ended late)."""
+        if self._rate > 0:
+            self._tat = max(self._tat, now - slack) + self._interval
+
     def hold(self, now: float) -> None:
         """No slot before ``now + 1/rate``: pace the next request from a request that left
         late (its slot was earlier than it could go)."""

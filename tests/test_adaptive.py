@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch_updater.adaptive import AdaptiveRate, RateChange, Tuning
+from batch_updater.adaptive import SLACK, AdaptiveRate, RateChange, Tuning
 from batch_updater.limiter import RateLimiter
 
 from . import virtual_time
@@ -386,9 +386,16 @@ async def send(control: AdaptiveRate, clock: ManualClock, service: RateLimiter) 
     return admitted
 
 
+def refused(clock: ManualClock) -> AdaptiveRate:
+    """A lane at a fixed 20/s that has had a 429: its requests leave exactly 50 ms apart."""
+    control = AdaptiveRate(20, clock=clock, sleep=clock.sleep, adaptive=False)
+    control.on_throttle()
+    return control
+
+
 async def test_a_request_leaves_at_least_one_interval_after_the_one_before_it() -> None:
     clock = ManualClock()
-    control = AdaptiveRate(20, clock=clock, sleep=clock.sleep)
+    control = refused(clock)
     service = RateLimiter(20, 1, clock=clock)  # burst 1: strictly 50 ms apart
     first = await control.acquire()
     clock.now += 0.004  # 4 ms between its slot and the wire
@@ -398,12 +405,31 @@ async def test_a_request_leaves_at_least_one_interval_after_the_one_before_it() 
     await control.leave(second)  # no delay of its own: it waits for what the first lost
     assert clock.now == pytest.approx(1000.054)
     assert service.try_acquire(clock.now)
-    control.on_success(first)
-    control.on_success(second)
     third = await control.acquire()  # slots keep their own pace: no drift
     assert clock.now == pytest.approx(1000.1)
     await control.leave(third)
     assert clock.now == pytest.approx(1000.104)
+
+
+async def test_before_any_429_a_timer_that_ends_late_does_not_move_the_pace_back() -> None:
+    # Timers end up to a millisecond late (the selector waits in whole milliseconds). Until
+    # a 429 shows the service refuses what comes early, a request within SLACK of its turn
+    # leaves on it: counting each lateness from the departure slowed every lane by 1-2%.
+    clock = ManualClock()
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds + 0.0004
+
+    control = AdaptiveRate(20, clock=clock, sleep=sleep)
+    left = []
+    for n in range(41):
+        ticket = await control.acquire()
+        clock.now += 0.002 * (n % 2)  # every other request is signed 2 ms later
+        await control.leave(ticket)
+        left.append(clock.now)
+    gaps = [b - a for a, b in itertools.pairwise(left)]
+    assert (left[-1] - left[0]) / 40 == pytest.approx(0.05, abs=1e-4)  # the rate, not less
+    assert min(gaps) >= 0.05 - SLACK
 
 
 async def test_a_wait_to_leave_that_ends_late_does_not_bring_the_next_request_closer() -> None:
@@ -415,7 +441,8 @@ async def test_a_wait_to_leave_that_ends_late_does_not_bring_the_next_request_cl
     async def sleep(seconds: float) -> None:  # while the loop is busy, a wait ends 4 ms late
         clock.now += seconds + (0.004 if busy else 0.0)
 
-    control = AdaptiveRate(20, clock=clock, sleep=sleep)
+    control = AdaptiveRate(20, clock=clock, sleep=sleep, adaptive=False)
+    control.on_throttle()  # the lane has had a 429: exact spacing
     left = []
     for delay in (0.03, 0.0, 0.03):  # between its slot and the wire: signing, a busy loop
         ticket = await control.acquire()

@@ -179,3 +179,14 @@ def test_try_acquire_and_acquire_share_the_slots() -> None:
 def test_try_acquire_on_an_unlimited_limiter_always_admits() -> None:
     limiter = RateLimiter(0, clock=lambda: 0.0)
     assert all(limiter.try_acquire(1000.0) for _ in range(1000))
+
+
+def test_take_paces_from_now_or_from_a_slot_at_most_slack_before_it() -> None:
+    limiter = RateLimiter(20, 1, clock=lambda: 0.0)
+    limiter.take(10.0)
+    assert not limiter.try_acquire(10.0499)
+    limiter.take(10.0503, slack=0.0005)  # 0.3 ms after its slot: paced from the slot
+    assert limiter.try_acquire(10.1)
+    limiter.take(10.2010, slack=0.0005)  # 51 ms late: paced from 0.5 ms before now
+    assert not limiter.try_acquire(10.2504)
+    assert limiter.try_acquire(10.2505)
