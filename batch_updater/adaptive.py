@@ -87,7 +87,7 @@ class Tuning:
             raise ValueError("cooldown and report_threshold must be >= 0")
 
 
-#: How far a request may leave from its turn at the wire, either way, until its lane gets a
+#: How late a wait at the wire may end and still count from its turn, until the lane's first
 #: 429 (see AdaptiveRate.leave).
 SLACK: Final = 0.0005
 
@@ -302,12 +302,15 @@ class AdaptiveRate:
         # The turn is taken when the request really leaves, not when it starts to wait: a
         # wait that ends late (a busy loop), or several ending together, must not bring the
         # next request closer than 1/rate behind this one. Until the lane's first 429,
-        # though, it is taken at its slot when within SLACK of it: timers end up to a
-        # millisecond late (the selector waits in whole milliseconds), and counting that
-        # from each departure moved the pace back by as much at every request (1-2% at
-        # 20/s), a cost worth paying only against a service that refuses what comes early.
-        slack = 0.0 if self._refused else SLACK
-        while (wait := leaving.due()) > slack:
+        # though, a wait that ended at most SLACK late counts from when it was due: timers
+        # end up to a millisecond late (the selector waits in whole milliseconds), and
+        # counting that from each departure moved the pace back by as much every time
+        # (about 1% at 20/s), a cost worth paying only against a service that has shown
+        # it refuses what comes early. No request leaves before its turn, and one that came
+        # after it (signed late) is paced from when it left.
+        slack = 0.0
+        while (wait := leaving.due()) > 0:
+            slack = 0.0 if self._refused else SLACK
             await self._sleep(wait)
         leaving.take(now := clock(), slack=slack)
         if self._adaptive and (index := self._index(ticket)) >= 0:

@@ -413,8 +413,8 @@ async def test_a_request_leaves_at_least_one_interval_after_the_one_before_it() 
 
 async def test_before_any_429_a_timer_that_ends_late_does_not_move_the_pace_back() -> None:
     # Timers end up to a millisecond late (the selector waits in whole milliseconds). Until
-    # a 429 shows the service refuses what comes early, a request within SLACK of its turn
-    # leaves on it: counting each lateness from the departure slowed every lane by 1-2%.
+    # a 429 shows the service refuses what comes early, a wait that ends at most SLACK late
+    # counts from its turn: counting each lateness from the departure slowed every lane.
     clock = ManualClock()
 
     async def sleep(seconds: float) -> None:
