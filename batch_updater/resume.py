@@ -49,6 +49,7 @@ _NO_TIME: Final = 0xFFFF_FFFF  # a success without finished_at: its note says "a
 _SPAN: Final = 1 << 31  # ms a slot's time may lie either side of its report's first (24 days)
 _SUCCESS: Final = ("succeeded", "skipped")  # statuses that may tell of one (any JSON value)
 _MILLIS: Final = tuple(f"{ms:03d}Z" for ms in range(1000))  # a note's time after its second
+_MILLI_OF: Final = {text: ms for ms, text in enumerate(_MILLIS)}  # and back: "120Z" -> 120
 _EXPECT_SAMPLE: Final = 1 << 16  # bytes of a report read to guess its record count
 # What a report's record tells of a success (in this order), and where a record has them.
 _COLUMNS: Final = (
@@ -316,12 +317,9 @@ class ResumeIndex:
                 if (
                     status == "succeeded"
                     and type(finished_at) is str
-                    and finished_at[:20] == head
-                    and len(finished_at) == 24  # the length of 2026-11-26T10:15:00.120Z
-                    and finished_at[23] == "Z"
-                    and (milli := finished_at[20:23]).isdigit()
-                    and milli.isascii()
-                    and 0 <= (when := base + int(milli)) < _NO_TIME
+                    and finished_at[:20] == head  # 2026-11-26T10:15:00. of 10:15:00.120Z
+                    and (milli := _MILLI_OF.get(finished_at[20:])) is not None
+                    and 0 <= (when := base + milli) < _NO_TIME
                 ):
                     source = own
                 else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import random
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -271,3 +272,35 @@ def test_a_digest_is_its_number_only_when_written_as_the_tool_writes_it() -> Non
         "",
     ):
         assert digest_number(text) == hash(text) & (2**64 - 1), text
+
+
+def test_a_time_of_the_second_read_last_is_read_only_when_the_report_writes_it_so(
+    tmp_path: Path,
+) -> None:
+    """Records of one second come quickly, but one whose time is not written as the
+    report writes times keeps its note verbatim, whatever second came before it."""
+    rows = [row(i) for i in range(8)]
+    odd = [
+        "2026-11-26T10:15:00.12Z",
+        "2026-11-26T10:15:00.1234Z",
+        "2026-11-26T10:15:00.+12Z",
+        "2026-11-26T10:15:00. 12Z",
+        "2026-11-26T10:15:00.\u0661\u0662\u0663Z",  # digits, not ASCII ones
+        "2026-11-26T10:15:00.123z",
+    ]
+    path = write(tmp_path / "r.csv", [result(r, Status.SUCCEEDED, at=5) for r in rows])
+    with path.open(newline="", encoding="utf-8") as f:
+        records = list(csv.reader(f))
+    at = records[0].index("finished_at")
+    for record, text in zip(records[3:], odd, strict=False):
+        record[at] = text
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows(records)
+    apps = _DuplicateIndex(len(rows))
+    for r in rows:
+        apps.add(app_key(r.region, r.app_id), r.line, digest_number(r.digest))
+
+    for index in (ResumeIndex.load([path]), ResumeIndex.load([path], within=apps)):
+        notes = [index.lookup(r) for r in rows]
+        assert notes[:2] == [f"{SUCCEEDED_IN}{path} at 2026-11-26T10:15:00.005Z"] * 2
+        assert notes[2:] == [f"{SUCCEEDED_IN}{path} at {text}" for text in odd]
