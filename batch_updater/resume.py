@@ -48,6 +48,8 @@ _MS: Final = timedelta(milliseconds=1)
 _NO_TIME: Final = 0xFFFF_FFFF  # a success without finished_at: its note says "at ?"
 _SPAN: Final = 1 << 31  # ms a slot's time may lie either side of its report's first (24 days)
 _SUCCESS: Final = ("succeeded", "skipped")  # statuses that may tell of one (any JSON value)
+_MILLIS: Final = tuple(f"{ms:03d}Z" for ms in range(1000))  # a note's time after its second
+_MILLI_OF: Final = {text: ms for ms, text in enumerate(_MILLIS)}  # and back: "120Z" -> 120
 _EXPECT_SAMPLE: Final = 1 << 16  # bytes of a report read to guess its record count
 # What a report's record tells of a success (in this order), and where a record has them.
 _COLUMNS: Final = (
@@ -248,9 +250,12 @@ class ResumeIndex:
         "_bases",
         "_clock",
         "_index",
+        "_note_from",
         "_note_head",
         "_note_second",
         "_note_source",
+        "_note_to",
+        "_note_zero",
         "_noted",
         "_strings",
         "_table",
@@ -274,6 +279,9 @@ class ResumeIndex:
         # The note of the last second looked up, up to its milliseconds: rows that
         # succeeded in the same second of the same report share it.
         self._note_head, self._note_second, self._note_source = "", -1, -1
+        # The same second as words noted within the input's apps (see note()): those in
+        # [_note_from, _note_to), their milliseconds the word less _note_zero.
+        self._note_from = self._note_to = self._note_zero = 0
         self.reports: list[str] = []
 
     @classmethod
@@ -309,12 +317,9 @@ class ResumeIndex:
                 if (
                     status == "succeeded"
                     and type(finished_at) is str
-                    and finished_at[:20] == head
-                    and len(finished_at) == 24  # the length of 2026-11-26T10:15:00.120Z
-                    and finished_at[23] == "Z"
-                    and (milli := finished_at[20:23]).isdigit()
-                    and milli.isascii()
-                    and 0 <= (when := base + int(milli)) < _NO_TIME
+                    and finished_at[:20] == head  # 2026-11-26T10:15:00. of 10:15:00.120Z
+                    and (milli := _MILLI_OF.get(finished_at[20:])) is not None
+                    and 0 <= (when := base + milli) < _NO_TIME
                 ):
                     source = own
                 else:
@@ -415,15 +420,19 @@ class ResumeIndex:
 
     def note(self, done: int) -> str:
         """The note of a success noted within the input's apps (an Outcome carries it)."""
+        if self._note_from <= done < self._note_to:  # the second of the note made last
+            return self._note_head + _MILLIS[done - self._note_zero]
         when, source = success_of(done)
-        if (  # _note(), its common case: the second of the note made last
-            source == self._note_source
-            and when != _NO_TIME
-            and (base := self._bases[source >> 1]) is not None
-            and (ms := base + when) // 1000 == self._note_second
-        ):
-            return f"{self._note_head}{ms % 1000:03d}Z"
-        return self._note(when, source)
+        note = self._note(when, source)
+        base = self._bases[source >> 1]
+        if not source & 1 and when != _NO_TIME and base is not None:
+            # The words of this second (of this source, never _NO_TIME): its milliseconds
+            # 0-999 are the word less the word of its first, which may lie below when 0.
+            word = (source + 1) << 32
+            zero = word + self._note_second * 1000 - base
+            self._note_from, self._note_to = max(zero, word), min(zero + 1000, word + _NO_TIME)
+            self._note_zero = zero
+        return note
 
     def _note(self, when: int, source: int) -> str:
         """The note of a success: "succeeded in <report> at <time>", or a note kept."""
@@ -439,6 +448,7 @@ class ResumeIndex:
             shown = self._clock.text(ms)  # ...T09:00:01.123Z: kept up to the "."
             self._note_head = f"{SUCCEEDED_IN}{self._strings[i]} at {shown[:-4]}"
             self._note_second, self._note_source = second, source
+            self._note_from = self._note_to = 0  # note() sets them anew
         return f"{self._note_head}{ms % 1000:03d}Z"
 
     def __len__(self) -> int:

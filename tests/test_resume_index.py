@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import random
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from batch_updater import RowResult, Status
+from batch_updater.duplicates import _DuplicateIndex, app_key
 from batch_updater.report import ReportWriter
 from batch_updater.resume import SUCCEEDED_IN, ResumeIndex, read_report
 from batch_updater.rows import LoginSettings, Row
+from batch_updater.rules import digest_number
 
 T0 = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 UP = "us-east-1_AbC123xyz"
@@ -212,3 +215,92 @@ def test_a_report_of_the_first_version_resumes_too(tmp_path: Path) -> None:
 
     assert index.lookup(done) == f"{SUCCEEDED_IN}{old} at 2026-11-26T10:15:00.120Z"
     assert index.lookup(row(4)) is None
+
+
+def test_notes_within_the_input_apps_are_those_of_an_index_of_its_own(tmp_path: Path) -> None:
+    """The notes of successes noted on the input's apps (``within``), made from the note of
+    the second made last, are those of the general path, in input order and shuffled:
+    many successes a second across second boundaries, two reports, times far from the
+    rest, no time, and notes kept whole."""
+    rng = random.Random(9)
+    rows = [row(i, rng.choice(("us-east-1", "eu-west-1", "ap-south-1"))) for i in range(3000)]
+    reports: list[Path] = []
+    for k, suffix in enumerate((".csv", ".jsonl")):
+        results: list[RowResult] = []
+        for i, r in enumerate(rows):
+            pick = rng.random()
+            if pick < 0.6:  # three a millisecond apart, then a gap: seconds end mid-run
+                results.append(result(r, Status.SUCCEEDED, at=7 * i + i % 3 + 1000 * k))
+            elif pick < 0.65:
+                results.append(result(r, Status.SUCCEEDED, at=rng.choice((None, 50 * 86_400_000))))
+            elif pick < 0.7:
+                results.append(result(r, Status.SKIPPED, f"{SUCCEEDED_IN}old.csv at yesterday"))
+            elif pick < 0.8:
+                results.append(result(r, Status.FAILED, "boom"))
+        reports.append(write(tmp_path / f"r{k}{suffix}", results))
+    apps = _DuplicateIndex(len(rows))
+    for r in rows:
+        apps.add(app_key(r.region, r.app_id), r.line, digest_number(r.digest))
+
+    plain = ResumeIndex.load(reports)
+    within = ResumeIndex.load(reports, within=apps)
+
+    shuffled = rows[:]
+    rng.shuffle(shuffled)
+    hits = 0
+    for r in rows + shuffled + rows:
+        want = plain.lookup(r)
+        assert within.lookup(r) == want, r
+        hits += want is not None
+    assert hits > 3 * 2000
+
+
+def test_a_digest_is_its_number_only_when_written_as_the_tool_writes_it() -> None:
+    """16 lowercase hex digits are the number itself; any other text (which ``int(, 16)``
+    may still read) is a hash of the text, never the number of a digest it resembles."""
+    assert digest_number("1e7ae465a6e6c15f") == 0x1E7AE465A6E6C15F
+    assert digest_number("0000000000000000") == 0
+    for text in (
+        "1E7AE465A6E6C15F",
+        "1e7ae465a6e6c15",
+        "01e7ae465a6e6c15f",
+        "1e7ae465a6e_c15f",
+        " e7ae465a6e6c15f",
+        "+e7ae465a6e6c15f",
+        "0x7ae465a6e6c15f",
+        "1e7ae465a6e6c15g",
+        "",
+    ):
+        assert digest_number(text) == hash(text) & (2**64 - 1), text
+
+
+def test_a_time_of_the_second_read_last_is_read_only_when_the_report_writes_it_so(
+    tmp_path: Path,
+) -> None:
+    """Records of one second come quickly, but one whose time is not written as the
+    report writes times keeps its note verbatim, whatever second came before it."""
+    rows = [row(i) for i in range(8)]
+    odd = [
+        "2026-11-26T10:15:00.12Z",
+        "2026-11-26T10:15:00.1234Z",
+        "2026-11-26T10:15:00.+12Z",
+        "2026-11-26T10:15:00. 12Z",
+        "2026-11-26T10:15:00.\u0661\u0662\u0663Z",  # digits, not ASCII ones
+        "2026-11-26T10:15:00.123z",
+    ]
+    path = write(tmp_path / "r.csv", [result(r, Status.SUCCEEDED, at=5) for r in rows])
+    with path.open(newline="", encoding="utf-8") as f:
+        records = list(csv.reader(f))
+    at = records[0].index("finished_at")
+    for record, text in zip(records[3:], odd, strict=False):
+        record[at] = text
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows(records)
+    apps = _DuplicateIndex(len(rows))
+    for r in rows:
+        apps.add(app_key(r.region, r.app_id), r.line, digest_number(r.digest))
+
+    for index in (ResumeIndex.load([path]), ResumeIndex.load([path], within=apps)):
+        notes = [index.lookup(r) for r in rows]
+        assert notes[:2] == [f"{SUCCEEDED_IN}{path} at 2026-11-26T10:15:00.005Z"] * 2
+        assert notes[2:] == [f"{SUCCEEDED_IN}{path} at {text}" for text in odd]
