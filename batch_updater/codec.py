@@ -39,7 +39,7 @@ from operator import attrgetter, itemgetter
 from typing import IO, Any, Final, NamedTuple, Protocol, cast
 
 from .errors import InputError
-from .results import RowResult, Status, unsent_result
+from .results import RowResult, Status, Unsent, unsent_result
 from .storage import Location
 
 __all__ = [
@@ -351,21 +351,12 @@ class RecordEncoder:
             text = text.replace(mark, f"{{{i}}}")
         return text
 
-    def write_unsent(  # noqa: PLR0917 (a record's cells, in the order of unsent_result)
-        self,
-        status: Status,
-        line: int,
-        app_id: str,
-        region: str,
-        message: str,
-        digest: str,
-        kept: tuple[str, ...],
-        account: str,
-    ) -> None:
+    def write_unsent(self, unsent: Unsent) -> None:
         """Write the record of a row that was not sent: the line :meth:`write` writes for
-        ``unsent_result(status, line, ...)``. A CSV record whose cells are plain text
+        ``unsent_result(*unsent)``. A CSV record whose cells are plain text
         (nothing to quote or defuse) is filled into a template that :meth:`write` made,
         without a :class:`RowResult`; any other goes through :meth:`write`."""
+        status, line, app_id, region, message, digest, kept, account = unsent
         templates = self._templates
         if templates is None:
             templates = self._templates = (
@@ -395,7 +386,7 @@ class RecordEncoder:
                     template.format(line, app_id, region, message, digest, account, *kept)
                 )
                 return
-        self.write(unsent_result(status, line, app_id, region, message, digest, kept, account))
+        self.write(unsent_result(*unsent))
 
     def encode_values(self, values: Sequence[Any], extras: Mapping[str, Any] | None) -> str:
         """A decoded record's line (see :class:`Record`): ``values`` in column order,

@@ -20,7 +20,7 @@ from .codec import (
     write_json,
 )
 from .errors import SetupError
-from .results import RowResult, RunSummary, Status
+from .results import RowResult, RunSummary, Status, Unsent
 from .storage import Location, Sink, location_of, open_text
 
 __all__ = [
@@ -180,26 +180,16 @@ class ReportWriter:
         except OSError as exc:
             self._fail(exc)
 
-    def write_unsent(  # noqa: PLR0917 (a record's cells, in the order of unsent_result)
-        self,
-        status: Status,
-        line: int,
-        app_id: str,
-        region: str,
-        message: str,
-        digest: str,
-        kept: tuple[str, ...],
-        account: str,
-    ) -> None:
-        """:meth:`write` of ``unsent_result(status, line, ...)``, the result of a row that
-        was not sent, without building it when the encoder needs not (see
+    def write_unsent(self, unsent: Unsent) -> None:
+        """:meth:`write` of ``unsent_result(*unsent)``, the result of a row that was not
+        sent, without building it when the encoder needs not (see
         :meth:`RecordEncoder.write_unsent`)."""
         if self.error is not None:
             return
         try:
-            self._write_unsent(status, line, app_id, region, message, digest, kept, account)
+            self._write_unsent(unsent)
             self.written += 1
-            if status in self._durable:
+            if unsent[0] in self._durable:
                 self._sink.flush()
                 self.saved = self.written
         except OSError as exc:

@@ -27,6 +27,7 @@ __all__ = [
     "RowResult",
     "RunSummary",
     "Status",
+    "Unsent",
     "exit_code",
     "summary_totals",
     "unsent_result",
@@ -140,6 +141,12 @@ class RowResult:
     duration_ms: int | None = None
     kept: tuple[str, ...] = ()  # the input's kept columns (RunConfig.keep_columns)
     account_id: str = ""  # the row's AWS account, "" when the input names none
+
+
+#: A row that was not sent, as its report record's cells: what :func:`unsent_result` takes,
+#: in its order (status, line, app_id, region, message, digest, kept, account). A plain
+#: tuple, so the report path passes one row's cells without building an object per row.
+Unsent = tuple["Status", int, str, str, str, str, tuple[str, ...], str]
 
 
 def unsent_result(  # noqa: PLR0917 (a report record's fields, in column order)

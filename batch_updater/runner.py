@@ -187,7 +187,7 @@ def _emit_outcomes(
             status, message = Status.NOT_ATTEMPTED, policy.not_started()
         result = unsent(line, fate, why, done, status, message)
         if result is not None:
-            emit(result[0], line, app_id, region, result[1], digest, kept, account)
+            emit((result[0], line, app_id, region, result[1], digest, kept, account))
 
 
 class _Lanes:

@@ -9,7 +9,15 @@ from .control import StopReason
 from .policy import StopPolicy
 from .progress import Progress
 from .report import ReportWriter, write_summary
-from .results import FIRST_INVALID_KEPT, RateSource, RowResult, RunSummary, Status, unsent_result
+from .results import (
+    FIRST_INVALID_KEPT,
+    RateSource,
+    RowResult,
+    RunSummary,
+    Status,
+    Unsent,
+    unsent_result,
+)
 from .s3 import Location
 
 __all__ = ["ResultHook", "ResultSink"]
@@ -65,34 +73,22 @@ class ResultSink:
                 self._log.exception("on_result_failed", line=result.line, app_id=result.app_id)
         self.policy.record(result)
 
-    def emit_unsent(  # noqa: PLR0917 (a record's cells, in the order of unsent_result)
-        self,
-        status: Status,
-        line: int,
-        app_id: str,
-        region: str,
-        message: str,
-        digest: str,
-        kept: tuple[str, ...],
-        account: str,
-    ) -> None:
-        """:meth:`emit` of ``unsent_result(status, line, ...)``, the final result of a row
+    def emit_unsent(self, unsent: Unsent) -> None:
+        """:meth:`emit` of ``unsent_result(*unsent)``, the final result of a row
         that was not sent, without building it unless a hook, the collected results or
         the summary's first invalid rows take it. A row not sent counts towards no stop
         rule (see :meth:`StopPolicy.record`)."""
-        summary = self.summary
+        summary, status, account = self.summary, unsent[0], unsent[7]
         if self._hook is not None or summary.results is not None:
-            self.emit(unsent_result(status, line, app_id, region, message, digest, kept, account))
+            self.emit(unsent_result(*unsent))
             return
         writer = self._writer
-        writer.write_unsent(status, line, app_id, region, message, digest, kept, account)
+        writer.write_unsent(unsent)
         if writer.error is not None and summary.output_error is None:
             self.output_failed(writer.error)
         self._count(status, account)
         if status is Status.INVALID and len(summary.first_invalid) < FIRST_INVALID_KEPT:
-            summary.note_invalid(
-                unsent_result(status, line, app_id, region, message, digest, kept, account)
-            )
+            summary.note_invalid(unsent_result(*unsent))
 
     def _count(self, status: Status, account: str) -> None:
         """One more final row of ``status`` (of ``account``, when it names one)."""

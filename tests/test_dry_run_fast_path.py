@@ -159,7 +159,7 @@ def both_ways(
         unsent_result(*args)
     )
     RecordEncoder(jsonl=jsonl, run_id=run_id, extra_columns=kept_columns, out=fast).write_unsent(
-        *args
+        args
     )
     return fast.getvalue(), general.getvalue()
 
@@ -187,18 +187,18 @@ def test_plain_cells_are_written_without_a_row_result(monkeypatch: pytest.Monkey
     out = io.StringIO()
     encoder = RecordEncoder(jsonl=False, run_id="job", extra_columns=("note",), out=out)
     plain = (Status.DRY_RUN, 2, "d1a", "us-east-1", "", "0123456789abcdef", ("n",), "")
-    encoder.write_unsent(*plain)  # makes the templates
+    encoder.write_unsent(plain)  # makes the templates
 
     def no_result(*args: Any) -> Any:
         raise AssertionError("a RowResult was built")
 
     monkeypatch.setattr(codec, "unsent_result", no_result)
-    encoder.write_unsent(*plain)
+    encoder.write_unsent(plain)
     encoder.write_unsent(
-        Status.SKIPPED, 3, "d1a", "us-east-1", "duplicate of line 2", "", ("",), "1"
+        (Status.SKIPPED, 3, "d1a", "us-east-1", "duplicate of line 2", "", ("",), "1")
     )
     with pytest.raises(AssertionError, match="RowResult"):  # a comma: the general path
-        encoder.write_unsent(Status.INVALID, 4, "d1a", "us-east-1", "a, b", "", ("n",), "")
+        encoder.write_unsent((Status.INVALID, 4, "d1a", "us-east-1", "a, b", "", ("n",), ""))
     first, second, third = out.getvalue().splitlines()
     assert first == second == "2,d1a,us-east-1,dry_run,0,,,,,,0123456789abcdef,,,,job,,n"
     assert third == "3,d1a,us-east-1,skipped,0,,,duplicate of line 2,,,,,,,job,1,"  # kept: ""
