@@ -87,6 +87,11 @@ class Tuning:
             raise ValueError("cooldown and report_threshold must be >= 0")
 
 
+#: A request waiting at least this long for its slot moves up when the rate is raised
+#: meanwhile (see AdaptiveRate._slot): at 5/s and below, where waiting out the old slot
+#: slows a climb the most. Shorter waits are not worth a task each.
+RAISED_WAIT: Final = 0.2
+
 #: How late a wait at the wire may end and still count from its turn, until the lane's first
 #: 429 (see AdaptiveRate.leave).
 SLACK: Final = 0.0005
@@ -170,6 +175,7 @@ class AdaptiveRate:
         "_probe",
         "_proven",
         "_quiet",
+        "_raised",
         "_refused",
         "_refused_at",
         "_repace",
@@ -205,6 +211,7 @@ class AdaptiveRate:
         self._clock = clock
         self._sleep = sleep
         self._repace = False  # the rate changed: the next slot is spaced from the last request
+        self._raised: asyncio.Future[None] | None = None  # wakes a request waiting for a slot
         self._last_sent = -math.inf
         self._on_change = on_change
         self._tuning = tuning = tuning or Tuning()
@@ -278,7 +285,7 @@ class AdaptiveRate:
             cuts, start = self._cuts, self._clock()
             if self._repace:
                 self._restart_pacing()
-            await self._limiter.acquire()
+            await self._slot(ticket)
             if self._cuts != cuts:
                 # Cut while waiting for a slot spaced at the old rate: space it anew.
                 self._restart_pacing()
@@ -286,6 +293,32 @@ class AdaptiveRate:
             self._sent[-1] = self._last_sent = now = self._clock()
             self._paced[-1] = now > start  # the rate, not the workers, held it back
         return ticket
+
+    async def _slot(self, ticket: int) -> None:
+        """Wait for ``ticket``'s slot at the current rate. A raise while it waits (a success
+        of a request sent before it) moves it up to where the new rate puts it, and it then
+        counts as paced at that rate: at 2/s, waiting out the old slot cost a whole interval
+        for every step of a climb back to the limit."""
+        limiter = self._limiter
+        wait = limiter.due()
+        limiter.take(self._clock())
+        if wait <= 0:
+            return
+        if wait < RAISED_WAIT:
+            await self._sleep(wait)
+            return
+        raised = self._raised = asyncio.get_running_loop().create_future()
+        sleeping = asyncio.ensure_future(self._sleep(wait))
+        try:
+            await asyncio.wait((sleeping, raised), return_when=asyncio.FIRST_COMPLETED)
+            woken = not sleeping.done()
+        finally:
+            self._raised = None
+            sleeping.cancel()
+        if woken:
+            self._restart_pacing()
+            self._changed_ticket = min(self._changed_ticket, ticket - 1)
+            await self._slot(ticket)
 
     async def leave(self, ticket: int) -> None:
         """``ticket``'s request leaves now (its bytes go on the wire next): keep it ``1/rate``
@@ -298,7 +331,8 @@ class AdaptiveRate:
         one. Waiting here for what the delay took back keeps the spacing the service sees.
         """
         leaving, clock = self._leaving, self._clock
-        leaving.rate = self._limiter.rate
+        if leaving.rate != self._limiter.rate:
+            leaving.repace(self._limiter.rate)  # a change applies from the last to leave
         # The turn is taken when the request really leaves, not when it starts to wait: a
         # wait that ends late (a busy loop), or several ending together, must not bring the
         # next request closer than 1/rate behind this one. Until the lane's first 429,
@@ -517,6 +551,8 @@ class AdaptiveRate:
         self._streak = self._steady = 0
         self._previous = self._limiter.rate
         self._limiter.rate = rate
+        if rate > self._previous and self._raised is not None and not self._raised.done():
+            self._raised.set_result(None)
         if abs(rate - self._reported) > self._tuning.report_threshold * self._reported:
             change = RateChange(self._reported, rate, reason)
             self._reported = rate

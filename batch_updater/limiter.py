@@ -63,6 +63,14 @@ class RateLimiter:
         self._rate = max(0.0, float(value))
         self._interval = 1.0 / self._rate if self._rate > 0 else 0.0
 
+    def repace(self, rate: float) -> None:
+        """Change the rate and space the next slot from the last one taken at the new rate
+        (setting :attr:`rate` leaves the next slot where the old rate put it)."""
+        interval = self._interval
+        self.rate = rate
+        if self._tat > float("-inf"):
+            self._tat += self._interval - interval
+
     @property
     def burst(self) -> int:
         """How many requests may go back to back after an idle period."""

@@ -60,6 +60,7 @@ def simulate(
     tokens: bool = True,
     spread: float = 0.0,
     make: Callable[..., AdaptiveRate] = AdaptiveRate,
+    seed: int = 7,
 ) -> Run:
     """Send ``rows`` rows through ``workers`` workers against a service limited to ``limit``/s.
 
@@ -74,7 +75,7 @@ def simulate(
         loop = asyncio.get_running_loop()
         start = loop.time()
         control = make(max_rate, 1, on_change=run.changes.append)
-        jitter = random.Random(7)
+        jitter = random.Random(seed)
         left = rows
 
         async def worker() -> None:
@@ -372,6 +373,58 @@ def test_a_cut_applies_to_the_next_request_even_one_already_waiting() -> None:
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # Every request after the cut is spaced at the new rate from the one before it.
     assert gaps == pytest.approx([0.01, 0.02, 0.02, 0.02, 0.02])
+
+
+def test_a_raise_applies_to_the_next_request_even_one_already_waiting() -> None:
+    async def main() -> tuple[list[float], list[float]]:
+        loop = asyncio.get_running_loop()
+        control = AdaptiveRate(10, tuning=Tuning(restart=2))
+        control.on_throttle()  # nothing measured: restart at 2/s, one request every 0.5 s
+        start, times, raised = loop.time(), [], []
+
+        async def send() -> int:
+            ticket = await control.acquire()
+            await control.leave(ticket)
+            times.append(loop.time() - start)
+            return ticket
+
+        await send()  # at once
+        second = await send()  # 0.5 s later: paced at 2/s
+        third = asyncio.create_task(send())  # its slot is at 1.0 s
+        await asyncio.sleep(0.03)  # the second's answer
+        control.on_success(second)  # paced and admitted: the rate goes up...
+        raised.append(control.rate)
+        control.on_success(await third)  # ...and the third, moved up, counts at the new rate
+        raised.append(control.rate)
+        return times, raised
+
+    times, raised = virtual_time.run(main(), start=1000.0)
+    assert raised[0] > 2
+    # The third left one interval at the raised rate after the second, not at 1.0 s (its
+    # slot, and its turn at the wire, moved up)...
+    assert times == pytest.approx([0.0, 0.5, 0.5 + 1 / raised[0]])
+    assert raised[1] > raised[0]  # ...and its success raised the rate again
+
+
+def test_a_request_cancelled_while_waiting_for_its_slot_leaves_nothing_behind() -> None:
+    async def main() -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
+        control = AdaptiveRate(10, tuning=Tuning(restart=2))
+        control.on_throttle()  # 2/s
+        await control.acquire()
+        waiting = asyncio.create_task(control.acquire())  # its slot is 0.5 s away
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        tasks = len(asyncio.all_tasks())  # this one only: the timer it raced is gone
+        start = loop.time()
+        await control.acquire()  # the cancelled request's slot is taken: the one after it
+        return loop.time() - start, tasks
+
+    waited, tasks = virtual_time.run(main(), start=1000.0)
+    assert tasks == 1
+    assert waited == pytest.approx(0.9)
 
 
 async def send(control: AdaptiveRate, clock: ManualClock, service: RateLimiter) -> bool:

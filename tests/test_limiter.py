@@ -190,3 +190,19 @@ def test_take_paces_from_now_or_from_a_slot_at_most_slack_before_it() -> None:
     limiter.take(10.2010, slack=0.0005)  # 51 ms late: paced from 0.5 ms before now
     assert not limiter.try_acquire(10.2504)
     assert limiter.try_acquire(10.2505)
+
+
+def test_repace_spaces_the_next_slot_from_the_last_one_at_the_new_rate() -> None:
+    now = 10.0
+    plain, limiter = RateLimiter(2, 1, clock=lambda: now), RateLimiter(2, 1, clock=lambda: now)
+    plain.take(now)  # next slot 0.5 s on
+    limiter.take(now)
+    plain.rate = 10  # a plain change keeps the slot where 2/s put it...
+    assert plain.due() == pytest.approx(0.5)
+    limiter.repace(10)  # ...a repace moves it to 0.1 s after the last one
+    assert limiter.due() == pytest.approx(0.1)
+    limiter.repace(4)  # and back out, for a cut
+    assert limiter.due() == pytest.approx(0.25)
+    fresh = RateLimiter(5, 1, clock=lambda: now)
+    fresh.repace(10)  # nothing taken yet: nothing to move
+    assert fresh.due() == 0
