@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -1790,6 +1791,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run only scenario N (repeatable)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="alternated rounds of scenario 1 (default 2; on a noisy machine, more)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help="where to write the results (default benchmarks/RESULTS.md for a full run; "
@@ -1804,7 +1811,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = machine()  # before the run: the package may change while it runs
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        bench = Bench(Path(tmp), QUICK if args.quick else Sizes(), child_env(Path(tmp)))
+        sizes = QUICK if args.quick else Sizes()
+        if args.rounds:
+            sizes = dataclasses.replace(sizes, overhead_rounds=args.rounds)
+        bench = Bench(Path(tmp), sizes, child_env(Path(tmp)))
         for number in sorted(set(args.only or SCENARIOS)):
             log(f"scenario {number}: {SCENARIOS[number].__doc__}")
             try:
