@@ -124,9 +124,9 @@ class AdaptiveRate:
       early: it steps down ``step_down`` from ``proven``, not from the last step, and is not
       judged by the success rate (then the client's own, lagging a rate just raised).
       429s closer together forget ``proven``: the service's limit may have come down;
-    * a lane's first 429, after ``first`` successes, on a request that left a whole interval
-      after the last one admitted, steps down ``step_down``: the rate worked, and a limit
-      far below it soon shows with a second 429;
+    * a lane's first 429, on a request that left after ``first`` successes had come back and
+      a whole interval after the last one admitted, steps down ``step_down``: the rate
+      worked, and a limit far below it soon shows with a second 429;
     * the rate starts at ``max_rate``. The first 429 of an episode (of requests paced after
       the last cut) falls back to ``ok`` if it is below ``limit``. Otherwise ``ok`` is learned
       again: ``step_down`` times the rate that failed if that rate had worked (after
@@ -187,6 +187,7 @@ class AdaptiveRate:
         "_successes",
         "_throttles",
         "_tuning",
+        "_worked_at",
     )
 
     #: How many of the latest tickets' sending times are kept (older answers carry no spacing).
@@ -246,6 +247,7 @@ class AdaptiveRate:
         self._reported = self._max_rate
         self._cuts = 0
         self._throttles = 0
+        self._worked_at = math.inf  # when the lane had its `first` successes, before any 429
 
     @property
     def rate(self) -> float:
@@ -373,6 +375,8 @@ class AdaptiveRate:
             if after_refusal:
                 return  # spaced from a refused request, not one admitted: no evidence for the rate
         self._quiet += 1
+        if self._quiet == tuning.first and not self._throttles:
+            self._worked_at = now  # the rate has worked `first` times: see on_throttle
         self._steady += 1
         rate = self._limiter.rate
         if self._steady >= tuning.hold:
@@ -412,17 +416,18 @@ class AdaptiveRate:
         rate = self._limiter.rate
         index = self._index(ticket)
         sent = self._sent[index] if index >= 0 else math.nan
-        # The lane's first 429, after `first` successes, on a request that left a whole
-        # interval after the last one admitted: the rate worked until now, and the service's
+        # The lane's first 429, on a request that left after `first` successes had come back
+        # and a whole interval (less the SLACK a turn may be early by) after the last one
+        # admitted: the rate worked until now, and the service's
         # limit is just below it (a burst-1 limit equal to the rate refuses one request in a
         # while, whose spacing the network or the service's own loop shortened). If it is far
         # below, the next 429 comes at once and cuts deep.
         gap = sent - self._admitted_at
         first_on_pace = (
             self._throttles == 1
-            and self._quiet >= tuning.first
+            and sent >= self._worked_at
             and math.isfinite(gap)
-            and gap * rate >= 1
+            and (gap + SLACK) * rate >= 1  # before the first 429, a turn may be SLACK early
         )
         if sent > self._admitted_at:
             # Refused this soon after an admission: the service admits fewer per second, but
