@@ -17,9 +17,11 @@ of the reports. A CSV record already in this version's form is carried as the li
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import count, repeat
+from operator import itemgetter, lt
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,16 +35,17 @@ from .codec import (
     Record,
     RecordEncoder,
     ReportReader,
+    all_as_encoded,
     as_encoded,
     is_jsonl,
     read_json,
     summary_location,
     write_json,
 )
+from .csvinput import KeyRows, read_keys
 from .errors import InputError, SetupError
 from .report import report_location, summary_path
 from .results import Status, exit_code, summary_totals
-from .rows import read_csv
 from .spill import SortedSpill
 from .storage import Location, Sink
 
@@ -85,7 +88,8 @@ class MergeResult:
 
 
 # A record as sorted (a plain tuple: pickled fast when a run is spilled): its line, the
-# index of the report it came from, its line in the output (REPORT_COLUMNS only), and
+# index of the report it came from, its line in the output (REPORT_COLUMNS only; without
+# its line end), and
 # None for a line kept as read (the rest is in its cells), or for a decoded record its
 # status, account ("" when none), app_id, region and the columns this version does not
 # know.
@@ -93,7 +97,6 @@ _Held = tuple[str, str, Any, Any, "dict[str, Any] | None"]
 _Record = tuple[int, int, str, _Held | None]
 # Of a record: the cells of a line kept as read; the text of what a record is checked on.
 _SPLIT: Final = itemgetter(STATUS, ACCOUNT_ID, APP_ID, REGION)
-_PICKED: Final = ("line", "status")
 
 
 @dataclass(slots=True)
@@ -256,6 +259,15 @@ class _Duplicates:
         self.first: tuple[int, int, int] | None = None  # line, source, source: the first
         self.count = 0
 
+    def see(self, line: int, source: int, lines: list[int], sources: list[int]) -> None:
+        """Records of ``lines`` from ``sources``, in line order, after one of ``line``
+        from ``source``."""
+        for at, came in zip(lines, sources, strict=True):
+            if at == line:
+                self.count += 1
+                self.first = self.first or (at, source, came)
+            line, source = at, came
+
     def check(self) -> None:
         if self.first is None:
             return
@@ -276,14 +288,18 @@ class _Coverage:
     """The reports hold every data line of the input once and no other line; rows that
     were valid name the input's app (and region, when the input gives one).
 
-    Fed the records in line order (:meth:`see`) while it reads the input alongside, so it
-    holds one input row at a time. An unreadable input is raised by :meth:`check`.
+    Fed the records in line order (:meth:`see_many`, :meth:`see`) while it reads the
+    input's key cells alongside (see :func:`csvinput.read_keys`), so it holds a batch of
+    input rows at a time. An unreadable input is raised by :meth:`check`.
     """
 
     __slots__ = (
-        "_cells",
-        "_input",
-        "_line",
+        "_apps",
+        "_batches",
+        "_lines",
+        "_odd",
+        "_pos",
+        "_regions",
         "error",
         "extra",
         "input_path",
@@ -300,41 +316,92 @@ class _Coverage:
     def __init__(self, input_path: Path, names: list[str], kept: tuple[str, ...]) -> None:
         self.input_path, self.names = input_path, names
         # The reports' extra columns may be input columns kept with --keep-column.
-        self._input: Iterator[tuple[int, dict[str, str]]] = read_csv(
-            input_path, kept, require=False
+        self._batches: Iterator[KeyRows] = read_keys(
+            input_path, ("app_id", "region"), kept, require=False
         )
         self.error: InputError | None = None
         self.missing: list[int] = []
         self.extra: list[int] = []
         self.other: list[str] = []
         self.n_missing = self.n_extra = self.n_other = 0
-        self._line: int = 0
-        self._cells: dict[str, str] = {}
-        self._next()
+        # Input rows read and not yet matched from _pos on: lines, app_id, region, and
+        # whether the row has a wrong number of cells (its app is not checked).
+        self._lines: list[int] = []
+        self._apps: list[str] = []
+        self._regions: list[str] = []
+        self._odd: list[bool] = []
+        self._pos = 0
 
-    def _next(self) -> None:
-        try:
-            self._line, self._cells = next(self._input)
-        except StopIteration:
-            self._line, self._cells = self._END, {}
-        except InputError as exc:
-            self.error, self._line, self._cells = exc, self._END, {}
+    def _fill(self, count: int) -> int:
+        """How many input rows are held from the next on: at least ``count`` unless the
+        input ends (or turns out unreadable) first."""
+        held = len(self._lines) - self._pos
+        if held >= count:
+            return held
+        if self._pos:
+            for column in (self._lines, self._apps, self._regions, self._odd):
+                del column[: self._pos]
+            self._pos = 0
+        while held < count:
+            try:
+                lines, (apps, regions), odd = next(self._batches)
+            except StopIteration:
+                break
+            except InputError as exc:
+                self.error, self._batches = exc, iter(())
+                break
+            self._lines += lines
+            self._apps += apps
+            self._regions += regions
+            self._odd += odd
+            held += len(lines)
+        return held
+
+    def _line(self) -> int:
+        """The next input row's line; past the end, :attr:`_END`."""
+        return self._lines[self._pos] if self._fill(1) else self._END
+
+    def see_many(
+        self,
+        lines: list[int],
+        sources: list[int],
+        statuses: Sequence[str],
+        apps: Sequence[Any],
+        regions: Sequence[Any],
+    ) -> None:
+        """The next records in line order, as columns: at once when they are the next
+        input rows' lines with their apps (and regions, or the input gives none), else
+        one by one (:meth:`see`)."""
+        count = len(lines)
+        if self._fill(count) >= count:
+            start, end = self._pos, self._pos + count
+            if (
+                self._lines[start:end] == lines
+                and not any(self._odd[start:end])
+                and self._apps[start:end] == list(apps)
+                and (self._regions[start:end] == list(regions) or not any(self._regions[start:end]))
+            ):
+                self._pos = end
+                return
+        for record in zip(lines, sources, statuses, apps, regions, strict=True):
+            self.see(*record)
 
     def see(self, line: int, source: int, status: str, app_id: Any, region: Any) -> None:
         """The next record in line order."""
-        if self._line < line:
+        at = self._line()
+        if at < line:
             self._skip(line)
-        if self._line != line:
+            at = self._line()
+        if at != line:
             self.n_extra += 1
             if len(self.extra) < _SHOWN:
                 self.extra.append(line)
             return
-        cells = self._cells
-        self._next()
-        if status == Status.INVALID or "__cells__" in cells:
+        pos = self._pos
+        self._pos = pos + 1
+        if status == Status.INVALID or self._odd[pos]:
             return
-        want_app = cells.get("app_id", "").strip()
-        want_region = cells.get("region", "").strip()
+        want_app, want_region = self._apps[pos], self._regions[pos]
         if app_id != want_app or (want_region and region != want_region):
             self.n_other += 1
             if len(self.other) < 2:
@@ -346,11 +413,13 @@ class _Coverage:
     def _skip(self, line: int) -> None:
         """Input lines before ``line`` are in no report."""
         end = self._END
-        while self._line < line and self._line != end:
+        at = self._line()
+        while at < line and at != end:
             self.n_missing += 1
             if len(self.missing) < _SHOWN:
-                self.missing.append(self._line)
-            self._next()
+                self.missing.append(at)
+            self._pos += 1
+            at = self._line()
 
     def check(self) -> None:
         """After the last record: raise what does not match."""
@@ -378,9 +447,10 @@ class _Coverage:
             )
 
     def __repr__(self) -> str:
+        at = self._lines[self._pos] if self._pos < len(self._lines) else None
         return (
-            f"<_Coverage {self.input_path} at_line={self._line} missing={self.n_missing} "
-            f"extra={self.n_extra} other={self.n_other}>"
+            f"<_Coverage {self.input_path} at_line={at} held={len(self._lines) - self._pos} "
+            f"missing={self.n_missing} extra={self.n_extra} other={self.n_other}>"
         )
 
 
@@ -399,7 +469,8 @@ def _load(
     """Add the records of the report at ``source`` to ``spill``.
 
     A CSV record of this version's columns, on one line as the encoder would write it,
-    is kept as read (see :func:`codec.as_encoded`); any other is decoded and encoded.
+    is kept as read (see :func:`codec.as_encoded`; a block of such lines is tested and
+    added at once); any other is decoded and encoded.
     """
     reader = ReportReader(source, warn)
 
@@ -420,22 +491,50 @@ def _load(
         return
     add, typed = spill.add, reader.typed
     current: bool | None = None  # whether the report has this version's columns, no others
-    for number, (at, text, picked, cells) in enumerate(reader.cells(_PICKED), start=1):
-        if text is not None:
-            if current is None:
-                current = reader.header == REPORT_COLUMNS
-            line, status = picked
-            if (
-                current
-                and status in _STATUSES
-                and line.isdecimal()
-                and line.isascii()
-                and line[0] != "0"
-                and as_encoded(text, cells)
-            ):
-                add((int(line), index, text, None), _HELD_LINE + len(text))
+    number = 0  # records read
+    for at, text, bodies, rows in reader.groups():
+        if current is None:
+            current = reader.header == REPORT_COLUMNS
+        if bodies is not None and current:
+            if (records := _as_read(text or "", bodies, rows, index)) is not None:
+                spill.extend(records, _HELD_LINE * len(records) + len(text or ""))
+                number += len(records)
                 continue
-        decoded(typed(cells, at), number)
+            for ends, body, cells in zip(count(at), bodies, rows):  # one by one, a line each
+                number += 1
+                line = cells[LINE]
+                if (
+                    cells[STATUS] in _STATUSES
+                    and line.isdecimal()
+                    and line.isascii()
+                    and line[0] != "0"
+                    and as_encoded(body, cells)
+                ):
+                    add((int(line), index, body, None), _HELD_LINE + len(body))
+                else:
+                    decoded(typed(cells, ends), number)
+            continue
+        for cells in rows:
+            number += 1
+            decoded(typed(cells, at), number)
+
+
+def _as_read(
+    text: str, bodies: list[str], rows: list[list[str]], index: int
+) -> list[_Record] | None:
+    """The records of a block of plain lines of this version's columns (``text``, its
+    lines' ``bodies`` and cells ``rows``) of report ``index``, kept as read, when every
+    one of them may be (see :func:`_load`); else None."""
+    columns = list(zip(*rows, strict=True))
+    lines = columns[LINE]
+    if (
+        not _STATUSES.issuperset(columns[STATUS])
+        or "" in lines
+        or "0" in lines
+        or not all_as_encoded(text, columns)
+    ):
+        return None
+    return list(zip(map(int, lines), repeat(index), bodies, repeat(None), strict=False))
 
 
 def _add_decoded(
@@ -464,7 +563,7 @@ def _add_decoded(
             extra_columns.setdefault(key)
         size += 100 * len(extras)
     region, account = values[REGION], values[ACCOUNT_ID]
-    text = encoder.encode_values(values, None)
+    text = encoder.encode_values(values, None)[:-1]  # held without its line end
     intern = sys.intern
     held: _Held = (
         intern(status),
@@ -545,6 +644,21 @@ class _Tally:
         self.by_account: dict[str, dict[str, int]] = {}
         self.rows = 0
 
+    def add(self, statuses: Sequence[str], accounts: Sequence[str]) -> None:
+        """Count records of ``statuses`` and ``accounts`` ("" for none), in line order."""
+        counts = self.counts
+        for status, many in Counter(statuses).items():
+            counts[status] += many
+        if any(accounts):
+            by_account = self.by_account
+            for (account, status), many in Counter(zip(accounts, statuses, strict=True)).items():
+                if account:
+                    per = by_account.get(account)
+                    if per is None:
+                        per = by_account[account] = dict.fromkeys(counts, 0)
+                    per[status] += many
+        self.rows += len(statuses)
+
     def __repr__(self) -> str:
         return f"<_Tally rows={self.rows} accounts={len(self.by_account)}>"
 
@@ -566,47 +680,83 @@ def _write(
     output: Location,
     encoder: RecordEncoder,
     *,
-    records: Iterable[_Record],
+    records: SortedSpill,
     names: list[str],
     coverage: _Coverage | None,
 ) -> _Tally:
-    """Write ``records`` (in line order) to ``sink``, checking them on the way: raises
-    :class:`MergeError` at the end when a line is reported twice or the input differs."""
+    """Write the ``records`` (in line order, a batch at a time) to ``sink``, checking them
+    on the way: raises :class:`MergeError` at the end when a line is reported twice or
+    the input differs."""
     tally = _Tally()
-    counts, by_account = tally.counts, tally.by_account
     duplicates = _Duplicates(names)
-    see = coverage.see if coverage is not None else None
     last_line = last_source = 0
     try:
         if header := encoder.header():
             sink.write(header)
-        write, extend = sink.write, encoder.extend
-        for line, source, text, held in records:
-            if line == last_line:
-                duplicates.count += 1
-                duplicates.first = duplicates.first or (line, last_source, source)
-            last_line, last_source = line, source
-            if held is None:  # a line as read: one line of cells, no quotes
-                status, account, app_id, region = _SPLIT(text[:-1].split(","))
-                extras = None
+        for batch in records.batches():
+            lines, sources = list(map(_LINE_OF, batch)), list(map(_SOURCE_OF, batch))
+            texts, helds = list(map(_TEXT_OF, batch)), list(map(_HELD_OF, batch))
+            if lines[0] == last_line or not all(map(lt, lines, lines[1:])):
+                duplicates.see(last_line, last_source, lines, sources)
+            last_line, last_source = lines[-1], sources[-1]
+            statuses, accounts, apps, regions, extras = _columns(texts, helds)
+            if coverage is not None:
+                coverage.see_many(lines, sources, statuses, apps, regions)
+            tally.add(statuses, accounts)
+            if encoder.extra_columns:
+                extend = encoder.extend
+                sink.write("".join(map(extend, (t + "\n" for t in texts), extras)))
             else:
-                status, account, app_id, region, extras = held
-            if see is not None:
-                see(line, source, status, app_id, region)
-            counts[status] += 1
-            if account:
-                per = by_account.get(account)
-                if per is None:
-                    per = by_account[account] = dict.fromkeys(counts, 0)
-                per[status] += 1
-            write(extend(text, extras))
+                sink.write("\n".join(texts) + "\n")
     except OSError as exc:
         raise _cannot_write(output, exc) from None
-    tally.rows = sum(counts.values())
     duplicates.check()
     if coverage is not None:
         coverage.check()
     return tally
+
+
+_LINE_OF: Final = itemgetter(0)
+_SOURCE_OF: Final = itemgetter(1)
+_TEXT_OF: Final = itemgetter(2)
+_HELD_OF: Final = itemgetter(3)
+_Columns = tuple[
+    Sequence[str], Sequence[str], Sequence[Any], Sequence[Any], "list[dict[str, Any] | None]"
+]
+
+
+def _columns(texts: list[str], helds: list[_Held | None]) -> _Columns:
+    """Of records (their ``texts`` and ``helds``): status, account, app_id and region of
+    each, and their extra columns (None for none)."""
+    if helds.count(None) == len(helds):  # lines as read: one line of cells, no quotes
+        # All cells in one list (few objects for the garbage collector to walk), by column.
+        cells = ",".join(texts).split(",")
+        width = len(REPORT_COLUMNS)
+        none: list[dict[str, Any] | None] = [None] * len(texts)
+        return (
+            cells[STATUS::width],
+            cells[ACCOUNT_ID::width],
+            cells[APP_ID::width],
+            cells[REGION::width],
+            none,
+        )
+    statuses: list[str] = []
+    accounts: list[str] = []
+    apps: list[Any] = []
+    regions: list[Any] = []
+    extras: list[dict[str, Any] | None] = []
+    for text, held in zip(texts, helds, strict=True):
+        if held is None:
+            status, account, app_id, region = _SPLIT(text.split(","))
+            extra = None
+        else:
+            status, account, app_id, region, extra = held
+        statuses.append(status)
+        accounts.append(account)
+        apps.append(app_id)
+        regions.append(region)
+        extras.append(extra)
+    return statuses, accounts, apps, regions, extras
 
 
 def _publish(sink: Sink, output: Location) -> None:
