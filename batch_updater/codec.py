@@ -35,6 +35,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import IO, Any, Final, NamedTuple, Protocol, cast
 
@@ -701,13 +702,14 @@ class ReportReader:
             raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
         return self._csv_rows(_PICKED, tuple(columns))
 
-    def groups(self) -> Iterator[tuple[int, str | None, list[str] | None, list[list[str]]]]:
+    def groups(self) -> Iterator[tuple[int, str | None, list[str] | None, list[str]]]:
         """A CSV report's records in groups, for readers of millions that copy lines.
 
         Per group: the line its first record ends on; its text as written (whole lines,
         each with its line end) and the lines' bodies (line ends off) when its records are
         each one line without quotes or carriage returns, else None and None; the
-        records' cells, for :meth:`typed`. A block of such lines is one group; any other
+        records' cells one after another, each record as wide as the header (a slice of
+        one record's for :meth:`typed`). A block of such lines is one group; any other
         record is a group of its own.
         """
         if self.jsonl:
@@ -859,8 +861,15 @@ def _split_lines(block: str) -> list[str]:
 
 def _grouped_block(
     name: str, block: str, number: int, width: int, pick: _Pick
-) -> tuple[tuple[int, str, list[str], list[list[str]]]]:
-    return ((number + 1, block, *_block_rows(name, block, number, width)),)
+) -> tuple[tuple[int, str, list[str], list[str]]]:
+    """What :meth:`ReportReader.groups` gives for a :func:`_plain_block` whose first line
+    is line ``number + 1``: its lines' bodies, and all their cells in one list (a few
+    objects, not one per line)."""
+    bodies = block[:-1].split("\n")
+    if set(map(str.count, bodies, repeat(","))) != {width - 1}:
+        at = next(at for at, body in enumerate(bodies, number + 1) if body.count(",") != width - 1)
+        raise InputError(name, at, _WRONG_WIDTH)
+    return ((number + 1, block, bodies, block[:-1].replace("\n", ",").split(",")),)
 
 
 # One by one (see cells()); the text of some columns, in lists (picked()); groups().
@@ -877,7 +886,7 @@ _PICKED: Final = _Shape(
 )
 _GROUPS: Final = _Shape(
     _grouped_block,
-    lambda at, line, cells, pick: (at, line, None if line is None else [line[:-1]], [cells]),
+    lambda at, line, cells, pick: (at, line, None if line is None else [line[:-1]], cells),
 )
 
 

@@ -491,41 +491,44 @@ def _load(
         return
     add, typed = spill.add, reader.typed
     current: bool | None = None  # whether the report has this version's columns, no others
+    width = 0  # cells of a record
     number = 0  # records read
-    for at, text, bodies, rows in reader.groups():
+    for at, text, bodies, cells in reader.groups():
         if current is None:
             current = reader.header == REPORT_COLUMNS
+            width = len(reader.header or ())
         if bodies is not None and current:
-            if (records := _as_read(text or "", bodies, rows, index)) is not None:
+            if (records := _as_read(text or "", bodies, cells, index)) is not None:
                 spill.extend(records, _HELD_LINE * len(records) + len(text or ""))
                 number += len(records)
                 continue
-            for ends, body, cells in zip(count(at), bodies, rows):  # one by one, a line each
-                number += 1
-                line = cells[LINE]
+            for ends, body, start in zip(count(at), bodies, range(0, len(cells), width)):
+                number += 1  # one by one, a line each
+                one = cells[start : start + width]
+                line = one[LINE]
                 if (
-                    cells[STATUS] in _STATUSES
+                    one[STATUS] in _STATUSES
                     and line.isdecimal()
                     and line.isascii()
                     and line[0] != "0"
-                    and as_encoded(body, cells)
+                    and as_encoded(body, one)
                 ):
                     add((int(line), index, body, None), _HELD_LINE + len(body))
                 else:
-                    decoded(typed(cells, ends), number)
+                    decoded(typed(one, ends), number)
             continue
-        for cells in rows:
-            number += 1
-            decoded(typed(cells, at), number)
+        if width:
+            for start in range(0, len(cells), width):
+                number += 1
+                decoded(typed(cells[start : start + width], at), number)
 
 
-def _as_read(
-    text: str, bodies: list[str], rows: list[list[str]], index: int
-) -> list[_Record] | None:
+def _as_read(text: str, bodies: list[str], cells: list[str], index: int) -> list[_Record] | None:
     """The records of a block of plain lines of this version's columns (``text``, its
-    lines' ``bodies`` and cells ``rows``) of report ``index``, kept as read, when every
-    one of them may be (see :func:`_load`); else None."""
-    columns = list(zip(*rows, strict=True))
+    lines' ``bodies``, their ``cells`` one after another) of report ``index``, kept as
+    read, when every one of them may be (see :func:`_load`); else None."""
+    width = len(REPORT_COLUMNS)
+    columns = [cells[i::width] for i in range(width)]
     lines = columns[LINE]
     if (
         not _STATUSES.issuperset(columns[STATUS])
