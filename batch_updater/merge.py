@@ -150,11 +150,18 @@ def merge_reports(
     encoder = RecordEncoder(jsonl=is_jsonl(target.name))
     extra_columns: dict[str, None] = {}  # an ordered set
     shard_rows: list[int] = []
+    tally = _Tally()  # counted as read: the counts do not depend on the order
     with SortedSpill(memory_budget) as spill:
         for index, source in enumerate(sources):
             before = spill.records
             _load(
-                source, index, encoder=encoder, spill=spill, extra_columns=extra_columns, warn=note
+                source,
+                index,
+                encoder=encoder,
+                spill=spill,
+                tally=tally,
+                extra_columns=extra_columns,
+                warn=note,
             )
             shard_rows.append(spill.records - before)
         columns = tuple(extra_columns)
@@ -162,7 +169,7 @@ def merge_reports(
         try:
             # One pass over the records in line order: check, count and write them.
             coverage = None if input_path is None else _Coverage(Path(input_path), names, columns)
-            tally = _write(
+            _write(
                 sink,
                 target,
                 RecordEncoder(jsonl=encoder.jsonl, extra_columns=columns),
@@ -175,7 +182,7 @@ def merge_reports(
             sink.discard()
             raise
     _publish(sink, target)
-    counts, by_account, rows = tally.counts, tally.by_account, tally.rows
+    counts, by_account, rows = tally.counts, tally.by_account(), tally.rows
     code = exit_code(counts)
     summary = {
         **summary_totals(
@@ -284,6 +291,20 @@ class _Duplicates:
         return f"<_Duplicates repeated={self.count} first={self.first}>"
 
 
+def _starting(texts: list[str], lines: list[int], apps: list[str], regions: list[str]) -> bool:
+    """Whether each of ``texts`` (lines as read) starts with its line, app and region
+    cells (its line and app when ``regions`` are all empty); False when only some are."""
+    if not any(regions):
+        starts, commas = list(map("{},{},".format, lines, apps)), 2
+    elif all(regions):
+        starts, commas = list(map("{},{},{},".format, lines, apps, regions)), 3
+    else:
+        return False
+    return "".join(starts).count(",") == commas * len(starts) and all(
+        map(str.startswith, texts, starts)
+    )
+
+
 class _Coverage:
     """The reports hold every data line of the input once and no other line; rows that
     were valid name the input's app (and region, when the input gives one).
@@ -362,29 +383,24 @@ class _Coverage:
         return self._lines[self._pos] if self._fill(1) else self._END
 
     def see_many(
-        self,
-        lines: list[int],
-        sources: list[int],
-        statuses: Sequence[str],
-        apps: Sequence[Any],
-        regions: Sequence[Any],
+        self, lines: list[int], sources: list[int], texts: list[str], helds: list[_Held | None]
     ) -> None:
-        """The next records in line order, as columns: at once when they are the next
-        input rows' lines with their apps (and regions, or the input gives none), else
-        one by one (:meth:`see`)."""
+        """The next records in line order (their ``lines``, ``sources``, ``texts`` and
+        ``helds``): at once when they are lines as read of the next input rows' lines, each
+        starting with its row's app (and region, when the input gives one), else one by one
+        (:meth:`see`)."""
         count = len(lines)
-        if self._fill(count) >= count:
+        if self._fill(count) >= count and helds.count(None) == count:
             start, end = self._pos, self._pos + count
             if (
                 self._lines[start:end] == lines
                 and not any(self._odd[start:end])
-                and self._apps[start:end] == list(apps)
-                and (self._regions[start:end] == list(regions) or not any(self._regions[start:end]))
+                and _starting(texts, lines, self._apps[start:end], self._regions[start:end])
             ):
                 self._pos = end
                 return
-        for record in zip(lines, sources, statuses, apps, regions, strict=True):
-            self.see(*record)
+        for line, source, text, held in zip(lines, sources, texts, helds, strict=True):
+            self.see(line, source, *_checked(text, held))
 
     def see(self, line: int, source: int, status: str, app_id: Any, region: Any) -> None:
         """The next record in line order."""
@@ -463,10 +479,11 @@ def _load(
     *,
     encoder: RecordEncoder,
     spill: SortedSpill,
+    tally: _Tally,
     extra_columns: dict[str, None],
     warn: Warn,
 ) -> None:
-    """Add the records of the report at ``source`` to ``spill``.
+    """Add the records of the report at ``source`` to ``spill``, and count them.
 
     A CSV record of this version's columns, on one line as the encoder would write it,
     is kept as read (see :func:`codec.as_encoded`; a block of such lines is tested and
@@ -482,6 +499,7 @@ def _load(
             index=index,
             encoder=encoder,
             spill=spill,
+            tally=tally,
             extra_columns=extra_columns,
         )
 
@@ -498,8 +516,11 @@ def _load(
             current = reader.header == REPORT_COLUMNS
             width = len(reader.header or ())
         if bodies is not None and current:
-            if (records := _as_read(text or "", bodies, cells, index)) is not None:
+            if (read := _as_read(text or "", cells)) is not None:
+                lines, statuses, accounts = read
+                records = list(zip(lines, repeat(index), bodies, repeat(None), strict=False))
                 spill.extend(records, _HELD_LINE * len(records) + len(text or ""))
+                tally.add(lines, statuses, accounts)
                 number += len(records)
                 continue
             for ends, body, start in zip(count(at), bodies, range(0, len(cells), width)):
@@ -514,6 +535,7 @@ def _load(
                     and as_encoded(body, one)
                 ):
                     add((int(line), index, body, None), _HELD_LINE + len(body))
+                    tally.add((int(line),), (one[STATUS],), (one[ACCOUNT_ID],))
                 else:
                     decoded(typed(one, ends), number)
             continue
@@ -523,10 +545,10 @@ def _load(
                 decoded(typed(cells[start : start + width], at), number)
 
 
-def _as_read(text: str, bodies: list[str], cells: list[str], index: int) -> list[_Record] | None:
-    """The records of a block of plain lines of this version's columns (``text``, its
-    lines' ``bodies``, their ``cells`` one after another) of report ``index``, kept as
-    read, when every one of them may be (see :func:`_load`); else None."""
+def _as_read(text: str, cells: list[str]) -> tuple[list[int], list[str], list[str]] | None:
+    """Of a block of plain lines of this version's columns (``text``, their ``cells`` one
+    after another): their lines, statuses and accounts, when every record may be kept as
+    read (see :func:`_load`); else None."""
     width = len(REPORT_COLUMNS)
     columns = [cells[i::width] for i in range(width)]
     lines = columns[LINE]
@@ -537,7 +559,7 @@ def _as_read(text: str, bodies: list[str], cells: list[str], index: int) -> list
         or not all_as_encoded(text, columns)
     ):
         return None
-    return list(zip(map(int, lines), repeat(index), bodies, repeat(None), strict=False))
+    return list(map(int, lines)), columns[STATUS], columns[ACCOUNT_ID]
 
 
 def _add_decoded(
@@ -548,9 +570,11 @@ def _add_decoded(
     index: int,
     encoder: RecordEncoder,
     spill: SortedSpill,
+    tally: _Tally,
     extra_columns: dict[str, None],
 ) -> None:
-    """Add a decoded record (the ``number``-th of ``source``), encoded in this version."""
+    """Add a decoded record (the ``number``-th of ``source``), encoded in this version, and
+    count it."""
     values, extras, _ = record
     line = values[LINE]
     if isinstance(line, bool) or not isinstance(line, int) or line < 1:
@@ -576,6 +600,7 @@ def _add_decoded(
         extras or None,
     )
     spill.add((line, index, text, held), size + len(text))
+    tally.add((line,), (held[0],), (held[1],))
 
 
 def _number(value: object) -> bool:
@@ -640,30 +665,40 @@ def _read_summary(location: Location) -> tuple[dict[str, Any] | None, str]:
 class _Tally:
     """Counts of the merged records: by status, and by status per account."""
 
-    __slots__ = ("by_account", "counts", "rows")
+    __slots__ = ("_accounts", "_first", "counts", "rows")
 
     def __init__(self) -> None:
         self.counts = {s.value: 0 for s in Status}
-        self.by_account: dict[str, dict[str, int]] = {}
+        self._accounts: dict[str, dict[str, int]] = {}
+        self._first: dict[str, int] = {}  # per account: its first line
         self.rows = 0
 
-    def add(self, statuses: Sequence[str], accounts: Sequence[str]) -> None:
-        """Count records of ``statuses`` and ``accounts`` ("" for none), in line order."""
+    def add(self, lines: Sequence[int], statuses: Sequence[str], accounts: Sequence[str]) -> None:
+        """Count records of ``lines``, ``statuses`` and ``accounts`` ("" for none)."""
         counts = self.counts
         for status, many in Counter(statuses).items():
             counts[status] += many
+        self.rows += len(statuses)
         if any(accounts):
-            by_account = self.by_account
-            for (account, status), many in Counter(zip(accounts, statuses, strict=True)).items():
+            by_account, first = self._accounts, self._first
+            for line, status, account in zip(lines, statuses, accounts, strict=True):
                 if account:
                     per = by_account.get(account)
                     if per is None:
                         per = by_account[account] = dict.fromkeys(counts, 0)
-                    per[status] += many
-        self.rows += len(statuses)
+                        first[account] = line
+                    elif line < first[account]:
+                        first[account] = line
+                    per[status] += 1
+
+    def by_account(self) -> dict[str, dict[str, int]]:
+        """The counts per account, accounts in the order the merged report first names
+        them."""
+        first = self._first
+        return dict(sorted(self._accounts.items(), key=lambda item: first[item[0]]))
 
     def __repr__(self) -> str:
-        return f"<_Tally rows={self.rows} accounts={len(self.by_account)}>"
+        return f"<_Tally rows={self.rows} accounts={len(self._accounts)}>"
 
 
 def _cannot_write(output: Location, exc: OSError) -> MergeError:
@@ -686,80 +721,53 @@ def _write(
     records: SortedSpill,
     names: list[str],
     coverage: _Coverage | None,
-) -> _Tally:
+) -> None:
     """Write the ``records`` (in line order, a batch at a time) to ``sink``, checking them
     on the way: raises :class:`MergeError` at the end when a line is reported twice or
     the input differs."""
-    tally = _Tally()
     duplicates = _Duplicates(names)
     last_line = last_source = 0
+    extend = encoder.extend if encoder.extra_columns else None
     try:
         if header := encoder.header():
             sink.write(header)
         for batch in records.batches():
             lines, sources = list(map(_LINE_OF, batch)), list(map(_SOURCE_OF, batch))
-            texts, helds = list(map(_TEXT_OF, batch)), list(map(_HELD_OF, batch))
+            texts = list(map(_TEXT_OF, batch))
             if lines[0] == last_line or not all(map(lt, lines, lines[1:])):
                 duplicates.see(last_line, last_source, lines, sources)
             last_line, last_source = lines[-1], sources[-1]
-            statuses, accounts, apps, regions, extras = _columns(texts, helds)
             if coverage is not None:
-                coverage.see_many(lines, sources, statuses, apps, regions)
-            tally.add(statuses, accounts)
-            if encoder.extra_columns:
-                extend = encoder.extend
-                sink.write("".join(map(extend, (t + "\n" for t in texts), extras)))
-            else:
+                coverage.see_many(lines, sources, texts, list(map(_HELD_OF, batch)))
+            if extend is None:
                 sink.write("\n".join(texts) + "\n")
+            else:
+                sink.write("".join(map(extend, (t + "\n" for t in texts), map(_extras, batch))))
     except OSError as exc:
         raise _cannot_write(output, exc) from None
     duplicates.check()
     if coverage is not None:
         coverage.check()
-    return tally
 
 
 _LINE_OF: Final = itemgetter(0)
 _SOURCE_OF: Final = itemgetter(1)
 _TEXT_OF: Final = itemgetter(2)
 _HELD_OF: Final = itemgetter(3)
-_Columns = tuple[
-    Sequence[str], Sequence[str], Sequence[Any], Sequence[Any], "list[dict[str, Any] | None]"
-]
 
 
-def _columns(texts: list[str], helds: list[_Held | None]) -> _Columns:
-    """Of records (their ``texts`` and ``helds``): status, account, app_id and region of
-    each, and their extra columns (None for none)."""
-    if helds.count(None) == len(helds):  # lines as read: one line of cells, no quotes
-        # All cells in one list (few objects for the garbage collector to walk), by column.
-        cells = ",".join(texts).split(",")
-        width = len(REPORT_COLUMNS)
-        none: list[dict[str, Any] | None] = [None] * len(texts)
-        return (
-            cells[STATUS::width],
-            cells[ACCOUNT_ID::width],
-            cells[APP_ID::width],
-            cells[REGION::width],
-            none,
-        )
-    statuses: list[str] = []
-    accounts: list[str] = []
-    apps: list[Any] = []
-    regions: list[Any] = []
-    extras: list[dict[str, Any] | None] = []
-    for text, held in zip(texts, helds, strict=True):
-        if held is None:
-            status, account, app_id, region = _SPLIT(text.split(","))
-            extra = None
-        else:
-            status, account, app_id, region, extra = held
-        statuses.append(status)
-        accounts.append(account)
-        apps.append(app_id)
-        regions.append(region)
-        extras.append(extra)
-    return statuses, accounts, apps, regions, extras
+def _extras(record: _Record) -> dict[str, Any] | None:
+    """A record's extra columns (None for none)."""
+    held = record[3]
+    return None if held is None else held[4]
+
+
+def _checked(text: str, held: _Held | None) -> tuple[str, Any, Any]:
+    """Of a record: its status, app_id and region."""
+    if held is None:  # a line as read: one line of cells, no quotes
+        status, _, app_id, region = _SPLIT(text.split(","))
+        return status, app_id, region
+    return held[0], held[2], held[3]
 
 
 def _publish(sink: Sink, output: Location) -> None:
