@@ -471,10 +471,7 @@ def read_keys(
                 count = len(bodies)
                 yield (
                     list(range(start, start + count)),
-                    tuple(
-                        [""] * count if i is None else list(map(str.strip, cells[i::width]))
-                        for i in at
-                    ),
+                    tuple([""] * count if i is None else _stripped(cells[i::width]) for i in at),
                     [False] * count,
                 )
                 continue
@@ -503,6 +500,14 @@ def read_keys(
                 yield lines, values, odd
         if header is None:
             raise _no_header(name, seen)
+
+
+def _stripped(cells: list[str]) -> list[str]:
+    """``cells``, each stripped (one test of them all first: usually none needs it)."""
+    joined = ",".join(cells)
+    if joined.split(None, 1) in ([joined], []):  # no whitespace at all
+        return cells
+    return list(map(str.strip, cells))
 
 
 def _split_bodies(start: int, bodies: list[str]) -> list[tuple[int, list[str]]]:

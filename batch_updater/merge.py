@@ -16,6 +16,7 @@ of the reports. A CSV record already in this version's form is carried as the li
 
 from __future__ import annotations
 
+import pickle
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,7 +47,7 @@ from .csvinput import KeyRows, read_keys
 from .errors import InputError, SetupError
 from .report import report_location, summary_path
 from .results import Status, exit_code, summary_totals
-from .spill import SortedSpill
+from .spill import SortedSpill, pickled
 from .storage import Location, Sink
 
 __all__ = ["MergeError", "MergeResult", "merge_reports"]
@@ -151,7 +152,7 @@ def merge_reports(
     extra_columns: dict[str, None] = {}  # an ordered set
     shard_rows: list[int] = []
     tally = _Tally()  # counted as read: the counts do not depend on the order
-    with SortedSpill(memory_budget) as spill:
+    with SortedSpill(memory_budget, _pack, _unpack) as spill:
         for index, source in enumerate(sources):
             before = spill.records
             _load(
@@ -754,6 +755,26 @@ _LINE_OF: Final = itemgetter(0)
 _SOURCE_OF: Final = itemgetter(1)
 _TEXT_OF: Final = itemgetter(2)
 _HELD_OF: Final = itemgetter(3)
+
+
+def _pack(records: list[_Record]) -> bytes:
+    """A chunk of records for the temporary file: when all are lines as read, their
+    lines, sources and texts (one string: far fewer objects to pickle), else pickled."""
+    if list(map(_HELD_OF, records)).count(None) == len(records):
+        lines, sources = list(map(_LINE_OF, records)), list(map(_SOURCE_OF, records))
+        texts = "\n".join(map(_TEXT_OF, records))  # a line as read has no line end
+        return pickle.dumps((lines, sources, texts), pickle.HIGHEST_PROTOCOL)
+    return pickled(records)
+
+
+def _unpack(data: bytes) -> list[_Record]:
+    """A chunk written by :func:`_pack`, read back."""
+    got = pickle.loads(data)  # our own file, written by this process
+    if isinstance(got, tuple):
+        lines, sources, texts = got
+        return list(zip(lines, sources, texts.split("\n"), repeat(None), strict=False))
+    records: list[_Record] = got
+    return records
 
 
 def _extras(record: _Record) -> dict[str, Any] | None:

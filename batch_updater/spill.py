@@ -17,7 +17,7 @@ from __future__ import annotations
 import pickle
 import tempfile
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
 from operator import itemgetter
 from types import TracebackType
@@ -25,7 +25,7 @@ from typing import IO, Any, Final
 
 from .errors import SetupError
 
-__all__ = ["SortedSpill"]
+__all__ = ["Pack", "SortedSpill", "Unpack", "pickled", "unpickled"]
 
 _KEY: Final = itemgetter(0)
 _LENGTH: Final = 8  # bytes of the length before each pickled chunk
@@ -33,6 +33,20 @@ _CHUNKS_PER_BUDGET: Final = 64  # a run is read back in chunks of budget / 64 by
 _MIN_CHUNK: Final = 1 << 12
 
 Record = tuple[Any, ...]
+#: How a chunk of records is written to the temporary file, and read back.
+Pack = Callable[[list[Record]], bytes]
+Unpack = Callable[[bytes], list[Record]]
+
+
+def pickled(records: list[Record]) -> bytes:
+    """The default :data:`Pack`: the records pickled."""
+    return pickle.dumps(records, pickle.HIGHEST_PROTOCOL)
+
+
+def unpickled(data: bytes) -> list[Record]:
+    """The default :data:`Unpack`."""
+    records: list[Record] = pickle.loads(data)  # our own file, written by this process
+    return records
 
 
 class SortedSpill:
@@ -40,12 +54,24 @@ class SortedSpill:
 
     ``budget`` bounds the estimated bytes of records held at once (the ``size`` given
     with each); reading back holds one chunk (``budget / 64`` bytes) of each spilled run
-    plus the last run. ``runs`` tells how many runs were spilled.
+    plus the last run. ``runs`` tells how many runs were spilled. ``pack`` and
+    ``unpack`` write a chunk and read it back (pickled by default).
     """
 
-    __slots__ = ("_file", "_held", "_pending", "_runs", "budget", "chunk", "records")
+    __slots__ = (
+        "_file",
+        "_held",
+        "_pack",
+        "_pending",
+        "_runs",
+        "_unpack",
+        "budget",
+        "chunk",
+        "records",
+    )
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, pack: Pack = pickled, unpack: Unpack = unpickled) -> None:
+        self._pack, self._unpack = pack, unpack
         self.budget = max(1, budget)
         self.chunk = max(_MIN_CHUNK, self.budget // _CHUNKS_PER_BUDGET)
         self._pending: list[Record] = []
@@ -93,7 +119,7 @@ class SortedSpill:
         try:
             handle.seek(0, 2)
             for part in _chunks(pending, self._per_chunk(len(pending))):
-                data = pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
+                data = self._pack(part)
                 offset = handle.tell()
                 handle.write(len(data).to_bytes(_LENGTH, "big"))
                 handle.write(data)
@@ -113,7 +139,7 @@ class SortedSpill:
                 data = handle.read(size)
             except OSError as exc:
                 raise _error(exc) from None
-            yield pickle.loads(data)  # our own file, written by this process
+            yield self._unpack(data)
 
     def __iter__(self) -> Iterator[Record]:
         """Every record added, sorted by its first item (stable); once."""
