@@ -452,54 +452,66 @@ def read_keys(
 ) -> Iterator[KeyRows]:
     """The rows :func:`read_csv` reads from ``path``, with just the stripped text of
     ``columns``, in batches (a block of plain lines at once, for readers of millions)."""
-    name = str(path)
     with io.BufferedReader(_open_input(path), _CHUNK) as handle:
-        header: _Header | None = None
-        names: list[str] = []
-        at: list[int | None] = []
-        seen = False  # any line at all
-        for start, bodies, one in _groups(name, handle):
-            seen = True
-            width = len(names)
-            if (
-                header is not None
-                and bodies is not None
-                and width > 1
-                and set(map(str.count, bodies, repeat(","))) == {width - 1}
-            ):  # no blank line, no odd row: all cells in one list (few objects), by column
-                cells = ",".join(bodies).split(",")
-                count = len(bodies)
-                yield (
-                    list(range(start, start + count)),
-                    tuple([""] * count if i is None else _stripped(cells[i::width]) for i in at),
-                    [False] * count,
-                )
+        yield from _keys(str(path), handle, columns, keep, require=require)
+
+
+def _keys(
+    name: str,
+    handle: _Readable,
+    columns: tuple[str, ...],
+    keep: Iterable[str] = (),
+    *,
+    require: bool = True,
+    block_size: int = _CHUNK,
+) -> Iterator[KeyRows]:
+    """:func:`read_keys` of what ``handle`` reads (see :func:`_parse`)."""
+    header: _Header | None = None
+    names: list[str] = []
+    at: list[int | None] = []
+    seen = False  # any line at all
+    for start, bodies, one in _groups(name, handle, block_size):
+        seen = True
+        width = len(names)
+        if (
+            header is not None
+            and bodies is not None
+            and width > 1
+            and set(map(str.count, bodies, repeat(","))) == {width - 1}
+        ):  # no blank line, no odd row: all cells in one list (few objects), by column
+            cells = ",".join(bodies).split(",")
+            count = len(bodies)
+            yield (
+                list(range(start, start + count)),
+                tuple([""] * count if i is None else _stripped(cells[i::width]) for i in at),
+                [False] * count,
+            )
+            continue
+        lines: list[int] = []
+        values: tuple[list[str], ...] = tuple([] for _ in columns)
+        odd: list[bool] = []
+        batch = [(start, one)] if bodies is None else _split_bodies(start, bodies)
+        for number, cells in batch:
+            if _blank(cells):
                 continue
-            lines: list[int] = []
-            values: tuple[list[str], ...] = tuple([] for _ in columns)
-            odd: list[bool] = []
-            batch = [(start, one)] if bodies is None else _split_bodies(start, bodies)
-            for number, cells in batch:
-                if _blank(cells):
-                    continue
-                if header is None:
-                    header = _map_header(name, cells, number, keep, require)
-                    names = header.names
-                    at = [names.index(c) if c in names else None for c in columns]
-                    continue
-                row = (
-                    dict(zip(names, cells, strict=True))
-                    if len(cells) == len(names)
-                    else header.odd_row(cells)
-                )
-                lines.append(number)
-                for column, got in zip(columns, values, strict=True):
-                    got.append(row.get(column, "").strip())
-                odd.append("__cells__" in row)
-            if lines:
-                yield lines, values, odd
-        if header is None:
-            raise _no_header(name, seen)
+            if header is None:
+                header = _map_header(name, cells, number, keep, require)
+                names = header.names
+                at = [names.index(c) if c in names else None for c in columns]
+                continue
+            row = (
+                dict(zip(names, cells, strict=True))
+                if len(cells) == len(names)
+                else header.odd_row(cells)
+            )
+            lines.append(number)
+            for column, got in zip(columns, values, strict=True):
+                got.append(row.get(column, "").strip())
+            odd.append("__cells__" in row)
+        if lines:
+            yield lines, values, odd
+    if header is None:
+        raise _no_header(name, seen)
 
 
 def _stripped(cells: list[str]) -> list[str]:

@@ -183,7 +183,7 @@ def merge_reports(
             sink.discard()
             raise
     _publish(sink, target)
-    counts, by_account, rows = tally.counts, tally.by_account(), tally.rows
+    counts, by_account, rows = tally.counts, tally.by_account, tally.rows
     code = exit_code(counts)
     summary = {
         **summary_totals(
@@ -521,7 +521,7 @@ def _load(
                 lines, statuses, accounts = read
                 records = list(zip(lines, repeat(index), bodies, repeat(None), strict=False))
                 spill.extend(records, _HELD_LINE * len(records) + len(text or ""))
-                tally.add(lines, statuses, accounts)
+                tally.add(statuses, accounts)
                 number += len(records)
                 continue
             for ends, body, start in zip(count(at), bodies, range(0, len(cells), width)):
@@ -536,7 +536,7 @@ def _load(
                     and as_encoded(body, one)
                 ):
                     add((int(line), index, body, None), _HELD_LINE + len(body))
-                    tally.add((int(line),), (one[STATUS],), (one[ACCOUNT_ID],))
+                    tally.add((one[STATUS],), (one[ACCOUNT_ID],))
                 else:
                     decoded(typed(one, ends), number)
             continue
@@ -601,7 +601,7 @@ def _add_decoded(
         extras or None,
     )
     spill.add((line, index, text, held), size + len(text))
-    tally.add((line,), (held[0],), (held[1],))
+    tally.add((held[0],), (held[1],))
 
 
 def _number(value: object) -> bool:
@@ -666,40 +666,30 @@ def _read_summary(location: Location) -> tuple[dict[str, Any] | None, str]:
 class _Tally:
     """Counts of the merged records: by status, and by status per account."""
 
-    __slots__ = ("_accounts", "_first", "counts", "rows")
+    __slots__ = ("by_account", "counts", "rows")
 
     def __init__(self) -> None:
         self.counts = {s.value: 0 for s in Status}
-        self._accounts: dict[str, dict[str, int]] = {}
-        self._first: dict[str, int] = {}  # per account: its first line
+        self.by_account: dict[str, dict[str, int]] = {}
         self.rows = 0
 
-    def add(self, lines: Sequence[int], statuses: Sequence[str], accounts: Sequence[str]) -> None:
-        """Count records of ``lines``, ``statuses`` and ``accounts`` ("" for none)."""
+    def add(self, statuses: Sequence[str], accounts: Sequence[str]) -> None:
+        """Count records of ``statuses`` and ``accounts`` ("" for none)."""
         counts = self.counts
         for status, many in Counter(statuses).items():
             counts[status] += many
         self.rows += len(statuses)
         if any(accounts):
-            by_account, first = self._accounts, self._first
-            for line, status, account in zip(lines, statuses, accounts, strict=True):
+            by_account = self.by_account
+            for (account, status), many in Counter(zip(accounts, statuses, strict=True)).items():
                 if account:
                     per = by_account.get(account)
                     if per is None:
                         per = by_account[account] = dict.fromkeys(counts, 0)
-                        first[account] = line
-                    elif line < first[account]:
-                        first[account] = line
-                    per[status] += 1
-
-    def by_account(self) -> dict[str, dict[str, int]]:
-        """The counts per account, accounts in the order the merged report first names
-        them."""
-        first = self._first
-        return dict(sorted(self._accounts.items(), key=lambda item: first[item[0]]))
+                    per[status] += many
 
     def __repr__(self) -> str:
-        return f"<_Tally rows={self.rows} accounts={len(self._accounts)}>"
+        return f"<_Tally rows={self.rows} accounts={len(self.by_account)}>"
 
 
 def _cannot_write(output: Location, exc: OSError) -> MergeError:
