@@ -12,6 +12,14 @@ merged (see :mod:`spill`); the checks against the input walk the merged records 
 input side by side. So a merge needs free space in the temporary directory about the size
 of the reports. A CSV record already in this version's form is carried as the line read
 (no decode and encode per record; see :func:`codec.as_encoded`).
+
+Speed: records are handled a block or a batch at a time, with few Python objects each.
+A block of such lines is tested at once (:func:`codec.all_as_encoded`) and counted as read;
+runs are merged a batch at a time (:meth:`spill.SortedSpill.batches`); a batch is checked
+for repeated lines, checked against the input by the start of its lines (the input's key
+cells read in batches, :func:`csvinput.read_keys`) and written in one call. Anything else
+(a decoded record, a batch that does not match at once) takes the record-by-record path,
+which says what is wrong.
 """
 
 from __future__ import annotations
@@ -88,16 +96,17 @@ class MergeResult:
     warnings: tuple[str, ...]
 
 
-# A record as sorted (a plain tuple: pickled fast when a run is spilled): its line, the
-# index of the report it came from, its line in the output (REPORT_COLUMNS only; without
-# its line end), and
-# None for a line kept as read (the rest is in its cells), or for a decoded record its
+# A record as sorted (a plain tuple: cheap to spill, see _pack): its line, the index of the
+# report it came from, its line in the output (REPORT_COLUMNS only; without its line end),
+# and None for a line kept as read (the rest is in its cells), or for a decoded record its
 # status, account ("" when none), app_id, region and the columns this version does not
 # know.
 _Held = tuple[str, str, Any, Any, "dict[str, Any] | None"]
 _Record = tuple[int, int, str, _Held | None]
-# Of a record: the cells of a line kept as read; the text of what a record is checked on.
+# Of a line kept as read, its cells: what a record is checked on.
 _SPLIT: Final = itemgetter(STATUS, ACCOUNT_ID, APP_ID, REGION)
+# A line as written starts with these cells: _starting checks a batch by them.
+assert (LINE, APP_ID, REGION) == (0, 1, 2), "a record line starts with line, app_id, region"
 
 
 @dataclass(slots=True)
@@ -540,10 +549,9 @@ def _load(
                 else:
                     decoded(typed(one, ends), number)
             continue
-        if width:
-            for start in range(0, len(cells), width):
-                number += 1
-                decoded(typed(cells[start : start + width], at), number)
+        for ends, start in zip(count(at), range(0, len(cells), width)):  # a line each, or one
+            number += 1
+            decoded(typed(cells[start : start + width], ends), number)
 
 
 def _as_read(text: str, cells: list[str]) -> tuple[list[int], list[str], list[str]] | None:
