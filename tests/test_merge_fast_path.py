@@ -1,12 +1,12 @@
 """``merge``'s fast paths agree with its general ones: blocks of report lines tested and
-kept as read at once, the input's key cells read in batches, runs merged a batch at a
-time, records checked against the input by the start of their lines, spilled chunks of
-lines as read written as three objects. Each is compared with the path it shortcuts."""
+kept as read at once, the input's key cells read in batches, records checked against the
+input by the start of their lines, spilled chunks of lines as read written as three
+objects. Each is compared with the path it shortcuts (runs merged a batch at a time:
+see ``test_spill``)."""
 
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import random
 from collections import Counter
@@ -26,7 +26,7 @@ from batch_updater.errors import InputError
 from batch_updater.merge import MergeError, merge_reports
 from batch_updater.report import ReportWriter
 from batch_updater.results import RowResult, Status
-from batch_updater.spill import SortedSpill, pickled, unpickled
+from batch_updater.spill import pickled, unpickled
 from batch_updater.storage import LocalFile
 
 HEADER = ",".join(REPORT_COLUMNS)
@@ -175,36 +175,6 @@ def test_any_input_gives_the_key_cells_of_its_rows(lines: list[str], block_size:
     data = ("app_id,region,note\n" + "\n".join(lines)).encode("utf-8")
     columns = ("app_id", "region")
     assert _by_keys(data, columns, block_size) == _by_rows(data, columns)
-
-
-# -- the spill's batches -----------------------------------------------------------------
-
-
-def _reversed_pack(records: list[tuple[Any, ...]]) -> bytes:
-    return pickled(records[::-1])
-
-
-def _reversed_unpack(data: bytes) -> list[tuple[Any, ...]]:
-    return unpickled(data)[::-1]
-
-
-@pytest.mark.parametrize("budget", [60, 700, 5_000, 1 << 20])
-def test_batches_are_the_records_sorted_stably_and_no_key_spans_two_batches(
-    budget: int,
-) -> None:
-    rng = random.Random(budget)
-    # Few keys, many records each: runs of one key span many chunks.
-    records = [(rng.randrange(40), n, "x" * rng.randrange(30)) for n in range(3_000)]
-    with SortedSpill(budget, _reversed_pack, _reversed_unpack) as spill:
-        for start in range(0, len(records), 37):
-            part = records[start : start + 37]
-            spill.extend(part, sum(len(r[2]) + 50 for r in part))
-        batches = list(spill.batches())
-    assert [r for batch in batches for r in batch] == sorted(records, key=lambda r: r[0])
-    keys = [{r[0] for r in batch} for batch in batches]
-    assert all(not a & b for a, b in itertools.pairwise(keys))
-    if budget < 1 << 20:
-        assert len(batches) > 1
 
 
 # -- the merge, fast and general ----------------------------------------------------------
