@@ -33,8 +33,9 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import IO, Any, Final, NamedTuple, Protocol, cast
 
@@ -53,6 +54,7 @@ __all__ = [
     "RecordEncoder",
     "ReportReader",
     "Writable",
+    "all_as_encoded",
     "as_encoded",
     "is_jsonl",
     "iso",
@@ -160,9 +162,18 @@ _MARK: Final = 0xE000
 
 # In a CSV line without quotes: a cell after the first that starts like a formula.
 _FORMULA_AFTER: Final = re.compile("," + "[" + re.escape("".join(_FORMULA_START)) + "]")
-# The number cells of a record, joined by commas: each empty or as str(int) writes it.
-_AS_WRITTEN: Final = re.compile(r"(?:0|[1-9][0-9]*)?(?:,(?:0|[1-9][0-9]*)?)*", re.ASCII)
 _NUMBERS: Final = itemgetter(*_INTS)
+_LEADING_ZEROS: Final = tuple(",0" + digit for digit in "0123456789")
+
+
+def _as_written(numbers: str) -> bool:
+    """Whether number cells joined by commas are each empty or as ``str(int)`` writes a
+    number of at least 0 (substring tests: faster than a regular expression)."""
+    digits = numbers.replace(",", "")
+    if digits and not (digits.isascii() and digits.isdigit()):
+        return False
+    marked = "," + numbers
+    return ",0" not in marked or not any(zero in marked for zero in _LEADING_ZEROS)
 
 
 def as_encoded(line: str, cells: Sequence[str]) -> bool:
@@ -174,8 +185,25 @@ def as_encoded(line: str, cells: Sequence[str]) -> bool:
     return (
         not line.startswith(_FORMULA_START)
         and _FORMULA_AFTER.search(line) is None
-        and _AS_WRITTEN.fullmatch(",".join(_NUMBERS(cells))) is not None
+        and _as_written(",".join(_NUMBERS(cells)))
     )
+
+
+# Each character a formula starts with, and how a line or a cell after a line's first
+# starts with it in whole CSV lines without quotes.
+_FORMULA_CELLS: Final = tuple((c, ("," + c, "\n" + c)) for c in _FORMULA_START)
+
+
+def all_as_encoded(text: str, columns: Sequence[Sequence[str]]) -> bool:
+    """:func:`as_encoded` of every record of ``text``, whole lines each one such record,
+    whose cells are ``columns`` (by column: ``columns[i]`` holds each record's cell
+    ``i``), tested all at once (substring tests: faster than a regular expression)."""
+    if text.startswith(_FORMULA_START):
+        return False
+    for char, (after_comma, line_start) in _FORMULA_CELLS:
+        if char in text and (after_comma in text or line_start in text):
+            return False
+    return _as_written(",".join([",".join(columns[i]) for i in _INTS]))
 
 
 def neutralize(value: object) -> object:
@@ -467,6 +495,18 @@ def _integer(text: str) -> int | str | None:
     return int(text) if _INTEGER.fullmatch(text) else text
 
 
+_Pick = Callable[[list[str]], Any]
+
+
+class _Shape(NamedTuple):
+    """How :meth:`ReportReader._csv_rows` gives records: what it yields for a block of
+    plain lines (its name, text, lines before it, width, pick) and for one record (the
+    line it ends on, its line as written or None, its cells, pick)."""
+
+    block: Callable[[str, str, int, int, _Pick], Iterable[Any]]
+    record: Callable[[int, str | None, list[str], _Pick], Any]
+
+
 class ReportReader:
     """The records of one report (CSV or JSON lines) written by any version of the tool.
 
@@ -526,7 +566,7 @@ class ReportReader:
         if self._warn is not None:
             self._warn(f"{self.name}, line {number}: incomplete last line ignored (torn write)")
 
-    def _csv_rows(self, columns: tuple[str, ...] = (), batches: bool = False) -> Iterator[Any]:
+    def _csv_rows(self, shape: _Shape, columns: tuple[str, ...] = ()) -> Iterator[Any]:
         """Each CSV record once the header is checked: the line it ends on, its line as
         written (with its ``\n``) when it came through the fast path, else None, the
         text of ``columns`` (see :meth:`cells`), and its cells.
@@ -535,8 +575,9 @@ class ReportReader:
         its cells split at commas. Any other line (a quoted cell, perhaps over several
         lines; a CRLF line end) is read by the csv module, whole records at a time (a
         record ends at a line end outside quotes; one still open at the end is torn).
-        Both give the same cells; ``line`` is None for the second. With ``batches``, the
-        text of ``columns`` alone, in lists: a plain block's records together.
+        Both give the same cells; ``line`` is None for the second. Shaped :data:`_PICKED`,
+        the text of ``columns`` alone, in lists: a plain block's records together; shaped
+        :data:`_GROUPS`, as :meth:`groups` gives them.
         """
         name = self.name
         width = 0  # the header's cells; 0 until the header is read
@@ -547,11 +588,7 @@ class ReportReader:
             for block in _text_blocks(self._open()):
                 if width and not pending and _plain_block(block):
                     # The usual case: a block of records on one line each.
-                    yield from (
-                        (_picked_block(name, block, number, width, pick),)
-                        if batches
-                        else _split_records(name, block, number, width, pick)
-                    )
+                    yield from shape.block(name, block, number, width, pick)
                     number += block.count("\n")
                     continue
                 for line in _split_lines(block):
@@ -565,7 +602,7 @@ class ReportReader:
                         cells[-1] = cells[-1][:-1]
                         if len(cells) != width:
                             raise InputError(name, number, _WRONG_WIDTH)
-                        yield [pick(cells)] if batches else (number, line, pick(cells), cells)
+                        yield shape.record(number, line, cells, pick)
                         continue
                     if not pending:
                         first = number
@@ -581,7 +618,7 @@ class ReportReader:
                             elif len(cells) != width:
                                 raise InputError(name, at, _WRONG_WIDTH)
                             else:
-                                yield [pick(cells)] if batches else (at, None, pick(cells), cells)
+                                yield shape.record(at, None, cells, pick)
                         pending.clear()
                         quotes = size = 0
                     elif size > _MAX_PENDING:
@@ -650,7 +687,7 @@ class ReportReader:
                 yield record
             return
         header: tuple[str, ...] = ()
-        for _, _, _, cells in self._csv_rows():
+        for _, _, _, cells in self._csv_rows(_RECORDS):
             if not header:
                 header = self.header or ()
             yield dict(zip(header, cells, strict=True))
@@ -665,14 +702,28 @@ class ReportReader:
         """
         if self.jsonl:
             raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
-        return self._csv_rows(tuple(columns))
+        return self._csv_rows(_RECORDS, tuple(columns))
 
     def picked(self, columns: Sequence[str]) -> Iterator[list[Any]]:
         """:meth:`cells` with the text of ``columns`` alone, in lists (the records of a
         block of plain lines together, any other alone), for readers of millions."""
         if self.jsonl:
             raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
-        return self._csv_rows(tuple(columns), batches=True)
+        return self._csv_rows(_PICKED, tuple(columns))
+
+    def groups(self) -> Iterator[tuple[int, str | None, list[str] | None, list[str]]]:
+        """A CSV report's records in groups, for readers of millions that copy lines.
+
+        Per group: the line its first record ends on; its text as written (whole lines,
+        each with its line end) and the lines' bodies (line ends off) when its records are
+        each one line without quotes or carriage returns, else None and None; the
+        records' cells one after another, each record as wide as the header (a slice of
+        one record's for :meth:`typed`). A block of such lines is one group; any other
+        record is a group of its own.
+        """
+        if self.jsonl:
+            raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
+        return self._csv_rows(_GROUPS)
 
     def typed(self, cells: list[str], number: int) -> Record:
         """The typed :class:`Record` of a CSV record's ``cells`` (from :meth:`cells`),
@@ -734,7 +785,7 @@ class ReportReader:
             yield Record(values, extras, number)
 
     def _csv_records(self) -> Iterator[Record]:
-        for number, _, _, cells in self._csv_rows():
+        for number, _, _, cells in self._csv_rows(_RECORDS):
             yield self._typer(cells, number)
 
 
@@ -787,11 +838,20 @@ def _picked_block(
     name: str, block: str, number: int, width: int, pick: Callable[[list[str]], Any]
 ) -> list[Any]:
     """What :func:`_split_records` gives as picked text, all at once (C-level loops)."""
-    rows = [body.split(",") for body in block[:-1].split("\n")]
+    return list(map(pick, _block_rows(name, block, number, width)[1]))
+
+
+def _block_rows(
+    name: str, block: str, number: int, width: int
+) -> tuple[list[str], list[list[str]]]:
+    """The bodies of a :func:`_plain_block`'s lines (the first is line ``number + 1``)
+    and their cells."""
+    bodies = block[:-1].split("\n")
+    rows = [body.split(",") for body in bodies]
     if set(map(len, rows)) != {width}:
         at = next(at for at, cells in enumerate(rows, number + 1) if len(cells) != width)
         raise InputError(name, at, _WRONG_WIDTH)
-    return list(map(pick, rows))
+    return bodies, rows
 
 
 def _split_lines(block: str) -> list[str]:
@@ -806,6 +866,37 @@ def _split_lines(block: str) -> list[str]:
             line[at : at + _MAX_LINE] for line in lines for at in range(0, len(line), _MAX_LINE)
         ]
     return lines
+
+
+def _grouped_block(
+    name: str, block: str, number: int, width: int, pick: _Pick
+) -> tuple[tuple[int, str, list[str], list[str]]]:
+    """What :meth:`ReportReader.groups` gives for a :func:`_plain_block` whose first line
+    is line ``number + 1``: its lines' bodies, and all their cells in one list (a few
+    objects, not one per line)."""
+    bodies = block[:-1].split("\n")
+    if set(map(str.count, bodies, repeat(","))) != {width - 1}:
+        at = next(at for at, body in enumerate(bodies, number + 1) if body.count(",") != width - 1)
+        raise InputError(name, at, _WRONG_WIDTH)
+    return ((number + 1, block, bodies, block[:-1].replace("\n", ",").split(",")),)
+
+
+# One by one (see cells()); the text of some columns, in lists (picked()); groups().
+_RECORDS: Final = _Shape(
+    # PLW0108 ignored: the name is looked up at each call (a test counts the calls)
+    lambda name, block, number, width, pick: _split_records(  # noqa: PLW0108
+        name, block, number, width, pick
+    ),
+    lambda at, line, cells, pick: (at, line, pick(cells), cells),
+)
+_PICKED: Final = _Shape(
+    lambda name, block, number, width, pick: (_picked_block(name, block, number, width, pick),),
+    lambda at, line, cells, pick: [pick(cells)],
+)
+_GROUPS: Final = _Shape(
+    _grouped_block,
+    lambda at, line, cells, pick: (at, line, None if line is None else [line[:-1]], cells),
+)
 
 
 def _no_cells(cells: list[str]) -> tuple[()]:

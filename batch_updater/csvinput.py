@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 from .errors import InputError, SetupError
 from .rules import ALIASES, INPUT_COLUMNS, _shown
 
-__all__ = ["STDIN", "read_csv", "read_mappings"]
+__all__ = ["STDIN", "KeyRows", "read_csv", "read_keys", "read_mappings"]
 
 # A valid row is a few hundred bytes. Lines are read with this limit, so a file without
 # line ends (a binary file, one giant cell) is refused instead of being read whole.
@@ -72,6 +73,14 @@ class _Header:
 
     def __repr__(self) -> str:
         return f"<_Header names={self.names} width={self.width}>"
+
+    def odd_row(self, cells: list[str]) -> dict[str, str]:
+        """A row of other than ``len(names)`` cells: the cells that have a column, and
+        under ``__cells__`` why the row is invalid (when it is)."""
+        row = dict(zip(self.names, cells, strict=False))  # keep what can be read
+        if (problem := self.count_problem(cells)) is not None:
+            row["__cells__"] = problem
+        return row
 
     def count_problem(self, cells: list[str]) -> str | None:
         """Why a row whose cell count is not ``len(names)`` is invalid, or None."""
@@ -304,7 +313,25 @@ class _Lines:
 def _records(
     name: str, handle: _Readable, block_size: int = _CHUNK
 ) -> Iterator[tuple[int, list[str]]]:
-    """Each CSV record read from ``handle``, with the line it starts on.
+    """Each CSV record read from ``handle``, with the line it starts on (see
+    :func:`_groups`)."""
+    for start, bodies, cells in _groups(name, handle, block_size):
+        if bodies is None:
+            yield start, cells
+            continue
+        # One at a time (as _split_bodies, inlined): lists of millions alive at once
+        # would make the garbage collector walk them again and again.
+        for number, body in enumerate(bodies, start):
+            yield number, body.split(",") if body else []  # "": a blank line
+
+
+def _groups(
+    name: str, handle: _Readable, block_size: int = _CHUNK
+) -> Iterator[tuple[int, list[str] | None, list[str]]]:
+    """The CSV records read from ``handle``: ``(start, bodies, cells)``, ``start`` the
+    line the first starts on. A block of plain lines comes whole as its lines' ``bodies``
+    (line ends off; each one record, split at commas; ``cells`` empty), any other record
+    alone as its ``cells`` (``bodies`` None).
 
     A line without quotes or NULs, shorter than the csv module's field limit and with
     no carriage return but one before its line feed, is one record: its text split at
@@ -335,16 +362,15 @@ def _records(
                 if block is None:
                     return
                 if start > 1 and (bodies := _plain_lines(block, limit)) is not None:
-                    for number, body in enumerate(bodies, start):
-                        yield number, body.split(",") if body else []  # "": a blank line
-                    source.number = number
+                    source.number = start + len(bodies) - 1
+                    yield start, bodies, []
                     continue
                 queue.extend(_raw_lines(block))
             text = next(line_by_line)
             # The line's end (LF, or CRLF as a spreadsheet saves) off, for the test below.
             body = text[:-2] if text[-2:] == "\r\n" else text[:-1] if text[-1:] == "\n" else text
             if "\r" not in body and '"' not in body and "\x00" not in body and len(text) <= limit:
-                yield start, body.split(",") if body else []  # the csv module's blank line
+                yield start, None, body.split(",") if body else []  # the csv module's blank line
                 continue
             pushed.append(text)
             cells = next(reader)
@@ -352,7 +378,17 @@ def _records(
             raise InputError(name, start, f"broken CSV: {_csv_problem(exc)}") from None
         except OSError as exc:
             raise InputError(name, start, f"cannot read: {exc.strerror or exc}") from None
-        yield start, cells
+        yield start, None, cells
+
+
+def _blank(cells: list[str]) -> bool:
+    """Whether a record is a blank line (no cells, or one of spaces): not a row."""
+    return not cells or (len(cells) == 1 and not cells[0].strip())
+
+
+def _no_header(name: str, seen: bool) -> InputError:
+    what = "has only blank lines" if seen else "is empty"
+    return InputError(name, None, f"the file {what}: a header row is required")
 
 
 def _parse(
@@ -363,7 +399,7 @@ def _parse(
     ``keep`` names extra columns to read too; each must be in the header if ``require``.
 
     A row whose cell count does not fit the header holds the cells that have a column
-    and its problem under the key ``__cells__``.
+    and its problem under the key ``__cells__`` (see :meth:`_Header.odd_row`).
     """
     header: _Header | None = None
     names: list[str] = []
@@ -372,7 +408,7 @@ def _parse(
     for start, cells in _records(name, handle):
         seen = True
         if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue  # blank line
+            continue  # _blank, inlined: once per row of millions
         if header is None:
             header = _map_header(name, cells, start, keep, require)
             names, named = header.names, len(header.names)
@@ -380,13 +416,9 @@ def _parse(
         if len(cells) == named:
             yield start, dict(zip(names, cells, strict=True))
             continue
-        row = dict(zip(names, cells, strict=False))  # keep what can be read
-        if (problem := header.count_problem(cells)) is not None:
-            row["__cells__"] = problem
-        yield start, row
+        yield start, header.odd_row(cells)
     if header is None:
-        what = "has only blank lines" if seen else "is empty"
-        raise InputError(name, None, f"the file {what}: a header row is required")
+        raise _no_header(name, seen)
 
 
 def _open_input(path: Path) -> io.FileIO:
@@ -410,6 +442,93 @@ def read_csv(
     """
     with io.BufferedReader(_open_input(path), _CHUNK) as handle:
         yield from _parse(str(path), handle, keep, require)
+
+
+#: A batch of :func:`read_keys`: the rows' lines, the stripped text of each column asked
+#: for ("" when a row or the header lacks it), and whether each row has a wrong number
+#: of cells (``__cells__`` in :func:`read_csv`'s row).
+KeyRows = tuple[list[int], tuple[list[str], ...], list[bool]]
+
+
+def read_keys(
+    path: Path, columns: tuple[str, ...], keep: Iterable[str] = (), *, require: bool = True
+) -> Iterator[KeyRows]:
+    """The rows :func:`read_csv` reads from ``path``, with just the stripped text of
+    ``columns``, in batches (a block of plain lines at once, for readers of millions)."""
+    with io.BufferedReader(_open_input(path), _CHUNK) as handle:
+        yield from _keys(str(path), handle, columns, keep, require=require)
+
+
+def _keys(
+    name: str,
+    handle: _Readable,
+    columns: tuple[str, ...],
+    keep: Iterable[str] = (),
+    *,
+    require: bool = True,
+    block_size: int = _CHUNK,
+) -> Iterator[KeyRows]:
+    """:func:`read_keys` of what ``handle`` reads (see :func:`_parse`)."""
+    header: _Header | None = None
+    names: list[str] = []
+    at: list[int | None] = []
+    seen = False  # any line at all
+    for start, bodies, one in _groups(name, handle, block_size):
+        seen = True
+        width = len(names)
+        if (
+            header is not None
+            and bodies is not None
+            and width > 1
+            and set(map(str.count, bodies, repeat(","))) == {width - 1}
+        ):  # no blank line, no odd row: all cells in one list (few objects), by column
+            cells = ",".join(bodies).split(",")
+            count = len(bodies)
+            yield (
+                list(range(start, start + count)),
+                tuple([""] * count if i is None else _stripped(cells[i::width]) for i in at),
+                [False] * count,
+            )
+            continue
+        lines: list[int] = []
+        values: tuple[list[str], ...] = tuple([] for _ in columns)
+        odd: list[bool] = []
+        batch = [(start, one)] if bodies is None else _split_bodies(start, bodies)
+        for number, cells in batch:
+            if _blank(cells):
+                continue
+            if header is None:
+                header = _map_header(name, cells, number, keep, require)
+                names = header.names
+                at = [names.index(c) if c in names else None for c in columns]
+                continue
+            row = (
+                dict(zip(names, cells, strict=True))
+                if len(cells) == len(names)
+                else header.odd_row(cells)
+            )
+            lines.append(number)
+            for column, got in zip(columns, values, strict=True):
+                got.append(row.get(column, "").strip())
+            odd.append("__cells__" in row)
+        if lines:
+            yield lines, values, odd
+    if header is None:
+        raise _no_header(name, seen)
+
+
+def _stripped(cells: list[str]) -> list[str]:
+    """``cells``, each stripped (one test of them all first: usually none needs it)."""
+    joined = ",".join(cells)
+    if joined.split(None, 1) in ([joined], []):  # no whitespace at all
+        return cells
+    return list(map(str.strip, cells))
+
+
+def _split_bodies(start: int, bodies: list[str]) -> list[tuple[int, list[str]]]:
+    """A plain block's records, each with its line: its body split at commas ("": a
+    blank line)."""
+    return [(n, body.split(",") if body else []) for n, body in enumerate(bodies, start)]
 
 
 class _Spool:

@@ -12,14 +12,25 @@ merged (see :mod:`spill`); the checks against the input walk the merged records 
 input side by side. So a merge needs free space in the temporary directory about the size
 of the reports. A CSV record already in this version's form is carried as the line read
 (no decode and encode per record; see :func:`codec.as_encoded`).
+
+Speed: records are handled a block or a batch at a time, with few Python objects each.
+A block of such lines is tested at once (:func:`codec.all_as_encoded`) and counted as read;
+runs are merged a batch at a time (:meth:`spill.SortedSpill.batches`); a batch is checked
+for repeated lines, checked against the input by the start of its lines (the input's key
+cells read in batches, :func:`csvinput.read_keys`) and written in one call. Anything else
+(a decoded record, a batch that does not match at once) takes the record-by-record path,
+which says what is wrong.
 """
 
 from __future__ import annotations
 
+import pickle
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import count, repeat
+from operator import itemgetter, lt
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,17 +44,18 @@ from .codec import (
     Record,
     RecordEncoder,
     ReportReader,
+    all_as_encoded,
     as_encoded,
     is_jsonl,
     read_json,
     summary_location,
     write_json,
 )
+from .csvinput import KeyRows, read_keys
 from .errors import InputError, SetupError
 from .report import report_location, summary_path
 from .results import Status, exit_code, summary_totals
-from .rows import read_csv
-from .spill import SortedSpill
+from .spill import SortedSpill, pickled
 from .storage import Location, Sink
 
 __all__ = ["MergeError", "MergeResult", "merge_reports"]
@@ -84,16 +96,17 @@ class MergeResult:
     warnings: tuple[str, ...]
 
 
-# A record as sorted (a plain tuple: pickled fast when a run is spilled): its line, the
-# index of the report it came from, its line in the output (REPORT_COLUMNS only), and
-# None for a line kept as read (the rest is in its cells), or for a decoded record its
+# A record as sorted (a plain tuple: cheap to spill, see _pack): its line, the index of the
+# report it came from, its line in the output (REPORT_COLUMNS only; without its line end),
+# and None for a line kept as read (the rest is in its cells), or for a decoded record its
 # status, account ("" when none), app_id, region and the columns this version does not
 # know.
 _Held = tuple[str, str, Any, Any, "dict[str, Any] | None"]
 _Record = tuple[int, int, str, _Held | None]
-# Of a record: the cells of a line kept as read; the text of what a record is checked on.
+# Of a line kept as read, its cells: what a record is checked on.
 _SPLIT: Final = itemgetter(STATUS, ACCOUNT_ID, APP_ID, REGION)
-_PICKED: Final = ("line", "status")
+# A line as written starts with these cells: _starting checks a batch by them.
+assert (LINE, APP_ID, REGION) == (0, 1, 2), "a record line starts with line, app_id, region"
 
 
 @dataclass(slots=True)
@@ -147,11 +160,18 @@ def merge_reports(
     encoder = RecordEncoder(jsonl=is_jsonl(target.name))
     extra_columns: dict[str, None] = {}  # an ordered set
     shard_rows: list[int] = []
-    with SortedSpill(memory_budget) as spill:
+    tally = _Tally()  # counted as read: the counts do not depend on the order
+    with SortedSpill(memory_budget, _pack, _unpack) as spill:
         for index, source in enumerate(sources):
             before = spill.records
             _load(
-                source, index, encoder=encoder, spill=spill, extra_columns=extra_columns, warn=note
+                source,
+                index,
+                encoder=encoder,
+                spill=spill,
+                tally=tally,
+                extra_columns=extra_columns,
+                warn=note,
             )
             shard_rows.append(spill.records - before)
         columns = tuple(extra_columns)
@@ -159,7 +179,7 @@ def merge_reports(
         try:
             # One pass over the records in line order: check, count and write them.
             coverage = None if input_path is None else _Coverage(Path(input_path), names, columns)
-            tally = _write(
+            _write(
                 sink,
                 target,
                 RecordEncoder(jsonl=encoder.jsonl, extra_columns=columns),
@@ -256,6 +276,15 @@ class _Duplicates:
         self.first: tuple[int, int, int] | None = None  # line, source, source: the first
         self.count = 0
 
+    def see(self, line: int, source: int, lines: list[int], sources: list[int]) -> None:
+        """Records of ``lines`` from ``sources``, in line order, after one of ``line``
+        from ``source``."""
+        for at, came in zip(lines, sources, strict=True):
+            if at == line:
+                self.count += 1
+                self.first = self.first or (at, source, came)
+            line, source = at, came
+
     def check(self) -> None:
         if self.first is None:
             return
@@ -272,18 +301,36 @@ class _Duplicates:
         return f"<_Duplicates repeated={self.count} first={self.first}>"
 
 
+def _starting(texts: list[str], lines: list[int], apps: list[str], regions: list[str]) -> bool:
+    """Whether each of ``texts`` (lines as read) starts with its line, app and region
+    cells (its line and app when ``regions`` are all empty); False when only some are."""
+    if not any(regions):
+        starts, commas = list(map("{},{},".format, lines, apps)), 2
+    elif all(regions):
+        starts, commas = list(map("{},{},{},".format, lines, apps, regions)), 3
+    else:
+        return False
+    return "".join(starts).count(",") == commas * len(starts) and all(
+        map(str.startswith, texts, starts)
+    )
+
+
 class _Coverage:
     """The reports hold every data line of the input once and no other line; rows that
     were valid name the input's app (and region, when the input gives one).
 
-    Fed the records in line order (:meth:`see`) while it reads the input alongside, so it
-    holds one input row at a time. An unreadable input is raised by :meth:`check`.
+    Fed the records in line order (:meth:`see_many`, :meth:`see`) while it reads the
+    input's key cells alongside (see :func:`csvinput.read_keys`), so it holds a batch of
+    input rows at a time. An unreadable input is raised by :meth:`check`.
     """
 
     __slots__ = (
-        "_cells",
-        "_input",
-        "_line",
+        "_apps",
+        "_batches",
+        "_lines",
+        "_odd",
+        "_pos",
+        "_regions",
         "error",
         "extra",
         "input_path",
@@ -300,41 +347,87 @@ class _Coverage:
     def __init__(self, input_path: Path, names: list[str], kept: tuple[str, ...]) -> None:
         self.input_path, self.names = input_path, names
         # The reports' extra columns may be input columns kept with --keep-column.
-        self._input: Iterator[tuple[int, dict[str, str]]] = read_csv(
-            input_path, kept, require=False
+        self._batches: Iterator[KeyRows] = read_keys(
+            input_path, ("app_id", "region"), kept, require=False
         )
         self.error: InputError | None = None
         self.missing: list[int] = []
         self.extra: list[int] = []
         self.other: list[str] = []
         self.n_missing = self.n_extra = self.n_other = 0
-        self._line: int = 0
-        self._cells: dict[str, str] = {}
-        self._next()
+        # Input rows read and not yet matched from _pos on: lines, app_id, region, and
+        # whether the row has a wrong number of cells (its app is not checked).
+        self._lines: list[int] = []
+        self._apps: list[str] = []
+        self._regions: list[str] = []
+        self._odd: list[bool] = []
+        self._pos = 0
 
-    def _next(self) -> None:
-        try:
-            self._line, self._cells = next(self._input)
-        except StopIteration:
-            self._line, self._cells = self._END, {}
-        except InputError as exc:
-            self.error, self._line, self._cells = exc, self._END, {}
+    def _fill(self, count: int) -> int:
+        """How many input rows are held from the next on: at least ``count`` unless the
+        input ends (or turns out unreadable) first."""
+        held = len(self._lines) - self._pos
+        if held >= count:
+            return held
+        if self._pos:
+            for column in (self._lines, self._apps, self._regions, self._odd):
+                del column[: self._pos]
+            self._pos = 0
+        while held < count:
+            try:
+                lines, (apps, regions), odd = next(self._batches)
+            except StopIteration:
+                break
+            except InputError as exc:
+                self.error, self._batches = exc, iter(())
+                break
+            self._lines += lines
+            self._apps += apps
+            self._regions += regions
+            self._odd += odd
+            held += len(lines)
+        return held
+
+    def _line(self) -> int:
+        """The next input row's line; past the end, :attr:`_END`."""
+        return self._lines[self._pos] if self._fill(1) else self._END
+
+    def see_many(
+        self, lines: list[int], sources: list[int], texts: list[str], helds: list[_Held | None]
+    ) -> None:
+        """The next records in line order (their ``lines``, ``sources``, ``texts`` and
+        ``helds``): at once when they are lines as read of the next input rows' lines, each
+        starting with its row's app (and region, when the input gives one), else one by one
+        (:meth:`see`)."""
+        count = len(lines)
+        if self._fill(count) >= count and helds.count(None) == count:
+            start, end = self._pos, self._pos + count
+            if (
+                self._lines[start:end] == lines
+                and not any(self._odd[start:end])
+                and _starting(texts, lines, self._apps[start:end], self._regions[start:end])
+            ):
+                self._pos = end
+                return
+        for line, source, text, held in zip(lines, sources, texts, helds, strict=True):
+            self.see(line, source, *_checked(text, held))
 
     def see(self, line: int, source: int, status: str, app_id: Any, region: Any) -> None:
         """The next record in line order."""
-        if self._line < line:
+        at = self._line()
+        if at < line:
             self._skip(line)
-        if self._line != line:
+            at = self._line()
+        if at != line:
             self.n_extra += 1
             if len(self.extra) < _SHOWN:
                 self.extra.append(line)
             return
-        cells = self._cells
-        self._next()
-        if status == Status.INVALID or "__cells__" in cells:
+        pos = self._pos
+        self._pos = pos + 1
+        if status == Status.INVALID or self._odd[pos]:
             return
-        want_app = cells.get("app_id", "").strip()
-        want_region = cells.get("region", "").strip()
+        want_app, want_region = self._apps[pos], self._regions[pos]
         if app_id != want_app or (want_region and region != want_region):
             self.n_other += 1
             if len(self.other) < 2:
@@ -346,11 +439,13 @@ class _Coverage:
     def _skip(self, line: int) -> None:
         """Input lines before ``line`` are in no report."""
         end = self._END
-        while self._line < line and self._line != end:
+        at = self._line()
+        while at < line and at != end:
             self.n_missing += 1
             if len(self.missing) < _SHOWN:
-                self.missing.append(self._line)
-            self._next()
+                self.missing.append(at)
+            self._pos += 1
+            at = self._line()
 
     def check(self) -> None:
         """After the last record: raise what does not match."""
@@ -378,9 +473,10 @@ class _Coverage:
             )
 
     def __repr__(self) -> str:
+        at = self._lines[self._pos] if self._pos < len(self._lines) else None
         return (
-            f"<_Coverage {self.input_path} at_line={self._line} missing={self.n_missing} "
-            f"extra={self.n_extra} other={self.n_other}>"
+            f"<_Coverage {self.input_path} at_line={at} held={len(self._lines) - self._pos} "
+            f"missing={self.n_missing} extra={self.n_extra} other={self.n_other}>"
         )
 
 
@@ -393,13 +489,15 @@ def _load(
     *,
     encoder: RecordEncoder,
     spill: SortedSpill,
+    tally: _Tally,
     extra_columns: dict[str, None],
     warn: Warn,
 ) -> None:
-    """Add the records of the report at ``source`` to ``spill``.
+    """Add the records of the report at ``source`` to ``spill``, and count them.
 
     A CSV record of this version's columns, on one line as the encoder would write it,
-    is kept as read (see :func:`codec.as_encoded`); any other is decoded and encoded.
+    is kept as read (see :func:`codec.as_encoded`; a block of such lines is tested and
+    added at once); any other is decoded and encoded.
     """
     reader = ReportReader(source, warn)
 
@@ -411,6 +509,7 @@ def _load(
             index=index,
             encoder=encoder,
             spill=spill,
+            tally=tally,
             extra_columns=extra_columns,
         )
 
@@ -420,22 +519,56 @@ def _load(
         return
     add, typed = spill.add, reader.typed
     current: bool | None = None  # whether the report has this version's columns, no others
-    for number, (at, text, picked, cells) in enumerate(reader.cells(_PICKED), start=1):
-        if text is not None:
-            if current is None:
-                current = reader.header == REPORT_COLUMNS
-            line, status = picked
-            if (
-                current
-                and status in _STATUSES
-                and line.isdecimal()
-                and line.isascii()
-                and line[0] != "0"
-                and as_encoded(text, cells)
-            ):
-                add((int(line), index, text, None), _HELD_LINE + len(text))
+    width = 0  # cells of a record
+    number = 0  # records read
+    for at, text, bodies, cells in reader.groups():
+        if current is None:
+            current = reader.header == REPORT_COLUMNS
+            width = len(reader.header or ())
+        if bodies is not None and current:
+            if (read := _as_read(text or "", cells)) is not None:
+                lines, statuses, accounts = read
+                records = list(zip(lines, repeat(index), bodies, repeat(None), strict=False))
+                spill.extend(records, _HELD_LINE * len(records) + len(text or ""))
+                tally.add(statuses, accounts)
+                number += len(records)
                 continue
-        decoded(typed(cells, at), number)
+            for ends, body, start in zip(count(at), bodies, range(0, len(cells), width)):
+                number += 1  # one by one, a line each
+                one = cells[start : start + width]
+                line = one[LINE]
+                if (
+                    one[STATUS] in _STATUSES
+                    and line.isdecimal()
+                    and line.isascii()
+                    and line[0] != "0"
+                    and as_encoded(body, one)
+                ):
+                    add((int(line), index, body, None), _HELD_LINE + len(body))
+                    tally.add((one[STATUS],), (one[ACCOUNT_ID],))
+                else:
+                    decoded(typed(one, ends), number)
+            continue
+        for ends, start in zip(count(at), range(0, len(cells), width)):  # a line each, or one
+            number += 1
+            decoded(typed(cells[start : start + width], ends), number)
+
+
+def _as_read(text: str, cells: list[str]) -> tuple[list[int], list[str], list[str]] | None:
+    """Of a block of plain lines of this version's columns (``text``, their ``cells`` one
+    after another): their lines, statuses and accounts, when every record may be kept as
+    read (see :func:`_load`); else None."""
+    width = len(REPORT_COLUMNS)
+    columns = [cells[i::width] for i in range(width)]
+    lines = columns[LINE]
+    if (
+        not _STATUSES.issuperset(columns[STATUS])
+        or "" in lines
+        or "0" in lines
+        or not all_as_encoded(text, columns)
+    ):
+        return None
+    return list(map(int, lines)), columns[STATUS], columns[ACCOUNT_ID]
 
 
 def _add_decoded(
@@ -446,9 +579,11 @@ def _add_decoded(
     index: int,
     encoder: RecordEncoder,
     spill: SortedSpill,
+    tally: _Tally,
     extra_columns: dict[str, None],
 ) -> None:
-    """Add a decoded record (the ``number``-th of ``source``), encoded in this version."""
+    """Add a decoded record (the ``number``-th of ``source``), encoded in this version, and
+    count it."""
     values, extras, _ = record
     line = values[LINE]
     if isinstance(line, bool) or not isinstance(line, int) or line < 1:
@@ -464,7 +599,7 @@ def _add_decoded(
             extra_columns.setdefault(key)
         size += 100 * len(extras)
     region, account = values[REGION], values[ACCOUNT_ID]
-    text = encoder.encode_values(values, None)
+    text = encoder.encode_values(values, None)[:-1]  # held without its line end
     intern = sys.intern
     held: _Held = (
         intern(status),
@@ -474,6 +609,7 @@ def _add_decoded(
         extras or None,
     )
     spill.add((line, index, text, held), size + len(text))
+    tally.add((held[0],), (held[1],))
 
 
 def _number(value: object) -> bool:
@@ -545,6 +681,21 @@ class _Tally:
         self.by_account: dict[str, dict[str, int]] = {}
         self.rows = 0
 
+    def add(self, statuses: Sequence[str], accounts: Sequence[str]) -> None:
+        """Count records of ``statuses`` and ``accounts`` ("" for none)."""
+        counts = self.counts
+        for status, many in Counter(statuses).items():
+            counts[status] += many
+        self.rows += len(statuses)
+        if any(accounts):
+            by_account = self.by_account
+            for (account, status), many in Counter(zip(accounts, statuses, strict=True)).items():
+                if account:
+                    per = by_account.get(account)
+                    if per is None:
+                        per = by_account[account] = dict.fromkeys(counts, 0)
+                    per[status] += many
+
     def __repr__(self) -> str:
         return f"<_Tally rows={self.rows} accounts={len(self.by_account)}>"
 
@@ -566,47 +717,76 @@ def _write(
     output: Location,
     encoder: RecordEncoder,
     *,
-    records: Iterable[_Record],
+    records: SortedSpill,
     names: list[str],
     coverage: _Coverage | None,
-) -> _Tally:
-    """Write ``records`` (in line order) to ``sink``, checking them on the way: raises
-    :class:`MergeError` at the end when a line is reported twice or the input differs."""
-    tally = _Tally()
-    counts, by_account = tally.counts, tally.by_account
+) -> None:
+    """Write the ``records`` (in line order, a batch at a time) to ``sink``, checking them
+    on the way: raises :class:`MergeError` at the end when a line is reported twice or
+    the input differs."""
     duplicates = _Duplicates(names)
-    see = coverage.see if coverage is not None else None
     last_line = last_source = 0
+    extend = encoder.extend if encoder.extra_columns else None
     try:
         if header := encoder.header():
             sink.write(header)
-        write, extend = sink.write, encoder.extend
-        for line, source, text, held in records:
-            if line == last_line:
-                duplicates.count += 1
-                duplicates.first = duplicates.first or (line, last_source, source)
-            last_line, last_source = line, source
-            if held is None:  # a line as read: one line of cells, no quotes
-                status, account, app_id, region = _SPLIT(text[:-1].split(","))
-                extras = None
+        for batch in records.batches():
+            lines, sources = list(map(_LINE_OF, batch)), list(map(_SOURCE_OF, batch))
+            texts = list(map(_TEXT_OF, batch))
+            if lines[0] == last_line or not all(map(lt, lines, lines[1:])):
+                duplicates.see(last_line, last_source, lines, sources)
+            last_line, last_source = lines[-1], sources[-1]
+            if coverage is not None:
+                coverage.see_many(lines, sources, texts, list(map(_HELD_OF, batch)))
+            if extend is None:
+                sink.write("\n".join(texts) + "\n")
             else:
-                status, account, app_id, region, extras = held
-            if see is not None:
-                see(line, source, status, app_id, region)
-            counts[status] += 1
-            if account:
-                per = by_account.get(account)
-                if per is None:
-                    per = by_account[account] = dict.fromkeys(counts, 0)
-                per[status] += 1
-            write(extend(text, extras))
+                sink.write("".join(map(extend, (t + "\n" for t in texts), map(_extras, batch))))
     except OSError as exc:
         raise _cannot_write(output, exc) from None
-    tally.rows = sum(counts.values())
     duplicates.check()
     if coverage is not None:
         coverage.check()
-    return tally
+
+
+_LINE_OF: Final = itemgetter(0)
+_SOURCE_OF: Final = itemgetter(1)
+_TEXT_OF: Final = itemgetter(2)
+_HELD_OF: Final = itemgetter(3)
+
+
+def _pack(records: list[_Record]) -> bytes:
+    """A chunk of records for the temporary file: when all are lines as read, their
+    lines, sources and texts (one string: far fewer objects to pickle), else pickled."""
+    if list(map(_HELD_OF, records)).count(None) == len(records):
+        lines, sources = list(map(_LINE_OF, records)), list(map(_SOURCE_OF, records))
+        texts = "\n".join(map(_TEXT_OF, records))  # a line as read has no line end
+        return pickle.dumps((lines, sources, texts), pickle.HIGHEST_PROTOCOL)
+    return pickled(records)
+
+
+def _unpack(data: bytes) -> list[_Record]:
+    """A chunk written by :func:`_pack`, read back."""
+    got = pickle.loads(data)  # our own file, written by this process
+    if isinstance(got, tuple):
+        lines, sources, texts = got
+        return list(zip(lines, sources, texts.split("\n"), repeat(None), strict=False))
+    records: list[_Record] = got
+    return records
+
+
+def _extras(record: _Record) -> dict[str, Any] | None:
+    """A record's extra columns (None for none)."""
+    held = record[3]
+    return None if held is None else held[4]
+
+
+def _checked(text: str, held: _Held | None) -> tuple[str, Any, Any]:
+    """Of a record: its status, app_id and region."""
+    if held is None:  # a line as read: one line of cells, no quotes
+        status, _, app_id, region = _SPLIT(text.split(","))
+        return status, app_id, region
+    return held[0], held[2], held[3]
 
 
 def _publish(sink: Sink, output: Location) -> None:
