@@ -282,6 +282,7 @@ class Clients:
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         accounts: Accounts | None = None,
+        paced: bool = True,
     ) -> None:
         self._session = session
         self._accounts = (
@@ -291,7 +292,10 @@ class Clients:
         )
         self._endpoint_url = endpoint_url
         # Clients share one TLS context (see sdk.tls_context): made once, not per account.
+        # ``paced``: requests are paced where they are written (see sdk.paces_at_write);
+        # an unlimited run (--rate 0) does without the trace that costs.
         self._config = client_config(
+            paced=paced,
             # tenacity owns every retry; {"max_attempts": 1} would still retry once.
             retries={"total_max_attempts": 1},
             max_pool_connections=max(10, max_pool_connections),

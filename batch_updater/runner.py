@@ -875,6 +875,7 @@ async def _run_live(
                     max_pool_connections=config.rate.concurrency,
                     request_timeout=config.retries.request_timeout,
                     accounts=sdk.accounts(sink.summary.run_id, log),
+                    paced=config.rate.rate > 0,
                 )
             )
             if plan.regions:
