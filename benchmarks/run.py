@@ -1491,27 +1491,46 @@ def succeeded_report(dry_report: Path, out: Path) -> int:
     return n
 
 
+#: Rounds of scenario 13's dry run and resumed dry run, alternated.
+RESUME_ROUNDS: Final = 2
+
+
 def scenario_resume(bench: Bench) -> None:
     """13: --dry-run --resume with a report of N succeeded rows vs the same dry run."""
     n, name = bench.sizes.resume, "13 Resume at scale"
     rows = write_input(bench, "resume", n, regions=_default_regions())
     base = csv_pass(bench, "13-csv", rows)
-    dry = run_cli(bench, "13-dry-run", rows, "--dry-run")
     report = bench.tmp / "13-succeeded.csv"
-    made = succeeded_report(bench.tmp / "13-dry-run.csv.report.csv", report)
-    resumed = run_cli(bench, "13-dry-run-resume", rows, "--dry-run", "--resume", str(report))
+    # Two rounds, alternated, the best of each: the machine's speed drifts by 10-20% within
+    # a minute, more than what --resume costs.
+    drys, resumes, made = [], [], 0
+    for _ in range(RESUME_ROUNDS):
+        drys.append(run_cli(bench, "13-dry-run", rows, "--dry-run"))
+        if not made:
+            made = succeeded_report(bench.tmp / "13-dry-run.csv.report.csv", report)
+        resumes.append(
+            run_cli(bench, "13-dry-run-resume", rows, "--dry-run", "--resume", str(report))
+        )
+    dry = min(drys, key=lambda run: run.child.wall)
+    resumed = min(resumes, key=lambda run: run.child.wall)
     skipped = resumed.count("skipped")
-    ok = dry.ok and resumed.ok and made == n and skipped == n and base.returncode == 0
+    ok = all(run.ok for run in (*drys, *resumes)) and made == n and skipped == n
+    ok = ok and base.returncode == 0
     ratio = resumed.child.wall / dry.child.wall if dry.child.wall else float("nan")
+    resumed_rss = max(run.child.maxrss_mb for run in resumes)  # the peak of every round
+    dry_rss = max(run.child.maxrss_mb for run in drys)
+    rounds = ", ".join(
+        f"{a.child.wall:.1f}/{b.child.wall:.1f} s" for a, b in zip(drys, resumes, strict=True)
+    )
     dry_ratio = dry.child.wall / base.wall if base.wall else float("nan")
     bench.add(
         Line(
             name,
             f"--dry-run --resume (report of {made:,} succeeded rows) over {n:,} rows: peak RSS",
-            f"{resumed.child.maxrss_mb:.1f} MB",
+            f"{resumed_rss:.1f} MB",
             "<= 120 MB",
-            verdict(resumed.child.maxrss_mb <= 120) if ok else "ERROR",
-            f"{skipped:,} rows skipped; without --resume {dry.child.maxrss_mb:.1f} MB",
+            verdict(resumed_rss <= 120) if ok else "ERROR",
+            f"{skipped:,} rows skipped; without --resume {dry_rss:.1f} MB",
         ),
         Line(
             name,
@@ -1519,7 +1538,8 @@ def scenario_resume(bench: Bench) -> None:
             f"{ratio:.2f}x ({resumed.child.wall:.1f} s vs {dry.child.wall:.1f} s)",
             "<= 1.3x",
             verdict(ratio <= 1.3) if ok else "ERROR",
-            f"CPU time {_ratio(resumed.child.cpu, dry.child.cpu)} "
+            f"best of {RESUME_ROUNDS} alternated (dry run/resumed: {rounds}); CPU time "
+            f"{_ratio(resumed.child.cpu, dry.child.cpu)} "
             f"({resumed.child.cpu:.1f} s vs {dry.child.cpu:.1f} s)",
         ),
         Line(
@@ -1529,7 +1549,7 @@ def scenario_resume(bench: Bench) -> None:
             "<= 7x",
             verdict(dry_ratio <= 7) if ok else "ERROR",
             f"CPU time {_ratio(dry.child.cpu, base.cpu)}; dry run peak RSS "
-            f"{dry.child.maxrss_mb:.1f} MB (target <= 80 MB)",
+            f"{dry_rss:.1f} MB (target <= 80 MB)",
         ),
     )
     rows.unlink()
