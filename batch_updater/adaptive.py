@@ -135,7 +135,9 @@ class AdaptiveRate:
       the rate that failed (workers asleep in backoff make the window read low); only
       ``deepest_cut`` times the success rate if throttled again right after a cut; and
       ``restart`` when nothing has been measured (the start: start again cautiously);
-    * a change applies to the very next request, spaced at the new rate from the last one;
+    * a change applies to the very next request, spaced at the new rate from the last one
+      (one waiting for its slot is re-paced by a cut, and by a raise if it waits at least
+      ``RAISED_WAIT``);
     * a success paced at the current rate (see ``confirm``), while the rate held requests
       back, raises it ``bisect`` of the (logarithmic) way to ``limit``, until the two are
       within ``precision``: a few 429s find the limit, at 2/s as at 200/s;
@@ -158,6 +160,7 @@ class AdaptiveRate:
         "_cuts",
         "_forgotten",
         "_fresh",
+        "_held_at",
         "_hold",
         "_issued",
         "_last_sent",
@@ -214,6 +217,7 @@ class AdaptiveRate:
         self._repace = False  # the rate changed: the next slot is spaced from the last request
         self._raised: asyncio.Future[None] | None = None  # wakes a request waiting for a slot
         self._last_sent = -math.inf
+        self._held_at = -math.inf  # when hold() was last called
         self._on_change = on_change
         self._tuning = tuning = tuning or Tuning()
         self._max_rate = float(max_rate)
@@ -297,10 +301,10 @@ class AdaptiveRate:
         return ticket
 
     async def _slot(self, ticket: int) -> None:
-        """Wait for ``ticket``'s slot at the current rate. A raise while it waits (a success
-        of a request sent before it) moves it up to where the new rate puts it, and it then
-        counts as paced at that rate: at 2/s, waiting out the old slot cost a whole interval
-        for every step of a climb back to the limit."""
+        """Wait for ``ticket``'s slot at the current rate. A raise while it waits at least
+        :data:`RAISED_WAIT` (a success of a request sent before it) moves it up to where
+        the new rate puts it, and it then counts as paced at that rate: at 2/s, waiting out
+        the old slot cost a whole interval for every step of a climb back to the limit."""
         limiter = self._limiter
         wait = limiter.due()
         limiter.take(self._clock())
@@ -353,8 +357,10 @@ class AdaptiveRate:
             self._sent[index] = now
 
     def hold(self) -> None:
-        """Pace the next request from now (see :meth:`RateLimiter.hold`)."""
-        self._limiter.hold(self._clock())
+        """Pace the next request from now (see :meth:`RateLimiter.hold`), even if the rate
+        changes before it is paced."""
+        self._held_at = now = self._clock()
+        self._limiter.hold(now)
 
     def on_success(self, ticket: int | None = None) -> None:
         """A request got an answer that was not a 429; ``ticket`` is what acquire returned."""
@@ -506,7 +512,8 @@ class AdaptiveRate:
         return 2 * rate * self._tuning.window < self._tuning.samples
 
     def _restart_pacing(self) -> None:
-        """Pace from the last request sent at the current rate, with an empty burst.
+        """Pace from the last request sent (or a hold since) at the current rate, with an
+        empty burst.
 
         The limiter spaces each slot when it reserves the previous one: after a change,
         the next request would still follow the old rate.
@@ -515,6 +522,8 @@ class AdaptiveRate:
         self._limiter = RateLimiter(old.rate, old.burst, clock=self._clock, sleep=self._sleep)
         for _ in range(old.burst):
             self._limiter.try_acquire(self._last_sent)
+        if self._held_at > self._last_sent:  # a hold since: no slot before 1/rate after it
+            self._limiter.hold(self._held_at)
         self._repace = False
 
     def _index(self, ticket: int | None) -> int:
@@ -549,7 +558,9 @@ class AdaptiveRate:
 
     def _change(self, rate: float, now: float, reason: Reason) -> None:
         # Requests issued so far were paced at the old rate (one waiting for its slot gets a
-        # new one if this is a cut); the next are paced at the new rate from the last sent.
+        # new one if this is a cut, or a raise and it waits RAISED_WAIT or more: it then
+        # counts as paced after the change); the next are paced at the new rate from the
+        # last sent.
         self._changed_ticket = self._issued
         self._repace = True
         self._changed_at = now

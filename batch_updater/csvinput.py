@@ -520,7 +520,7 @@ def _keys(
 def _stripped(cells: list[str]) -> list[str]:
     """``cells``, each stripped (one test of them all first: usually none needs it)."""
     joined = ",".join(cells)
-    if joined.split(None, 1) in ([joined], []):  # no whitespace at all
+    if not joined or joined.split(None, 1) == [joined]:  # no whitespace at all
         return cells
     return list(map(str.strip, cells))
 

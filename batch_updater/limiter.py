@@ -64,12 +64,14 @@ class RateLimiter:
         self._interval = 1.0 / self._rate if self._rate > 0 else 0.0
 
     def repace(self, rate: float) -> None:
-        """Change the rate and space the next slot from the last one taken at the new rate
-        (setting :attr:`rate` leaves the next slot where the old rate put it)."""
+        """Change the rate and space the slots already owed at the new rate (setting
+        :attr:`rate` leaves the next slot where the old rate put it): with burst 1, the
+        next slot comes one new interval after the last one taken."""
         interval = self._interval
         self.rate = rate
-        if self._tat > float("-inf"):
-            self._tat += self._interval - interval
+        if self._tat > float("-inf") and interval > 0:
+            owed = max(1.0, (self._tat - self._clock()) / interval)  # slots taken ahead
+            self._tat += owed * (self._interval - interval)
 
     @property
     def burst(self) -> int:

@@ -36,8 +36,8 @@ __all__ = ["SessionMaker", "client_config", "paces_at_write", "tls_context", "wr
 
 #: What the request being made waits for just before its bytes are written, if anything:
 #: set by the caller around one SDK call (see ``client.Clients.update``); the HTTP session of
-#: clients made with :func:`client_config` awaits it at each write of a request body (one per
-#: request here), whatever the request: the waiter decides whether this request is its own.
+#: clients made with ``client_config(paced=True)`` awaits it at each write of a request body
+#: (one per request here), whatever the request: the waiter decides whether it is its own.
 WriteWait = Callable[[], Awaitable[None]]
 write_wait: ContextVar[WriteWait | None] = ContextVar("write_wait", default=None)
 

@@ -406,6 +406,28 @@ def test_a_raise_applies_to_the_next_request_even_one_already_waiting() -> None:
     assert raised[1] > raised[0]  # ...and its success raised the rate again
 
 
+def test_a_hold_after_a_raise_still_paces_the_next_request() -> None:
+    # The sender holds a lane (pace the next request from now) right after the success
+    # that raised its rate: the raise re-paces from the last request sent, but not before
+    # the hold.
+    async def main() -> tuple[float, float, float]:
+        loop = asyncio.get_running_loop()
+        control = AdaptiveRate(10, tuning=Tuning(restart=2))
+        control.on_throttle()  # 2/s
+        await control.acquire()
+        second = await control.acquire()  # at 0.5 s, paced
+        await asyncio.sleep(0.03)
+        control.on_success(second)  # raised...
+        held = loop.time()
+        control.hold()  # ...then held
+        await control.acquire()
+        return loop.time(), held, control.rate
+
+    left, held, rate = virtual_time.run(main(), start=1000.0)
+    assert rate > 2
+    assert left == pytest.approx(held + 1 / rate)
+
+
 def test_a_request_cancelled_while_waiting_for_its_slot_leaves_nothing_behind() -> None:
     async def main() -> tuple[float, int]:
         loop = asyncio.get_running_loop()

@@ -206,3 +206,12 @@ def test_repace_spaces_the_next_slot_from_the_last_one_at_the_new_rate() -> None
     fresh = RateLimiter(5, 1, clock=lambda: now)
     fresh.repace(10)  # nothing taken yet: nothing to move
     assert fresh.due() == 0
+
+
+def test_repace_of_a_burst_spaces_every_slot_taken_ahead_at_the_new_rate() -> None:
+    limiter = RateLimiter(10, 3, clock=lambda: 0.0)
+    for _ in range(3):
+        limiter.take(0.0)  # the burst, at once: the next slot at 0.1 s
+    assert limiter.due() == pytest.approx(0.1)
+    limiter.repace(5)  # three slots owed at 5/s: the next at 0.2 s, not sooner
+    assert limiter.due() == pytest.approx(0.2)

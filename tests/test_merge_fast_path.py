@@ -121,6 +121,9 @@ INPUTS = [
     b'app_id,region\n"d1",us-east-1\n"d,2","eu-west-1"\nd3,"two\nlines"\n',
     b"app_id,region\n\n  \nd1,x\n\nd2,y\n",  # blank lines
     b"app_id,region\n d1 , us-east-1 \n\td2\t,eu-west-1\n",  # spaces around cells
+    b"app_id,region\nd1,us-east-1\nd2,  \n",  # a cell of spaces only...
+    b"app_id,region\nd1,us-east-1\n  ,eu-west-1\n",  # ...in either column...
+    b"app_id,region\nd1, \n",  # ...alone in its block
     b"app_id,region\nd1,us-east-1,extra\nd2\nd3,,\n",  # rows of other widths
     b"app_id,region,,\nd1,us-east-1,,\nd2,eu-west-1,\n",  # a spreadsheet's empty columns
     b"app_id,user_pool_id\nd1,p\nd2,p\n",  # no region column
