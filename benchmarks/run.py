@@ -1798,6 +1798,13 @@ def results_md(
     )
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the scenarios; print the table; write RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1812,9 +1819,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=_at_least_one,
         metavar="N",
-        help="alternated rounds of scenario 1 (default 2; on a noisy machine, more)",
+        help="alternated rounds of scenario 1 (default 2, 1 with --quick; more on a noisy machine)",
     )
     parser.add_argument(
         "--out",
