@@ -424,10 +424,10 @@ class AdaptiveRate:
         sent = self._sent[index] if index >= 0 else math.nan
         # The lane's first 429, on a request that left after `first` successes had come back
         # and a whole interval (less the SLACK a turn may be early by) after the last one
-        # admitted: the rate worked until now, and the service's
-        # limit is just below it (a burst-1 limit equal to the rate refuses one request in a
-        # while, whose spacing the network or the service's own loop shortened). If it is far
-        # below, the next 429 comes at once and cuts deep.
+        # admitted: the rate worked until now, and the service's limit is just below it (a
+        # burst-1 limit equal to the rate refuses one request in a while, whose spacing the
+        # network or the service's own loop shortened). If it is far below, the next 429
+        # comes at once and cuts deep.
         gap = sent - self._admitted_at
         first_on_pace = (
             self._throttles == 1
