@@ -93,8 +93,10 @@ class Tuning:
 RAISED_WAIT: Final = 0.2
 
 #: How late a wait at the wire may end and still count from its turn, until the lane's first
-#: 429 (see AdaptiveRate.leave).
-SLACK: Final = 0.0005
+#: 429 (see AdaptiveRate.leave): asyncio's timers end up to a millisecond late (the selector
+#: waits in whole milliseconds), and traced at 20/s, most waits at the wire ended 1.0-1.3 ms
+#: late. With 0.5 ms, each of those moved the pace back by the rest: lanes ran at 19.7/s.
+SLACK: Final = 0.002
 
 
 class AdaptiveRate:
@@ -295,6 +297,11 @@ class AdaptiveRate:
             if self._cuts != cuts:
                 # Cut while waiting for a slot spaced at the old rate: space it anew.
                 self._restart_pacing()
+                if self._limiter.rate * RAISED_WAIT <= 1:
+                    # At 5/s and below it then counts as paced at the new rate, as after a
+                    # raise (_slot): after a cautious restart at 1.5/s, waiting for the next
+                    # request's answer to count cost 0.7 s (faster, it broke an episode).
+                    self._changed_ticket = min(self._changed_ticket, ticket - 1)
                 await self._limiter.acquire()
             self._sent[-1] = self._last_sent = now = self._clock()
             self._paced[-1] = now > start  # the rate, not the workers, held it back
@@ -342,12 +349,11 @@ class AdaptiveRate:
         # The turn is taken when the request really leaves, not when it starts to wait: a
         # wait that ends late (a busy loop), or several ending together, must not bring the
         # next request closer than 1/rate behind this one. Until the lane's first 429,
-        # though, a wait that ended at most SLACK late counts from when it was due: timers
-        # end up to a millisecond late (the selector waits in whole milliseconds), and
-        # counting that from each departure moved the pace back by as much every time
-        # (about 1% at 20/s), a cost worth paying only against a service that has shown
-        # it refuses what comes early. No request leaves before its turn, and one that came
-        # after it (signed late) is paced from when it left.
+        # though, a wait that ended at most SLACK late counts from when it was due:
+        # counting each timer's lateness from the departure moved the pace back by as much
+        # every time (1.5% at 20/s), a cost worth paying only against a service that has
+        # shown it refuses what comes early. No request leaves before its turn, and one
+        # that came after it (signed late) is paced from when it left.
         slack = 0.0
         while (wait := leaving.due()) > 0:
             slack = 0.0 if self._refused else SLACK
@@ -377,9 +383,14 @@ class AdaptiveRate:
                 # Admitted after a refusal: the service's bucket was empty in between.
                 shown = (1 - tuning.jitter) / (sent - self._admitted_at)
                 self._ok = max(self._ok, min(shown, self._limit))
+            # Spaced from a refused request, not one admitted, it is no evidence for the
+            # rate, unless it left within an interval (and the jitter) of the last admitted
+            # one: the service admitted two requests that close (a refusal takes nothing
+            # from its bucket). So the first request after a restart can show it works.
+            spaced = (sent - self._admitted_at) * self._limiter.rate <= 1 + tuning.jitter
             self._admitted_at = sent
-            if after_refusal:
-                return  # spaced from a refused request, not one admitted: no evidence for the rate
+            if after_refusal and not spaced:
+                return
         self._quiet += 1
         if self._quiet == tuning.first and not self._throttles:
             self._worked_at = now  # the rate has worked `first` times: see on_throttle

@@ -406,6 +406,40 @@ def test_a_raise_applies_to_the_next_request_even_one_already_waiting() -> None:
     assert raised[1] > raised[0]  # ...and its success raised the rate again
 
 
+def test_after_a_cautious_restart_the_request_it_re_paced_can_show_the_rate_works() -> None:
+    # The start of issue 9's 5/s benchmark at --rate 100: the first request admitted, the
+    # next three (10 ms apart) refused, and the lane restarts at 1.5/s. The request that
+    # waited for its slot through the cut leaves one interval at 1.5/s after the last one
+    # sent: within the jitter of an interval after the admitted one, so its success shows
+    # 1.5/s works and the rate goes up at once (it waited for the next success, 0.7 s).
+    async def main() -> tuple[float, float, float]:
+        loop = asyncio.get_running_loop()
+        control = AdaptiveRate(100)
+        start = loop.time()
+
+        async def send() -> int:
+            ticket = await control.acquire()
+            await control.leave(ticket)
+            return ticket
+
+        tickets = [await send() for _ in range(4)]  # 0, 10, 20 and 30 ms
+        waiting = asyncio.create_task(send())  # its slot is at 40 ms
+        await asyncio.sleep(0)
+        control.on_success(tickets[0])
+        for ticket in tickets[1:]:
+            control.on_throttle(ticket)
+        restarted = control.rate
+        ticket = await waiting
+        left = loop.time() - start
+        control.on_success(ticket)
+        return restarted, left, control.rate
+
+    restarted, left, rate = virtual_time.run(main(), start=1000.0)
+    assert restarted == Tuning().restart
+    assert left == pytest.approx(0.03 + 1 / restarted)
+    assert rate > restarted
+
+
 def test_a_hold_after_a_raise_still_paces_the_next_request() -> None:
     # The sender holds a lane (pace the next request from now) right after the success
     # that raised its rate: the raise re-paces from the last request sent, but not before
@@ -505,6 +539,26 @@ async def test_before_any_429_a_timer_that_ends_late_does_not_move_the_pace_back
     gaps = [b - a for a, b in itertools.pairwise(left)]
     assert (left[-1] - left[0]) / 40 == pytest.approx(0.05, abs=1e-4)  # the rate, not less
     assert min(gaps) >= 0.05 - SLACK
+
+
+async def test_before_any_429_timers_ending_a_millisecond_late_keep_the_rate() -> None:
+    # Traced at 20/s: once one request is signed late, the next ones wait at the wire, and
+    # most of those waits ended 1.0-1.3 ms late; counted from each departure (beyond the
+    # 0.5 ms allowed then), that ran every lane at 19.7/s.
+    clock = ManualClock()
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds + 0.0013
+
+    control = AdaptiveRate(20, clock=clock, sleep=sleep)
+    left = []
+    for n in range(101):
+        ticket = await control.acquire()
+        clock.now += 0.005 if n == 0 else 0.0  # the first is signed 5 ms late
+        await control.leave(ticket)
+        left.append(clock.now)
+    assert (left[-1] - left[1]) / 99 == pytest.approx(0.05, abs=1e-6)
+    assert min(b - a for a, b in itertools.pairwise(left)) >= 0.05 - SLACK
 
 
 async def test_a_wait_to_leave_that_ends_late_does_not_bring_the_next_request_closer() -> None:
