@@ -73,6 +73,13 @@ class RateLimiter:
             owed = max(1.0, (self._tat - self._clock()) / interval)  # slots taken ahead
             self._tat += owed * (self._interval - interval)
 
+    def restart(self, rate: float, last: float) -> None:
+        """Change the rate and pace as if the last request had left at ``last``, none
+        since, with an empty burst: the next slot comes ``1/rate`` after it."""
+        self.rate = rate
+        if self._rate > 0:
+            self._tat = last + self._burst * self._interval
+
     @property
     def burst(self) -> int:
         """How many requests may go back to back after an idle period."""

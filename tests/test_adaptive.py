@@ -406,12 +406,13 @@ def test_a_raise_applies_to_the_next_request_even_one_already_waiting() -> None:
     assert raised[1] > raised[0]  # ...and its success raised the rate again
 
 
-def test_after_a_cautious_restart_the_request_it_re_paced_can_show_the_rate_works() -> None:
-    # The start of issue 9's 5/s benchmark at --rate 100: the first request admitted, the
-    # next three (10 ms apart) refused, and the lane restarts at 1.5/s. The request that
-    # waited for its slot through the cut leaves one interval at 1.5/s after the last one
-    # sent: within the jitter of an interval after the admitted one, so its success shows
-    # 1.5/s works and the rate goes up at once (it waited for the next success, 0.7 s).
+def _restart_at_5_per_s(in_flight: bool) -> tuple[float, float, float]:
+    """The start of issue 9's 5/s benchmark at --rate 100: the first request admitted, the
+    next three (10 ms apart) refused (and one more sent 10 ms later, not answered yet, if
+    ``in_flight``), each answer holding the lane (as a lane's first requests do, see
+    sender.Lane), and the lane restarts at 1.5/s. Returns the restart rate, when the
+    request that waited for its slot through the cut left, and the rate after its success."""
+
     async def main() -> tuple[float, float, float]:
         loop = asyncio.get_running_loop()
         control = AdaptiveRate(100)
@@ -422,22 +423,40 @@ def test_after_a_cautious_restart_the_request_it_re_paced_can_show_the_rate_work
             await control.leave(ticket)
             return ticket
 
-        tickets = [await send() for _ in range(4)]  # 0, 10, 20 and 30 ms
-        waiting = asyncio.create_task(send())  # its slot is at 40 ms
+        tickets = [await send() for _ in range(5 if in_flight else 4)]  # 0, 10, 20, 30...
+        waiting = asyncio.create_task(send())  # its slot is 10 ms after the last
         await asyncio.sleep(0)
         control.on_success(tickets[0])
-        for ticket in tickets[1:]:
+        control.hold()  # each answer holds the lane, as its first requests' answers do
+        for ticket in tickets[1:4]:
             control.on_throttle(ticket)
+            control.hold()
         restarted = control.rate
         ticket = await waiting
         left = loop.time() - start
         control.on_success(ticket)
         return restarted, left, control.rate
 
-    restarted, left, rate = virtual_time.run(main(), start=1000.0)
+    return virtual_time.run(main(), start=1000.0)
+
+
+def test_after_a_cautious_restart_the_next_request_follows_the_last_admitted_and_counts() -> None:
+    # A 429 spends none of the service's tokens: with no request in flight, the request
+    # that waited through the cut leaves one interval at 1.5/s after the last one
+    # admitted, so its success shows 1.5/s works and the rate goes up at once. Traced
+    # against 5/s, it left 0.84 s after the admitted one and did not count: the next
+    # success raised the rate, 0.7 s later.
+    restarted, left, rate = _restart_at_5_per_s(in_flight=False)
     assert restarted == Tuning().restart
-    assert left == pytest.approx(0.03 + 1 / restarted)
+    assert left == pytest.approx(1 / restarted)
     assert rate > restarted
+
+
+def test_after_a_cut_with_a_request_in_flight_the_next_follows_the_last_sent() -> None:
+    # The request in flight may still be admitted: pace from it, not the last admitted.
+    restarted, left, _ = _restart_at_5_per_s(in_flight=True)
+    assert restarted == Tuning().restart
+    assert left == pytest.approx(0.04 + 1 / restarted)
 
 
 def test_a_hold_after_a_raise_still_paces_the_next_request() -> None:

@@ -215,3 +215,16 @@ def test_repace_of_a_burst_spaces_every_slot_taken_ahead_at_the_new_rate() -> No
     assert limiter.due() == pytest.approx(0.1)
     limiter.repace(5)  # three slots owed at 5/s: the next at 0.2 s, not sooner
     assert limiter.due() == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("burst", [1, 3])
+def test_restart_paces_from_a_departure_at_a_new_rate_with_an_empty_burst(burst: int) -> None:
+    now = 10.0
+    limiter = RateLimiter(100, burst, clock=lambda: now)
+    for _ in range(burst + 2):
+        limiter.take(now)  # slots taken ahead, up to 10.04 s
+    limiter.restart(2, 9.8)  # as if the last request had left at 9.8 s, none since
+    assert limiter.rate == 2
+    assert limiter.due() == pytest.approx(0.3)  # 9.8 + 1/2, whatever the burst
+    assert not limiter.try_acquire(10.29)
+    assert limiter.try_acquire(10.3)
