@@ -515,6 +515,7 @@ class AdaptiveRate:
         if self._spent_nothing():  # pace from when the last admitted request left
             self._last_sent, self._held_at = self._admitted_at, -math.inf
             self._leaving.restart(self._limiter.rate, self._admitted_at)
+            self._wake()  # a request waiting for its slot at the old rate may go sooner
 
     def _relearn(self, failed: float, isolated: bool, proven: float) -> float:
         """The rate to fall back to after a 429 at ``failed`` showed ``ok`` does not work."""
@@ -544,6 +545,12 @@ class AdaptiveRate:
     def _slow(self, rate: float) -> bool:
         """Whether ``rate`` is too slow for the success rate to be measured over a window."""
         return 2 * rate * self._tuning.window < self._tuning.samples
+
+    def _wake(self) -> None:
+        """Move up the request waiting for its slot, if it waits :data:`RAISED_WAIT` or
+        more (see :meth:`_slot`): its slot may now come sooner."""
+        if self._raised is not None and not self._raised.done():
+            self._raised.set_result(None)
 
     def _restart_pacing(self) -> None:
         """Pace from the last request sent (or a hold since) at the current rate, with an
@@ -601,8 +608,8 @@ class AdaptiveRate:
         self._streak = self._steady = 0
         self._previous = self._limiter.rate
         self._limiter.rate = rate
-        if rate > self._previous and self._raised is not None and not self._raised.done():
-            self._raised.set_result(None)
+        if rate > self._previous:
+            self._wake()
         if abs(rate - self._reported) > self._tuning.report_threshold * self._reported:
             change = RateChange(self._reported, rate, reason)
             self._reported = rate

@@ -459,6 +459,39 @@ def test_after_a_cut_with_a_request_in_flight_the_next_follows_the_last_sent() -
     assert left == pytest.approx(0.04 + 1 / restarted)
 
 
+def test_a_429_that_spent_nothing_moves_up_a_request_waiting_at_the_old_rate() -> None:
+    # 4/s: four requests admitted, the fifth refused (the lane's first 429, on pace: a 3%
+    # step). The sixth waits for its slot 0.25 s after the fifth. The refusal spent none
+    # of the service's tokens and none is in flight: the sixth may follow the last one
+    # admitted, and it is due already when the 429 comes back. Traced at 2/s, such a
+    # request waited out its old slot.
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        control = AdaptiveRate(4)
+        start = loop.time()
+
+        async def send() -> int:
+            ticket = await control.acquire()
+            await control.leave(ticket)
+            return ticket
+
+        for _ in range(4):  # 0, 0.25, 0.5 and 0.75 s, each answered 30 ms later
+            ticket = await send()
+            await asyncio.sleep(0.03)
+            control.on_success(ticket)
+        refused = await send()  # at 1.0 s
+        waiting = asyncio.create_task(send())  # its slot at 1.25 s
+        await asyncio.sleep(0.03)
+        control.on_throttle(refused)
+        answered = loop.time() - start
+        await waiting
+        return answered, loop.time() - start
+
+    answered, left = virtual_time.run(main(), start=1000.0)
+    assert answered == pytest.approx(1.03)
+    assert left == pytest.approx(answered)  # not at 1.25 s, or 1/rate after the refusal
+
+
 def test_a_hold_after_a_raise_still_paces_the_next_request() -> None:
     # The sender holds a lane (pace the next request from now) right after the success
     # that raised its rate: the raise re-paces from the last request sent, but not before
