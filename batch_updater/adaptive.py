@@ -93,9 +93,10 @@ class Tuning:
 RAISED_WAIT: Final = 0.2
 
 #: How late a wait at the wire may end and still count from its turn, until the lane's first
-#: 429 (see AdaptiveRate.leave): asyncio's timers end up to a millisecond late (the selector
-#: waits in whole milliseconds), and traced at 20/s, most waits at the wire ended 1.0-1.3 ms
-#: late. With 0.5 ms, each of those moved the pace back by the rest: lanes ran at 19.7/s.
+#: 429 (see AdaptiveRate.leave), at most a quarter of an interval: asyncio's timers end about
+#: a millisecond late (the selector waits in whole milliseconds) plus the loop's own delay;
+#: traced at 20/s, most waits at the wire ended 1.0-1.3 ms late. With 0.5 ms, each of those
+#: moved the pace back by the rest: lanes ran at 19.7/s.
 SLACK: Final = 0.002
 
 
@@ -232,7 +233,9 @@ class AdaptiveRate:
         self._successes: deque[float] = deque()
         self._measured = 0.0
         self._issued = 0
-        self._out = 0  # requests sent and not answered yet (more if some never are)
+        # Requests given a slot and not answered yet; more if some never are (not sent, no
+        # answer): that only keeps _spent_nothing() false.
+        self._out = 0
         self._sent: deque[float] = deque(maxlen=self.SENT_KEPT)  # by ticket; nan: not sent
         self._paced: deque[bool] = deque(maxlen=self.SENT_KEPT)  # ...and whether it waited
         self._admitted_at = -math.inf  # when the latest admitted request was sent
@@ -299,11 +302,13 @@ class AdaptiveRate:
             if self._cuts != cuts:
                 # Cut while waiting for a slot spaced at the old rate: space it anew.
                 self._restart_pacing()
-                if self._limiter.rate * RAISED_WAIT <= 1:
-                    # At 5/s and below it then counts as paced at the new rate, as after a
-                    # raise (_slot): after a cautious restart at 1.5/s, waiting for the next
-                    # request's answer to count cost 0.7 s (faster, it broke an episode).
+                if self._slow_pace():
+                    # It then counts as paced at the new rate, as after a raise (_slot),
+                    # its success and its 429 alike: after a cautious restart at 1.5/s,
+                    # waiting for the next request's answer to count cost 0.7 s (at any
+                    # rate, it broke an episode).
                     self._changed_ticket = min(self._changed_ticket, ticket - 1)
+                    self._cut_ticket = min(self._cut_ticket, ticket - 1)
                 await self._limiter.acquire()
             self._sent[-1] = self._last_sent = now = self._clock()
             self._out += 1
@@ -359,7 +364,7 @@ class AdaptiveRate:
         # that came after it (signed late) is paced from when it left.
         slack = 0.0
         while (wait := leaving.due()) > 0:
-            slack = 0.0 if self._refused else SLACK
+            slack = 0.0 if self._refused else self._slack()
             await self._sleep(wait)
         leaving.take(now := clock(), slack=slack)
         if self._adaptive and (index := self._index(ticket)) >= 0:
@@ -377,14 +382,33 @@ class AdaptiveRate:
     def _spent_nothing(self) -> bool:
         """Whether the last request to leave was refused, with none in flight, at 5/s or
         below: a 429 spends none of the service's tokens, so the next request may follow
-        the last one admitted (on_throttle paces it so). Traced at the start against 5/s:
+        the last one admitted (see _follow_admitted). Traced at the start against 5/s:
         paced from the 429's answer, the first request at the cautious 1.5/s left 0.84 s
         after the last one admitted, too late to show that 1.5/s works."""
         return (
-            not self._out
-            and -math.inf < self._admitted_at < self._refused_at
-            and self._limiter.rate * RAISED_WAIT <= 1
+            not self._out and -math.inf < self._admitted_at < self._refused_at and self._slow_pace()
         )
+
+    def _slack(self) -> float:
+        """How late a wait at the wire may end and still count from its turn, before the
+        lane's first 429: :data:`SLACK`, at most a quarter of an interval (above 125/s)."""
+        return min(SLACK, 0.25 / self._limiter.rate) if self._limiter.rate > 0 else SLACK
+
+    def _slow_pace(self) -> bool:
+        """At 5/s and below: an interval of :data:`RAISED_WAIT` or more, where a request
+        waiting for its slot is moved up (see :meth:`_slot`), and where a cut, a refusal
+        that spent nothing and a success after a refusal are judged as such
+        (:meth:`acquire`, :meth:`_follow_admitted`, :meth:`on_success`)."""
+        return self._limiter.rate * RAISED_WAIT <= 1
+
+    def _follow_admitted(self) -> None:
+        """After a 429 that spent nothing (:meth:`_spent_nothing`): pace the next request
+        from when the last admitted one left, and move up one waiting for its slot."""
+        if self._spent_nothing():
+            self._last_sent, self._held_at = self._admitted_at, -math.inf
+            self._leaving.restart(self._limiter.rate, self._admitted_at)
+            self._repace = True
+            self._wake()
 
     def on_success(self, ticket: int | None = None) -> None:
         """A request got an answer that was not a 429; ``ticket`` is what acquire returned."""
@@ -406,7 +430,10 @@ class AdaptiveRate:
             # rate, unless it left within an interval (and the jitter) of the last admitted
             # one: the service admitted two requests that close (a refusal takes nothing
             # from its bucket). So the first request after a restart can show it works.
-            spaced = (sent - self._admitted_at) * self._limiter.rate <= 1 + tuning.jitter
+            spaced = (
+                self._slow_pace()
+                and (sent - self._admitted_at) * self._limiter.rate <= 1 + tuning.jitter
+            )
             self._admitted_at = sent
             if after_refusal and not spaced:
                 return
@@ -464,7 +491,7 @@ class AdaptiveRate:
             self._throttles == 1
             and sent >= self._worked_at
             and math.isfinite(gap)
-            and (gap + SLACK) * rate >= 1  # before the first 429, a turn may be SLACK early
+            and (gap + self._slack()) * rate >= 1  # before the first 429, a turn may be early
         )
         if sent > self._admitted_at:
             # Refused this soon after an admission: the service admits fewer per second, but
@@ -476,6 +503,7 @@ class AdaptiveRate:
             self._refused_at = max(self._refused_at, sent)
         if self._before(now, ticket, self._cut_ticket):
             if rate <= self._limit:
+                self._follow_admitted()
                 return  # paced before the last cut: that cut already answered it
             failed = rate  # the spacing showed the rate after the cut is still too fast
         else:
@@ -512,10 +540,7 @@ class AdaptiveRate:
         self._cuts += 1
         self._change(max(self._min_rate, min(self._ok, rate)), now, "throttled")
         self._cut_ticket = self._changed_ticket
-        if self._spent_nothing():  # pace from when the last admitted request left
-            self._last_sent, self._held_at = self._admitted_at, -math.inf
-            self._leaving.restart(self._limiter.rate, self._admitted_at)
-            self._wake()  # a request waiting for its slot at the old rate may go sooner
+        self._follow_admitted()
 
     def _relearn(self, failed: float, isolated: bool, proven: float) -> float:
         """The rate to fall back to after a 429 at ``failed`` showed ``ok`` does not work."""

@@ -406,12 +406,16 @@ def test_a_raise_applies_to_the_next_request_even_one_already_waiting() -> None:
     assert raised[1] > raised[0]  # ...and its success raised the rate again
 
 
-def _restart_at_5_per_s(in_flight: bool) -> tuple[float, float, float]:
+def _restart_at_5_per_s(
+    in_flight: str = "", waiter: str = "admitted"
+) -> tuple[float, float, float]:
     """The start of issue 9's 5/s benchmark at --rate 100: the first request admitted, the
-    next three (10 ms apart) refused (and one more sent 10 ms later, not answered yet, if
-    ``in_flight``), each answer holding the lane (as a lane's first requests do, see
-    sender.Lane), and the lane restarts at 1.5/s. Returns the restart rate, when the
-    request that waited for its slot through the cut left, and the rate after its success."""
+    next three (10 ms apart) refused, their answers 5 ms after the last one left, each
+    holding the lane (as the answer of a lane's first requests does, see sender.Lane), and
+    the lane restarts at 1.5/s. ``in_flight`` "out": one more request left 10 ms later and
+    is not answered yet; "refused": it is refused just after the others. The request that
+    waited for its slot through the cut is ``waiter`` ("admitted" or "refused"). Returns
+    the restart rate, when the waiter left, and the rate after its answer."""
 
     async def main() -> tuple[float, float, float]:
         loop = asyncio.get_running_loop()
@@ -425,16 +429,19 @@ def _restart_at_5_per_s(in_flight: bool) -> tuple[float, float, float]:
 
         tickets = [await send() for _ in range(5 if in_flight else 4)]  # 0, 10, 20, 30...
         waiting = asyncio.create_task(send())  # its slot is 10 ms after the last
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.005)
         control.on_success(tickets[0])
-        control.hold()  # each answer holds the lane, as its first requests' answers do
-        for ticket in tickets[1:4]:
+        control.hold()
+        for ticket in tickets[1:5] if in_flight == "refused" else tickets[1:4]:
             control.on_throttle(ticket)
             control.hold()
         restarted = control.rate
         ticket = await waiting
         left = loop.time() - start
-        control.on_success(ticket)
+        if waiter == "admitted":
+            control.on_success(ticket)
+        else:
+            control.on_throttle(ticket)
         return restarted, left, control.rate
 
     return virtual_time.run(main(), start=1000.0)
@@ -446,17 +453,33 @@ def test_after_a_cautious_restart_the_next_request_follows_the_last_admitted_and
     # admitted, so its success shows 1.5/s works and the rate goes up at once. Traced
     # against 5/s, it left 0.84 s after the admitted one and did not count: the next
     # success raised the rate, 0.7 s later.
-    restarted, left, rate = _restart_at_5_per_s(in_flight=False)
+    restarted, left, rate = _restart_at_5_per_s()
     assert restarted == Tuning().restart
     assert left == pytest.approx(1 / restarted)
     assert rate > restarted
 
 
-def test_after_a_cut_with_a_request_in_flight_the_next_follows_the_last_sent() -> None:
-    # The request in flight may still be admitted: pace from it, not the last admitted.
-    restarted, left, _ = _restart_at_5_per_s(in_flight=True)
+def test_after_a_cut_with_a_request_in_flight_the_next_is_paced_from_the_answers() -> None:
+    # The request in flight may still be admitted: pace from the last hold (the answers,
+    # 5 ms after it left), not from the last admitted.
+    restarted, left, _ = _restart_at_5_per_s(in_flight="out")
     assert restarted == Tuning().restart
-    assert left == pytest.approx(0.04 + 1 / restarted)
+    assert left == pytest.approx(0.045 + 1 / restarted)
+
+
+def test_a_429_of_a_request_sent_before_the_cut_that_spent_nothing_still_moves_the_pace() -> None:
+    # The last request in flight is refused too, after the cut: "paced before the last
+    # cut", it changes no rate, but none is in flight now: follow the last admitted.
+    restarted, left, _ = _restart_at_5_per_s(in_flight="refused")
+    assert restarted == Tuning().restart
+    assert left == pytest.approx(1 / restarted)
+
+
+def test_a_429_of_the_request_re_paced_by_a_cut_cuts_again() -> None:
+    # It counts as paced at the new rate, its 429 too: not dismissed as paced before the
+    # cut (that cut, to 1.5/s, did not answer it).
+    restarted, _, rate = _restart_at_5_per_s(waiter="refused")
+    assert rate < restarted
 
 
 def test_a_429_that_spent_nothing_moves_up_a_request_waiting_at_the_old_rate() -> None:

@@ -220,11 +220,12 @@ def test_repace_of_a_burst_spaces_every_slot_taken_ahead_at_the_new_rate() -> No
 @pytest.mark.parametrize("burst", [1, 3])
 def test_restart_paces_from_a_departure_at_a_new_rate_with_an_empty_burst(burst: int) -> None:
     now = 10.0
-    limiter = RateLimiter(100, burst, clock=lambda: now)
-    for _ in range(burst + 2):
-        limiter.take(now)  # slots taken ahead, up to 10.04 s
-    limiter.restart(2, 9.8)  # as if the last request had left at 9.8 s, none since
-    assert limiter.rate == 2
-    assert limiter.due() == pytest.approx(0.3)  # 9.8 + 1/2, whatever the burst
-    assert not limiter.try_acquire(10.29)
-    assert limiter.try_acquire(10.3)
+    limiter = RateLimiter(2, burst, clock=lambda: now)
+    for _ in range(burst):
+        limiter.take(now)  # the whole burst: the next slot at 10.5 s
+    assert limiter.due() == pytest.approx(0.5)
+    limiter.restart(2.5, 9.8)  # as if the last request had left at 9.8 s, none since
+    assert limiter.rate == 2.5
+    assert limiter.due() == pytest.approx(0.2)  # 9.8 + 1/2.5, sooner, whatever the burst
+    assert not limiter.try_acquire(10.19)
+    assert limiter.try_acquire(10.2)
