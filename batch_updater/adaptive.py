@@ -353,7 +353,14 @@ class AdaptiveRate:
         """
         leaving, clock = self._leaving, self._clock
         if leaving.rate != self._limiter.rate:
+            raised = leaving.rate < self._limiter.rate and self._slow_pace(leaving.rate)
             leaving.repace(self._limiter.rate)  # a change applies from the last to leave
+            if raised and self._adaptive and leaving.due() > 0:
+                # A raise from 5/s or below, and this request, given its slot at the old
+                # rate, waits at the wire: it leaves at the new spacing, so its answer
+                # judges the new rate. Traced at 5/s: the 429 of a probe's second step was
+                # taken for one at the rate below, which had worked: cut 3%.
+                self._changed_ticket = min(self._changed_ticket, ticket - 1)
         # The turn is taken when the request really leaves, not when it starts to wait: a
         # wait that ends late (a busy loop), or several ending together, must not bring the
         # next request closer than 1/rate behind this one. Until the lane's first 429,
@@ -394,12 +401,13 @@ class AdaptiveRate:
         lane's first 429: :data:`SLACK`, at most a quarter of an interval (above 125/s)."""
         return min(SLACK, 0.25 / self._limiter.rate) if self._limiter.rate > 0 else SLACK
 
-    def _slow_pace(self) -> bool:
-        """At 5/s and below: an interval of :data:`RAISED_WAIT` or more, where a request
-        waiting for its slot is moved up (see :meth:`_slot`), and where a cut, a refusal
-        that spent nothing and a success after a refusal are judged as such
-        (:meth:`acquire`, :meth:`_follow_admitted`, :meth:`on_success`)."""
-        return self._limiter.rate * RAISED_WAIT <= 1
+    def _slow_pace(self, rate: float | None = None) -> bool:
+        """At 5/s and below (the current rate, or ``rate``): an interval of
+        :data:`RAISED_WAIT` or more, where a request waiting for its slot is moved up (see
+        :meth:`_slot`), and where a cut, a raise, a refusal that spent nothing and a
+        success after a refusal are judged as such (:meth:`acquire`, :meth:`leave`,
+        :meth:`_follow_admitted`, :meth:`on_success`)."""
+        return (self._limiter.rate if rate is None else rate) * RAISED_WAIT <= 1
 
     def _follow_admitted(self) -> None:
         """After a 429 that spent nothing (:meth:`_spent_nothing`): pace the next request

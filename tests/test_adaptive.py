@@ -515,6 +515,45 @@ def test_a_429_that_spent_nothing_moves_up_a_request_waiting_at_the_old_rate() -
     assert left == pytest.approx(answered)  # not at 1.25 s, or 1/rate after the refusal
 
 
+def test_a_429_of_a_request_that_left_at_the_raised_spacing_judges_the_raised_rate() -> None:
+    # At 4/s, the second request is signed for 0.1 s and leaves late; the third, given its
+    # slot at 4/s, waits at the wire when the second's success raises the rate (too late
+    # to move its slot up), and leaves at the raised spacing. Its 429 shows the raised
+    # rate too fast, not 4/s, which worked: back to 4/s, not 3% below it (traced at 5/s,
+    # a probe's second step).
+    async def main() -> tuple[float, float, float]:
+        loop = asyncio.get_running_loop()
+        control = AdaptiveRate(10, tuning=Tuning(restart=4))
+        control.on_throttle()  # nothing measured: restart at 4/s
+        start = loop.time()
+        first = await control.acquire()
+        await control.leave(first)
+        control.on_success(first)
+        second = await control.acquire()  # at 0.25 s
+        await asyncio.sleep(0.1)  # signed for 0.1 s
+        await control.leave(second)
+        third = asyncio.create_task(control.acquire())  # its slot at 0.5 s
+
+        async def send_third() -> int:
+            ticket = await third
+            await control.leave(ticket)
+            return ticket
+
+        sending = asyncio.create_task(send_third())
+        await asyncio.sleep(0.03)
+        control.on_success(second)
+        raised = control.rate
+        ticket = await sending
+        left = loop.time() - start
+        control.on_throttle(ticket)
+        return raised, left, control.rate
+
+    raised, left, rate = virtual_time.run(main(), start=1000.0)
+    assert raised > 4
+    assert left == pytest.approx(0.35 + 1 / raised)
+    assert rate == pytest.approx(4)
+
+
 def test_a_hold_after_a_raise_still_paces_the_next_request() -> None:
     # The sender holds a lane (pace the next request from now) right after the success
     # that raised its rate: the raise re-paces from the last request sent, but not before
