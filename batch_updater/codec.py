@@ -33,7 +33,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import repeat
 from operator import attrgetter, itemgetter
@@ -500,11 +500,11 @@ _Pick = Callable[[list[str]], Any]
 
 class _Shape(NamedTuple):
     """How :meth:`ReportReader._csv_rows` gives records: what it yields for a block of
-    plain lines (its name, text, lines before it and its lines, width, pick) and for one
-    record (the
+    plain lines (its name, text, lines before it, width, pick), returning its lines, and
+    for one record (the
     line it ends on, its line as written or None, its cells, pick)."""
 
-    block: Callable[[str, str, tuple[int, int], int, _Pick], Iterable[Any]]
+    block: Callable[[str, str, int, int, _Pick], Generator[Any, None, int]]
     record: Callable[[int, str | None, list[str], _Pick], Any]
 
 
@@ -588,8 +588,7 @@ class ReportReader:
         try:
             for block in _text_blocks(self._open()):
                 if width and not pending and _plain_block(block):  # records of a line each
-                    number += (lines := block.count("\n"))
-                    yield from shape.block(name, block, (number - lines, lines), width, pick)
+                    number += yield from shape.block(name, block, number, width, pick)
                     continue
                 for line in _split_lines(block):
                     number += 1
@@ -827,9 +826,9 @@ def _plain_block(block: str) -> bool:
 
 def _split_records(
     name: str, block: str, number: int, width: int, pick: Callable[[list[str]], Any]
-) -> Iterator[tuple[int, str, Any, list[str]]]:
+) -> Generator[tuple[int, str, Any, list[str]], None, int]:
     """What :meth:`ReportReader._csv_rows` yields for each line of a :func:`_plain_block`
-    whose first line is line ``number + 1``."""
+    whose first line is line ``number + 1``; returns its lines."""
     bodies = block.split("\n")
     bodies.pop()  # "" after the last line end
     for at, body in enumerate(bodies, number + 1):
@@ -837,6 +836,7 @@ def _split_records(
         if len(cells) != width:
             raise InputError(name, at, _WRONG_WIDTH)
         yield at, body + "\n", pick(cells), cells
+    return len(bodies)
 
 
 def _split_lines(block: str) -> list[str]:
@@ -854,14 +854,14 @@ def _split_lines(block: str) -> list[str]:
 
 
 def _grouped_block(
-    name: str, block: str, span: tuple[int, int], width: int, pick: _Pick
-) -> tuple[tuple[int, str, list[str], list[str]]]:
+    name: str, block: str, number: int, width: int, pick: _Pick
+) -> Generator[tuple[int, str, list[str], list[str]], None, int]:
     """What :meth:`ReportReader.groups` gives for a :func:`_plain_block` whose first line
     is line ``number + 1``: its lines' bodies, and all their cells in one list (a few
-    objects, not one per line)."""
-    number = span[0]
+    objects, not one per line); returns its lines."""
     bodies = block[:-1].split("\n")
-    return ((number + 1, block, bodies, _block_cells(name, block, bodies, number, width)),)
+    yield number + 1, block, bodies, _block_cells(name, block, bodies, number, width)
+    return len(bodies)
 
 
 def _block_cells(name: str, block: str, bodies: list[str], number: int, width: int) -> list[str]:
@@ -874,11 +874,11 @@ def _block_cells(name: str, block: str, bodies: list[str], number: int, width: i
 
 
 def _block_columns(
-    name: str, block: str, span: tuple[int, int], width: int, pick: _Pick
-) -> tuple[Any]:
-    """What :meth:`ReportReader.columns` gives for a :func:`_plain_block` of ``lines``
-    lines whose first is line ``number + 1`` (``span``: the two): ``pick`` of its
-    records' cells one after another.
+    name: str, block: str, number: int, width: int, pick: _Pick
+) -> Generator[Any, None, int]:
+    """What :meth:`ReportReader.columns` gives for a :func:`_plain_block` whose first line
+    is line ``number + 1``: ``pick`` of its records' cells one after another; returns its
+    lines.
 
     Split once, at commas and at line ends marked by a comma before them: each line's
     first cell but the first line's then starts with its ``\n``, and so does a last,
@@ -886,15 +886,17 @@ def _block_columns(
     cells and ``lines`` line ends among each ``width``-th cell (a cell holds at most
     one, at its start); the marks are then cut off.
     """
-    number, lines = span
-    cells = block.replace("\n", ",\n").split(",")
+    marked = block.replace("\n", ",\n")
+    lines = len(marked) - len(block)  # a comma more for each
+    cells = marked.split(",")
     starts = cells[width::width]  # each line's first cell, from the second line's
     if len(cells) != lines * width + 1 or "".join(starts).count("\n") != lines:
         _block_cells(name, block, block[:-1].split("\n"), number, width)  # names the line
         raise AssertionError("a line of the wrong width was not found")  # pragma: no cover
     cells[width::width] = map(_AFTER_MARK, starts)
     cells.pop()  # the last line's end
-    return (pick(cells),)
+    yield pick(cells)
+    return lines
 
 
 _AFTER_MARK: Final = itemgetter(slice(1, None))  # a line's first cell, its mark cut off
@@ -912,8 +914,10 @@ def _transposer(where: list[int], width: int) -> _Pick:
 
 # One by one (see cells()); the text of some columns, column by column (columns()); groups().
 _RECORDS: Final = _Shape(
-    # A lambda: the name is looked up at each call (a test counts the calls).
-    lambda name, block, span, width, pick: _split_records(name, block, span[0], width, pick),
+    # PLW0108 ignored: the name is looked up at each call (a test counts the calls)
+    lambda name, block, number, width, pick: _split_records(  # noqa: PLW0108
+        name, block, number, width, pick
+    ),
     lambda at, line, cells, pick: (at, line, pick(cells), cells),
 )
 _COLUMNS: Final = _Shape(_block_columns, lambda at, line, cells, pick: pick(cells))

@@ -175,7 +175,19 @@ class _DuplicateIndex:
     ) -> int:
         """:meth:`note_success` of each success (``keys``, ``digests`` and ``whens`` one
         per success, all of ``source``), in order; how many were noted."""
-        return sum(map(self.note_success, keys, digests, whens, repeat(source)))
+        noted = self._done
+        if noted is None:
+            noted = self._done = array("Q", bytes(8 * self._slots))
+        held, held_digests, slots = self._keys, self._digests, self._slots
+        word, count = (source + 1) << 32, 0
+        for key, digest, when in zip(keys, digests, whens, strict=True):
+            i = key % slots  # note_success(), inlined: once per success of millions
+            while (k := held[i]) and k != key:
+                i = i + 1 if i + 1 < slots else 0
+            if k and held_digests[i] == digest and not noted[i]:
+                noted[i] = word | when
+                count += 1
+        return count
 
     def success(self, key: int, digest: int) -> int:
         """The success noted on the app ``key`` with settings ``digest``, or 0."""

@@ -64,6 +64,11 @@ _COLUMNS: Final = (
 _TYPED: Final = itemgetter(*(REPORT_COLUMNS.index(name) for name in _COLUMNS))  # of a Record
 _SECOND: Final = itemgetter(slice(None, 20))  # 2026-11-26T10:15:00. of ...:00.120Z
 _AFTER_SECOND: Final = itemgetter(slice(20, None))  # 120Z of ...:00.120Z
+_TENS: Final = 18  # characters up to a time's last digit of seconds: 2026-11-26T10:15:0
+_AFTER_TENS: Final = itemgetter(slice(_TENS, None))  # 0.120Z of ...:00.120Z
+_IN_TENS: Final = {  # the rest of a time after _TENS, and its milliseconds: 0.120Z -> 120
+    f"{second}.{ms:03d}Z": 1000 * second + ms for second in range(10) for ms in range(1000)
+}
 
 
 def _epoch_ms(text: str) -> int | None:
@@ -353,14 +358,25 @@ class ResumeIndex:
         at ``times`` (its text of each), as :meth:`_place` gives them; None when one is not
         to the millisecond as the report writes it, or not within 24 days of the report's
         first success (its note is kept whole), or when the report's name is empty."""
-        millis = list(map(_MILLI_OF.get, map(_AFTER_SECOND, times)))  # 120 of ...:00.120Z
-        if None in millis:
-            return None
-        source, _ = self._place(report, times[0], None)  # the first sets the report's base
+        source, _ = self._place(report, times[0] or "?", None)  # as _told(): sets the base
         base = self._bases[source >> 1]
         if source & 1 or base is None:
             return None
-        clock, seconds = self._clock, list(map(_SECOND, times))
+        n, clock = len(times), self._clock
+        joined, head = "".join(times), times[0][:_TENS]
+        if len(joined) == 24 * n and all(joined[at::24] == head[at] * n for at in range(_TENS)):
+            # The usual case: all within the ten seconds of the first (its text up to them
+            # is the same, and read), each the rest (0.120Z of ...:00.120Z) of its own.
+            into = list(map(_IN_TENS.get, map(_AFTER_TENS, times)))
+            ms = clock.ms(head + "0.000Z")
+            if None in into or ms is None:
+                return None
+            whens = list(map(add, into, repeat(ms - base)))
+            return (source, whens) if min(whens) >= 0 and max(whens) < _NO_TIME else None
+        millis = list(map(_MILLI_OF.get, map(_AFTER_SECOND, times)))  # 120 of ...:00.120Z
+        if None in millis:
+            return None
+        seconds = list(map(_SECOND, times))
         at: dict[str, int] = {}  # per second (2026-11-26T10:15:00.): the time of its .000
         for second in dict.fromkeys(seconds):  # a few: a block's records end in a few
             ms = clock.ms(second + "000Z")

@@ -551,9 +551,15 @@ def digest_numbers(texts: list[str]) -> list[int] | None:
     :func:`settings_digest` writes it, else None: for a block of a report's records at
     once (loops in C)."""
     joined = "".join(texts)
-    if set(map(len, texts)) != {16} or joined.strip(_HEX):
+    if set(map(len, texts)) != {16} or joined != joined.lower():
         return None
-    numbers = array("Q", bytes.fromhex(joined))  # 8 bytes each, the first the highest
+    try:  # 8 bytes each, the first the highest; any but hex digits refused...
+        raw = bytes.fromhex(joined)
+    except ValueError:
+        return None
+    if len(raw) != 8 * len(texts):  # ...but ASCII whitespace, skipped
+        return None
+    numbers = array("Q", raw)
     if sys.byteorder == "little":
         numbers.byteswap()
     return numbers.tolist()

@@ -395,7 +395,16 @@ def test_digests_and_app_keys_of_a_block_are_each_ones() -> None:
     block holds one the one-at-a-time function reads otherwise."""
     texts = [row(i).digest for i in range(50)]
     assert digest_numbers(texts) == [digest_number(text) for text in texts]
-    for odd in ("1E7AE465A6E6C15F", "1e7ae465a6e6c15", "1e7ae465a6e6c15f0", " e7ae465a6e6c15f"):
+    for odd in (
+        "1E7AE465A6E6C15F",
+        "1e7ae465a6e6c15",
+        "1e7ae465a6e6c15f0",
+        " e7ae465a6e6c15f",
+        "1e7ae465 6e6c15f",  # whitespace between two digits, which bytes.fromhex skips
+        "1e7ae465a6e6c1\t5",
+        "\u0661e7ae465a6e6c15f",  # a digit, not an ASCII one
+        "1e7ae465a6e6c15g",
+    ):
         assert digest_numbers([*texts, odd]) is None, odd
     assert digest_numbers(["1e7ae465a6e6c15", "1e7ae465a6e6c15ff"]) is None  # 32 characters
     regions, apps = ["us-east-1", "eu-west-1"] * 3, [f"d{i:06x}abc" for i in range(6)]
