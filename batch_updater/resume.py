@@ -6,6 +6,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from itertools import compress, repeat
 from operator import add, eq, itemgetter
 from pathlib import Path
@@ -66,9 +67,13 @@ _SECOND: Final = itemgetter(slice(None, 20))  # 2026-11-26T10:15:00. of ...:00.1
 _AFTER_SECOND: Final = itemgetter(slice(20, None))  # 120Z of ...:00.120Z
 _TENS: Final = 18  # characters up to a time's last digit of seconds: 2026-11-26T10:15:0
 _AFTER_TENS: Final = itemgetter(slice(_TENS, None))  # 0.120Z of ...:00.120Z
-_IN_TENS: Final = {  # the rest of a time after _TENS, and its milliseconds: 0.120Z -> 120
-    f"{second}.{ms:03d}Z": 1000 * second + ms for second in range(10) for ms in range(1000)
-}
+
+
+@cache
+def _in_tens() -> dict[str, int]:
+    """The rest of a time after :data:`_TENS`, and its milliseconds: 0.120Z -> 120 (made
+    when a report is read: 10,000 of them, 1 MB)."""
+    return {f"{s}.{ms:03d}Z": 1000 * s + ms for s in range(10) for ms in range(1000)}
 
 
 def _epoch_ms(text: str) -> int | None:
@@ -367,7 +372,7 @@ class ResumeIndex:
         if len(joined) == 24 * n and all(joined[at::24] == head[at] * n for at in range(_TENS)):
             # The usual case: all within the ten seconds of the first (its text up to them
             # is the same, and read), each the rest (0.120Z of ...:00.120Z) of its own.
-            into = list(map(_IN_TENS.get, map(_AFTER_TENS, times)))
+            into = list(map(_in_tens().get, map(_AFTER_TENS, times)))
             ms = clock.ms(head + "0.000Z")
             if None in into or ms is None:
                 return None

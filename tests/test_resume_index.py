@@ -311,7 +311,8 @@ def test_a_time_of_the_second_read_last_is_read_only_when_the_report_writes_it_s
 
 def _block_reports(tmp_path: Path) -> tuple[list[Row], list[Path]]:
     """Rows (two fifths of them of an account, in a run of lines) and two CSV reports of
-    them with records of every kind, each kind in a run of lines of many blocks."""
+    them with records of every kind, each kind in a run of lines of many blocks; a
+    block's times within ten seconds, or across them."""
     rng = random.Random(12)
     rows = [
         Row(r.line, r.app_id, r.region, r.settings, r.digest, (), "111122223333")
@@ -323,7 +324,7 @@ def _block_reports(tmp_path: Path) -> tuple[list[Row], list[Path]]:
     for k in range(2):
         results: list[RowResult] = []
         for i, r in enumerate(rows):
-            done = result(r, Status.SUCCEEDED, at=3 * i + 500 * k)
+            done = result(r, Status.SUCCEEDED, at=17 * i + 500 * k)  # across ten seconds
             kind = (i // 600 + k) % 5
             if kind == 1 and i % 7 == 0:
                 done = result(r, Status.FAILED, "boom")
@@ -341,7 +342,7 @@ def _block_reports(tmp_path: Path) -> tuple[list[Row], list[Path]]:
                 done = replace(done, error_message="a, quoted cell")
             results.append(replace(done, account_id=done.account_id or r.account_id))
             if kind == 0 and i % 19 == 0:  # the same success twice: the first is noted
-                results.append(result(r, Status.SUCCEEDED, at=3 * i + 1))
+                results.append(result(r, Status.SUCCEEDED, at=17 * i + 1))
         # Apps the input lacks, and a day later: a block of another day.
         results += [result(row(i + 5000), Status.SUCCEEDED, at=i) for i in range(300)]
         results += [result(r, Status.SUCCEEDED, at=86_400_000 + i) for i, r in enumerate(rows)]
