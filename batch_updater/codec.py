@@ -20,7 +20,7 @@ gives the same typed values for a CSV line and a JSON line of the same record.
 Reading a CSV report of millions of records: it is read a block of whole lines at a
 time, and a block without quotes or carriage returns is split at line ends and commas
 at once (the csv module reads the rest); readers that need a few columns take their
-text (:meth:`ReportReader.cells`, or in lists, :meth:`ReportReader.picked`), and a line
+text (:meth:`ReportReader.cells`, or column by column, :meth:`ReportReader.columns`), and a line
 the encoder would write as it is (:func:`as_encoded`) may be copied without a decode
 and an encode. Writing the record of a row that was not sent (a dry run's, a skipped
 one's): :meth:`RecordEncoder.write_unsent` fills a template that :meth:`RecordEncoder.write`
@@ -33,7 +33,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import repeat
 from operator import attrgetter, itemgetter
@@ -500,10 +500,11 @@ _Pick = Callable[[list[str]], Any]
 
 class _Shape(NamedTuple):
     """How :meth:`ReportReader._csv_rows` gives records: what it yields for a block of
-    plain lines (its name, text, lines before it, width, pick) and for one record (the
+    plain lines (its name, text, lines before it, width, pick), returning its lines, and
+    for one record (the
     line it ends on, its line as written or None, its cells, pick)."""
 
-    block: Callable[[str, str, int, int, _Pick], Iterable[Any]]
+    block: Callable[[str, str, int, int, _Pick], Generator[Any, None, int]]
     record: Callable[[int, str | None, list[str], _Pick], Any]
 
 
@@ -575,9 +576,9 @@ class ReportReader:
         its cells split at commas. Any other line (a quoted cell, perhaps over several
         lines; a CRLF line end) is read by the csv module, whole records at a time (a
         record ends at a line end outside quotes; one still open at the end is torn).
-        Both give the same cells; ``line`` is None for the second. Shaped :data:`_PICKED`,
-        the text of ``columns`` alone, in lists: a plain block's records together; shaped
-        :data:`_GROUPS`, as :meth:`groups` gives them.
+        Both give the same cells; ``line`` is None for the second. Shaped :data:`_COLUMNS`,
+        the text of ``columns`` alone, column by column (a plain block's records
+        together); shaped :data:`_GROUPS`, as :meth:`groups` gives them.
         """
         name = self.name
         width = 0  # the header's cells; 0 until the header is read
@@ -586,10 +587,8 @@ class ReportReader:
         quotes = size = first = number = 0
         try:
             for block in _text_blocks(self._open()):
-                if width and not pending and _plain_block(block):
-                    # The usual case: a block of records on one line each.
-                    yield from shape.block(name, block, number, width, pick)
-                    number += block.count("\n")
+                if width and not pending and _plain_block(block):  # records of a line each
+                    number += yield from shape.block(name, block, number, width, pick)
                     continue
                 for line in _split_lines(block):
                     number += 1
@@ -614,7 +613,7 @@ class ReportReader:
                             if not width:
                                 self._check_header(cells)
                                 width = len(cells)
-                                pick = self._picking(columns)
+                                pick = self._picking(columns, shape)
                             elif len(cells) != width:
                                 raise InputError(name, at, _WRONG_WIDTH)
                             else:
@@ -704,12 +703,13 @@ class ReportReader:
             raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
         return self._csv_rows(_RECORDS, tuple(columns))
 
-    def picked(self, columns: Sequence[str]) -> Iterator[list[Any]]:
-        """:meth:`cells` with the text of ``columns`` alone, in lists (the records of a
-        block of plain lines together, any other alone), for readers of millions."""
+    def columns(self, columns: Sequence[str]) -> Iterator[tuple[list[str], ...]]:
+        """:meth:`cells` with the text of ``columns`` alone, column by column, for readers
+        of millions: per block of plain lines (see :meth:`groups`), each column's cells of
+        its records in one list; per any other record, lists of one."""
         if self.jsonl:
             raise ValueError(f"{self.name}: a JSON-lines report has no CSV cells")
-        return self._csv_rows(_PICKED, tuple(columns))
+        return self._csv_rows(_COLUMNS, tuple(columns))
 
     def groups(self) -> Iterator[tuple[int, str | None, list[str] | None, list[str]]]:
         """A CSV report's records in groups, for readers of millions that copy lines.
@@ -756,11 +756,15 @@ class ReportReader:
 
         return typed
 
-    def _picking(self, columns: tuple[str, ...]) -> Callable[[list[str]], Any]:
+    def _picking(self, columns: tuple[str, ...], shape: _Shape) -> Callable[[list[str]], Any]:
         """Once the header is read: what picks the text of ``columns`` from a record's
-        cells, as a tuple."""
-        at = {name: i for i, name in enumerate((self.header or ())[: self._known])}
+        cells, as a tuple (for :data:`_COLUMNS`: from the cells of records one after
+        another, a list per column)."""
+        header = self.header or ()
+        at = {name: i for i, name in enumerate(header[: self._known])}
         where = [at.get(name, -1) for name in columns]
+        if shape is _COLUMNS:
+            return _transposer(where, len(header))
         if not columns:
             return _no_cells
         if -1 in where or len(where) == 1:  # a column of a later version (or just one)
@@ -822,9 +826,9 @@ def _plain_block(block: str) -> bool:
 
 def _split_records(
     name: str, block: str, number: int, width: int, pick: Callable[[list[str]], Any]
-) -> Iterator[tuple[int, str, Any, list[str]]]:
+) -> Generator[tuple[int, str, Any, list[str]], None, int]:
     """What :meth:`ReportReader._csv_rows` yields for each line of a :func:`_plain_block`
-    whose first line is line ``number + 1``."""
+    whose first line is line ``number + 1``; returns its lines."""
     bodies = block.split("\n")
     bodies.pop()  # "" after the last line end
     for at, body in enumerate(bodies, number + 1):
@@ -832,26 +836,7 @@ def _split_records(
         if len(cells) != width:
             raise InputError(name, at, _WRONG_WIDTH)
         yield at, body + "\n", pick(cells), cells
-
-
-def _picked_block(
-    name: str, block: str, number: int, width: int, pick: Callable[[list[str]], Any]
-) -> list[Any]:
-    """What :func:`_split_records` gives as picked text, all at once (C-level loops)."""
-    return list(map(pick, _block_rows(name, block, number, width)[1]))
-
-
-def _block_rows(
-    name: str, block: str, number: int, width: int
-) -> tuple[list[str], list[list[str]]]:
-    """The bodies of a :func:`_plain_block`'s lines (the first is line ``number + 1``)
-    and their cells."""
-    bodies = block[:-1].split("\n")
-    rows = [body.split(",") for body in bodies]
-    if set(map(len, rows)) != {width}:
-        at = next(at for at, cells in enumerate(rows, number + 1) if len(cells) != width)
-        raise InputError(name, at, _WRONG_WIDTH)
-    return bodies, rows
+    return len(bodies)
 
 
 def _split_lines(block: str) -> list[str]:
@@ -870,18 +855,64 @@ def _split_lines(block: str) -> list[str]:
 
 def _grouped_block(
     name: str, block: str, number: int, width: int, pick: _Pick
-) -> tuple[tuple[int, str, list[str], list[str]]]:
+) -> Generator[tuple[int, str, list[str], list[str]], None, int]:
     """What :meth:`ReportReader.groups` gives for a :func:`_plain_block` whose first line
     is line ``number + 1``: its lines' bodies, and all their cells in one list (a few
-    objects, not one per line)."""
+    objects, not one per line); returns its lines."""
     bodies = block[:-1].split("\n")
+    yield number + 1, block, bodies, _block_cells(name, block, bodies, number, width)
+    return len(bodies)
+
+
+def _block_cells(name: str, block: str, bodies: list[str], number: int, width: int) -> list[str]:
+    """The cells of a :func:`_plain_block`'s records (its lines' ``bodies``, the first
+    line ``number + 1``) one after another, each record ``width`` wide."""
     if set(map(str.count, bodies, repeat(","))) != {width - 1}:
         at = next(at for at, body in enumerate(bodies, number + 1) if body.count(",") != width - 1)
         raise InputError(name, at, _WRONG_WIDTH)
-    return ((number + 1, block, bodies, block[:-1].replace("\n", ",").split(",")),)
+    return block[:-1].replace("\n", ",").split(",")
 
 
-# One by one (see cells()); the text of some columns, in lists (picked()); groups().
+def _block_columns(
+    name: str, block: str, number: int, width: int, pick: _Pick
+) -> Generator[Any, None, int]:
+    """What :meth:`ReportReader.columns` gives for a :func:`_plain_block` whose first line
+    is line ``number + 1``: ``pick`` of its records' cells one after another; returns its
+    lines.
+
+    Split once, at commas and at line ends marked by a comma before them: each line's
+    first cell but the first line's then starts with its ``\n``, and so does a last,
+    empty cell. Every line is ``width`` cells wide when there are ``lines * width + 1``
+    cells and ``lines`` line ends among each ``width``-th cell (a cell holds at most
+    one, at its start); the marks are then cut off.
+    """
+    marked = block.replace("\n", ",\n")
+    lines = len(marked) - len(block)  # a comma more for each
+    cells = marked.split(",")
+    starts = cells[width::width]  # each line's first cell, from the second line's
+    if len(cells) != lines * width + 1 or "".join(starts).count("\n") != lines:
+        _block_cells(name, block, block[:-1].split("\n"), number, width)  # names the line
+        raise AssertionError("a line of the wrong width was not found")  # pragma: no cover
+    cells[width::width] = map(_AFTER_MARK, starts)
+    cells.pop()  # the last line's end
+    yield pick(cells)
+    return lines
+
+
+_AFTER_MARK: Final = itemgetter(slice(1, None))  # a line's first cell, its mark cut off
+
+
+def _transposer(where: list[int], width: int) -> _Pick:
+    """What picks, from the cells of records ``width`` wide one after another, the cells
+    of the columns at ``where`` (-1: a column the report lacks, all ""), a list each."""
+
+    def pick(cells: list[str]) -> tuple[list[str], ...]:
+        return tuple(cells[i::width] if i >= 0 else [""] * (len(cells) // width) for i in where)
+
+    return pick
+
+
+# One by one (see cells()); the text of some columns, column by column (columns()); groups().
 _RECORDS: Final = _Shape(
     # PLW0108 ignored: the name is looked up at each call (a test counts the calls)
     lambda name, block, number, width, pick: _split_records(  # noqa: PLW0108
@@ -889,10 +920,7 @@ _RECORDS: Final = _Shape(
     ),
     lambda at, line, cells, pick: (at, line, pick(cells), cells),
 )
-_PICKED: Final = _Shape(
-    lambda name, block, number, width, pick: (_picked_block(name, block, number, width, pick),),
-    lambda at, line, cells, pick: [pick(cells)],
-)
+_COLUMNS: Final = _Shape(_block_columns, lambda at, line, cells, pick: pick(cells))
 _GROUPS: Final = _Shape(
     _grouped_block,
     lambda at, line, cells, pick: (at, line, None if line is None else [line[:-1]], cells),

@@ -6,8 +6,9 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from itertools import chain
-from operator import itemgetter
+from functools import cache
+from itertools import compress, repeat
+from operator import add, eq, itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,10 +18,10 @@ from .codec import (
     Warn,
     iso,
 )
-from .duplicates import _DuplicateIndex, app_key, success_of
+from .duplicates import _DuplicateIndex, app_key, app_keys, success_of
 from .report import report_location
 from .rows import Row
-from .rules import digest_number
+from .rules import digest_number, digest_numbers
 from .storage import LocalFile, Location
 
 __all__ = ["ResumeIndex", "read_report"]
@@ -62,6 +63,17 @@ _COLUMNS: Final = (
     "settings_digest",
 )
 _TYPED: Final = itemgetter(*(REPORT_COLUMNS.index(name) for name in _COLUMNS))  # of a Record
+_SECOND: Final = itemgetter(slice(None, 20))  # 2026-11-26T10:15:00. of ...:00.120Z
+_AFTER_SECOND: Final = itemgetter(slice(20, None))  # 120Z of ...:00.120Z
+_TENS: Final = 18  # characters up to a time's last digit of seconds: 2026-11-26T10:15:0
+_AFTER_TENS: Final = itemgetter(slice(_TENS, None))  # 0.120Z of ...:00.120Z
+
+
+@cache
+def _in_tens() -> dict[str, int]:
+    """The rest of a time after :data:`_TENS`, and its milliseconds: 0.120Z -> 120 (made
+    when a report is read: 10,000 of them, 1 MB)."""
+    return {f"{s}.{ms:03d}Z": 1000 * s + ms for s in range(10) for ms in range(1000)}
 
 
 def _epoch_ms(text: str) -> int | None:
@@ -205,6 +217,11 @@ class _Succeeded:
             self._grow()
         return True
 
+    def add_all(self, firsts: list[int], seconds: list[int], whens: list[int], source: int) -> int:
+        """:meth:`add` of each success (keys ``firsts`` and ``seconds``, ``whens`` one per
+        success, all of ``source``), in order; how many were remembered."""
+        return sum(map(self.add, firsts, seconds, whens, repeat(source)))
+
     def _grow(self) -> None:
         firsts, seconds, times, sources = self._firsts, self._seconds, self._times, self._sources
         self._alloc(2 * self._slots + 1)
@@ -296,48 +313,118 @@ class ResumeIndex:
         ``within``: the input's apps, to note the successes on (see the class)."""
         locations = [report_location(p) for p in paths]
         index = cls(_expected_records(locations) if within is None else 0, within)
-        # The loop of add(), unrolled: it runs once per record of reports of millions.
-        place, hashes = index._place, index.hashes
-        remember = index._table.add if within is None else within.note_success
-        keys = hashes is _keys  # the default: its two parts called here, not through it
-        noted = 0
         for location in locations:
             reader = ReportReader(location, warn)
             report = reader.name
             index.reports.append(report)
-            records: Iterable[tuple[Any, ...]]
             if reader.jsonl:
-                records = (_TYPED(values) for values, _, _ in reader)
-            else:  # the text of the few columns needed, not a typed record
-                records = chain.from_iterable(reader.picked(_COLUMNS))
-            # A success of this report in the second placed last (its text up to the
-            # milliseconds, its source and time less them): placed here, not by _place.
-            head, own, base = "", 0, 0
-            for status, message, finished_at, account, region, app_id, digest in records:
-                if (
-                    status == "succeeded"
-                    and type(finished_at) is str
-                    and finished_at[:20] == head  # 2026-11-26T10:15:00. of 10:15:00.120Z
-                    and (milli := _MILLI_OF.get(finished_at[20:])) is not None
-                    and 0 <= (when := base + milli) < _NO_TIME
-                ):
-                    source = own
-                else:
-                    if status not in _SUCCESS:
-                        continue
-                    told = _told(status, message, finished_at, report)
-                    if told is None:
-                        continue
-                    source, when = place(*told)
-                    if told[2] is None and not source & 1 and when != _NO_TIME:
-                        head, own, base = finished_at[:20], source, when - int(finished_at[20:23])
-                if keys and type(digest) is str:  # a CSV report's text: _keys() inlined
-                    first, second = app_key(region, app_id, account), digest_number(digest)
-                else:  # app_key() formats any JSON value as str() does
-                    first, second = hashes(account or "", region, app_id, digest)
-                noted += remember(first, second, when, source)
-        index._noted = noted
+                index._note_each(report, (_TYPED(values) for values, _, _ in reader))
+                continue
+            # The text of the few columns needed, a block of records at a time.
+            for columns in reader.columns(_COLUMNS):
+                if not index._note_block(report, columns):
+                    index._note_each(report, zip(*columns, strict=True))
         return index
+
+    def _note_block(self, report: str, columns: tuple[list[str], ...]) -> bool:
+        """Note the successes among a block of records of the CSV ``report`` (the text of
+        their :data:`_COLUMNS`, column by column) at once, with loops in C: when none is
+        ``skipped``, and each success is written as the tool writes it (an app without
+        an account or every one with one, the digest's 16 hex characters, the time to
+        the millisecond within 24 days of the report's first). False (nothing noted)
+        when not so: :meth:`_note_each` notes them."""
+        status, _, finished, account, region, app_id, digest = columns
+        n = status.count("succeeded")
+        if n != len(status):  # only successes: else the few, when no record is skipped
+            if not n or "skipped" in status or self.hashes is not _keys:
+                return not n and "skipped" not in status
+            chosen = list(map(eq, status, repeat("succeeded")))
+            finished, account, region, app_id, digest = (
+                list(compress(cells, chosen)) for cells in columns[2:]
+            )
+        if self.hashes is not _keys:  # a test's hashes: only by the general path
+            return False
+        firsts = app_keys(region, app_id, account)
+        seconds = digest_numbers(digest)
+        if firsts is None or seconds is None:
+            return False
+        placed = self._times_of(report, finished)
+        if placed is None:
+            return False
+        source, whens = placed
+        if self.within is None:
+            self._noted += self._table.add_all(firsts, seconds, whens, source)
+        else:
+            self._noted += self.within.note_successes(firsts, seconds, whens, source)
+        return True
+
+    def _times_of(self, report: str, times: list[str]) -> tuple[int, list[int]] | None:
+        """The source and times (see the class) of successes of ``report`` that finished
+        at ``times`` (its text of each), as :meth:`_place` gives them; None when one is not
+        to the millisecond as the report writes it, or not within 24 days of the report's
+        first success (its note is kept whole), or when the report's name is empty."""
+        source, _ = self._place(report, times[0] or "?", None)  # as _told(): sets the base
+        base = self._bases[source >> 1]
+        if source & 1 or base is None:
+            return None
+        n, clock = len(times), self._clock
+        joined, head = "".join(times), times[0][:_TENS]
+        if len(joined) == 24 * n and all(joined[at::24] == head[at] * n for at in range(_TENS)):
+            # The usual case: all within the ten seconds of the first (its text up to them
+            # is the same, and read), each the rest (0.120Z of ...:00.120Z) of its own.
+            into = list(map(_in_tens().get, map(_AFTER_TENS, times)))
+            ms = clock.ms(head + "0.000Z")
+            if None in into or ms is None:
+                return None
+            whens = list(map(add, into, repeat(ms - base)))
+            return (source, whens) if min(whens) >= 0 and max(whens) < _NO_TIME else None
+        millis = list(map(_MILLI_OF.get, map(_AFTER_SECOND, times)))  # 120 of ...:00.120Z
+        if None in millis:
+            return None
+        seconds = list(map(_SECOND, times))
+        at: dict[str, int] = {}  # per second (2026-11-26T10:15:00.): the time of its .000
+        for second in dict.fromkeys(seconds):  # a few: a block's records end in a few
+            ms = clock.ms(second + "000Z")
+            if ms is None or ms < base or ms + 999 - base >= _NO_TIME:
+                return None
+            at[second] = ms - base
+        return source, list(map(add, map(at.__getitem__, seconds), millis))
+
+    def _note_each(self, report: str, records: Iterable[tuple[Any, ...]]) -> None:
+        """Note the successes among ``records`` of ``report``, each the values of
+        :data:`_COLUMNS` (text, or a JSON-lines report's values), one by one."""
+        # The loop of add(), unrolled: it runs once per record of reports of millions.
+        place, hashes = self._place, self.hashes
+        remember = self._table.add if self.within is None else self.within.note_success
+        keys = hashes is _keys  # the default: its two parts called here, not through it
+        noted = 0
+        # A success of this report in the second placed last (its text up to the
+        # milliseconds, its source and time less them): placed here, not by _place.
+        head, own, base = "", 0, 0
+        for status, message, finished_at, account, region, app_id, digest in records:
+            if (
+                status == "succeeded"
+                and type(finished_at) is str
+                and finished_at[:20] == head  # 2026-11-26T10:15:00. of 10:15:00.120Z
+                and (milli := _MILLI_OF.get(finished_at[20:])) is not None
+                and 0 <= (when := base + milli) < _NO_TIME
+            ):
+                source = own
+            else:
+                if status not in _SUCCESS:
+                    continue
+                told = _told(status, message, finished_at, report)
+                if told is None:
+                    continue
+                source, when = place(*told)
+                if told[2] is None and not source & 1 and when != _NO_TIME:
+                    head, own, base = finished_at[:20], source, when - int(finished_at[20:23])
+            if keys and type(digest) is str:  # a CSV report's text: _keys() inlined
+                first, second = app_key(region, app_id, account), digest_number(digest)
+            else:  # app_key() formats any JSON value as str() does
+                first, second = hashes(account or "", region, app_id, digest)
+            noted += remember(first, second, when, source)
+        self._noted += noted
 
     def add(
         self,

@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import random
 import tracemalloc
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from batch_updater import RowResult, Status
-from batch_updater.duplicates import _DuplicateIndex, app_key
+from batch_updater.duplicates import _DuplicateIndex, app_key, app_keys
 from batch_updater.report import ReportWriter
 from batch_updater.resume import SUCCEEDED_IN, ResumeIndex, read_report
 from batch_updater.rows import LoginSettings, Row
-from batch_updater.rules import digest_number
+from batch_updater.rules import digest_number, digest_numbers
 
 T0 = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 UP = "us-east-1_AbC123xyz"
@@ -304,3 +307,109 @@ def test_a_time_of_the_second_read_last_is_read_only_when_the_report_writes_it_s
         notes = [index.lookup(r) for r in rows]
         assert notes[:2] == [f"{SUCCEEDED_IN}{path} at 2026-11-26T10:15:00.005Z"] * 2
         assert notes[2:] == [f"{SUCCEEDED_IN}{path} at {text}" for text in odd]
+
+
+def _block_reports(tmp_path: Path) -> tuple[list[Row], list[Path]]:
+    """Rows (two fifths of them of an account, in a run of lines) and two CSV reports of
+    them with records of every kind, each kind in a run of lines of many blocks; a
+    block's times within ten seconds, or across them."""
+    rng = random.Random(12)
+    rows = [
+        Row(r.line, r.app_id, r.region, r.settings, r.digest, (), "111122223333")
+        if 1200 <= i < 2400
+        else r
+        for i, r in enumerate(row(i, rng.choice(("us-east-1", "eu-west-1"))) for i in range(3000))
+    ]
+    reports = []
+    for k in range(2):
+        results: list[RowResult] = []
+        for i, r in enumerate(rows):
+            done = result(r, Status.SUCCEEDED, at=17 * i + 500 * k)  # across ten seconds
+            kind = (i // 600 + k) % 5
+            if kind == 1 and i % 7 == 0:
+                done = result(r, Status.FAILED, "boom")
+            elif kind == 2 and i % 5 == 0:
+                done = result(r, Status.SKIPPED, f"{SUCCEEDED_IN}old.csv at yesterday")
+            elif kind == 3 and i % 9 == 0:
+                done = result(r, Status.SUCCEEDED, at=rng.choice((None, 30 * 86_400_000)))
+            elif kind == 4 and i % 11 == 0:
+                done = replace(done, settings_digest=r.digest.upper())
+            elif kind == 4 and i % 13 == 0:
+                done = replace(done, settings_digest="0123456789abcdef")  # other settings
+            elif kind == 4 and i % 17 == 0:
+                done = replace(done, account_id="444455556666")
+            elif kind == 4 and i % 3 == 0:
+                done = replace(done, error_message="a, quoted cell")
+            results.append(replace(done, account_id=done.account_id or r.account_id))
+            if kind == 0 and i % 19 == 0:  # the same success twice: the first is noted
+                results.append(result(r, Status.SUCCEEDED, at=17 * i + 1))
+        # Apps the input lacks, and a day later: a block of another day.
+        results += [result(row(i + 5000), Status.SUCCEEDED, at=i) for i in range(300)]
+        results += [result(r, Status.SUCCEEDED, at=86_400_000 + i) for i, r in enumerate(rows)]
+        reports.append(write(tmp_path / f"r{k}.csv", results))
+    return rows, reports
+
+
+def test_a_block_read_at_once_notes_what_its_records_one_at_a_time_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block path of the index (a block's columns with loops in C) leaves the index,
+    within the input's apps and in a table of its own, exactly as noting its records one
+    at a time does; and it takes most blocks of a report of the tool's own making."""
+    rows, reports = _block_reports(tmp_path)
+    seen: list[bool] = []
+    note_block = ResumeIndex._note_block
+
+    def counted(index: ResumeIndex, report: str, columns: tuple[list[str], ...]) -> bool:
+        seen.append(note_block(index, report, columns))
+        return seen[-1]
+
+    def apps() -> _DuplicateIndex:
+        index = _DuplicateIndex(len(rows))
+        for r in rows:
+            index.add(app_key(r.region, r.app_id, r.account_id), r.line, digest_number(r.digest))
+        return index
+
+    monkeypatch.setattr(ResumeIndex, "_note_block", counted)
+    fast = [ResumeIndex.load(reports), ResumeIndex.load(reports, within=apps())]
+    monkeypatch.setattr(ResumeIndex, "_note_block", lambda index, report, columns: False)
+    general = [ResumeIndex.load(reports), ResumeIndex.load(reports, within=apps())]
+
+    blocks = len([ok for ok in seen if ok])
+    assert blocks > len(seen) // 2 > 10  # most blocks of many lines
+    for got, want in zip(fast, general, strict=True):
+        assert len(got) == len(want) > 2000
+        assert got._strings == want._strings
+        assert got._bases == want._bases
+        if want.within is None:
+            table, other = got._table, want._table
+            for name in ("_firsts", "_seconds", "_times", "_sources"):
+                assert getattr(table, name) == getattr(other, name), name
+        else:
+            assert got.within is not None
+            assert got.within._done == want.within._done
+        assert [got.lookup(r) for r in rows] == [want.lookup(r) for r in rows]
+
+
+def test_digests_and_app_keys_of_a_block_are_each_ones() -> None:
+    """A block's digests and app keys at once are those of each cell, or None when the
+    block holds one the one-at-a-time function reads otherwise."""
+    texts = [row(i).digest for i in range(50)]
+    assert digest_numbers(texts) == [digest_number(text) for text in texts]
+    for odd in (
+        "1E7AE465A6E6C15F",
+        "1e7ae465a6e6c15",
+        "1e7ae465a6e6c15f0",
+        " e7ae465a6e6c15f",
+        "1e7ae465 6e6c15f",  # whitespace between two digits, which bytes.fromhex skips
+        "1e7ae465a6e6c1\t5",
+        "\u0661e7ae465a6e6c15f",  # a digit, not an ASCII one
+        "1e7ae465a6e6c15g",
+    ):
+        assert digest_numbers([*texts, odd]) is None, odd
+    assert digest_numbers(["1e7ae465a6e6c15", "1e7ae465a6e6c15ff"]) is None  # 32 characters
+    regions, apps = ["us-east-1", "eu-west-1"] * 3, [f"d{i:06x}abc" for i in range(6)]
+    for accounts in ([""] * 6, ["111122223333"] * 6):
+        want = [app_key(*cells) for cells in zip(regions, apps, accounts, strict=True)]
+        assert app_keys(regions, apps, accounts) == want
+    assert app_keys(regions, apps, ["", *["111122223333"] * 5]) is None
