@@ -307,8 +307,7 @@ class AdaptiveRate:
                     # its success and its 429 alike: after a cautious restart at 1.5/s,
                     # waiting for the next request's answer to count cost 0.7 s (at any
                     # rate, it broke an episode).
-                    self._changed_ticket = min(self._changed_ticket, ticket - 1)
-                    self._cut_ticket = min(self._cut_ticket, ticket - 1)
+                    self._paced_after_change(ticket, cut=True)
                 await self._limiter.acquire()
             self._sent[-1] = self._last_sent = now = self._clock()
             self._out += 1
@@ -338,7 +337,7 @@ class AdaptiveRate:
             sleeping.cancel()
         if woken:
             self._restart_pacing()
-            self._changed_ticket = min(self._changed_ticket, ticket - 1)
+            self._paced_after_change(ticket)
             await self._slot(ticket)
 
     async def leave(self, ticket: int) -> None:
@@ -360,7 +359,7 @@ class AdaptiveRate:
                 # rate, waits at the wire: it leaves at the new spacing, so its answer
                 # judges the new rate. Traced at 5/s: the 429 of a probe's second step was
                 # taken for one at the rate below, which had worked: cut 3%.
-                self._changed_ticket = min(self._changed_ticket, ticket - 1)
+                self._paced_after_change(ticket)
         # The turn is taken when the request really leaves, not when it starts to wait: a
         # wait that ends late (a busy loop), or several ending together, must not bring the
         # next request closer than 1/rate behind this one. Until the lane's first 429,
@@ -579,6 +578,13 @@ class AdaptiveRate:
         """Whether ``rate`` is too slow for the success rate to be measured over a window."""
         return 2 * rate * self._tuning.window < self._tuning.samples
 
+    def _paced_after_change(self, ticket: int, *, cut: bool = False) -> None:
+        """``ticket`` was issued before the last change (``cut``: the last cut) but is
+        paced after it: its answer judges the new rate (see :meth:`_before`)."""
+        self._changed_ticket = min(self._changed_ticket, ticket - 1)
+        if cut:
+            self._cut_ticket = min(self._cut_ticket, ticket - 1)
+
     def _wake(self) -> None:
         """Move up the request waiting for its slot, if it waits :data:`RAISED_WAIT` or
         more (see :meth:`_slot`): its slot may now come sooner."""
@@ -592,10 +598,7 @@ class AdaptiveRate:
         The limiter spaces each slot when it reserves the previous one: after a change,
         the next request would still follow the old rate.
         """
-        old = self._limiter
-        self._limiter = RateLimiter(old.rate, old.burst, clock=self._clock, sleep=self._sleep)
-        for _ in range(old.burst):
-            self._limiter.try_acquire(self._last_sent)
+        self._limiter.restart(self._limiter.rate, self._last_sent)
         if self._held_at > self._last_sent:  # a hold since: no slot before 1/rate after it
             self._limiter.hold(self._held_at)
         self._repace = False
