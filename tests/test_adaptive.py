@@ -634,22 +634,29 @@ async def test_a_request_leaves_at_least_one_interval_after_the_one_before_it() 
     assert clock.now == pytest.approx(1000.104)
 
 
+async def _departures(requests: int, late: float, signing: Callable[[int], float]) -> list[float]:
+    """When each of ``requests`` requests leaves at 20/s before any 429: every timer ends
+    ``late`` seconds late, and request ``n`` takes ``signing(n)`` seconds to sign."""
+    clock = ManualClock()
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds + late
+
+    control = AdaptiveRate(20, clock=clock, sleep=sleep)
+    left = []
+    for n in range(requests):
+        ticket = await control.acquire()
+        clock.now += signing(n)
+        await control.leave(ticket)
+        left.append(clock.now)
+    return left
+
+
 async def test_before_any_429_a_timer_that_ends_late_does_not_move_the_pace_back() -> None:
     # Timers end up to a millisecond late (the selector waits in whole milliseconds). Until
     # a 429 shows the service refuses what comes early, a wait that ends at most SLACK late
     # counts from its turn: counting each lateness from the departure slowed every lane.
-    clock = ManualClock()
-
-    async def sleep(seconds: float) -> None:
-        clock.now += seconds + 0.0004
-
-    control = AdaptiveRate(20, clock=clock, sleep=sleep)
-    left = []
-    for n in range(41):
-        ticket = await control.acquire()
-        clock.now += 0.002 * (n % 2)  # every other request is signed 2 ms later
-        await control.leave(ticket)
-        left.append(clock.now)
+    left = await _departures(41, 0.0004, lambda n: 0.002 * (n % 2))  # every other: 2 ms
     gaps = [b - a for a, b in itertools.pairwise(left)]
     assert (left[-1] - left[0]) / 40 == pytest.approx(0.05, abs=1e-4)  # the rate, not less
     assert min(gaps) >= 0.05 - SLACK
@@ -659,18 +666,7 @@ async def test_before_any_429_timers_ending_a_millisecond_late_keep_the_rate() -
     # Traced at 20/s: once one request is signed late, the next ones wait at the wire, and
     # most of those waits ended 1.0-1.3 ms late; counted from each departure (beyond the
     # 0.5 ms allowed then), that ran every lane at 19.7/s.
-    clock = ManualClock()
-
-    async def sleep(seconds: float) -> None:
-        clock.now += seconds + 0.0013
-
-    control = AdaptiveRate(20, clock=clock, sleep=sleep)
-    left = []
-    for n in range(101):
-        ticket = await control.acquire()
-        clock.now += 0.005 if n == 0 else 0.0  # the first is signed 5 ms late
-        await control.leave(ticket)
-        left.append(clock.now)
+    left = await _departures(101, 0.0013, lambda n: 0.005 if n == 0 else 0.0)  # the first
     assert (left[-1] - left[1]) / 99 == pytest.approx(0.05, abs=1e-6)
     assert min(b - a for a, b in itertools.pairwise(left)) >= 0.05 - SLACK
 
