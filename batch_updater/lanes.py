@@ -14,6 +14,12 @@ Memory stays flat whatever the order: each lane keeps at most ``memory_rows`` ro
 and spills the rest, in order, to a private temporary file (a file sorted by lane makes the
 reader run ahead of the slowest lane; re-reading the input by offsets would cost a second
 validation of every spilled row, spilling costs one short JSON line).
+
+The reader reads only as far as a lane needs rows: given the line of each lane's last row
+(``last_lines``, from validation), it pauses while every lane with rows still to read has
+``memory_rows`` rows in hand, and goes on once one of them is down to half that. So rows
+spill only when the reader must pass a lane's rows to reach another lane's (a file sorted by
+lane); a file of one lane, or of lanes mixed, never spills.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import asyncio
 import json
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO
 
 from .rows import LoginSettings, Row
@@ -60,7 +66,7 @@ class LaneQueue:
     """The rows waiting for one lane, first in first out: at most ``memory_rows`` in memory,
     the rest in a temporary file (made on first need, removed by :meth:`close`)."""
 
-    __slots__ = ("_file", "_memory", "_memory_rows", "_read_at", "_spilled")
+    __slots__ = ("_at_end", "_file", "_memory", "_memory_rows", "_read_at", "_spilled")
 
     def __init__(self, memory_rows: int = 256) -> None:
         if memory_rows < 1:
@@ -70,6 +76,7 @@ class LaneQueue:
         self._file: IO[str] | None = None
         self._spilled = 0  # rows in the file not yet read back
         self._read_at = 0  # where the next spilled row starts
+        self._at_end = True  # the file's position is at its end (nothing read since a write)
 
     def push(self, row: Row) -> None:
         """Add ``row`` at the end."""
@@ -78,7 +85,9 @@ class LaneQueue:
             return
         if self._file is None:
             self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        self._file.seek(0, 2)
+        if not self._at_end:  # a seek flushes and resets the text codec: only after a read
+            self._file.seek(0, 2)
+            self._at_end = True
         self._file.write(_encode(row))
         self._spilled += 1
 
@@ -92,6 +101,7 @@ class LaneQueue:
         assert self._file is not None
         self._file.flush()
         self._file.seek(self._read_at)
+        self._at_end = False
         for _ in range(min(self._memory_rows, self._spilled)):
             self._memory.append(_decode(self._file.readline()))
             self._spilled -= 1
@@ -112,6 +122,7 @@ class LaneQueue:
         if self._file is not None:
             self._file.close()
             self._file = None
+            self._at_end = True
         self._memory.clear()
         self._spilled = 0
 
@@ -132,18 +143,27 @@ class LaneScheduler:
     now); among lanes with rows waiting and room for one more row, the smallest wins (ties:
     the lane with fewer rows out). :meth:`stop` hands out nothing more; :meth:`drain` gives
     back every row not handed out.
+
+    ``last_lines``: the input line of each lane's last row, if known. The reader then calls
+    :meth:`passed` with the line of each row it reads and, while :attr:`stocked`, awaits
+    :meth:`wanted` before it reads on. Without it (or once a lane it does not name shows
+    up) the reader is never held back.
     """
 
     __slots__ = (
+        "_ahead",
         "_busy",
         "_changed",
         "_closed",
         "_concurrency",
         "_due",
+        "_ends",
         "_memory_rows",
         "_out",
         "_queues",
+        "_short",
         "_stopped",
+        "_wanted",
     )
 
     def __init__(
@@ -153,6 +173,7 @@ class LaneScheduler:
         concurrency: int,
         *,
         memory_rows: int = 256,
+        last_lines: Mapping[LaneKey, int] | None = None,
     ) -> None:
         self._memory_rows = memory_rows
         self._queues = {lane: LaneQueue(memory_rows) for lane in lanes}
@@ -163,6 +184,17 @@ class LaneScheduler:
         self._changed = asyncio.Event()
         self._closed = False
         self._stopped = False
+        # The reader's pace (see last_lines): the lanes with rows still to read, the line
+        # after which each has none, and those of them short of rows (fewer than
+        # memory_rows; back in once down to half). None: the reader is never held back.
+        self._ahead: set[LaneKey] | None = None
+        self._ends: dict[int, list[LaneKey]] = {}
+        if last_lines is not None:
+            self._ahead = set(last_lines)
+            for lane, line in last_lines.items():
+                self._ends.setdefault(line, []).append(lane)
+        self._short: set[LaneKey] = set(self._ahead or ())
+        self._wanted = asyncio.Event()
 
     def push(self, lane: LaneKey, row: Row) -> None:
         """Queue ``row`` for ``lane``."""
@@ -173,7 +205,32 @@ class LaneScheduler:
         if not queue and not self._out[lane]:
             self._busy += 1
         queue.push(row)
+        if self._ahead is not None:
+            if lane not in self._ahead:  # not named by last_lines: never hold the reader back
+                self._ahead = None
+            elif len(queue) >= self._memory_rows:
+                self._short.discard(lane)
         self._changed.set()
+
+    def passed(self, line: int) -> None:
+        """The reader has read input line ``line``: the lanes whose last row it was have
+        no more rows to read."""
+        if (ended := self._ends.pop(line, None)) is not None and self._ahead is not None:
+            for lane in ended:
+                self._ahead.discard(lane)
+                self._short.discard(lane)
+
+    @property
+    def stocked(self) -> bool:
+        """True when reading on is no use now: every lane with rows still to read has
+        enough of them in hand (see ``last_lines``)."""
+        return bool(self._ahead) and not self._short and not self._stopped
+
+    async def wanted(self) -> None:
+        """Wait until a lane with rows still to read is short of them, or until stopped."""
+        while self.stocked:
+            self._wanted.clear()
+            await self._wanted.wait()
 
     def close(self) -> None:
         """No more rows will be pushed."""
@@ -184,6 +241,7 @@ class LaneScheduler:
         """Hand out no more rows: :meth:`take` returns None from now on."""
         self._stopped = True
         self._changed.set()
+        self._wanted.set()
 
     def release(self, lane: LaneKey) -> None:
         """A row of ``lane`` that :meth:`take` handed out is final."""
@@ -191,6 +249,14 @@ class LaneScheduler:
         if not out and not self._queues[lane]:
             self._busy -= 1
         self._changed.set()
+
+    def _note_taken(self, lane: LaneKey, left: int) -> None:
+        """A row of ``lane`` was taken and ``left`` wait: down to half of what a lane keeps
+        in memory, with rows still to read, the lane is short and the reader reads on."""
+        ahead, short = self._ahead, self._short
+        if ahead and left <= self._memory_rows // 2 and lane in ahead and lane not in short:
+            short.add(lane)
+            self._wanted.set()
 
     def _pick(self) -> LaneKey | None:
         queues, out = self._queues, self._out
@@ -212,7 +278,10 @@ class LaneScheduler:
             lane = self._pick()
             if lane is not None:
                 self._out[lane] += 1
-                return lane, self._queues[lane].pop()
+                queue = self._queues[lane]
+                row = queue.pop()
+                self._note_taken(lane, len(queue))
+                return lane, row
             if self._closed and not any(self._queues.values()):
                 return None
             self._changed.clear()

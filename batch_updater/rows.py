@@ -296,7 +296,8 @@ class RowPlan:
     are invalid, rows of conflicting duplicates included: the report's count),
     ``input_rows`` and ``input_invalid`` (the same over the whole input, whichever shard),
     ``conflicts`` (keys given twice with different settings), ``lanes`` (the (account,
-    region) pairs of this plan's valid rows), ``regions`` (their regions) and
+    region) pairs of this plan's valid rows), ``last_lines`` (the input line of each of
+    those lanes' last valid row, whichever shard it is in), ``regions`` (their regions) and
     ``rate_divided`` describe the input; iterate for the second pass. :meth:`close` (or
     ``with``) removes the spool.
 
@@ -325,6 +326,7 @@ class RowPlan:
         "input_rows",
         "invalid",
         "lanes",
+        "last_lines",
         "path",
         "rate_divided",
         "regions",
@@ -375,6 +377,7 @@ class RowPlan:
         self.input_invalid = 0  # invalid rows in the whole input, whichever shard
         self.lanes: set[Lane] = set()  # (account, region) of this plan's valid rows
         self.regions: set[str] = set()  # the regions of those lanes
+        self.last_lines: dict[Lane, int] = {}  # each of those lanes' last line in the input
         self.rate_divided = False  # sharded by hash: each shard gets rate / shards
         self._owned_lanes: frozenset[Lane] | None = None  # sharded by lane: this shard's
         try:
@@ -499,8 +502,10 @@ class RowPlan:
         key, add = index.key, index.add
         if shard is not None and shard.count == 1:
             shard = None  # one shard of one: the whole input, as unsharded
-        regions: set[str] = set()  # unsharded: the regions of valid rows without account
-        lanes: set[Lane] = set()  # unsharded: the lanes of valid rows with an account
+        regions: dict[str, int] = {}  # unsharded: region -> last line of its valid rows
+        #   without an account
+        lanes: dict[Lane, int] = {}  # lane -> last line of its valid rows (unsharded: with
+        #   an account)
         lane_rows: dict[Lane, int] = {}  # sharded: valid rows per lane
         hashed: set[Lane] = set()  # sharded: lanes of the valid rows this shard hashes to
         repeated: dict[int, tuple[Lane, bool]] = {}  # sharded: keys given more than once
@@ -524,12 +529,13 @@ class RowPlan:
             k = key(region, app_id, account)
             if shard is None:
                 if account:
-                    lanes.add((account, region))
+                    lanes[account, region] = line
                 else:
-                    regions.add(region)  # no tuple per row for the common case
+                    regions[region] = line  # no tuple per row for the common case
                 add(k, line, number)
                 continue
             lane = (account, region)
+            lanes[lane] = line
             lane_rows[lane] = lane_rows.get(lane, 0) + 1
             owned = shard.owns(region, app_id, account)
             if owned:
@@ -541,11 +547,12 @@ class RowPlan:
         conflicting = index.conflicting_rows()
         self.input_rows, self.input_invalid = total, invalid + conflicting
         if shard is None:
-            lanes.update(("", region) for region in regions)
-            self.lanes, self.total, self.invalid = lanes, total, self.input_invalid
+            lanes.update((("", region), line) for region, line in regions.items())
+            self.lanes, self.total, self.invalid = set(lanes), total, self.input_invalid
         else:
             self._count_mine(shard, lane_rows, (hashed, hashed_mine), repeated, invalid_mine)
         self.regions = {region for _, region in self.lanes}
+        self.last_lines = {lane: line for lane, line in lanes.items() if lane in self.lanes}
 
     def _mark_invalid(self, line: int) -> None:
         bits = self._invalid_lines

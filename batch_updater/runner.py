@@ -348,8 +348,10 @@ class _Pool:
                 scheduler.push(lane_of(triaged), triaged)
             elif triaged is not None:
                 sink.emit(triaged)
-            if n % 256 == 0:
-                await asyncio.sleep(0)  # let the workers, and signals, in
+            scheduler.passed(item.line)
+            if scheduler.stocked or n % 256 == 0:
+                # Let the workers, and signals, in; wait while every lane has rows enough.
+                await (scheduler.wanted() if scheduler.stocked else asyncio.sleep(0))
                 if policy.stopping:
                     break  # the rows left are recorded as not attempted
         scheduler.close()
@@ -910,6 +912,7 @@ async def _run_live(
             lambda key: lanes.get(key).limiter.due(),
             config.rate.concurrency,
             memory_rows=max(64, 2 * config.rate.concurrency),
+            last_lines=plan.last_lines,
         )
         pool = _Pool(scheduler, sender, triage=triage, sink=sink, policy=policy, log=log)
         await pool.run(rows, lanes, config)
