@@ -125,6 +125,7 @@ class LaneQueue:
             self._at_end = True
         self._memory.clear()
         self._spilled = 0
+        self._read_at = 0  # a file made later is read from its start
 
     def __len__(self) -> int:
         return len(self._memory) + self._spilled

@@ -17,10 +17,12 @@ import pytest
 
 from batch_updater import RunSummary, Status, run_batch
 from batch_updater import lanes as lanes_module
+from batch_updater.client import lane_of
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.lanes import LaneQueue, LaneScheduler
-from batch_updater.rows import LoginSettings, Row
+from batch_updater.rows import LoginSettings, Row, RowPlan
 from batch_updater.sender import Lane
+from batch_updater.shard import Shard
 
 from . import virtual_time
 from .conftest import fast, read_report, write_csv
@@ -230,6 +232,35 @@ def test_a_queue_seeks_to_its_end_only_after_it_has_read_back() -> None:
     queue.push(row(6))  # written at the end, not where the reading stopped
     assert list(queue.drain()) == [row(4), row(5), row(6)]
     queue.close()
+
+
+def test_a_closed_queue_used_again_reads_its_new_file_from_the_start() -> None:
+    queue = LaneQueue(memory_rows=1)
+    for line in range(2, 6):
+        queue.push(row(line))
+    assert [queue.pop() for _ in range(2)] == [row(2), row(3)]  # one read back from the file
+    queue.close()
+    for line in range(10, 14):
+        queue.push(row(line))
+    assert list(queue.drain()) == [row(line) for line in range(10, 14)]
+    queue.close()
+
+
+def test_a_plan_sharded_by_hash_gives_each_lane_the_last_line_of_its_own_rows() -> None:
+    # Two lanes, three shards: each shard takes the rows that hash to it. A lane's last
+    # line is its last row that this shard reads: the reader never passes a later one.
+    cells = [
+        {"app_id": f"d{i}abc", "region": REGIONS[i % 2], "user_pool_id": UP} for i in range(60)
+    ]
+    for k in range(3):
+        shard = Shard(k, 3)
+        with RowPlan(cells, None, shard=shard) as plan:
+            assert plan.rate_divided
+            last: dict[tuple[str, str], int] = {}
+            for item in plan:
+                if isinstance(item, Row):
+                    last[lane_of(item)] = item.line
+            assert plan.last_lines == last
 
 
 # -- whole runs --------------------------------------------------------------------------
