@@ -366,6 +366,35 @@ def test_a_file_sorted_by_region_spills_only_the_rows_the_reader_must_pass(
     assert not [line for line in written if line in last_region]
 
 
+def test_a_shard_by_hash_of_regions_mixed_spills_nothing(
+    tmp_path: Path, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two regions, three shards: split by hash. In shard 0, us-east-1's rows end early; the
+    # input's last us-east-1 row is shard 1's. The reader must not wait for that row to
+    # hold back on eu-west-1's 200 rows that come after.
+    shard = Shard(0, 3)
+
+    def apps(prefix: str, region: str, mine: bool, count: int) -> list[str]:
+        names = (f"{prefix}{n}abc" for n in itertools.count())
+        return list(itertools.islice((a for a in names if shard.owns(region, a) == mine), count))
+
+    east, west = apps("d", "us-east-1", True, 100), apps("de", "eu-west-1", True, 300)
+    other = apps("df", "us-east-1", False, 1)[0]
+    lines = [f"{e},us-east-1,{UP}\n{w},eu-west-1,{UP}" for e, w in zip(east, west, strict=False)]
+    lines += [f"{w},eu-west-1,{UP}" for w in west[100:]] + [f"{other},us-east-1,{UP}"]
+    source = write_csv(tmp_path / "in.csv", "app_id,region,user_pool_id", *lines)
+    written = spills(monkeypatch)
+
+    async def scenario() -> RunSummary:
+        async with EmulatorServer(EmulatorConfig()) as server:
+            config = fast(tmp_path, endpoint_url=server.url, concurrency=8, shard=shard)
+            return await run_batch(source, config, session=session)
+
+    summary = virtual_time.run(scenario())
+    assert summary.counts[Status.SUCCEEDED] == 400
+    assert written == []
+
+
 def test_a_slow_region_does_not_hold_the_workers_the_others_need(
     tmp_path: Path, session: Any
 ) -> None:
