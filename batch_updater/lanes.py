@@ -18,8 +18,11 @@ validation of every spilled row, spilling costs one short JSON line).
 The reader reads only as far as a lane needs rows: given the line of each lane's last row
 (``last_lines``, from validation), it pauses while every lane with rows still to read has
 ``memory_rows`` rows in hand, and goes on once one of them is down to half that. So rows
-spill only when the reader must pass a lane's rows to reach another lane's (a file sorted by
-lane); a file of one lane, or of lanes mixed, never spills.
+spill only when the reader must pass a lane's rows to reach another lane's: a file sorted by
+lane, or lanes mixed of which one sends slower than the others. A file of one lane never
+spills, nor one of lanes mixed that keep pace with each other. (A lane whose rows left are
+all skipped, as duplicates or by ``--resume``, counts as having rows to read until its last
+line: until then the reader is not held back.)
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ class LaneQueue:
             self._at_end = True
         self._memory.clear()
         self._spilled = 0
+        self._read_at = 0  # a file made later is read from its start
 
     def __len__(self) -> int:
         return len(self._memory) + self._spilled

@@ -297,9 +297,9 @@ class RowPlan:
     ``input_rows`` and ``input_invalid`` (the same over the whole input, whichever shard),
     ``conflicts`` (keys given twice with different settings), ``lanes`` (the (account,
     region) pairs of this plan's valid rows), ``last_lines`` (the input line of each of
-    those lanes' last valid row, whichever shard it is in), ``regions`` (their regions) and
-    ``rate_divided`` describe the input; iterate for the second pass. :meth:`close` (or
-    ``with``) removes the spool.
+    those lanes' last valid row that iterating gives: sharded by hash, this shard's),
+    ``regions`` (their regions) and ``rate_divided`` describe the input; iterate for the
+    second pass. :meth:`close` (or ``with``) removes the spool.
 
     Sharded, every shard reads the whole input and so knows every lane: with at least as
     many lanes as shards each lane goes whole to one shard (:func:`assign_lanes`, the same
@@ -507,7 +507,8 @@ class RowPlan:
         lanes: dict[Lane, int] = {}  # lane -> last line of its valid rows (unsharded: with
         #   an account)
         lane_rows: dict[Lane, int] = {}  # sharded: valid rows per lane
-        hashed: set[Lane] = set()  # sharded: lanes of the valid rows this shard hashes to
+        hashed: dict[Lane, int] = {}  # sharded: lane -> last line of the valid rows this
+        #   shard hashes to
         repeated: dict[int, tuple[Lane, bool]] = {}  # sharded: keys given more than once
         total = invalid = invalid_mine = hashed_mine = 0
         interrupted = self._interrupted
@@ -540,7 +541,7 @@ class RowPlan:
             owned = shard.owns(region, app_id, account)
             if owned:
                 hashed_mine += 1
-                hashed.add(lane)
+                hashed[lane] = line
             if not add(k, line, number):
                 repeated[k] = (lane, owned)
         # Every row of a key given with different settings is invalid (see classify).
@@ -552,7 +553,12 @@ class RowPlan:
         else:
             self._count_mine(shard, lane_rows, (hashed, hashed_mine), repeated, invalid_mine)
         self.regions = {region for _, region in self.lanes}
-        self.last_lines = {lane: line for lane, line in lanes.items() if lane in self.lanes}
+        # Split by hash, a lane's last row may be another shard's: the last this one reads.
+        self.last_lines = {
+            lane: line
+            for lane, line in (hashed if self.rate_divided else lanes).items()
+            if lane in self.lanes
+        }
 
     def _mark_invalid(self, line: int) -> None:
         bits = self._invalid_lines
@@ -564,7 +570,7 @@ class RowPlan:
         self,
         shard: Shard,
         lane_rows: Mapping[Lane, int],
-        hashed: tuple[set[Lane], int],
+        hashed: tuple[Mapping[Lane, int], int],
         repeated: Mapping[int, tuple[Lane, bool]],
         invalid_mine: int,
     ) -> None:
@@ -573,7 +579,7 @@ class RowPlan:
         owned_lanes = self._owned_lanes = assign_lanes(lane_rows, shard)
         if owned_lanes is None:  # fewer lanes than shards: split by hash
             self.rate_divided = True
-            self.lanes, valid_mine = hashed
+            self.lanes, valid_mine = set(hashed[0]), hashed[1]
             mine = {k for k, (_, owned) in repeated.items() if owned}
         else:
             self.lanes = set(owned_lanes)

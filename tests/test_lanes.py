@@ -17,10 +17,12 @@ import pytest
 
 from batch_updater import RunSummary, Status, run_batch
 from batch_updater import lanes as lanes_module
+from batch_updater.client import lane_of
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.lanes import LaneQueue, LaneScheduler
-from batch_updater.rows import LoginSettings, Row
+from batch_updater.rows import LoginSettings, Row, RowPlan
 from batch_updater.sender import Lane
+from batch_updater.shard import Shard
 
 from . import virtual_time
 from .conftest import fast, read_report, write_csv
@@ -232,6 +234,35 @@ def test_a_queue_seeks_to_its_end_only_after_it_has_read_back() -> None:
     queue.close()
 
 
+def test_a_closed_queue_used_again_reads_its_new_file_from_the_start() -> None:
+    queue = LaneQueue(memory_rows=1)
+    for line in range(2, 6):
+        queue.push(row(line))
+    assert [queue.pop() for _ in range(2)] == [row(2), row(3)]  # one read back from the file
+    queue.close()
+    for line in range(10, 14):
+        queue.push(row(line))
+    assert list(queue.drain()) == [row(line) for line in range(10, 14)]
+    queue.close()
+
+
+def test_a_plan_sharded_by_hash_gives_each_lane_the_last_line_of_its_own_rows() -> None:
+    # Two lanes, three shards: each shard takes the rows that hash to it. A lane's last
+    # line is its last row that this shard reads: the reader never passes a later one.
+    cells = [
+        {"app_id": f"d{i}abc", "region": REGIONS[i % 2], "user_pool_id": UP} for i in range(60)
+    ]
+    for k in range(3):
+        shard = Shard(k, 3)
+        with RowPlan(cells, None, shard=shard) as plan:
+            assert plan.rate_divided
+            last: dict[tuple[str, str], int] = {}
+            for item in plan:
+                if isinstance(item, Row):
+                    last[lane_of(item)] = item.line
+            assert plan.last_lines == last
+
+
 # -- whole runs --------------------------------------------------------------------------
 
 
@@ -333,6 +364,35 @@ def test_a_file_sorted_by_region_spills_only_the_rows_the_reader_must_pass(
     last_region = range(2 + 3 * per_region, 2 + 4 * per_region)
     assert written
     assert not [line for line in written if line in last_region]
+
+
+def test_a_shard_by_hash_of_regions_mixed_spills_nothing(
+    tmp_path: Path, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two regions, three shards: split by hash. In shard 0, us-east-1's rows end early; the
+    # input's last us-east-1 row is shard 1's. The reader must not wait for that row to
+    # hold back on eu-west-1's 200 rows that come after.
+    shard = Shard(0, 3)
+
+    def apps(prefix: str, region: str, mine: bool, count: int) -> list[str]:
+        names = (f"{prefix}{n}abc" for n in itertools.count())
+        return list(itertools.islice((a for a in names if shard.owns(region, a) == mine), count))
+
+    east, west = apps("d", "us-east-1", True, 100), apps("de", "eu-west-1", True, 300)
+    other = apps("df", "us-east-1", False, 1)[0]
+    lines = [f"{e},us-east-1,{UP}\n{w},eu-west-1,{UP}" for e, w in zip(east, west, strict=False)]
+    lines += [f"{w},eu-west-1,{UP}" for w in west[100:]] + [f"{other},us-east-1,{UP}"]
+    source = write_csv(tmp_path / "in.csv", "app_id,region,user_pool_id", *lines)
+    written = spills(monkeypatch)
+
+    async def scenario() -> RunSummary:
+        async with EmulatorServer(EmulatorConfig()) as server:
+            config = fast(tmp_path, endpoint_url=server.url, concurrency=8, shard=shard)
+            return await run_batch(source, config, session=session)
+
+    summary = virtual_time.run(scenario())
+    assert summary.counts[Status.SUCCEEDED] == 400
+    assert written == []
 
 
 def test_a_slow_region_does_not_hold_the_workers_the_others_need(
