@@ -1,0 +1,108 @@
+"""Scenario 1's overhead counted in instructions, not seconds: a basis noise does not move.
+
+Usage (from the repository root; needs ``valgrind``, not a project dependency)::
+
+    python benchmarks/instructions.py [--rows 1000] [--more 1000]
+
+Starts the emulator (no limits), then runs under ``valgrind --tool=cachegrind
+--cache-sim=no`` the real CLI (``python -m batch_updater run ROWS --rate 0 --concurrency
+32``) and ``benchmarks/sdk_loops.py aiobotocore --concurrency 32`` against it, each at
+``--rows`` and at ``--rows + --more`` rows. The difference between the two sizes is the work
+per row; what is left at zero rows is the fixed work (interpreter, imports, set-up, exit).
+Prints both for each, and the ratio they give for scenario 1's 5,000 rows.
+
+Why: wall-clock rounds of scenario 1 on a shared 2-core VM differ by a third between runs of
+the same command, so a change of a few percent in the tool's own work cannot be seen there.
+Instruction counts are the same run after run (to a few tenths of a percent). They are not
+time: the tool's own work may run at another rate than the SDK's (caches, branches), which
+only a wall-clock run shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.run import (
+    CLI,
+    LOOPS,
+    Bench,
+    Emulator,
+    Sizes,
+    child_env,
+    compile_package,
+    write_input,
+)
+
+SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
+ROWS_SCENARIO_1 = 5_000
+
+
+def instructions(bench: Bench, name: str, args: Sequence[str]) -> int:
+    """Instructions the child ``args`` executed (user space, whole process)."""
+    out = bench.tmp / f"{name}.cachegrind"
+    command = (
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        f"--cachegrind-out-file={out}",
+        *args,
+    )
+    done = subprocess.run(
+        command, env=bench.env, cwd=bench.tmp, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{name}: exit {done.returncode}: {done.stderr[-500:]}")
+    match = SUMMARY.search(out.read_text())
+    if match is None:
+        raise RuntimeError(f"{name}: no summary line in {out}")
+    return int(match.group(1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; prints per-row and fixed instructions of the CLI and the bare loop."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000, help="the smaller size (1000)")
+    parser.add_argument("--more", type=int, default=1_000, help="rows the larger adds (1000)")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed: nothing measured", file=sys.stderr)
+        return 2
+    sizes = (args.rows, args.rows + args.more)
+    with tempfile.TemporaryDirectory(prefix="instructions-") as tmp:
+        bench = Bench(Path(tmp), Sizes(), child_env(Path(tmp)))
+        compile_package(bench)
+        counts: dict[str, list[int]] = {"batch_updater CLI": [], "bare aiobotocore loop": []}
+        with Emulator(bench, "instructions") as emu:
+            for n in sizes:
+                rows = write_input(bench, f"rows-{n}", n)
+                report = bench.tmp / f"report-{n}.csv"
+                cli = (*CLI, "run", str(rows), "--report", str(report), "--overwrite")
+                cli += ("--log-format", "json", "--endpoint-url", emu.url)
+                cli += ("--rate", "0", "--concurrency", "32")
+                counts["batch_updater CLI"].append(instructions(bench, f"cli-{n}", cli))
+                loop = (*LOOPS, "aiobotocore", "--endpoint-url", emu.url, "--n", str(n))
+                loop += ("--concurrency", "32")
+                counts["bare aiobotocore loop"].append(instructions(bench, f"loop-{n}", loop))
+    totals = {}
+    for name, (small, large) in counts.items():
+        per_row = (large - small) / args.more
+        fixed = small - per_row * args.rows
+        totals[name] = fixed + per_row * ROWS_SCENARIO_1
+        print(f"{name}: {per_row / 1e3:,.0f}k instructions a row, {fixed / 1e6:,.0f}M fixed")
+    ratio = totals["bare aiobotocore loop"] / totals["batch_updater CLI"]
+    print(f"for {ROWS_SCENARIO_1:,} rows: batch_updater / bare aiobotocore = {ratio:.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
