@@ -338,7 +338,9 @@ class Sender:
                 sink.sent()
                 attempts.in_flight = True
                 try:
-                    result = await clients.update(row, partial(limiter.leave, ticket))
+                    # An unlimited lane (--rate 0) is not paced at the wire either.
+                    leave = partial(limiter.leave, ticket) if limiter.max_rate else None
+                    result = await clients.update(row, leave)
                 except CallError as exc:
                     attempts.in_flight = False
                     if alone and exc.transport:
