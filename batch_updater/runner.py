@@ -349,11 +349,14 @@ class _Pool:
             elif triaged is not None:
                 sink.emit(triaged)
             scheduler.passed(item.line)
-            if scheduler.stocked or n % 256 == 0:
-                # Let the workers, and signals, in; wait while every lane has rows enough.
-                await (scheduler.wanted() if scheduler.stocked else asyncio.sleep(0))
-                if policy.stopping:
-                    break  # the rows left are recorded as not attempted
+            if scheduler.stocked:
+                await scheduler.wanted()  # every lane has rows enough: until one is short
+            elif n % 256 == 0:
+                await asyncio.sleep(0)  # let the workers, and signals, in
+            else:
+                continue
+            if policy.stopping:
+                break  # the rows left are recorded as not attempted
         scheduler.close()
 
     async def _work(self, lanes: _Lanes) -> None:
