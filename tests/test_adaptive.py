@@ -406,6 +406,13 @@ def test_a_raise_applies_to_the_next_request_even_one_already_waiting() -> None:
     assert raised[1] > raised[0]  # ...and its success raised the rate again
 
 
+async def leave(control: AdaptiveRate) -> int:
+    """A request takes its slot and leaves at the wire; returns its ticket."""
+    ticket = await control.acquire()
+    await control.leave(ticket)
+    return ticket
+
+
 def _restart_at_5_per_s(
     in_flight: str = "", waiter: str = "admitted"
 ) -> tuple[float, float, float]:
@@ -422,13 +429,8 @@ def _restart_at_5_per_s(
         control = AdaptiveRate(100)
         start = loop.time()
 
-        async def send() -> int:
-            ticket = await control.acquire()
-            await control.leave(ticket)
-            return ticket
-
-        tickets = [await send() for _ in range(5 if in_flight else 4)]  # 0, 10, 20, 30...
-        waiting = asyncio.create_task(send())  # its slot is 10 ms after the last
+        tickets = [await leave(control) for _ in range(5 if in_flight else 4)]  # 0, 10, 20...
+        waiting = asyncio.create_task(leave(control))  # its slot is 10 ms after the last
         await asyncio.sleep(0.005)
         control.on_success(tickets[0])
         control.hold()
@@ -492,18 +494,12 @@ def test_a_429_that_spent_nothing_moves_up_a_request_waiting_at_the_old_rate() -
         loop = asyncio.get_running_loop()
         control = AdaptiveRate(4)
         start = loop.time()
-
-        async def send() -> int:
-            ticket = await control.acquire()
-            await control.leave(ticket)
-            return ticket
-
         for _ in range(4):  # 0, 0.25, 0.5 and 0.75 s, each answered 30 ms later
-            ticket = await send()
+            ticket = await leave(control)
             await asyncio.sleep(0.03)
             control.on_success(ticket)
-        refused = await send()  # at 1.0 s
-        waiting = asyncio.create_task(send())  # its slot at 1.25 s
+        refused = await leave(control)  # at 1.0 s
+        waiting = asyncio.create_task(leave(control))  # its slot at 1.25 s
         await asyncio.sleep(0.03)
         control.on_throttle(refused)
         answered = loop.time() - start
