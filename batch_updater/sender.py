@@ -55,7 +55,7 @@ class Lane:
     limit, every request sent before the first 429 comes back is refused too.
     """
 
-    __slots__ = ("_busy", "_left", "_turn", "breaker", "key", "limiter")
+    __slots__ = ("_busy", "_left", "_turn", "breaker", "key", "limiter", "paced")
 
     #: How many of a lane's first requests go one at a time.
     ALONE: Final = 3
@@ -64,7 +64,8 @@ class Lane:
         self.key = key
         self.limiter = limiter
         self.breaker = breaker
-        self._left = self.ALONE if limiter.max_rate > 0 else 0  # requests still to go alone
+        self.paced = limiter.max_rate > 0  # an unlimited lane (--rate 0) never waits
+        self._left = self.ALONE if self.paced else 0  # requests still to go alone
         self._busy = False  # one of them is out
         self._turn = asyncio.Event()  # set when it is answered
 
@@ -338,8 +339,7 @@ class Sender:
                 sink.sent()
                 attempts.in_flight = True
                 try:
-                    # An unlimited lane (--rate 0) is not paced at the wire either.
-                    leave = partial(limiter.leave, ticket) if limiter.max_rate else None
+                    leave = partial(limiter.leave, ticket) if lane.paced else None
                     result = await clients.update(row, leave)
                 except CallError as exc:
                     attempts.in_flight = False
