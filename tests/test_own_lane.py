@@ -150,6 +150,37 @@ async def test_without_the_own_account_the_run_warns_and_keeps_two_lanes(
     assert "paced as two lanes" in warning["message"]
 
 
+async def test_each_shard_of_a_sharded_run_sends_the_merged_lane_whole_or_not_at_all(
+    tmp_path: Path, session: Any, sts: FakeSts
+) -> None:
+    rows = [
+        f"{account},d{i}x{n}abc,{region},{pool}"
+        for i in range(3)
+        for n, account in enumerate(("", OWN, OTHER))
+        for region, pool in (("us-east-1", UP), ("eu-west-1", EU))
+    ]
+    source = write_csv(tmp_path / "in.csv", HEADER, *rows)
+    names: list[set[str]] = []
+    apps: list[str] = []
+    async with EmulatorServer() as server:
+        for k in range(2):
+            report = f"r{k}.csv"
+            config = fast(
+                tmp_path, report, endpoint_url=server.url, role_arn=TEMPLATE, shard=Shard(k, 2)
+            )
+            summary = await run_batch(source, config, session=session)
+            assert summary.exit_code == 0
+            written = json.loads((tmp_path / f"{report}.summary.json").read_text())
+            names.append(set(written["rate_per_region"]))
+            apps += [r["app_id"] for r in read_report(tmp_path / report)]
+    assert sorted(apps) == sorted(row.split(",")[1] for row in rows)  # each row once
+    assert names[0].isdisjoint(names[1])  # no lane paced by two shards
+    assert names[0] | names[1] == {
+        f"{a}/{r}" for a in (OWN, OTHER) for r in ("us-east-1", "eu-west-1")
+    }
+    assert identity_calls(sts) == 2  # one per shard process, each merging alike
+
+
 # -- no look-up where nothing can merge ----------------------------------------------------
 
 
@@ -209,6 +240,7 @@ def test_the_merged_lane_has_the_later_last_line_and_every_row_of_both() -> None
         cells("", "d4abc"),  # the last row of the merged us-east-1 lane
         cells(OWN, "d5abc"),
         cells("", "d6abc", "eu-west-1"),
+        {**cells("", "d7abc"), "role_arn": f"arn:aws:iam::{OWN}:role/Own"},  # own, by role
     ]
     asked: list[int] = []
 
@@ -222,9 +254,10 @@ def test_the_merged_lane_has_the_later_last_line_and_every_row_of_both() -> None
         assert plan.own_lane == OWN
         assert plan.lanes == {(OWN, "us-east-1"), (OWN, "eu-west-1")}
         assert plan.regions == {"us-east-1", "eu-west-1"}
-        assert plan.last_lines == {(OWN, "us-east-1"): 6, (OWN, "eu-west-1"): 7}
+        assert plan.last_lines == {(OWN, "us-east-1"): 8, (OWN, "eu-west-1"): 7}
         assert {plan.lane_of(r) for r in items if isinstance(r, Row)} == plan.lanes
-    assert [i.account_id for i in items] == ["", OWN, OWN, "", OWN, ""]  # as given
+    # As given (a role ARN alone gives its account, as before).
+    assert [i.account_id for i in items] == ["", OWN, OWN, "", OWN, "", OWN]
 
 
 def test_rows_without_an_account_keep_their_lane_when_no_row_is_of_the_own_account() -> None:
