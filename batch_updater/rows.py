@@ -611,7 +611,7 @@ class RowPlan:
             except SetupError as exc:
                 if self.shard is not None and self.shard.count > 1:
                     raise SetupError(
-                        f"{exc}: shard {self.shard} needs it to put the rows without an "
+                        f"{exc}; shard {self.shard} needs it to put the rows without an "
                         "account_id in the lane of the caller's own account as every "
                         "other shard does; nothing was sent, run this shard again"
                     ) from None

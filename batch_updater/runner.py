@@ -794,7 +794,7 @@ def _validate(
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
     log.debug("validation_started")  # from here on, a stop request ends validation cleanly
     try:
-        return RowPlan(
+        plan = RowPlan(
             source,
             config.region or sdk.region,
             shard=config.shard,
@@ -811,6 +811,14 @@ def _validate(
         reason = control.reason
         exc.signal = reason.signal if reason is not None else None
         raise
+    if plan.own_lane:  # why the lanes of rows without an account are named by one
+        log.info(
+            "own_account_lanes",
+            account_id=plan.own_lane,
+            message=f"rows without an account_id share the lanes of account {plan.own_lane} "
+            "(the caller's own): one rate limit per region",
+        )
+    return plan
 
 
 class _ProgressReporter:

@@ -116,9 +116,12 @@ async def test_own_account_rows_reached_by_the_role_template_share_the_lane_of_r
     source = write_csv(tmp_path / "in.csv", HEADER, *rows)
     async with EmulatorServer() as server:
         config = fast(tmp_path, endpoint_url=server.url, role_arn=TEMPLATE)
-        summary = await run_batch(source, config, session=session)
+        with structlog.testing.capture_logs() as logs:
+            summary = await run_batch(source, config, session=session)
         signed = {r.app_id: r.access_key for r in server.emulator.requests}
     assert summary.exit_code == 0
+    [merged] = [e for e in logs if e["event"] == "own_account_lanes"]
+    assert (merged["log_level"], merged["account_id"]) == ("info", OWN)
     assert lane_names(tmp_path) == {f"{OWN}/us-east-1", f"{OTHER}/us-east-1", f"{OWN}/eu-west-1"}
     assert identity_calls(sts) == 1  # asked once, for the lanes (the template gives roles)
     # The credentials do not change: the own account's row still goes through its role.
