@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_amplifybackend import AmplifyBackendClient
     from types_aiobotocore_amplifybackend.type_defs import LoginAuthConfigReqObjTypeDef
 
-__all__ = ["CallError", "CallResult", "Clients", "Lane", "LaneKey", "lane_of", "make_session"]
+__all__ = ["CallError", "CallResult", "Clients", "LaneKey", "make_session"]
 
 THROTTLE_CODES: Final = frozenset({"TooManyRequestsException", "ThrottlingException"})
 # Retried: throttling, gateway timeouts and other 5xx. The update is idempotent.
@@ -45,8 +45,6 @@ RETRYABLE_CODES: Final = THROTTLE_CODES | {"GatewayTimeoutException", "ServiceUn
 #: A client's key: (credentials, region); credentials "" are the base ones, else the role
 #: ARN (see ``Accounts.credentials_key``).
 LaneKey = tuple[str, str]
-#: A rate lane: (account id, region); account "" is the base credentials' rows.
-Lane = tuple[str, str]
 
 
 #: botocore's last event before a request goes on the wire (after it is built and signed).
@@ -90,12 +88,6 @@ async def _leave_now(**_: Any) -> None:
     if isinstance(departure := write_wait.get(), _Departure):
         departure.arm()
         await departure()
-
-
-def lane_of(row: Row) -> Lane:
-    """``row``'s rate lane: AWS limits each account's calls in each region separately. A row
-    with a role but no ``account_id`` is in the role's account."""
-    return (row.account_id or account_of_role(row.role_arn), row.region)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from .errors import BatchUpdaterError, InputError, SetupError
 from .rules import (
     ACCOUNT_COLUMNS,
     COLUMNS,
+    EVERY_ACCOUNT,
     INPUT_COLUMNS,
     NO_ROLES,
     SETTING_COLUMNS,
@@ -120,7 +121,8 @@ class Row:
 
     ``account_id`` is the row's account ("" for the base credentials' own, as before
     accounts); ``role_arn`` the role to assume for it, from the row or the ``--role-arn``
-    template ("" means the base credentials).
+    template ("" means the base credentials). Its rate lane is the plan's to say
+    (:meth:`RowPlan.lane_of`): a row without an account may share its own account's lane.
     """
 
     line: int
@@ -156,11 +158,6 @@ class Row:
         s5(self, kept)
         s6(self, account_id)
         s7(self, role_arn)
-
-    @property
-    def lane(self) -> Lane:
-        """(account, region): what AWS limits separately."""
-        return self.account_id, self.region
 
     def rejected(self, status: str, reason: str) -> Rejected:
         """This row, not sent: ``status`` (``invalid`` or ``skipped``) and why."""
@@ -246,6 +243,18 @@ def validate(
     return Row(line, app_id, region, settings, hexdigest, kept, account, role)
 
 
+def _merged(
+    lanes: Mapping[Lane, int], own: str, combine: Callable[[int, int], int]
+) -> dict[Lane, int]:
+    """``lanes`` with the lane of rows without an account in each region folded into
+    ``own``'s lane there, the two values combined (the later line, the sum of rows)."""
+    out: dict[Lane, int] = {}
+    for (account, region), value in lanes.items():
+        lane = (account or own, region)
+        out[lane] = combine(out[lane], value) if lane in out else value
+    return out
+
+
 # -- the two passes --------------------------------------------------------------------
 
 
@@ -292,13 +301,28 @@ class RowPlan:
     finds it, called only if a row needs it) give rows with an ``account_id`` their role
     (see :class:`~batch_updater.rules.AccountRoles`).
 
+    One rate domain, one lane: AWS limits each account in each region, and a row without
+    an ``account_id`` is sent in the caller's own account. So when the input holds both
+    rows without an account and rows of the caller's own account, the rows without one
+    are keyed by that account, (own, region), and share its lane (:meth:`lane_of`). Keyed
+    that way round, a lane key names the account whose limit it paces; a row's report
+    keeps the account it gave (blank stays blank) and its credentials. The own account is
+    looked up for this only when the input holds both rows without an account and rows
+    with one (else nothing can merge), and only with ``look_up_own`` (False: a dry run,
+    which sends nothing, merges only when validation already knew the own account).
+    ``--local`` (``own_account`` :data:`~batch_updater.rules.EVERY_ACCOUNT`) merges
+    nothing. When the look-up fails the two lanes stay apart, and ``warn(message)`` says
+    so; sharded, it is a :class:`SetupError` instead: every shard must key the rows alike,
+    or a lane's rows could go to two shards or to none.
+
     After construction, ``total`` (rows this plan yields), ``invalid`` (those of them that
     are invalid, rows of conflicting duplicates included: the report's count),
     ``input_rows`` and ``input_invalid`` (the same over the whole input, whichever shard),
     ``conflicts`` (keys given twice with different settings), ``lanes`` (the (account,
     region) pairs of this plan's valid rows), ``last_lines`` (the input line of each of
     those lanes' last valid row that iterating gives: sharded by hash, this shard's),
-    ``regions`` (their regions) and ``rate_divided`` describe the input; iterate for the
+    ``regions`` (their regions), ``own_lane`` (the account rows without one are keyed by,
+    "" when none) and ``rate_divided`` describe the input; iterate for the
     second pass. :meth:`close` (or ``with``) removes the spool.
 
     Sharded, every shard reads the whole input and so knows every lane: with at least as
@@ -316,17 +340,20 @@ class RowPlan:
         "_interrupted",
         "_invalid_lines",
         "_keep",
+        "_look_up_own",
         "_owned_lanes",
         "_resolve_region",
         "_roles",
         "_rows",
         "_rule",
         "_spool",
+        "_warn",
         "input_invalid",
         "input_rows",
         "invalid",
         "lanes",
         "last_lines",
+        "own_lane",
         "path",
         "rate_divided",
         "regions",
@@ -345,9 +372,13 @@ class RowPlan:
         keep: Iterable[str] = (),
         role_template: str | None = None,
         own_account: OwnAccount = None,
+        look_up_own: bool = True,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self._rule = region_rule(allow_unknown_region)
         self._roles = AccountRoles(role_template, own_account)
+        self._look_up_own = look_up_own
+        self._warn = warn
         self._copy: InputCopy | None = None
         if isinstance(source, Path):
             self.path: Path | None = source
@@ -378,6 +409,7 @@ class RowPlan:
         self.lanes: set[Lane] = set()  # (account, region) of this plan's valid rows
         self.regions: set[str] = set()  # the regions of those lanes
         self.last_lines: dict[Lane, int] = {}  # each of those lanes' last line in the input
+        self.own_lane = ""  # the account rows without one are keyed by ("": none)
         self.rate_divided = False  # sharded by hash: each shard gets rate / shards
         self._owned_lanes: frozenset[Lane] | None = None  # sharded by lane: this shard's
         try:
@@ -548,17 +580,58 @@ class RowPlan:
         conflicting = index.conflicting_rows()
         self.input_rows, self.input_invalid = total, invalid + conflicting
         if shard is None:
-            lanes.update((("", region), line) for region, line in regions.items())
-            self.lanes, self.total, self.invalid = set(lanes), total, self.input_invalid
+            self._whole_lanes(lanes, regions)
+            self.total, self.invalid = total, self.input_invalid
         else:
-            self._count_mine(shard, lane_rows, (hashed, hashed_mine), repeated, invalid_mine)
+            self._count_mine(
+                shard, (lanes, lane_rows), (hashed, hashed_mine), repeated, invalid_mine
+            )
         self.regions = {region for _, region in self.lanes}
-        # Split by hash, a lane's last row may be another shard's: the last this one reads.
-        self.last_lines = {
-            lane: line
-            for lane, line in (hashed if self.rate_divided else lanes).items()
-            if lane in self.lanes
-        }
+
+    def _whole_lanes(self, lanes: dict[Lane, int], regions: Mapping[str, int]) -> None:
+        """An unsharded plan's lanes and their last lines, from pass 1's: ``lanes`` (with
+        an account) and ``regions`` (the rows without one), merged once per lane."""
+        lanes.update((("", region), line) for region, line in regions.items())
+        if own := self._find_own_lane(lanes):
+            lanes = _merged(lanes, own, max)
+        self.lanes, self.last_lines = set(lanes), lanes
+
+    def _find_own_lane(self, lanes: Iterable[Lane]) -> str:
+        """The account rows without one are keyed by (see the class docstring), set as
+        ``own_lane``: the caller's own, when the input holds rows without an account and
+        rows of that account; else ""."""
+        accounts = {account for account, _ in lanes}
+        if "" not in accounts or len(accounts) < 2:
+            return ""  # rows of one kind: nothing to merge, and nothing to look up
+        roles = self._roles
+        own = roles.known_own()
+        if own is None and self._look_up_own:
+            try:
+                own = roles.own_account()
+            except SetupError as exc:
+                if self.shard is not None and self.shard.count > 1:
+                    raise SetupError(
+                        f"{exc}; shard {self.shard} needs it to put the rows without an "
+                        "account_id in the lane of the caller's own account as every "
+                        "other shard does; nothing was sent, run this shard again"
+                    ) from None
+                if self._warn is not None:
+                    self._warn(
+                        f"{exc}; rows without an account_id and rows of the caller's own "
+                        "account are paced as two lanes in each region (together up to "
+                        "twice the rate there)"
+                    )
+                return ""
+        if own is None or own == EVERY_ACCOUNT or own not in accounts:
+            return ""
+        self.own_lane = own
+        return own
+
+    def lane_of(self, row: Row) -> Lane:
+        """The rate lane of ``row``, a row this plan yields: (account, region), with a row
+        without an account in the lane of the caller's own account when the input has
+        rows of both (``own_lane``, see the class docstring)."""
+        return (row.account_id or self.own_lane, row.region)
 
     def _mark_invalid(self, line: int) -> None:
         bits = self._invalid_lines
@@ -569,20 +642,33 @@ class RowPlan:
     def _count_mine(
         self,
         shard: Shard,
-        lane_rows: Mapping[Lane, int],
+        tallies: tuple[Mapping[Lane, int], Mapping[Lane, int]],
         hashed: tuple[Mapping[Lane, int], int],
         repeated: Mapping[int, tuple[Lane, bool]],
         invalid_mine: int,
     ) -> None:
-        """This shard's lanes and counts, after pass 1 saw every lane: whole lanes when
-        there are at least as many as shards, else the rows that hash to it."""
+        """This shard's lanes, counts and last lines, after pass 1 saw every lane (each
+        lane's last line and its valid rows in ``tallies``): whole lanes when there are at
+        least as many as shards, else the rows that hash to it."""
+        (last, lane_rows), (hashed_last, hashed_mine) = tallies, hashed
+        # Every shard process reads every lane, so each one merges them alike.
+        if own := self._find_own_lane(lane_rows):
+            last, hashed_last = _merged(last, own, max), _merged(hashed_last, own, max)
+            lane_rows = _merged(lane_rows, own, int.__add__)
+            repeated = {
+                k: ((account or own, region), owned)
+                for k, ((account, region), owned) in repeated.items()
+            }
         owned_lanes = self._owned_lanes = assign_lanes(lane_rows, shard)
         if owned_lanes is None:  # fewer lanes than shards: split by hash
             self.rate_divided = True
-            self.lanes, valid_mine = set(hashed[0]), hashed[1]
+            self.lanes, valid_mine = set(hashed_last), hashed_mine
             mine = {k for k, (_, owned) in repeated.items() if owned}
+            # A lane's last row may be another shard's: the last one this shard reads.
+            self.last_lines = dict(hashed_last)
         else:
             self.lanes = set(owned_lanes)
+            self.last_lines = {lane: last[lane] for lane in owned_lanes}
             valid_mine = sum(lane_rows[lane] for lane in owned_lanes)
             mine = {k for k, (lane, _) in repeated.items() if lane in owned_lanes}
         self.total = valid_mine + invalid_mine
@@ -667,7 +753,7 @@ class RowPlan:
         duplicates and conflicts resolved."""
         classify, rule, keep, roles = self._index.classify, self._rule, self._keep, self._roles
         shard = self.shard if self.shard is not None and self.shard.count > 1 else None
-        owned_lanes = self._owned_lanes
+        owned_lanes, own = self._owned_lanes, self.own_lane
         invalid_lines, size = self._invalid_lines, len(self._invalid_lines)
         for line, cells in self._read():
             # Valid in pass 1 (the same bytes): its cells need no second test.
@@ -681,7 +767,7 @@ class RowPlan:
                     yield result
                 continue
             if shard is not None and not (
-                (result.account_id, result.region) in owned_lanes
+                (result.account_id or own, result.region) in owned_lanes  # as lane_of
                 if owned_lanes is not None
                 else shard.owns(result.region, result.app_id, result.account_id)
             ):

@@ -409,6 +409,11 @@ class AccountRoles:
             self._own, self._resolve_own = self._resolve_own() or None, None
         return self._own
 
+    def known_own(self) -> str | None:
+        """The caller's account when it is known without a look-up (given, or found
+        already), else None."""
+        return self._own if self._resolve_own is None else None
+
     def check(self, account: str, role: str, region: str, found: list[str]) -> tuple[str, str]:
         """(account, role ARN) of a row with an ``account_id`` or a ``role_arn`` (or
         both); appends the problems to ``found``. A role ARN alone gives the account."""

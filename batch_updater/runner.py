@@ -24,7 +24,7 @@ from typing import Any, Final
 from .accounts import Accounts, AssumeRoleSettings
 from .adaptive import AdaptiveRate, RateChange
 from .breaker import Breaker, BreakerSettings, BreakerState
-from .client import Clients, find_region, lane_of, make_session
+from .client import Clients, find_region, make_session
 from .config import RunConfig, check_endpoint_environment
 from .control import FailureRules, RunControl, StopReason
 from .errors import BatchUpdaterError, SetupError
@@ -256,13 +256,23 @@ class _Lanes:
 class _Pool:
     """A reader that routes rows to their lanes, and ``concurrency`` workers that send them."""
 
-    __slots__ = ("_failure", "_log", "_policy", "_scheduler", "_sender", "_sink", "_triage")
+    __slots__ = (
+        "_failure",
+        "_lane_of",
+        "_log",
+        "_policy",
+        "_scheduler",
+        "_sender",
+        "_sink",
+        "_triage",
+    )
 
     def __init__(
         self,
         scheduler: LaneScheduler,
         sender: Sender,
         *,
+        lane_of: Callable[[Row], LaneKey],
         triage: _Triage,
         sink: ResultSink,
         policy: StopPolicy,
@@ -270,6 +280,7 @@ class _Pool:
     ) -> None:
         self._scheduler = scheduler
         self._sender = sender
+        self._lane_of = lane_of  # the plan's (RowPlan.lane_of): one lane per rate domain
         self._triage = triage
         self._sink = sink
         self._policy = policy
@@ -342,6 +353,7 @@ class _Pool:
     async def _route(self, rows: Iterator[Row | Rejected]) -> None:
         """Read the plan: rows not to send get their result now, the others go to their lane."""
         triage, scheduler, sink, policy = self._triage, self._scheduler, self._sink, self._policy
+        lane_of = self._lane_of
         for n, item in enumerate(rows, start=1):
             triaged = triage(item)
             if isinstance(triaged, Row):
@@ -782,7 +794,7 @@ def _validate(
     """The first pass over the input; a signal during it stops it (nothing sent yet)."""
     log.debug("validation_started")  # from here on, a stop request ends validation cleanly
     try:
-        return RowPlan(
+        plan = RowPlan(
             source,
             config.region or sdk.region,
             shard=config.shard,
@@ -791,11 +803,22 @@ def _validate(
             allow_unknown_region=config.allow_unknown_region,
             role_template=config.accounts.role_arn_template,
             own_account=EVERY_ACCOUNT if config.local else sdk.own_account(log),
+            # Lanes matter only to a run that sends: a dry run asks AWS nothing for them.
+            look_up_own=not config.dry_run,
+            warn=lambda message: log.warning("own_account_unknown", message=message),
         )
     except ValidationInterrupted as exc:
         reason = control.reason
         exc.signal = reason.signal if reason is not None else None
         raise
+    if plan.own_lane:  # why the lanes of rows without an account are named by one
+        log.info(
+            "own_account_lanes",
+            account_id=plan.own_lane,
+            message=f"rows without an account_id share the lanes of account {plan.own_lane} "
+            "(the caller's own): one rate limit per region",
+        )
+    return plan
 
 
 class _ProgressReporter:
@@ -917,7 +940,15 @@ async def _run_live(
             memory_rows=max(64, 2 * config.rate.concurrency),
             last_lines=plan.last_lines,
         )
-        pool = _Pool(scheduler, sender, triage=triage, sink=sink, policy=policy, log=log)
+        pool = _Pool(
+            scheduler,
+            sender,
+            lane_of=plan.lane_of,
+            triage=triage,
+            sink=sink,
+            policy=policy,
+            log=log,
+        )
         await pool.run(rows, lanes, config)
         if pool.failure is not None:
             raise pool.failure

@@ -1,9 +1,12 @@
 """Sharding: split one input over N workers, by lane or by a stable hash of the app.
 
-A lane is (account, region): what AWS limits separately. With at least as many lanes as
-shards, :func:`assign_lanes` gives each lane whole to one shard, so N shards together
-reach ``--rate`` on every lane without exceeding it. With fewer lanes than shards, rows
-are split by a stable hash of (account, region, app_id) and each shard's rate is divided.
+A lane is (account, region): what AWS limits separately. (Rows without an account are in
+the lane of the caller's own account when the input names that account too: ``RowPlan``
+merges the two before the lanes are assigned, the same way in every shard.) With at least
+as many lanes as shards, :func:`assign_lanes` gives each lane whole to one shard, so N
+shards together reach ``--rate`` on every lane without exceeding it. With fewer lanes than
+shards, rows are split by a stable hash of (account, region, app_id) and each shard's rate
+is divided.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from .errors import SetupError
 
 __all__ = ["Lane", "Shard", "assign_lanes", "shard_from_environment"]
 
-Lane = tuple[str, str]  # (account_id, region); account "" means the base credentials
+# (account_id, region); account "": rows without an account, in the base credentials'
+# own account (keyed by it instead when the input names it too: RowPlan.own_lane)
+Lane = tuple[str, str]
 
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 

@@ -4,9 +4,9 @@ It answers ``AssumeRole`` and ``GetCallerIdentity`` itself, with credentials tha
 ``DurationSeconds`` after its ``clock`` (the test's injected clock, so expiry and refresh
 agree), or passes every request it does not refuse on to ``upstream`` (moto's server). It
 can refuse a role (403 ``AccessDenied``, as AWS does for a trust policy that does not let the
-caller in), throttle the next requests (400 ``Throttling``), fail them (500), and hold
-answers until a gate opens. ``calls`` records every request with the access key and region
-it was signed with.
+caller in) or ``GetCallerIdentity`` (``identity_refused``), throttle the next requests (400
+``Throttling``), fail them (500), and hold answers until a gate opens. ``calls`` records
+every request with the access key and region it was signed with.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class FakeSts:
         self.account_id = account_id
         self.calls: list[StsCall] = []
         self.refused: dict[str, tuple[int, str]] = {}  # role ARN -> (status, code)
+        self.identity_refused: tuple[int, str] | None = None  # GetCallerIdentity's answer
         self.throttle_next = 0
         self.fail_next = 0
         self.gate: asyncio.Event | None = None  # set: answers wait for it
@@ -110,6 +111,9 @@ class FakeSts:
         if self.fail_next > 0:
             self.fail_next -= 1
             return _error(500, "InternalFailure", "An internal error occurred")
+        if action == "GetCallerIdentity" and self.identity_refused is not None:
+            status, code = self.identity_refused
+            return _error(status, code, "The security token included in the request is invalid.")
         role = params.get("RoleArn", "")
         if action == "AssumeRole" and role in self.refused:
             status, code = self.refused[role]

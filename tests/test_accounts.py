@@ -37,7 +37,7 @@ from batch_updater.accounts import (
     role_arn_for,
     role_session_name,
 )
-from batch_updater.client import CallError, Clients, lane_of
+from batch_updater.client import CallError, Clients
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.logs import configure_logging, default_logger
 from batch_updater.retry import RetryPolicy
@@ -589,12 +589,6 @@ async def test_assume_role_error_names_account_role_cause_and_fix() -> None:
         " AccessDenied: not authorized; check the trust policy"
     )
     assert not error.transient
-
-
-def test_a_rows_lane_is_its_account_and_region() -> None:
-    assert lane_of(row(ACCOUNTS[0], "eu-west-1")) == (ACCOUNTS[0], "eu-west-1")
-    assert lane_of(row("", role_arn=role(ACCOUNTS[1]))) == (ACCOUNTS[1], "us-east-1")
-    assert lane_of(row()) == ("", "us-east-1")
 
 
 @pytest.mark.parametrize("local", [False, True], ids=["roles", "local"])

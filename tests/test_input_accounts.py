@@ -92,7 +92,9 @@ def test_each_account_rule_names_the_field(cells: dict[str, str], expected: str)
 def test_a_role_arn_without_account_id_gives_the_row_the_arns_account() -> None:
     result = check(row(role_arn=ROLE1))
     assert isinstance(result, Row), result
-    assert (result.account_id, result.role_arn, result.lane) == (A1, ROLE1, (A1, "us-east-1"))
+    assert (result.account_id, result.role_arn, result.region) == (A1, ROLE1, "us-east-1")
+    plan, _ = plan_items([row(role_arn=ROLE1)])
+    assert plan.lane_of(result) == (A1, "us-east-1")  # the role's account's lane
 
 
 @pytest.mark.parametrize(
@@ -129,7 +131,9 @@ def test_the_partition_of_a_region() -> None:
 def test_rows_without_account_columns_have_no_account_or_role() -> None:
     result = check(row())
     assert isinstance(result, Row)
-    assert (result.account_id, result.role_arn, result.lane) == ("", "", ("", "us-east-1"))
+    assert (result.account_id, result.role_arn, result.region) == ("", "", "us-east-1")
+    plan, _ = plan_items([row()])
+    assert plan.lane_of(result) == ("", "us-east-1")
 
 
 def test_the_fast_test_of_each_column_agrees_with_its_rule() -> None:
@@ -228,6 +232,7 @@ def test_the_own_account_is_looked_up_once_and_only_when_a_row_needs_it() -> Non
     plan, items = plan_items(
         [row(role_arn=ROLE1), row(app_id="d2abc"), row(app_id="d3abc", region="eu-west-1")],
         own_account=whoami,
+        look_up_own=False,  # validation alone; lanes may ask (see test_own_lane.py)
     )
     assert calls == []
     assert all(isinstance(i, Row) for i in items)
@@ -350,7 +355,9 @@ def test_with_enough_lanes_each_lane_belongs_to_exactly_one_shard(count: int) ->
     # Balanced by rows: no shard holds more than the ideal share plus the biggest lane.
     loads = [sum(isinstance(i, Row) for i in items) for _, items in shards]
     biggest = max(
-        Counter(r.lane for _, items in shards for r in items if isinstance(r, Row)).values()
+        Counter(
+            plan.lane_of(r) for plan, items in shards for r in items if isinstance(r, Row)
+        ).values()
     )
     assert max(loads) <= sum(loads) / count + biggest
 

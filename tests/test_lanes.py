@@ -17,7 +17,6 @@ import pytest
 
 from batch_updater import RunSummary, Status, run_batch
 from batch_updater import lanes as lanes_module
-from batch_updater.client import lane_of
 from batch_updater.emulator import EmulatorConfig, EmulatorServer
 from batch_updater.lanes import LaneQueue, LaneScheduler
 from batch_updater.rows import LoginSettings, Row, RowPlan
@@ -259,7 +258,7 @@ def test_a_plan_sharded_by_hash_gives_each_lane_the_last_line_of_its_own_rows() 
             last: dict[tuple[str, str], int] = {}
             for item in plan:
                 if isinstance(item, Row):
-                    last[lane_of(item)] = item.line
+                    last[plan.lane_of(item)] = item.line
             assert plan.last_lines == last
 
 
