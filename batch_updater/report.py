@@ -6,6 +6,7 @@ The format is :mod:`codec`'s; where the report lives is a :class:`storage.Locati
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
@@ -190,6 +191,30 @@ class ReportWriter:
             self._write_unsent(unsent)
             self.written += 1
             if unsent[0] in self._durable:
+                self._sink.flush()
+                self.saved = self.written
+        except OSError as exc:
+            self._fail(exc)
+
+    def write_all(self, records: Iterable[RowResult | Unsent]) -> None:
+        """:meth:`write` (a :class:`RowResult`) or :meth:`write_unsent` (an :data:`Unsent`)
+        of each of ``records`` in order, with one flush at the end when any of them needs
+        one: the records of the rows that ended in one turn of the event loop, one system
+        call (see :meth:`ResultSink.batched`)."""
+        if self.error is not None:
+            return
+        write, write_unsent, durable = self._write, self._write_unsent, self._durable
+        flush = False
+        try:
+            for record in records:
+                if isinstance(record, RowResult):
+                    write(record)
+                    flush = flush or record.status in durable
+                else:
+                    write_unsent(record)
+                    flush = flush or record[0] in durable
+                self.written += 1
+            if flush:
                 self._sink.flush()
                 self.saved = self.written
         except OSError as exc:

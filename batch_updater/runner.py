@@ -949,7 +949,8 @@ async def _run_live(
             policy=policy,
             log=log,
         )
-        await pool.run(rows, lanes, config)
+        with sink.batched(asyncio.get_running_loop().call_soon):
+            await pool.run(rows, lanes, config)
         if pool.failure is not None:
             raise pool.failure
 

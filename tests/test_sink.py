@@ -1,0 +1,145 @@
+"""The result sink writes the records of the rows that end in one turn of the event loop
+together (``ResultSink.batched``): one write at the turn's end, nothing lost or reordered,
+while counts, hook and stop rules take each result at once."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import structlog
+
+from batch_updater.breaker import BreakerSettings
+from batch_updater.control import FailureRules, RunControl
+from batch_updater.policy import StopPolicy
+from batch_updater.report import ReportWriter
+from batch_updater.results import RowResult, RunSummary, Status, Unsent
+from batch_updater.sink import ResultSink
+
+
+def make_sink(path: Path, seen: list[RowResult] | None = None) -> ResultSink:
+    policy = StopPolicy(
+        RunControl(),
+        FailureRules(1.0, 100, None),
+        breaker=BreakerSettings(),
+        log=structlog.get_logger(),
+    )
+    return ResultSink(
+        ReportWriter(path, run_id="r1"),
+        RunSummary(path),
+        total=10,
+        policy=policy,
+        log=structlog.get_logger(),
+        on_result=seen.append if seen is not None else None,
+    )
+
+
+def succeeded(line: int) -> RowResult:
+    return RowResult(line, f"d{line}abc", "us-east-1", Status.SUCCEEDED, attempts=1)
+
+
+def not_attempted(line: int) -> Unsent:
+    return (Status.NOT_ATTEMPTED, line, f"d{line}abc", "us-east-1", "not sent", "", (), "")
+
+
+def lines_on_disk(path: Path) -> list[str]:
+    """The report's ``line`` cells that have reached the file (not a buffer)."""
+    with path.open(newline="", encoding="utf-8") as f:
+        return [row["line"] for row in csv.DictReader(f)]
+
+
+class Turns:
+    """``defer`` for the sink: keeps the callbacks, runs them when told (a turn's end)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def __call__(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+
+    def end(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+def test_the_records_of_one_turn_reach_the_file_together_at_its_end(tmp_path: Path) -> None:
+    report, seen, turns = tmp_path / "report.csv", [], Turns()
+    sink = make_sink(report, seen)
+    with sink.batched(turns):
+        sink.emit(succeeded(2))
+        sink.emit_unsent(not_attempted(3))
+        sink.emit(succeeded(4))
+        # One drain asked for the turn; the hook and the counts had each result at once.
+        assert len(turns.callbacks) == 1
+        assert [r.line for r in seen] == [2, 3, 4]
+        assert sink.summary.counts[Status.SUCCEEDED] == 2
+        assert lines_on_disk(report) == []
+        turns.end()
+        assert lines_on_disk(report) == ["2", "3", "4"]  # in the order they ended
+        sink.emit(succeeded(5))
+        assert len(turns.callbacks) == 1  # the next turn asks again
+        turns.end()
+    assert lines_on_disk(report) == ["2", "3", "4", "5"]
+
+
+def test_records_still_waiting_are_written_when_the_batch_ends(tmp_path: Path) -> None:
+    report, turns = tmp_path / "report.csv", Turns()
+    sink = make_sink(report)
+    with sink.batched(turns):
+        sink.emit(succeeded(2))
+        sink.emit_unsent(not_attempted(3))
+    assert lines_on_disk(report) == ["2", "3"]
+    turns.end()  # the drain asked for earlier finds nothing left: nothing written twice
+    assert lines_on_disk(report) == ["2", "3"]
+    sink.emit(succeeded(4))  # outside a batch: written (and flushed) at once, as before
+    assert lines_on_disk(report) == ["2", "3", "4"]
+
+
+def test_records_waiting_when_the_batch_is_left_by_an_error_are_written(
+    tmp_path: Path,
+) -> None:
+    report, turns = tmp_path / "report.csv", Turns()
+    sink = make_sink(report)
+
+    def cancelled_mid_batch() -> None:
+        with sink.batched(turns):
+            sink.emit(succeeded(2))
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        cancelled_mid_batch()
+    assert lines_on_disk(report) == ["2"]
+
+
+def test_a_report_that_cannot_be_written_stops_the_run_at_the_turns_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report, turns = tmp_path / "report.csv", Turns()
+    sink = make_sink(report)
+    with sink.batched(turns):
+        sink.emit(succeeded(2))
+
+        def full(*_: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(sink._writer, "_write", full)
+        turns.end()
+        assert sink.summary.output_error is not None
+        assert "No space left on device" in sink.summary.output_error
+        assert sink.policy.stopping
+
+
+async def test_a_real_loop_writes_a_turns_records_before_it_next_waits(tmp_path: Path) -> None:
+    report = tmp_path / "report.csv"
+    sink = make_sink(report)
+    loop = asyncio.get_running_loop()
+    with sink.batched(loop.call_soon):
+        sink.emit(succeeded(2))
+        sink.emit(succeeded(3))
+        assert lines_on_disk(report) == []
+        await asyncio.sleep(0)  # one turn: the drain runs before anything waits
+        assert lines_on_disk(report) == ["2", "3"]
