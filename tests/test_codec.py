@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_updater import RowResult, Status
 from batch_updater.codec import (
@@ -563,6 +565,43 @@ def test_writing_into_a_sink_gives_the_line_encode_gives(result: RowResult, json
     writing.write(result)
     line = RecordEncoder(jsonl=jsonl, run_id="=r", extra_columns=kept).encode(result)
     assert out.getvalue() == line * 2
+
+
+# Cell text with what a CSV writer quotes or a spreadsheet runs, among plain characters.
+_CELL = st.text(alphabet=st.sampled_from('ab1 ,"\n\r=+-@\t\0é'), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(_CELL, min_size=8, max_size=8),
+    kept=st.lists(_CELL, min_size=0, max_size=2),
+    run_id=_CELL,
+    numbers=st.tuples(st.integers(0, 10**6), st.none() | st.integers(100, 599)),
+)
+def test_writing_any_cells_gives_the_line_the_csv_writer_gives(
+    texts: list[str], kept: list[str], run_id: str, numbers: tuple[int, int | None]
+) -> None:
+    # write() joins a usual record's cells itself; encode() always goes through csv.
+    app_id, region, code, message, request_id, manager, digest, account = texts
+    result = replace(
+        FULL,
+        app_id=app_id,
+        region=region,
+        error_code=code,
+        error_message=message,
+        request_id=request_id,
+        backend_manager_app_id=manager,
+        settings_digest=digest,
+        account_id=account,
+        line=numbers[0],
+        http_status=numbers[1],
+        kept=tuple(kept),
+    )
+    names = KEPT[: len(kept)]
+    out = io.StringIO()
+    RecordEncoder(jsonl=False, run_id=run_id, extra_columns=names, out=out).write(result)
+    line = RecordEncoder(jsonl=False, run_id=run_id, extra_columns=names).encode(result)
+    assert out.getvalue() == line
 
 
 def test_a_cell_with_a_lone_carriage_return_reads_back(tmp_path: Path) -> None:
