@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 from .control import StopReason
 from .policy import StopPolicy
@@ -24,6 +24,8 @@ from .s3 import Location
 __all__ = ["ResultHook", "ResultSink"]
 
 ResultHook = Callable[[RowResult], None]
+#: Records a turn holds for its drain at most; more are written at once (see batched).
+HELD_AT_MOST: Final = 1024
 ResumeCommand = Callable[[Location | None], str]
 
 
@@ -105,6 +107,8 @@ class ResultSink:
         written together, with one flush, by a :meth:`drain` that ``defer`` (the loop's
         ``call_soon``) runs once the turn's callbacks are done; on exit, whatever waits
         is written. Counts, progress, hook and stop rules still take each result at once.
+        A turn holds at most :data:`HELD_AT_MOST` records: a stop ends every unread row
+        in one turn, and those are written as they come.
 
         Why: between two requests, the SDK's own code and data barely fit a core's cache;
         formatting and flushing each record between them pushed part of them out (one
@@ -120,9 +124,15 @@ class ResultSink:
             self.drain()
 
     def _hold(self, record: RowResult | Unsent) -> None:
-        if not self._pending:
+        pending = self._pending
+        held = len(pending)
+        if not held:
             assert self._defer is not None, "held only within batched()"
             self._defer(self.drain)
+        elif held >= HELD_AT_MOST:
+            # A turn that ends a great many rows (a stop: every row not read yet, every
+            # row queued for a lane): written as they come, memory stays flat.
+            self.drain()
         self._pending.append(record)
 
     def drain(self) -> None:
