@@ -141,7 +141,14 @@ class ResultSink:
             return
         records, self._pending = self._pending, []
         writer = self._writer
-        writer.write_all(records)
+        try:
+            writer.write_all(records)
+        except Exception as exc:  # a bug: raised in the loop's callback, only printed
+            error = f"cannot write the report {writer.location.name}: {type(exc).__name__}: {exc}"
+            self._log.exception("report_write_failed", error=error)
+            if self.summary.output_error is None:
+                self.output_failed(error)
+            return
         if writer.error is not None and self.summary.output_error is None:
             self.output_failed(writer.error)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from aiohttp import web
 
 from batch_updater import run_batch
 from batch_updater.breaker import BreakerSettings
@@ -203,3 +204,72 @@ async def test_a_stop_writes_the_unread_rows_of_a_big_input_in_bounded_batches(
     assert max(batches) <= HELD_AT_MOST
     records = read_report(tmp_path / "report.csv")
     assert sorted(int(r["line"]) for r in records) == list(range(2, rows + 2))
+
+
+# -- a record the report cannot take as it is ---------------------------------------------
+
+
+@pytest.fixture
+async def surrogate_service() -> AsyncIterator[str]:
+    """A service that answers every call 400 with a message holding a JSON-escaped lone
+    surrogate (valid JSON; botocore's parser gives it to us as it is)."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(
+            body=b'{"message": "no app named \\ud800 here"}',
+            status=400,
+            content_type="application/json",
+            headers={"x-amzn-ErrorType": "BadRequestException"},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("name", ["report.csv", "report.jsonl"])
+async def test_a_message_with_a_lone_surrogate_is_written_escaped_in_every_row(
+    tmp_path: Path, session: Any, surrogate_service: str, name: str
+) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        "app_id,region,user_pool_id",
+        *(f"d{i}abc,us-east-1,us-east-1_AbC123xyz" for i in range(6)),
+    )
+    config = fast(
+        tmp_path, name, endpoint_url=surrogate_service, concurrency=2, max_failure_rate=1.0
+    )
+    summary = await run_batch(source, config, session=session)
+    assert summary.output_error is None
+    assert summary.counts[Status.FAILED] == 6
+    records = read_report(tmp_path / name)
+    assert sorted(int(r["line"]) for r in records) == list(range(2, 8))
+    # JSON lines: the escape reads back as the message; CSV: the escape, as text.
+    shown = "\ud800" if name.endswith(".jsonl") else "\\ud800"
+    assert {r["error_message"] for r in records} == {f"no app named {shown} here"}
+
+
+def test_a_record_the_report_cannot_take_stops_the_run_as_a_full_disk_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Raised in the loop's drain callback, the error would only be printed: the run went
+    # on, its report short of the turn's rows, and no output_error said so.
+    report, turns = tmp_path / "report.csv", Turns()
+    sink = make_sink(report)
+    with sink.batched(turns):
+        sink.emit(succeeded(2))
+
+        def broken(*_: object) -> None:
+            raise ValueError("a value the encoder cannot take")
+
+        monkeypatch.setattr(sink._writer, "_write", broken)
+        turns.end()
+        assert sink.summary.output_error is not None
+        assert "ValueError: a value the encoder cannot take" in sink.summary.output_error
+        assert sink.policy.stopping
