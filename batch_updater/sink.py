@@ -24,9 +24,9 @@ from .s3 import Location
 __all__ = ["ResultHook", "ResultSink"]
 
 ResultHook = Callable[[RowResult], None]
+ResumeCommand = Callable[[Location | None], str]
 #: Records a turn holds for its drain at most; more are written at once (see batched).
 HELD_AT_MOST: Final = 1024
-ResumeCommand = Callable[[Location | None], str]
 
 
 class ResultSink:
@@ -124,8 +124,7 @@ class ResultSink:
             self.drain()
 
     def _hold(self, record: RowResult | Unsent) -> None:
-        pending = self._pending
-        held = len(pending)
+        held = len(self._pending)
         if not held:
             assert self._defer is not None, "held only within batched()"
             self._defer(self.drain)
