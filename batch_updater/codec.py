@@ -221,6 +221,17 @@ def _csv_value(value: Any) -> Any:
     return neutralize(value)
 
 
+def _csv_text(value: object) -> str:
+    """A cell that is not a str, an int or None as the CSV writer writes it: a str
+    subclass's text (not its ``str()``: an enum's may be its name), a float's ``repr()``,
+    anything else's ``str()``."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
 def iso(value: datetime | None) -> str | None:
     """A time as the report writes it: UTC, milliseconds, ``Z``."""
     if value is None:
@@ -358,7 +369,16 @@ class RecordEncoder:
             # line end), so its line is the cells joined; the writer tests each character
             # of each cell against the line end, three times the work.
             line = ",".join(
-                [v if v.__class__ is str else "" if v is None else str(v) for v in values]
+                [
+                    v
+                    if v.__class__ is str
+                    else ""
+                    if v is None
+                    else str(v)
+                    if v.__class__ is int
+                    else _csv_text(v)
+                    for v in values
+                ]
             )
             if "\r" in line:  # in a cell no test above looks at (the digest, the run id)
                 self._csv.writerow(values)  # quoted, as encode() quotes it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 from .control import StopReason
 from .policy import StopPolicy
@@ -25,6 +25,8 @@ __all__ = ["ResultHook", "ResultSink"]
 
 ResultHook = Callable[[RowResult], None]
 ResumeCommand = Callable[[Location | None], str]
+#: Records a turn holds for its drain at most; more are written at once (see batched).
+HELD_AT_MOST: Final = 1024
 
 
 class ResultSink:
@@ -105,6 +107,8 @@ class ResultSink:
         written together, with one flush, by a :meth:`drain` that ``defer`` (the loop's
         ``call_soon``) runs once the turn's callbacks are done; on exit, whatever waits
         is written. Counts, progress, hook and stop rules still take each result at once.
+        A turn holds at most :data:`HELD_AT_MOST` records: a stop ends every unread row
+        in one turn, and those are written as they come.
 
         Why: between two requests, the SDK's own code and data barely fit a core's cache;
         formatting and flushing each record between them pushed part of them out (one
@@ -120,9 +124,14 @@ class ResultSink:
             self.drain()
 
     def _hold(self, record: RowResult | Unsent) -> None:
-        if not self._pending:
+        held = len(self._pending)
+        if not held:
             assert self._defer is not None, "held only within batched()"
             self._defer(self.drain)
+        elif held >= HELD_AT_MOST:
+            # A turn that ends a great many rows (a stop: every row not read yet, every
+            # row queued for a lane): written as they come, memory stays flat.
+            self.drain()
         self._pending.append(record)
 
     def drain(self) -> None:
@@ -131,7 +140,14 @@ class ResultSink:
             return
         records, self._pending = self._pending, []
         writer = self._writer
-        writer.write_all(records)
+        try:
+            writer.write_all(records)
+        except Exception as exc:  # a bug: raised in the loop's callback, only printed
+            error = f"cannot write the report {writer.location.name}: {type(exc).__name__}: {exc}"
+            self._log.exception("report_write_failed", error=error)
+            if self.summary.output_error is None:
+                self.output_failed(error)
+            return
         if writer.error is not None and self.summary.output_error is None:
             self.output_failed(writer.error)
 

@@ -98,8 +98,12 @@ _TMP: Final = ".tmp"
 
 
 def open_text(path: Path, mode: str) -> IO[str]:
-    """Open a report file as the tool writes it: UTF-8, ``\\n`` line ends untranslated."""
-    return path.open(mode, encoding="utf-8", newline="")
+    """Open a report file as the tool writes it: UTF-8, ``\\n`` line ends untranslated.
+
+    A lone surrogate (a JSON ``\\ud800`` in a service's message, a library caller's cell)
+    has no UTF-8: it is written as its escape, ``\\ud800``, which a JSON lines report
+    reads back as the character itself; failing would cost the row its record."""
+    return path.open(mode, encoding="utf-8", errors="backslashreplace", newline="")
 
 
 class LocalSink:

@@ -3,6 +3,7 @@ lines, kept columns, the account column; and the storage seam beneath it."""
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 from collections.abc import Hashable
@@ -602,6 +603,44 @@ def test_writing_any_cells_gives_the_line_the_csv_writer_gives(
     RecordEncoder(jsonl=False, run_id=run_id, extra_columns=names, out=out).write(result)
     line = RecordEncoder(jsonl=False, run_id=run_id, extra_columns=names).encode(result)
     assert out.getvalue() == line
+
+
+class _Code(str, enum.Enum):  # noqa: UP042 - under test: str() of its member is its name
+    DENIED = "AccessDenied"
+
+
+class _Shown(str):
+    """A str whose str() is not its text (the CSV writer writes the text)."""
+
+    def __str__(self) -> str:
+        return "shown"
+
+
+class _Count(enum.IntEnum):
+    THREE = 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("error_code", _Code.DENIED),
+        ("error_message", _Shown("the text")),
+        ("app_id", _Shown("d1abc")),
+        ("error_code", enum.StrEnum("Code", {"X": "Throttled"}).X),
+        ("attempts", _Count.THREE),
+        ("http_status", True),
+    ],
+)
+@pytest.mark.parametrize("run_id", ["r1", _Shown("r1")])
+def test_writing_cells_of_str_and_int_subclasses_gives_the_line_the_csv_writer_gives(
+    field: str, value: object, run_id: str
+) -> None:
+    # The csv writer writes a str subclass's text (not its str()), an int subclass's str().
+    result = replace(FULL, **{"error_message": "slow down", "kept": (), field: value})
+    out = io.StringIO()
+    RecordEncoder(jsonl=False, run_id=run_id, out=out).write(result)
+    assert out.getvalue() == RecordEncoder(jsonl=False, run_id=run_id).encode(result)
+    assert "shown" not in out.getvalue()
 
 
 def test_a_cell_with_a_lone_carriage_return_reads_back(tmp_path: Path) -> None:

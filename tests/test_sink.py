@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import csv
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
+from aiohttp import web
 
+from batch_updater import run_batch
 from batch_updater.breaker import BreakerSettings
-from batch_updater.control import FailureRules, RunControl
+from batch_updater.control import FailureRules, RunControl, StopReason
+from batch_updater.emulator import EmulatorServer
 from batch_updater.policy import StopPolicy
 from batch_updater.report import ReportWriter
 from batch_updater.results import RowResult, RunSummary, Status, Unsent
-from batch_updater.sink import ResultSink
+from batch_updater.sink import HELD_AT_MOST, ResultSink
+
+from .conftest import fast, read_report, write_csv
 
 
 def make_sink(path: Path, seen: list[RowResult] | None = None) -> ResultSink:
@@ -143,3 +149,127 @@ async def test_a_real_loop_writes_a_turns_records_before_it_next_waits(tmp_path:
         assert lines_on_disk(report) == []
         await asyncio.sleep(0)  # one turn: the drain runs before anything waits
         assert lines_on_disk(report) == ["2", "3"]
+
+
+def test_a_turn_that_ends_a_great_many_rows_writes_them_as_they_come(tmp_path: Path) -> None:
+    # A stop ends every row not read yet in one turn: held for the turn's end, a big
+    # input's rows would all wait in memory.
+    report, turns = tmp_path / "report.csv", Turns()
+    sink = make_sink(report)
+    rows = 3 * HELD_AT_MOST
+    with sink.batched(turns):
+        for line in range(2, rows + 2):
+            sink.emit(succeeded(line))
+        on_disk = lines_on_disk(report)
+        assert len(on_disk) >= rows - HELD_AT_MOST  # the turn has not ended
+        assert on_disk == [str(line) for line in range(2, len(on_disk) + 2)]  # in order
+        turns.end()
+        assert lines_on_disk(report) == [str(line) for line in range(2, rows + 2)]
+    turns.end()  # any drain asked for since finds nothing: nothing written twice
+    assert lines_on_disk(report) == [str(line) for line in range(2, rows + 2)]
+
+
+async def test_a_stop_writes_the_unread_rows_of_a_big_input_in_bounded_batches(
+    tmp_path: Path, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    write_all = ReportWriter.write_all
+
+    def counted(writer: ReportWriter, records: Iterable[RowResult | Unsent]) -> None:
+        records = list(records)
+        batches.append(len(records))
+        write_all(writer, records)
+
+    monkeypatch.setattr(ReportWriter, "write_all", counted)
+    rows = 3 * HELD_AT_MOST
+    source = write_csv(
+        tmp_path / "in.csv",
+        "app_id,region,user_pool_id",
+        *(f"d{i}abc,us-east-1,us-east-1_AbC123xyz" for i in range(rows)),
+    )
+    control = RunControl()
+
+    def stop_at_once(_: RowResult) -> None:
+        control.stop(StopReason("signal", "received SIGTERM", 15))
+
+    async with EmulatorServer() as server:
+        summary = await run_batch(
+            source,
+            fast(tmp_path, endpoint_url=server.url, concurrency=1, collect_results=False),
+            session=session,
+            control=control,
+            on_result=stop_at_once,
+        )
+    assert summary.counts[Status.NOT_ATTEMPTED] == rows - 1
+    assert max(batches) <= HELD_AT_MOST
+    records = read_report(tmp_path / "report.csv")
+    assert sorted(int(r["line"]) for r in records) == list(range(2, rows + 2))
+
+
+# -- a record the report cannot take as it is ---------------------------------------------
+
+
+@pytest.fixture
+async def surrogate_service() -> AsyncIterator[str]:
+    """A service that answers every call 400 with a message holding a JSON-escaped lone
+    surrogate (valid JSON; botocore's parser gives it to us as it is)."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(
+            body=b'{"message": "no app named \\ud800 here"}',
+            status=400,
+            content_type="application/json",
+            headers={"x-amzn-ErrorType": "BadRequestException"},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("name", ["report.csv", "report.jsonl"])
+async def test_a_message_with_a_lone_surrogate_is_written_escaped_in_every_row(
+    tmp_path: Path, session: Any, surrogate_service: str, name: str
+) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        "app_id,region,user_pool_id",
+        *(f"d{i}abc,us-east-1,us-east-1_AbC123xyz" for i in range(6)),
+    )
+    config = fast(
+        tmp_path, name, endpoint_url=surrogate_service, concurrency=2, max_failure_rate=1.0
+    )
+    summary = await run_batch(source, config, session=session)
+    assert summary.output_error is None
+    assert summary.counts[Status.FAILED] == 6
+    records = read_report(tmp_path / name)
+    assert sorted(int(r["line"]) for r in records) == list(range(2, 8))
+    # JSON lines: the escape reads back as the message; CSV: the escape, as text.
+    shown = "\ud800" if name.endswith(".jsonl") else "\\ud800"
+    assert {r["error_message"] for r in records} == {f"no app named {shown} here"}
+
+
+def test_a_record_the_report_cannot_take_stops_the_run_as_a_full_disk_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Raised in the loop's drain callback, the error would only be printed: the run went
+    # on, its report short of the turn's rows, and no output_error said so.
+    report, turns = tmp_path / "report.csv", Turns()
+    sink = make_sink(report)
+    with sink.batched(turns):
+        sink.emit(succeeded(2))
+
+        def broken(*_: object) -> None:
+            raise ValueError("a value the encoder cannot take")
+
+        monkeypatch.setattr(sink._writer, "_write", broken)
+        turns.end()
+        assert sink.summary.output_error is not None
+        assert "ValueError: a value the encoder cannot take" in sink.summary.output_error
+        assert sink.policy.stopping
