@@ -308,12 +308,14 @@ class RowPlan:
     that way round, a lane key names the account whose limit it paces; a row's report
     keeps the account it gave (blank stays blank) and its credentials. The own account is
     looked up for this only when the input holds both rows without an account and rows
-    with one (else nothing can merge), and only with ``look_up_own`` (False: a dry run,
-    which sends nothing, merges only when validation already knew the own account).
-    ``--local`` (``own_account`` :data:`~batch_updater.rules.EVERY_ACCOUNT`) merges
-    nothing. When the look-up fails the two lanes stay apart, and ``warn(message)`` says
-    so; sharded, it is a :class:`SetupError` instead: every shard must key the rows alike,
-    or a lane's rows could go to two shards or to none.
+    with one (else nothing can merge), and only when the run ``sends`` or is sharded (a
+    dry run unsharded merges only when validation already knew the own account; sharded,
+    it looks up as the live run does, so that each shard's preview lists the rows that
+    shard would send). ``--local`` (``own_account``
+    :data:`~batch_updater.rules.EVERY_ACCOUNT`) merges nothing. When the look-up fails
+    the two lanes stay apart, and ``warn(message)`` says so; a shard that sends raises
+    :class:`SetupError` instead: every shard must key the rows alike, or a lane's rows
+    could go to two shards or to none.
 
     After construction, ``total`` (rows this plan yields), ``invalid`` (those of them that
     are invalid, rows of conflicting duplicates included: the report's count),
@@ -340,12 +342,12 @@ class RowPlan:
         "_interrupted",
         "_invalid_lines",
         "_keep",
-        "_look_up_own",
         "_owned_lanes",
         "_resolve_region",
         "_roles",
         "_rows",
         "_rule",
+        "_sends",
         "_spool",
         "_warn",
         "input_invalid",
@@ -372,12 +374,12 @@ class RowPlan:
         keep: Iterable[str] = (),
         role_template: str | None = None,
         own_account: OwnAccount = None,
-        look_up_own: bool = True,
+        sends: bool = True,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self._rule = region_rule(allow_unknown_region)
         self._roles = AccountRoles(role_template, own_account)
-        self._look_up_own = look_up_own
+        self._sends = sends
         self._warn = warn
         self._copy: InputCopy | None = None
         if isinstance(source, Path):
@@ -605,11 +607,12 @@ class RowPlan:
             return ""  # rows of one kind: nothing to merge, and nothing to look up
         roles = self._roles
         own = roles.known_own()
-        if own is None and self._look_up_own:
+        sharded = self.shard is not None and self.shard.count > 1
+        if own is None and (self._sends or sharded):
             try:
                 own = roles.own_account()
             except SetupError as exc:
-                if self.shard is not None and self.shard.count > 1:
+                if sharded and self._sends:
                     raise SetupError(
                         f"{exc}; shard {self.shard} needs it to put the rows without an "
                         "account_id in the lane of the caller's own account as every "
@@ -618,8 +621,13 @@ class RowPlan:
                 if self._warn is not None:
                     self._warn(
                         f"{exc}; rows without an account_id and rows of the caller's own "
-                        "account are paced as two lanes in each region (together up to "
-                        "twice the rate there)"
+                        + (
+                            "account are paced as two lanes in each region (together up to "
+                            "twice the rate there)"
+                            if self._sends
+                            else "account are kept in two lanes, so this dry run's shard "
+                            "may list other rows than the same shard of a real run"
+                        )
                     )
                 return ""
         if own is None or own == EVERY_ACCOUNT or own not in accounts:

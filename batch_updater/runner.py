@@ -803,8 +803,8 @@ def _validate(
             allow_unknown_region=config.allow_unknown_region,
             role_template=config.accounts.role_arn_template,
             own_account=EVERY_ACCOUNT if config.local else sdk.own_account(log),
-            # Lanes matter only to a run that sends: a dry run asks AWS nothing for them.
-            look_up_own=not config.dry_run,
+            # Lanes matter to a run that sends, and to a sharded dry run's split of the rows.
+            sends=not config.dry_run,
             warn=lambda message: log.warning("own_account_unknown", message=message),
         )
     except ValidationInterrupted as exc:

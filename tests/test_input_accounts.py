@@ -232,7 +232,7 @@ def test_the_own_account_is_looked_up_once_and_only_when_a_row_needs_it() -> Non
     plan, items = plan_items(
         [row(role_arn=ROLE1), row(app_id="d2abc"), row(app_id="d3abc", region="eu-west-1")],
         own_account=whoami,
-        look_up_own=False,  # validation alone; lanes may ask (see test_own_lane.py)
+        sends=False,  # validation alone; lanes may ask (see test_own_lane.py)
     )
     assert calls == []
     assert all(isinstance(i, Row) for i in items)

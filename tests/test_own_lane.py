@@ -212,6 +212,35 @@ async def test_a_file_of_one_kind_of_rows_asks_no_get_caller_identity(
     assert lane_names(tmp_path) == lanes
 
 
+async def test_a_sharded_dry_run_lists_the_rows_each_shard_would_send(
+    tmp_path: Path, session: Any, sts: FakeSts
+) -> None:
+    # Merged or not, the lanes decide which shard gets which rows: the preview must merge
+    # as the real run does (one GetCallerIdentity each), or it lists other rows.
+    rows = [
+        f"{account},d{i}x{n}abc,{region},{pool}"
+        for i in range(3)
+        for n, account in enumerate(("", OWN, OTHER))
+        for region, pool in (("us-east-1", UP), ("eu-west-1", EU))
+    ]
+    source = write_csv(tmp_path / "in.csv", HEADER, *rows)
+
+    def lines(report: str) -> list[str]:
+        return sorted(r["line"] for r in read_report(tmp_path / report))
+
+    async with EmulatorServer() as server:
+        for k in range(3):
+            shard = Shard(k, 3)
+            preview = fast(tmp_path, f"d{k}.csv", dry_run=True, role_arn=TEMPLATE, shard=shard)
+            await run_batch(source, preview, session=session)
+            live = fast(
+                tmp_path, f"r{k}.csv", endpoint_url=server.url, role_arn=TEMPLATE, shard=shard
+            )
+            assert (await run_batch(source, live, session=session)).exit_code == 0
+            assert lines(f"d{k}.csv") == lines(f"r{k}.csv"), f"shard {shard}"
+    assert identity_calls(sts) == 6
+
+
 async def test_a_dry_run_asks_nothing_for_lanes(tmp_path: Path, session: Any, sts: FakeSts) -> None:
     config = fast(tmp_path, dry_run=True, role_arn=TEMPLATE)
     summary = await run_batch(mixed(tmp_path, 6), config, session=session)
@@ -317,3 +346,16 @@ def test_a_shard_that_cannot_tell_the_own_account_sends_nothing() -> None:
         assert ("", "us-east-1") in plan.lanes
         assert (OWN, "us-east-1") in plan.lanes
     assert len(warned) == 1
+    warned.clear()
+    with RowPlan(
+        fleet(),
+        None,
+        shard=Shard(1, 3),
+        own_account=refused,
+        role_template=TEMPLATE,
+        sends=False,
+        warn=warned.append,
+    ) as plan:  # a sharded dry run sends nothing: it warns that its split may differ
+        assert plan.own_lane == ""
+    assert len(warned) == 1
+    assert "this dry run's shard may list other rows" in warned[0]
