@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aioboto3
 import pytest
 import structlog
+from aiohttp import web
 
 from batch_updater import RunConfig
 from batch_updater.emulator import EmulatorServer
@@ -100,3 +102,20 @@ def read_report(path: Path) -> list[dict[str, Any]]:
 def write_csv(path: Path, header: str, *rows: str) -> Path:
     path.write_text("\n".join((header, *rows)) + "\n", encoding="utf-8")
     return path
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """A service on 127.0.0.1 (a free port) that answers every request with ``handler``;
+    yields its URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

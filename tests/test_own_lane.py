@@ -65,6 +65,16 @@ def mixed(tmp_path: Path, count: int, account: str = OWN) -> Path:
     return write_csv(tmp_path / "mixed.csv", HEADER, *rows)
 
 
+def three_kinds() -> list[str]:
+    """Rows without an account, of the own account and of another, in two regions."""
+    return [
+        f"{account},d{i}x{n}abc,{region},{pool}"
+        for i in range(3)
+        for n, account in enumerate(("", OWN, OTHER))
+        for region, pool in (("us-east-1", UP), ("eu-west-1", EU))
+    ]
+
+
 def lane_names(tmp_path: Path) -> set[str]:
     """The lanes the run paced: the summary's settled rate of each."""
     summary = json.loads((tmp_path / "report.csv.summary.json").read_text())
@@ -156,12 +166,7 @@ async def test_without_the_own_account_the_run_warns_and_keeps_two_lanes(
 async def test_each_shard_of_a_sharded_run_sends_the_merged_lane_whole_or_not_at_all(
     tmp_path: Path, session: Any, sts: FakeSts
 ) -> None:
-    rows = [
-        f"{account},d{i}x{n}abc,{region},{pool}"
-        for i in range(3)
-        for n, account in enumerate(("", OWN, OTHER))
-        for region, pool in (("us-east-1", UP), ("eu-west-1", EU))
-    ]
+    rows = three_kinds()
     source = write_csv(tmp_path / "in.csv", HEADER, *rows)
     names: list[set[str]] = []
     apps: list[str] = []
@@ -217,12 +222,7 @@ async def test_a_sharded_dry_run_lists_the_rows_each_shard_would_send(
 ) -> None:
     # Merged or not, the lanes decide which shard gets which rows: the preview must merge
     # as the real run does (one GetCallerIdentity each), or it lists other rows.
-    rows = [
-        f"{account},d{i}x{n}abc,{region},{pool}"
-        for i in range(3)
-        for n, account in enumerate(("", OWN, OTHER))
-        for region, pool in (("us-east-1", UP), ("eu-west-1", EU))
-    ]
+    rows = three_kinds()
     source = write_csv(tmp_path / "in.csv", HEADER, *rows)
 
     def lines(report: str) -> list[str]:

@@ -23,7 +23,7 @@ from batch_updater.report import ReportWriter
 from batch_updater.results import RowResult, RunSummary, Status, Unsent
 from batch_updater.sink import HELD_AT_MOST, ResultSink
 
-from .conftest import fast, read_report, write_csv
+from .conftest import fast, read_report, serving, write_csv
 
 
 def make_sink(path: Path, seen: list[RowResult] | None = None) -> ResultSink:
@@ -121,21 +121,34 @@ def test_records_waiting_when_the_batch_is_left_by_an_error_are_written(
     assert lines_on_disk(report) == ["2"]
 
 
+@pytest.mark.parametrize(
+    ("error", "told"),
+    [
+        pytest.param(OSError(28, "No space left on device"), "No space left on device", id="full"),
+        # Raised in the loop's drain callback, an error the writer does not expect would only
+        # be printed: the run went on, its report short of the turn's rows, no output_error.
+        pytest.param(
+            ValueError("a value the encoder cannot take"),
+            "ValueError: a value the encoder cannot take",
+            id="unexpected",
+        ),
+    ],
+)
 def test_a_report_that_cannot_be_written_stops_the_run_at_the_turns_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, told: str
 ) -> None:
     report, turns = tmp_path / "report.csv", Turns()
     sink = make_sink(report)
     with sink.batched(turns):
         sink.emit(succeeded(2))
 
-        def full(*_: object) -> None:
-            raise OSError(28, "No space left on device")
+        def broken(*_: object) -> None:
+            raise error
 
-        monkeypatch.setattr(sink._writer, "_write", full)
+        monkeypatch.setattr(sink._writer, "_write", broken)
         turns.end()
         assert sink.summary.output_error is not None
-        assert "No space left on device" in sink.summary.output_error
+        assert told in sink.summary.output_error
         assert sink.policy.stopping
 
 
@@ -223,14 +236,8 @@ async def surrogate_service() -> AsyncIterator[str]:
             headers={"x-amzn-ErrorType": "BadRequestException"},
         )
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", refuse)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serving(refuse) as url:
+        yield url
 
 
 @pytest.mark.parametrize("name", ["report.csv", "report.jsonl"])
@@ -253,23 +260,3 @@ async def test_a_message_with_a_lone_surrogate_is_written_escaped_in_every_row(
     # JSON lines: the escape reads back as the message; CSV: the escape, as text.
     shown = "\ud800" if name.endswith(".jsonl") else "\\ud800"
     assert {r["error_message"] for r in records} == {f"no app named {shown} here"}
-
-
-def test_a_record_the_report_cannot_take_stops_the_run_as_a_full_disk_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Raised in the loop's drain callback, the error would only be printed: the run went
-    # on, its report short of the turn's rows, and no output_error said so.
-    report, turns = tmp_path / "report.csv", Turns()
-    sink = make_sink(report)
-    with sink.batched(turns):
-        sink.emit(succeeded(2))
-
-        def broken(*_: object) -> None:
-            raise ValueError("a value the encoder cannot take")
-
-        monkeypatch.setattr(sink._writer, "_write", broken)
-        turns.end()
-        assert sink.summary.output_error is not None
-        assert "ValueError: a value the encoder cannot take" in sink.summary.output_error
-        assert sink.policy.stopping

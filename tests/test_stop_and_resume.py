@@ -19,7 +19,7 @@ from batch_updater.errors import SetupError
 from batch_updater.resume import ResumeIndex
 
 from . import virtual_time
-from .conftest import EXAMPLE, fast, read_report, write_csv
+from .conftest import EXAMPLE, fast, read_report, serving, write_csv
 
 HEADER = "app_id,region,user_pool_id"
 UP = "us-east-1_AbC123xyz"
@@ -128,15 +128,8 @@ async def denying_service() -> AsyncIterator[str]:
             headers={"x-amzn-ErrorType": "AccessDeniedException"},
         )
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", deny)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(deny) as url:
+        yield url
 
 
 async def test_access_denied_stops_the_run_at_once(
